@@ -1,0 +1,49 @@
+"""Paths anchored at the repository root, and the fixed file names of every artifact.
+
+Nothing in the project builds a path from the working directory: notebooks executed by papermill
+from any folder, tests and ``run_all.py`` all resolve run and figure folders here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The repository root (the folder holding ``saetrack/``).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: Environment variable that moves every run directory (e.g. to a bigger disk, or a temp dir in tests).
+RUNS_ENV = "SAETRACK_RUNS"
+#: Environment variable that moves the figures folder.
+FIGURES_ENV = "SAETRACK_FIGURES"
+
+# File and folder names of the on-disk layout (DESIGN.md "Pipeline and artifacts").
+MANIFEST = "manifest.json"
+CORPUS_DIR = "corpus"
+TOKENIZER_DIR = "tokenizer"
+MODEL_DIR = "model"
+CACHE_DIR = "cache"
+CHAIN_DIR = "chain"
+BASELINE_DIR = "baseline"
+NOTEBOOKS_DIR = "notebooks"
+RESULTS_JSON = "results.json"
+
+
+def runs_root() -> Path:
+    """Folder holding one run directory per preset (``$SAETRACK_RUNS`` or ``<repo>/runs``)."""
+    return Path(os.environ.get(RUNS_ENV, REPO_ROOT / "runs")).resolve()
+
+
+def run_dir(preset: str) -> Path:
+    """The run directory of ``preset``."""
+    return runs_root() / preset
+
+
+def figures_dir(preset: str) -> Path:
+    """Folder of ``preset``'s figures (``$SAETRACK_FIGURES/<preset>`` or ``<repo>/figures/<preset>``)."""
+    return Path(os.environ.get(FIGURES_ENV, REPO_ROOT / "figures")).resolve() / preset
+
+
+def step_dir_name(step: int) -> str:
+    """Folder name of a checkpoint or an SAE link at training step ``step`` (Pythia's revision names)."""
+    return f"step{step}"

@@ -1,0 +1,82 @@
+"""The pipeline declared as data: stage -> notebook, inputs, outputs, and whether its outputs are current.
+
+``run_all.py`` walks :data:`STAGES` in order; a stage whose outputs' manifests all match the config is
+skipped (and says so), anything else is executed through its notebook, which itself resumes from
+whatever finished artifacts it finds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from saetrack import paths, store
+from saetrack.config import RunConfig
+
+__all__ = ["STAGES", "Stage", "get_stage", "stage_hashes"]
+
+
+def stage_hashes(run: RunConfig) -> dict[str, str]:
+    """Output folder (relative to the run directory) -> the config hash its manifest must carry."""
+    from saetrack.activations import cache_config_hash
+
+    hashes: dict[str, str] = {}
+    if run.model.source == "suite":
+        hashes[paths.CORPUS_DIR] = run.section_hash("corpus")
+        hashes[paths.MODEL_DIR] = run.section_hash("corpus", "suite")
+    else:
+        hashes[paths.CORPUS_DIR] = run.section_hash("corpus")
+    hashes[paths.CACHE_DIR] = cache_config_hash(run)
+    return hashes
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline, run by one notebook."""
+
+    name: str
+    notebook: str
+    #: Names of the stages whose artifacts this stage reads.
+    inputs: tuple[str, ...]
+    #: Folders (relative to the run directory) this stage writes, each with a manifest.
+    outputs: Callable[[RunConfig], tuple[str, ...]]
+    description: str
+
+    def output_hashes(self, run: RunConfig) -> dict[str, str]:
+        """The config hash each of this stage's output folders must carry to count as current."""
+        hashes = stage_hashes(run)
+        return {folder: hashes[folder] for folder in self.outputs(run)}
+
+    def is_current(self, run: RunConfig, run_dir: Path) -> bool:
+        """Whether every output folder holds a finished manifest made with this config."""
+        return all(
+            store.manifest_is_current(Path(run_dir) / folder, digest)
+            for folder, digest in self.output_hashes(run).items()
+        )
+
+
+def _cache_outputs(run: RunConfig) -> tuple[str, ...]:
+    if run.model.source == "suite":
+        return (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR)
+    return (paths.CORPUS_DIR, paths.CACHE_DIR)
+
+
+#: The stages in execution order.
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="cache",
+        notebook="01_cache_activations.ipynb",
+        inputs=(),
+        outputs=_cache_outputs,
+        description="corpus and tokenizer, the nano model suite (local presets), activation cache",
+    ),
+)
+
+
+def get_stage(name: str) -> Stage:
+    """The stage called ``name``; unknown names raise ``KeyError`` listing the known ones."""
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    raise KeyError(f"unknown stage {name!r}; stages: {[s.name for s in STAGES]}")

@@ -1,0 +1,58 @@
+"""Seeding, device choice and the run a notebook works on — the one place these are decided."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from saetrack import paths
+from saetrack.config import DEFAULT_PRESET, RunConfig, get_preset
+
+__all__ = ["resolve_device", "resolve_run", "seed_everything"]
+
+log = logging.getLogger("saetrack")
+
+#: Environment variable naming the preset a notebook runs when no parameter says otherwise (nbval tests).
+PRESET_ENV = "SAETRACK_PRESET"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (UMAP gets ``random_state`` explicitly)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` picks ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else is checked and returned."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but no CUDA GPU is visible; use 'cpu' or 'auto'.")
+    return device
+
+
+def default_preset() -> str:
+    """The preset a notebook runs by default: ``$SAETRACK_PRESET`` or the embedded default (``nano``)."""
+    return os.environ.get(PRESET_ENV, DEFAULT_PRESET)
+
+
+def resolve_run(preset: str, config_json: str = "", run_dir: str = "") -> tuple[RunConfig, Path]:
+    """The validated config and run directory a notebook works on.
+
+    ``config_json`` (set by ``run_all.py`` from a validated :class:`RunConfig`) wins over ``preset``;
+    it is validated again here, so a hand-edited parameter cannot slip an invalid value through.
+    """
+    run = RunConfig.from_dict(json.loads(config_json)) if config_json else get_preset(preset)
+    folder = Path(run_dir).resolve() if run_dir else paths.run_dir(run.preset)
+    folder.mkdir(parents=True, exist_ok=True)
+    seed_everything(run.seed)
+    log.info("preset %s, run directory %s, torch %s, threads %d", run.preset, folder, torch.__version__,
+             torch.get_num_threads())
+    return run, folder

@@ -1,0 +1,40 @@
+"""Shared fixtures: every test runs offline, seeded, with run and figure folders in a temp dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_outputs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point runs/ and figures/ at a temp folder so no test writes into the repository."""
+    root = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("SAETRACK_RUNS", str(root / "runs"))
+    monkeypatch.setenv("SAETRACK_FIGURES", str(root / "figures"))
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory with the smoke preset's corpus, model suite and activation cache, built once."""
+    from saetrack.activations import cache_activations
+    from saetrack.config import get_preset
+    from saetrack.corpus import prepare_corpus
+    from saetrack.nanolm import train_suite
+
+    run = get_preset("smoke")
+    run_dir = tmp_path_factory.mktemp("smoke_run")
+    prepare_corpus(run, run_dir)
+    train_suite(run, run_dir, progress=False)
+    cache_activations(run, run_dir, progress=False)
+    return run_dir
