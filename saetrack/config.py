@@ -459,6 +459,7 @@ def config_hash(payload: Any) -> str:
 # Presets
 # ----------------------------------------------------------------------------------------------
 
+
 def _baseline_indices(schedule: tuple[int, ...], k: int) -> tuple[int, ...]:
     """``k`` checkpoint indices spread evenly over the chain's later links (first excluded, last included).
 
@@ -597,4 +598,3 @@ def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> RunConf
         raise ConfigError(f"preset = {name!r} is invalid: allowed presets are {sorted(PRESETS)}.")
     config = PRESETS[name]()
     return config.with_overrides(overrides) if overrides else config
-

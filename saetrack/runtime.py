@@ -53,6 +53,11 @@ def resolve_run(preset: str, config_json: str = "", run_dir: str = "") -> tuple[
     folder = Path(run_dir).resolve() if run_dir else paths.run_dir(run.preset)
     folder.mkdir(parents=True, exist_ok=True)
     seed_everything(run.seed)
-    log.info("preset %s, run directory %s, torch %s, threads %d", run.preset, folder, torch.__version__,
-             torch.get_num_threads())
+    log.info(
+        "preset %s, run directory %s, torch %s, threads %d",
+        run.preset,
+        folder,
+        torch.__version__,
+        torch.get_num_threads(),
+    )
     return run, folder
