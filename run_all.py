@@ -16,6 +16,7 @@ import argparse
 import ast
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from saetrack import paths
@@ -45,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     stage_names = [s.name for s in STAGES]
     parser.add_argument("--only", nargs="+", metavar="STAGE", help=f"run only these stages: {stage_names}")
     parser.add_argument("--force", action="store_true", help="rerun stages even if their outputs are current")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a config field by dotted name (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field by dotted name (repeatable)",
+    )
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', or 'auto' (default)")
     parser.add_argument("--run-dir", default="", help="run directory (default: runs/<preset>)")
     args = parser.parse_args(argv)
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--only {unknown} are not stages; stages: {stage_names}")
 
-    run_dir = paths.run_dir(run.preset) if not args.run_dir else paths.Path(args.run_dir).resolve()
+    run_dir = paths.run_dir(run.preset) if not args.run_dir else Path(args.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"saetrack: preset {run.preset} | device {device} | run directory {run_dir}", flush=True)
     total = time.perf_counter()

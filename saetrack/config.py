@@ -20,14 +20,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = [
+    "PAPER_SAE_SCHEDULE",
+    "PRESETS",
+    "PYTHIA_CHECKPOINT_STEPS",
     "CacheConfig",
     "ChainConfig",
     "ConfigError",
     "CorpusConfig",
     "ModelConfig",
-    "PAPER_SAE_SCHEDULE",
-    "PRESETS",
-    "PYTHIA_CHECKPOINT_STEPS",
     "RunConfig",
     "SuiteConfig",
     "config_hash",

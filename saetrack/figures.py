@@ -13,9 +13,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
-from saetrack import paths, store  # noqa: E402
+from saetrack import paths, store
 
 __all__ = ["FIGURES", "figure_path", "save_figure"]
 

@@ -25,15 +25,15 @@ from saetrack.paths import MANIFEST
 
 __all__ = [
     "StaleArtifactError",
-    "atomic_path",
     "atomic_dir",
+    "atomic_path",
     "file_sha256",
+    "manifest_is_current",
     "read_json",
     "read_manifest",
+    "save_npy",
     "write_json",
     "write_manifest",
-    "save_npy",
-    "manifest_is_current",
 ]
 
 

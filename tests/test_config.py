@@ -73,7 +73,9 @@ def test_checkpoint_not_in_suite_is_rejected() -> None:
         get_preset("nano", {"chain.schedule": (0, 5, 40), "chain.baseline": ()})
 
 
-@pytest.mark.parametrize("field", ["chain.link_tokens", "chain.l1_coefficient", "suite.d_model", "cache.heldout_tokens"])
+@pytest.mark.parametrize(
+    "field", ["chain.link_tokens", "chain.l1_coefficient", "suite.d_model", "cache.heldout_tokens"]
+)
 def test_non_positive_sizes_are_rejected(field: str) -> None:
     with pytest.raises(ConfigError, match=rf"{field} = 0 is invalid: must be > 0"):
         get_preset("nano", {field: 0})
