@@ -1,0 +1,165 @@
+"""The nano-Pythia suite on the smoke preset: schedule, loadable checkpoints, learning, bit-exact resumption."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from saetrack import store
+from saetrack.config import RunConfig, get_preset
+from saetrack.corpus import load_corpus, prepare_corpus
+from saetrack.nanolm import (
+    RESUME_FILE,
+    WEIGHTS_FILE,
+    draw_batch,
+    eval_contexts,
+    evaluate_loss,
+    learning_rate_factor,
+    loss_curve_figure,
+    train_suite,
+)
+
+
+@pytest.fixture(scope="module")
+def smoke() -> RunConfig:
+    return get_preset("smoke")
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(smoke: RunConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("suite_corpus")
+    prepare_corpus(smoke, run_dir)
+    return run_dir / "corpus"
+
+
+def _run_dir_with_corpus(corpus_dir: Path, folder: Path) -> Path:
+    shutil.copytree(corpus_dir, folder / "corpus")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(smoke: RunConfig, corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    run_dir = _run_dir_with_corpus(corpus_dir, tmp_path_factory.mktemp("suite_straight"))
+    return run_dir, train_suite(smoke, run_dir, progress=False, threads=1)
+
+
+def _weight_hashes(run_dir: Path, steps: tuple[int, ...]) -> dict[int, str]:
+    return {s: store.file_sha256(run_dir / "model" / f"step{s}" / WEIGHTS_FILE) for s in steps}
+
+
+def test_saves_exactly_the_configured_steps(smoke: RunConfig, trained: tuple[Path, dict]) -> None:
+    run_dir, manifest = trained
+    steps = smoke.suite.checkpoint_steps
+    saved = sorted(int(p.name[4:]) for p in (run_dir / "model").glob("step*"))
+    assert saved == list(steps) == manifest["checkpoint_steps"]
+    assert [r["step"] for r in manifest["checkpoints"]] == list(steps)
+    assert not (run_dir / "model" / RESUME_FILE).exists()
+    assert (run_dir / "model" / "tokenizer" / "tokenizer.json").exists()
+    assert manifest["config_hash"] == smoke.section_hash("corpus", "suite")
+    assert manifest["tokens_per_s"] > 0 and manifest["torch_threads"] >= 1
+    assert store.manifest_is_current(run_dir / "model", manifest["config_hash"], verify_files=True)
+    assert len(manifest["train_loss_history"]) == smoke.suite.total_steps
+
+
+def test_checkpoints_load_with_auto_model(smoke: RunConfig, trained: tuple[Path, dict]) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir, manifest = trained
+    last = manifest["checkpoints"][-1]
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "model" / f"step{last['step']}")
+    config = model.config
+    assert config.model_type == "gpt_neox" and config.use_parallel_residual and not config.tie_word_embeddings
+    assert config.rope_parameters["partial_rotary_factor"] == smoke.suite.rotary_pct
+    assert (config.num_hidden_layers, config.hidden_size) == (smoke.suite.n_layers, smoke.suite.d_model)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "model" / "tokenizer")
+    assert config.vocab_size == len(tokenizer)
+    _, _, heldout = load_corpus(run_dir)
+    tokens = eval_contexts(heldout, smoke.suite)
+    loss = evaluate_loss(model, tokens, batch_size=16)
+    assert loss == pytest.approx(last["heldout_loss"], abs=1e-4)
+
+
+def test_heldout_loss_decreases(trained: tuple[Path, dict]) -> None:
+    _, manifest = trained
+    first, last = manifest["checkpoints"][0], manifest["checkpoints"][-1]
+    assert first["heldout_loss"] == pytest.approx(math.log(512), abs=0.3)  # initialisation: near uniform
+    assert last["heldout_loss"] < first["heldout_loss"] - 0.5
+    assert last["train_loss"] < first["train_loss"] - 0.5
+    assert manifest["final_heldout_loss"] == last["heldout_loss"]
+
+
+def test_current_suite_is_skipped(smoke: RunConfig, trained: tuple[Path, dict]) -> None:
+    run_dir, manifest = trained
+    assert train_suite(smoke, run_dir, progress=False, threads=1)["finished_at"] == manifest["finished_at"]
+
+
+class _Interrupt(RuntimeError):
+    pass
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(
+    smoke: RunConfig, corpus_dir: Path, trained: tuple[Path, dict], tmp_path: Path
+) -> None:
+    straight_dir, straight = trained
+    run_dir = _run_dir_with_corpus(corpus_dir, tmp_path)
+
+    def crash(step: int, record: dict[str, Any]) -> None:
+        if step == 8:
+            raise _Interrupt(f"killed after step {step}")
+
+    with pytest.raises(_Interrupt):
+        train_suite(smoke, run_dir, progress=False, threads=1, on_checkpoint=crash)
+    assert (run_dir / "model" / RESUME_FILE).exists()
+    assert store.read_manifest(run_dir / "model") is None
+    assert not (run_dir / "model" / "step16").exists()
+
+    resumed_steps: list[int] = []
+    resumed = train_suite(smoke, run_dir, progress=False, threads=1, on_checkpoint=lambda s, r: resumed_steps.append(s))
+    assert resumed_steps == [s for s in smoke.suite.checkpoint_steps if s > 8]
+    assert resumed["steps_this_session"] == smoke.suite.total_steps - 8
+    steps = smoke.suite.checkpoint_steps
+    assert _weight_hashes(run_dir, steps) == _weight_hashes(straight_dir, steps)
+    assert [r["sha256"] for r in resumed["checkpoints"]] == [r["sha256"] for r in straight["checkpoints"]]
+    assert resumed["train_loss_history"] == straight["train_loss_history"]
+
+
+def test_suite_needs_a_corpus(smoke: RunConfig, tmp_path: Path) -> None:
+    with pytest.raises(store.StaleArtifactError, match="prepare_corpus"):
+        train_suite(smoke, tmp_path, progress=False)
+
+
+def test_batches_depend_only_on_seed_and_step() -> None:
+    stream = np.arange(1000, dtype=np.uint16)
+    a = draw_batch(stream, seed=0, step=5, batch_size=4, length=16)
+    assert a.shape == (4, 17) and a.dtype == np.int64
+    np.testing.assert_array_equal(a, draw_batch(stream, seed=0, step=5, batch_size=4, length=16))
+    np.testing.assert_array_equal(np.diff(a, axis=1), 1)  # contiguous windows of the stream
+    assert not np.array_equal(a, draw_batch(stream, seed=0, step=6, batch_size=4, length=16))
+    assert not np.array_equal(a, draw_batch(stream, seed=1, step=5, batch_size=4, length=16))
+
+
+def test_learning_rate_schedule(smoke: RunConfig) -> None:
+    suite = smoke.suite.__class__(total_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    factors = [learning_rate_factor(suite, t) for t in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0)
+    assert all(b <= a for a, b in itertools.pairwise(factors[10:]))
+    assert learning_rate_factor(suite, 100) == pytest.approx(0.1)
+    assert factors[55] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the cosine
+
+
+def test_loss_curve_figure(trained: tuple[Path, dict]) -> None:
+    _, manifest = trained
+    fig = loss_curve_figure(manifest)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    assert len(ax.lines) == 3
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), np.array(manifest["checkpoint_steps"]) + 1)
+    assert ax.lines[2].get_ydata()[0] == pytest.approx(manifest["heldout_unigram_entropy"])
