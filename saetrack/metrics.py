@@ -126,6 +126,7 @@ def ce_loss_recovered(
     *,
     batch_size: int = 16,
     progress: bool = False,
+    min_gap: float = 0.05,
 ) -> dict[str, float]:
     """Cross-entropy of ``model`` (a ``transformer_lens.HookedTransformer``) clean, with the SAE, and ablated.
 
@@ -133,7 +134,10 @@ def ce_loss_recovered(
     positions of all contexts: ``clean_loss``; ``sae_loss`` with the activation at ``hook_name`` replaced
     by the SAE's reconstruction at every position; ``zero_loss`` with it replaced by zeros; and
     ``ce_recovered = (zero_loss - sae_loss) / (zero_loss - clean_loss)`` (1 = the SAE loses nothing,
-    0 = as bad as deleting the activation), plus ``ce_delta = sae_loss - clean_loss``.
+    0 = as bad as deleting the activation), plus ``ce_delta = sae_loss - clean_loss`` and
+    ``ablation_gap = zero_loss - clean_loss``. When the gap is below ``min_gap`` nats (an untrained model,
+    whose loss barely depends on the activation) the ratio divides noise by noise: ``ce_recovered`` is then
+    NaN and only the raw losses are meaningful.
     """
     toks = torch.as_tensor(np.asarray(tokens) if isinstance(tokens, np.ndarray) else tokens, dtype=torch.long)
     if toks.ndim != 2 or toks.shape[0] == 0 or toks.shape[1] < 2:
@@ -172,7 +176,8 @@ def ce_loss_recovered(
         sae.train()
     result = {k: v / count for k, v in sums.items()}
     gap = result["zero_loss"] - result["clean_loss"]
-    result["ce_recovered"] = (result["zero_loss"] - result["sae_loss"]) / gap if gap != 0 else float("nan")
+    result["ablation_gap"] = gap
+    result["ce_recovered"] = (result["zero_loss"] - result["sae_loss"]) / gap if abs(gap) >= min_gap else float("nan")
     result["ce_delta"] = result["sae_loss"] - result["clean_loss"]
     result["n_predictions"] = count
     return result

@@ -25,6 +25,7 @@ MODEL_DIR = "model"
 CACHE_DIR = "cache"
 CHAIN_DIR = "chain"
 BASELINE_DIR = "baseline"
+COMPARISON_DIR = "comparison"
 NOTEBOOKS_DIR = "notebooks"
 RESULTS_JSON = "results.json"
 

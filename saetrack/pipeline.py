@@ -20,6 +20,8 @@ __all__ = ["STAGES", "Stage", "get_stage", "stage_hashes"]
 def stage_hashes(run: RunConfig) -> dict[str, str]:
     """Output folder (relative to the run directory) -> the config hash its manifest must carry."""
     from saetrack.activations import cache_config_hash
+    from saetrack.chain import baseline_config_hash, chain_config_hash
+    from saetrack.comparison import comparison_config_hash
 
     hashes: dict[str, str] = {}
     if run.model.source == "suite":
@@ -28,6 +30,9 @@ def stage_hashes(run: RunConfig) -> dict[str, str]:
     else:
         hashes[paths.CORPUS_DIR] = run.section_hash("corpus")
     hashes[paths.CACHE_DIR] = cache_config_hash(run)
+    hashes[paths.CHAIN_DIR] = chain_config_hash(run)
+    hashes[paths.BASELINE_DIR] = baseline_config_hash(run)
+    hashes[paths.COMPARISON_DIR] = comparison_config_hash(run)
     return hashes
 
 
@@ -70,6 +75,13 @@ STAGES: tuple[Stage, ...] = (
         inputs=(),
         outputs=_cache_outputs,
         description="corpus and tokenizer, the nano model suite (local presets), activation cache",
+    ),
+    Stage(
+        name="chain",
+        notebook="02_train_chain.ipynb",
+        inputs=("cache",),
+        outputs=lambda run: (paths.CHAIN_DIR, paths.BASELINE_DIR, paths.COMPARISON_DIR),
+        description="SAE-Track chain, independent baselines, convergence study and feature agreement",
     ),
 )
 

@@ -131,6 +131,14 @@ def test_ce_loss_recovered_known_answers(model: HookedTransformer, tokens: torch
     assert perfect["clean_loss"] == pytest.approx(clean, rel=1e-5)
 
 
+def test_ce_recovered_is_undefined_when_ablation_costs_nothing(model: HookedTransformer, tokens: torch.Tensor) -> None:
+    result = ce_loss_recovered(model, perfect_sae(), tokens, HOOK, batch_size=4)
+    gap = result["ablation_gap"]
+    assert gap == pytest.approx(result["zero_loss"] - result["clean_loss"])
+    below = ce_loss_recovered(model, perfect_sae(), tokens, HOOK, batch_size=4, min_gap=gap * 1.01)
+    assert np.isnan(below["ce_recovered"]) and below["sae_loss"] == pytest.approx(result["sae_loss"])
+
+
 def test_ce_loss_recovered_of_a_random_sae_is_consistent(model: HookedTransformer, tokens: torch.Tensor) -> None:
     result = ce_loss_recovered(model, build_sae(D, _chain(4), seed=0), tokens, HOOK)
     assert result["ce_delta"] == pytest.approx(result["sae_loss"] - result["clean_loss"])

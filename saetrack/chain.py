@@ -1,0 +1,347 @@
+"""The SAE-Track chain (Sec. 3.2.2, App. C.1) and the independent from-scratch baseline.
+
+SAE[1] is randomly initialised and trained on the first scheduled checkpoint's activations with the
+first-SAE budget; SAE[k] starts from SAE[k-1]'s weights and trains on checkpoint k's own activations
+with the link budget — forward in training time. Every link is trained with its own hyperparameters
+(rebuilt from the config on reload, so SAELens' L1 reset cannot leak in), saved as
+``chain/step{N}/`` in SAELens format, and evaluated on held-out activations of its checkpoint.
+
+A link counts as finished only once its ``manifest.json`` is written (after the SAE files, each step
+atomic), so an interrupted run resumes at the first unfinished link and never loads a half-written one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saetrack import paths, store
+from saetrack.activations import ActivationCache, cache_config_hash
+from saetrack.config import RunConfig, config_hash
+from saetrack.metrics import ce_loss_recovered, reconstruction_metrics
+from saetrack.sae import SAETrackSAE, build_sae, init_from, load_training_sae, save_sae
+from saetrack.sae_training import NonFiniteLossError, TrainResult, train_sae
+
+__all__ = [
+    "ChainTrainingError",
+    "baseline_config_hash",
+    "chain_config_hash",
+    "evaluate_link",
+    "link_seed",
+    "load_chain",
+    "read_link_manifests",
+    "train_baselines",
+    "train_chain",
+]
+
+OPTIMIZER_FILE = "optimizer.pt"
+#: Points kept of a chain link's loss curve in its manifest (subsampled evenly, endpoints kept).
+CURVE_POINTS = 400
+#: Points logged while training (every step up to this many steps); baselines keep them all for the
+#: convergence study.
+DENSE_CURVE_POINTS = 4000
+
+
+class ChainTrainingError(RuntimeError):
+    """Training a link failed (e.g. a non-finite loss); names the link. Finished links stay on disk."""
+
+
+def chain_config_hash(run: RunConfig) -> str:
+    """Hash of what the chain depends on: the activation cache's hash and the chain section."""
+    return config_hash({"cache": cache_config_hash(run), "chain": run.to_dict()["chain"], "seed": run.seed})
+
+
+def baseline_config_hash(run: RunConfig) -> str:
+    """Hash of what the baselines depend on (the same inputs as the chain; they also read chain links)."""
+    return config_hash({"chain": chain_config_hash(run), "kind": "baseline"})
+
+
+def link_seed(run: RunConfig, kind: str, position: int) -> int:
+    """A seed for one SAE from the run seed (``kind``: "chain", "baseline" or "probe"; ``position`` in the schedule)."""
+    kinds = {"chain": 0, "baseline": 1, "probe": 2}
+    return int(np.random.SeedSequence([run.seed, kinds[kind], position]).generate_state(1)[0])
+
+
+def _subsample(curve: dict[str, list[float]], n: int = CURVE_POINTS) -> dict[str, list[float]]:
+    length = len(next(iter(curve.values()), []))
+    if length <= n:
+        return curve
+    keep = np.unique(np.linspace(0, length - 1, n).round().astype(int))
+    return {k: [v[i] for i in keep] for k, v in curve.items()}
+
+
+def _metadata(run: RunConfig, step: int) -> dict[str, Any]:
+    model = run.model
+    return {
+        "hook_name": run.cache.hook_name,
+        "model_name": model.repo_id or f"saetrack-{run.preset}",
+        "context_size": run.cache.context_length,
+        "dataset_path": run.corpus.source if run.corpus else "",
+        "model_revision": model.revision_template.format(step=step),
+        "prepend_bos": False,
+    }
+
+
+def evaluate_link(
+    run: RunConfig,
+    sae: SAETrackSAE,
+    cache: ActivationCache,
+    step: int,
+    source: Any,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Quality of an SAE on held-out data of checkpoint ``step``: reconstruction metrics and CE loss recovered."""
+    metrics = reconstruction_metrics(sae, cache.heldout(step), batch_size=run.chain.batch_size)
+    model = source.load_hooked(step, device=device)
+    metrics.update(ce_loss_recovered(model, sae, np.asarray(cache.heldout_tokens), run.cache.hook_name))
+    return metrics
+
+
+def _train_link(
+    run: RunConfig,
+    sae: SAETrackSAE,
+    data: np.ndarray,
+    *,
+    n_tokens: int,
+    lr: float,
+    warmup: int,
+    seed: int,
+    optimizer_state: dict[str, Any] | None,
+    desc: str,
+    progress: bool,
+) -> TrainResult:
+    if n_tokens > len(data):
+        raise ChainTrainingError(f"{desc}: needs {n_tokens} training tokens but the cache holds {len(data)}.")
+    try:
+        return train_sae(
+            sae,
+            data[:n_tokens],  # exactly this link's own tokens, each seen once
+            n_tokens=n_tokens,
+            lr=lr,
+            warmup_steps=warmup,
+            batch_size=run.chain.batch_size,
+            seed=seed,
+            optimizer_state=optimizer_state,
+            progress=progress,
+            desc=desc,
+            log_every=max(1, n_tokens // run.chain.batch_size // DENSE_CURVE_POINTS),
+        )
+    except NonFiniteLossError as error:
+        raise ChainTrainingError(f"{desc}: {error} Training stopped; every finished link is kept on disk.") from error
+
+
+def train_chain(
+    run: RunConfig,
+    run_dir: Path,
+    *,
+    source: Any | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+    after_link: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) the SAE-Track chain of ``run`` into ``run_dir/chain`` and return the chain manifest.
+
+    Link ``p`` at checkpoint ``step``: position 0 is built with :func:`~saetrack.sae.build_sae` and trained
+    for ``chain.first_tokens`` at ``lr_first``; later links start from the previous link's weights
+    (:func:`~saetrack.sae.init_from`) and train for ``chain.link_tokens`` at ``lr_link``. With
+    ``optimizer_policy="carry"`` Adam's moments pass from link to link (saved with each link so a resumed
+    run carries them too). ``after_link(step)`` runs after each finished link (tests use it to interrupt).
+    """
+    from saetrack.checkpoints import open_source
+
+    chain_dir = Path(run_dir) / paths.CHAIN_DIR
+    expected = chain_config_hash(run)
+    if not force and store.manifest_is_current(chain_dir, expected):
+        return store.read_manifest(chain_dir) or {}
+    cache = ActivationCache(run_dir, run)
+    source = source if source is not None else open_source(run.model, Path(run_dir))
+    chain = run.chain
+    started = time.perf_counter()
+    links: list[dict[str, Any]] = []
+    previous: SAETrackSAE | None = None
+    optimizer_state: dict[str, Any] | None = None
+    for position, step in enumerate(run.sae_steps):
+        link_dir = chain_dir / paths.step_dir_name(step)
+        done = store.read_manifest(link_dir)
+        if not force and done is not None and done.get("config_hash") == expected:
+            previous = load_training_sae(link_dir, chain, device=device)
+            if chain.optimizer_policy == "carry":
+                optimizer_state = torch.load(link_dir / OPTIMIZER_FILE, weights_only=False)
+            links.append(done["link"])
+            continue
+        first = position == 0
+        if first or previous is None:
+            sae = build_sae(
+                cache.d_model,
+                chain,
+                seed=link_seed(run, "chain", position),
+                device=device,
+                metadata=_metadata(run, step),
+            )
+        else:
+            sae = init_from(previous, chain, device=device)
+        desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
+        result = _train_link(
+            run,
+            sae,
+            cache.train(step),
+            n_tokens=chain.tokens_for(position),
+            lr=chain.lr_first if first else chain.lr_link,
+            warmup=chain.warmup_steps_first if first else chain.warmup_steps_link,
+            seed=link_seed(run, "chain", position),
+            optimizer_state=optimizer_state if chain.optimizer_policy == "carry" else None,
+            desc=desc,
+            progress=progress,
+        )
+        quality = evaluate_link(run, result.sae, cache, step, source, device)
+        files = save_sae(result.sae, link_dir, feature_sparsity=result.feature_frequency)
+        if chain.optimizer_policy == "carry":
+            with store.atomic_path(link_dir / OPTIMIZER_FILE) as tmp:
+                torch.save(result.optimizer_state, tmp)
+        record = {
+            "position": position,
+            "step": step,
+            "initialised_from": None if first else run.sae_steps[position - 1],
+            "lr": chain.lr_first if first else chain.lr_link,
+            "l1_coefficient": result.l1_coefficient,
+            "training": result.summary(),
+            "metrics": quality,
+        }
+        store.write_manifest(
+            link_dir,
+            stage="chain-link",
+            config={"chain": run.to_dict()["chain"], "position": position, "step": step},
+            config_hash=expected,
+            files=files,
+            timings={"train": result.wall_time_s},
+            link=record,
+            loss_curve=_subsample(result.loss_curve),
+        )
+        links.append(record)
+        previous, optimizer_state = result.sae, result.optimizer_state
+        if progress:
+            print(
+                f"{desc}: explained variance {quality['explained_variance']:.3f}, L0 {quality['l0']:.1f}, "
+                f"dead {quality['dead_fraction']:.1%}, CE recovered {quality['ce_recovered']:.3f}",
+                flush=True,
+            )
+        if after_link is not None:
+            after_link(step)
+    return store.write_manifest(
+        chain_dir,
+        stage="chain",
+        config={"chain": run.to_dict()["chain"], "hook_name": run.cache.hook_name},
+        config_hash=expected,
+        timings={"total": time.perf_counter() - started},
+        preset=run.preset,
+        steps=list(run.sae_steps),
+        links=links,
+    )
+
+
+def load_chain(run_dir: Path, run: RunConfig | None = None) -> dict[int, Path]:
+    """Step -> folder of every link of a finished chain, in chain order (checked against ``run`` when given)."""
+    chain_dir = Path(run_dir) / paths.CHAIN_DIR
+    manifest = store.read_manifest(chain_dir)
+    if manifest is None:
+        raise store.StaleArtifactError(f"no finished chain at {chain_dir}; run notebook 02 first.")
+    if run is not None and manifest["config_hash"] != chain_config_hash(run):
+        raise store.StaleArtifactError(
+            f"the chain at {chain_dir} was trained for another config (hash {manifest['config_hash']}, "
+            f"expected {chain_config_hash(run)}); rerun notebook 02."
+        )
+    return {step: chain_dir / paths.step_dir_name(step) for step in manifest["steps"]}
+
+
+def read_link_manifests(run_dir: Path, folder: str = paths.CHAIN_DIR) -> dict[int, dict[str, Any]]:
+    """Step -> manifest (record, metrics and loss curve) of every finished SAE under ``run_dir/folder``."""
+    base = Path(run_dir) / folder
+    manifests = {}
+    for sub in sorted(base.glob("step*")):
+        manifest = store.read_manifest(sub)
+        if manifest is not None:
+            manifests[int(sub.name.removeprefix("step"))] = manifest
+    return dict(sorted(manifests.items()))
+
+
+def train_baselines(
+    run: RunConfig,
+    run_dir: Path,
+    *,
+    source: Any | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the independent from-scratch SAEs at ``chain.baseline`` checkpoints into ``run_dir/baseline``.
+
+    Each baseline is randomly initialised and trained with the first-SAE hyperparameters for
+    ``chain.baseline_token_budget`` tokens on its checkpoint's cached training tokens (the chain link at
+    that checkpoint uses the first ``link_tokens`` of the same rows).
+    """
+    from saetrack.checkpoints import open_source
+
+    base_dir = Path(run_dir) / paths.BASELINE_DIR
+    expected = baseline_config_hash(run)
+    if not force and store.manifest_is_current(base_dir, expected):
+        return store.read_manifest(base_dir) or {}
+    cache = ActivationCache(run_dir, run)
+    source = source if source is not None else open_source(run.model, Path(run_dir))
+    chain = run.chain
+    started = time.perf_counter()
+    records = []
+    for step in run.baseline_steps:
+        position = run.sae_steps.index(step)
+        folder = base_dir / paths.step_dir_name(step)
+        done = store.read_manifest(folder)
+        if not force and done is not None and done.get("config_hash") == expected:
+            records.append(done["baseline"])
+            continue
+        sae = build_sae(
+            cache.d_model,
+            chain,
+            seed=link_seed(run, "baseline", position),
+            device=device,
+            metadata=_metadata(run, step),
+        )
+        result = _train_link(
+            run,
+            sae,
+            cache.train(step),
+            n_tokens=chain.baseline_token_budget,
+            lr=chain.lr_first,
+            warmup=chain.warmup_steps_first,
+            seed=link_seed(run, "baseline", position),
+            optimizer_state=None,
+            desc=f"baseline at step {step}",
+            progress=progress,
+        )
+        quality = evaluate_link(run, result.sae, cache, step, source, device)
+        files = save_sae(result.sae, folder, feature_sparsity=result.feature_frequency)
+        record = {"step": step, "position": position, "training": result.summary(), "metrics": quality}
+        store.write_manifest(
+            folder,
+            stage="baseline-sae",
+            config={"chain": run.to_dict()["chain"], "step": step},
+            config_hash=expected,
+            files=files,
+            timings={"train": result.wall_time_s},
+            baseline=record,
+            loss_curve=result.loss_curve,
+        )
+        records.append(record)
+    return store.write_manifest(
+        base_dir,
+        stage="baseline",
+        config={"chain": run.to_dict()["chain"]},
+        config_hash=expected,
+        timings={"total": time.perf_counter() - started},
+        steps=list(run.baseline_steps),
+        baselines=records,
+    )

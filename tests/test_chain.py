@@ -1,0 +1,127 @@
+"""The SAE-Track chain at smoke size: order, hyperparameters per link, SAELens interop, resume, NaN guard."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sae_lens
+import torch
+
+from saetrack import paths, store
+from saetrack.activations import ActivationCache
+from saetrack.chain import ChainTrainingError, load_chain, read_link_manifests, train_baselines, train_chain
+from saetrack.comparison import compare_chain_and_baselines, smoothed, tokens_to_reach
+from saetrack.config import get_preset
+from saetrack.sae import feature_activations
+
+
+@pytest.fixture(scope="module")
+def run():
+    return get_preset("smoke")
+
+
+@pytest.fixture(scope="module")
+def chain_run_dir(run, smoke_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the smoke run with its chain, baselines and comparison trained once."""
+    work = tmp_path_factory.mktemp("chain_run")
+    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR):
+        shutil.copytree(smoke_run_dir / folder, work / folder)
+    train_chain(run, work, progress=False)
+    train_baselines(run, work, progress=False)
+    compare_chain_and_baselines(run, work, progress=False)
+    return work
+
+
+def test_chain_runs_forward_and_each_link_starts_from_the_previous(run, chain_run_dir: Path) -> None:
+    manifest = store.read_manifest(chain_run_dir / paths.CHAIN_DIR)
+    assert manifest["steps"] == list(run.sae_steps)
+    links = manifest["links"]
+    assert links[0]["initialised_from"] is None
+    assert [link["initialised_from"] for link in links[1:]] == list(run.sae_steps[:-1])
+    assert links[0]["training"]["n_tokens"] == run.chain.first_tokens
+    assert all(link["training"]["n_tokens"] == run.chain.link_tokens for link in links[1:])
+    assert links[0]["lr"] == run.chain.lr_first and all(link["lr"] == run.chain.lr_link for link in links[1:])
+    for link in links:
+        for key in ("explained_variance", "dead_fraction", "dense_fraction", "l0", "mse", "sae_loss", "clean_loss"):
+            assert np.isfinite(link["metrics"][key]), (link["step"], key)
+        # CE recovered is defined exactly when zero-ablation costs the model at least min_gap nats
+        assert np.isfinite(link["metrics"]["ce_recovered"]) == (abs(link["metrics"]["ablation_gap"]) >= 0.05)
+
+
+def test_every_saved_link_carries_its_configured_l1(run, chain_run_dir: Path) -> None:
+    for step, folder in load_chain(chain_run_dir, run).items():
+        cfg = json.loads((folder / "cfg.json").read_text())
+        assert cfg["l1_coefficient"] == pytest.approx(run.chain.l1_coefficient), step
+
+
+def test_links_load_in_saelens_and_encode_like_our_code(run, chain_run_dir: Path) -> None:
+    cache = ActivationCache(chain_run_dir, run)
+    for step, folder in load_chain(chain_run_dir, run).items():
+        sae = sae_lens.SAE.load_from_disk(str(folder))
+        x = torch.as_tensor(np.array(cache.heldout(step)[:256]))
+        torch.testing.assert_close(sae.encode(x), feature_activations(folder, x), atol=1e-5, rtol=1e-5)
+
+
+def test_interrupted_chain_resumes_to_identical_weights(run, chain_run_dir: Path, tmp_path: Path) -> None:
+    work = tmp_path / "run"
+    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR):
+        shutil.copytree(chain_run_dir / folder, work / folder)
+
+    class Killed(Exception):
+        pass
+
+    def kill(step: int) -> None:
+        if step == run.sae_steps[3]:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_chain(run, work, progress=False, after_link=kill)
+    # a half-written next link (no manifest) must be ignored and retrained, never loaded
+    half = work / paths.CHAIN_DIR / paths.step_dir_name(run.sae_steps[4])
+    half.mkdir()
+    (half / "sae_weights.safetensors").write_bytes(b"garbage")
+    train_chain(run, work, progress=False)
+    ours = read_link_manifests(work)
+    reference = read_link_manifests(chain_run_dir)
+    assert ours.keys() == reference.keys()
+    for step in ours:
+        assert ours[step]["files"] == reference[step]["files"], step
+
+
+def test_non_finite_loss_names_the_link_and_keeps_finished_links(run, chain_run_dir: Path, tmp_path: Path) -> None:
+    work = tmp_path / "run"
+    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR):
+        shutil.copytree(chain_run_dir / folder, work / folder)
+    bad_step = run.sae_steps[2]
+    train_file = work / paths.CACHE_DIR / paths.step_dir_name(bad_step) / "train.npy"
+    poisoned = np.load(train_file)
+    poisoned[:] = np.inf
+    np.save(train_file, poisoned)
+    with pytest.raises(ChainTrainingError, match=rf"link 3/\d+ \(step {bad_step}\).*non-finite"):
+        train_chain(run, work, progress=False)
+    assert sorted(read_link_manifests(work)) == list(run.sae_steps[:2])
+
+
+def test_convergence_and_agreement_are_reported(run, chain_run_dir: Path) -> None:
+    comp = store.read_manifest(chain_run_dir / paths.COMPARISON_DIR)
+    assert [c["step"] for c in comp["convergence"]] == list(run.baseline_steps)
+    for item in comp["convergence"]:
+        assert item["scratch_tokens_to_target"] is not None  # the scratch SAE reaches its own final loss
+        assert item["target_loss"] > 0
+    for item in comp["agreement"]:
+        assert 0 < item["mean_matched_cosine"] <= 1
+    assert len(comp["index_stability"]) == len(run.sae_steps) - 1
+
+
+def test_smoothing_and_tokens_to_reach_on_known_curves() -> None:
+    tokens = np.arange(1, 11) * 100
+    losses = np.array([10, 8, 6, 4, 2, 2, 2, 2, 2, 2], dtype=float)
+    np.testing.assert_allclose(smoothed(tokens, losses, 100), losses)  # window of one point
+    np.testing.assert_allclose(smoothed(tokens, losses, 200)[:3], [10, 9, 7])
+    assert tokens_to_reach(tokens, losses, 4.0, 100) == 400
+    assert tokens_to_reach(tokens, losses, 3.0, 200) == 500  # mean(4, 2) = 3 at the 5th point
+    assert tokens_to_reach(tokens, losses, 1.0, 100) is None
