@@ -11,10 +11,11 @@ Measured side by side in one run, on one SAE shape (default d_in 128 -> d_sae 10
    gradient clipping are not counted; its ratio to the measured matmul rates;
 3. tokens per second of training from an in-memory array and from a float16 ``.npy`` memmap;
 4. one SAELens ``SAETrainer.step`` against a bare PyTorch step with the same maths and Adam on a fixed
-   batch: the trainer's overhead, i.e. what a hand-written loop could gain.
+   batch: the trainer's overhead, i.e. what a hand-written loop could gain;
+5. SAELens' own language-model runner on a nano-shaped model (activations computed on the fly) for the
+   same SAE shape and token count, against training from the cache (``*_speedup_vs_lm_runner``).
 
-Each measurement is one function returning a dict, and :data:`BENCHMARKS` lists them; the comparison
-with SAELens' language-model runner is another entry to add there. Run::
+Each measurement is one function returning a dict, and :data:`BENCHMARKS` lists them. Run::
 
     python benchmarks/bench_sae_training.py                # under a minute on 2 idle CPU cores
     python benchmarks/bench_sae_training.py --threads 1    # a shared machine: avoids OpenMP oversubscription
@@ -175,12 +176,67 @@ def bench_trainer_step_vs_raw(shape: Shape, activations: np.ndarray, repeats: in
     }
 
 
-#: name -> benchmark(shape, activations) -> {metric: value}. Add the LM-runner comparison here.
+def bench_lm_runner(shape: Shape, activations: np.ndarray, n_layers: int = 4, layer: int = 2) -> dict[str, float]:
+    """Tokens/s of SAELens' own language-model runner: activations computed on the fly by the model.
+
+    The model has the nano preset's shape (``n_layers`` GPT-NeoX blocks of width ``d_in``, hook
+    ``blocks.{layer}.hook_resid_pre``); the runner reads pre-tokenized random contexts from an in-memory
+    dataset, fills its activation buffer with forward passes and trains the same SAE shape for the same
+    number of tokens as :func:`bench_train_sae`. Evaluation and checkpointing are switched off.
+    """
+    from datasets import Dataset
+    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, StandardTrainingSAEConfig
+
+    from saetrack.checkpoints import hooked_from_hf
+    from saetrack.config import SuiteConfig
+    from saetrack.nanolm import build_model
+
+    suite = SuiteConfig(n_layers=n_layers, d_model=shape.d_in, n_heads=max(2, shape.d_in // 32), d_mlp=4 * shape.d_in)
+    model = hooked_from_hf(build_model(suite, vocab_size=4096, seed=0), device=shape.device)
+    context = 128
+    n_contexts = shape.tokens // context + 8 * 32
+    tokens = np.random.default_rng(0).integers(0, 4096, (n_contexts, context))
+    dataset = Dataset.from_dict({"input_ids": tokens.tolist()})
+    cfg = LanguageModelSAERunnerConfig(
+        sae=StandardTrainingSAEConfig(
+            d_in=shape.d_in, d_sae=shape.d_sae, l1_coefficient=8e-4, normalize_activations="none"
+        ),
+        model_name="nano-shaped",
+        hook_name=f"blocks.{layer}.hook_resid_pre",
+        dataset_path="in-memory",
+        is_dataset_tokenized=True,
+        streaming=False,
+        context_size=context,
+        training_tokens=shape.tokens,
+        train_batch_size_tokens=shape.batch,
+        n_batches_in_buffer=8,
+        store_batch_size_prompts=32,
+        device=shape.device,
+        lr=1e-3,
+        lr_warm_up_steps=10,
+        lr_end=1e-3,
+        n_eval_batches=0,
+        prepend_bos=False,
+        logger=LoggingConfig(log_to_wandb=False),
+        output_path=None,
+        n_checkpoints=0,
+        verbose=False,
+    )
+    runner = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=model)
+    print(f"timing SAELens' language-model runner on {shape.tokens} tokens ...", flush=True)
+    start = time.perf_counter()
+    runner.run()
+    elapsed = time.perf_counter() - start
+    return {"lm_runner_tokens_per_s": shape.tokens / elapsed}
+
+
+#: name -> benchmark(shape, activations) -> {metric: value}.
 BENCHMARKS: dict[str, Callable[[Shape, np.ndarray], dict[str, float]]] = {
     "matmul": lambda shape, _acts: bench_matmul(shape),
     "trainer_vs_raw_step": bench_trainer_step_vs_raw,
     "train_sae_array": bench_train_sae_in_memory,
     "train_sae_memmap": bench_train_sae_memmap,
+    "lm_runner": bench_lm_runner,
 }
 
 
@@ -194,6 +250,11 @@ def run(shape: Shape, names: list[str]) -> dict[str, float]:
         if f"{label}_gflops" in results and "square_2048_gflops" in results:
             results[f"{label}_ratio_to_square"] = results[f"{label}_gflops"] / results["square_2048_gflops"]
             results[f"{label}_ratio_to_sae_shapes"] = results[f"{label}_gflops"] / results["sae_shapes_mean_gflops"]
+    if "lm_runner_tokens_per_s" in results:
+        for label in ("array", "memmap_f16"):
+            if f"{label}_tokens_per_s" in results:
+                speedup = results[f"{label}_tokens_per_s"] / results["lm_runner_tokens_per_s"]
+                results[f"{label}_speedup_vs_lm_runner"] = speedup
     return results
 
 

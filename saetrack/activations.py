@@ -20,6 +20,7 @@ set of weights raises :class:`~saetrack.store.StaleArtifactError` instead of bei
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,10 +36,13 @@ from saetrack.config import RunConfig, config_hash
 
 __all__ = [
     "ActivationCache",
+    "CacheTooLargeError",
     "TokenPlan",
     "cache_activations",
     "cache_config_hash",
+    "check_disk_space",
     "plan_tokens",
+    "planned_cache_bytes",
     "residual_at_layer",
 ]
 
@@ -53,6 +57,35 @@ _NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     "float16": np.dtype(np.float16),
     "bfloat16": np.dtype(np.float32),
 }
+
+
+class CacheTooLargeError(RuntimeError):
+    """The planned activation cache would not fit on the disk holding the run directory."""
+
+
+def planned_cache_bytes(run: RunConfig, d_model: int) -> int:
+    """Bytes the activation cache of ``run`` will occupy: every planned token at every scheduled checkpoint."""
+    plan = plan_tokens(run)
+    contexts_per_step = plan.analysis[1] + plan.heldout[1]
+    train_contexts = sum(n for _, n in plan.train.values())
+    n_tokens = (contexts_per_step * len(run.sae_steps) + train_contexts) * plan.context_length
+    return n_tokens * d_model * _NUMPY_DTYPES[run.cache.dtype].itemsize
+
+
+def check_disk_space(run: RunConfig, folder: Path, d_model: int) -> int:
+    """Raise :class:`CacheTooLargeError` unless the planned cache fits in 90% of the free space at ``folder``."""
+    need = planned_cache_bytes(run, d_model)
+    free = shutil.disk_usage(folder).free
+    if need > 0.9 * free:
+        raise CacheTooLargeError(
+            f"the activation cache of preset {run.preset!r} needs {need / 1e9:,.1f} GB "
+            f"({run.chain.first_tokens:,} first-SAE tokens, {run.chain.link_tokens:,} per later link, "
+            f"d_model {d_model}, {run.cache.dtype}) but only {free / 1e9:,.1f} GB are free at {folder}. "
+            "Lower chain.first_tokens / chain.link_tokens, store float16 (cache.dtype), or point "
+            "SAETRACK_RUNS at a bigger disk. (The paper's 300M + 15M-token budgets cannot be cached; they need "
+            "activations computed on the fly, which this version does not implement.)"
+        )
+    return need
 
 
 @dataclass(frozen=True)
@@ -172,10 +205,10 @@ def cache_activations(
     if not force and store.manifest_is_current(cache_dir, expected):
         return store.read_manifest(cache_dir) or {}
     if force and cache_dir.exists():
-        import shutil
-
         shutil.rmtree(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    if run.model.d_model is not None:
+        check_disk_space(run, cache_dir, run.model.d_model)
 
     started = time.perf_counter()
     plan = plan_tokens(run)

@@ -12,6 +12,7 @@ atomic), so an interrupted run resumes at the first unfinished link and never lo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,9 +30,11 @@ from saetrack.sae_training import NonFiniteLossError, TrainResult, train_sae
 
 __all__ = [
     "ChainTrainingError",
+    "activation_scale",
     "baseline_config_hash",
     "chain_config_hash",
     "evaluate_link",
+    "link_l1_coefficient",
     "link_seed",
     "load_chain",
     "read_link_manifests",
@@ -65,6 +68,26 @@ def link_seed(run: RunConfig, kind: str, position: int) -> int:
     """A seed for one SAE from the run seed (``kind``: "chain", "baseline" or "probe"; ``position`` in the schedule)."""
     kinds = {"chain": 0, "baseline": 1, "probe": 2}
     return int(np.random.SeedSequence([run.seed, kinds[kind], position]).generate_state(1)[0])
+
+
+def activation_scale(x: np.ndarray, n_rows: int = 65_536) -> float:
+    """Mean L2 norm of the centred activations ``x - mean(x)`` over (up to) the first ``n_rows`` rows.
+
+    The denominator of the paper's normalised reconstruction loss (see ``ChainConfig.l1_scale``).
+    """
+    rows = np.asarray(x[:n_rows], dtype=np.float64)
+    return float(np.linalg.norm(rows - rows.mean(axis=0), axis=1).mean())
+
+
+def link_l1_coefficient(run: RunConfig, scale: float, d_model: int) -> float:
+    """The SAELens L1 coefficient of a link whose activations have centred norm ``scale`` (Eq. 3 with ``l1_scale``).
+
+    ``l1_scale="activation_norm"``: ``l1_coefficient * d_model * scale`` — the paper's objective, whose MSE is
+    averaged over dimensions and divided by the centred norm, rewritten for SAELens' summed MSE.
+    ``"none"``: ``l1_coefficient`` unchanged.
+    """
+    chain = run.chain
+    return chain.l1_coefficient * d_model * scale if chain.l1_scale == "activation_norm" else chain.l1_coefficient
 
 
 def _subsample(curve: dict[str, list[float]], n: int = CURVE_POINTS) -> dict[str, list[float]]:
@@ -170,27 +193,35 @@ def train_chain(
         link_dir = chain_dir / paths.step_dir_name(step)
         done = store.read_manifest(link_dir)
         if not force and done is not None and done.get("config_hash") == expected:
-            previous = load_training_sae(link_dir, chain, device=device)
+            previous = load_training_sae(link_dir, chain, l1_coefficient=done["link"]["l1_coefficient"], device=device)
             if chain.optimizer_policy == "carry":
                 optimizer_state = torch.load(link_dir / OPTIMIZER_FILE, weights_only=False)
             links.append(done["link"])
             continue
         first = position == 0
+        data = cache.train(step)
+        scale = activation_scale(data)
+        desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
+        if not np.isfinite(scale):
+            raise ChainTrainingError(
+                f"{desc}: the cached activations contain non-finite values; rebuild the cache of step {step}. "
+                "Every finished link is kept on disk."
+            )
+        l1 = link_l1_coefficient(run, scale, cache.d_model)
         if first or previous is None:
             sae = build_sae(
                 cache.d_model,
-                chain,
+                dataclasses.replace(chain, l1_coefficient=l1),
                 seed=link_seed(run, "chain", position),
                 device=device,
                 metadata=_metadata(run, step),
             )
         else:
-            sae = init_from(previous, chain, device=device)
-        desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
+            sae = init_from(previous, chain, l1_coefficient=l1, device=device)
         result = _train_link(
             run,
             sae,
-            cache.train(step),
+            data,
             n_tokens=chain.tokens_for(position),
             lr=chain.lr_first if first else chain.lr_link,
             warmup=chain.warmup_steps_first if first else chain.warmup_steps_link,
@@ -209,6 +240,7 @@ def train_chain(
             "step": step,
             "initialised_from": None if first else run.sae_steps[position - 1],
             "lr": chain.lr_first if first else chain.lr_link,
+            "activation_scale": scale,
             "l1_coefficient": result.l1_coefficient,
             "training": result.summary(),
             "metrics": quality,
@@ -303,9 +335,12 @@ def train_baselines(
         if not force and done is not None and done.get("config_hash") == expected:
             records.append(done["baseline"])
             continue
+        data = cache.train(step)
+        scale = activation_scale(data)
+        l1 = link_l1_coefficient(run, scale, cache.d_model)
         sae = build_sae(
             cache.d_model,
-            chain,
+            dataclasses.replace(chain, l1_coefficient=l1),
             seed=link_seed(run, "baseline", position),
             device=device,
             metadata=_metadata(run, step),
@@ -313,7 +348,7 @@ def train_baselines(
         result = _train_link(
             run,
             sae,
-            cache.train(step),
+            data,
             n_tokens=chain.baseline_token_budget,
             lr=chain.lr_first,
             warmup=chain.warmup_steps_first,
@@ -324,7 +359,14 @@ def train_baselines(
         )
         quality = evaluate_link(run, result.sae, cache, step, source, device)
         files = save_sae(result.sae, folder, feature_sparsity=result.feature_frequency)
-        record = {"step": step, "position": position, "training": result.summary(), "metrics": quality}
+        record = {
+            "step": step,
+            "position": position,
+            "activation_scale": scale,
+            "l1_coefficient": result.l1_coefficient,
+            "training": result.summary(),
+            "metrics": quality,
+        }
         store.write_manifest(
             folder,
             stage="baseline-sae",

@@ -40,7 +40,7 @@ AGREEMENT_THRESHOLD = 0.7
 
 def comparison_config_hash(run: RunConfig) -> str:
     """Hash of the comparison's inputs (chain and baselines)."""
-    return config_hash({"baseline": baseline_config_hash(run), "kind": "comparison", "v": 2})
+    return config_hash({"baseline": baseline_config_hash(run), "kind": "comparison", "v": 3})
 
 
 def smoothed(tokens: np.ndarray, losses: np.ndarray, window_tokens: int) -> np.ndarray:
@@ -74,11 +74,12 @@ def _probe_to_target(
     device: str,
     progress: bool,
     window_tokens: int,
+    l1_coefficient: float,
 ) -> dict[str, list[float]]:
     """Train a recurrently initialised SAE in segments until its smoothed loss reaches ``target`` or ``budget``."""
     chain = run.chain
     segment = max(chain.link_tokens, budget // 20)
-    sae = init_from(start, chain, device=device)
+    sae = init_from(start, chain, l1_coefficient=l1_coefficient, device=device)
     curve: dict[str, list[float]] = {"tokens": [], "loss": []}
     optimizer_state = None
     seen = 0
@@ -132,7 +133,9 @@ def compare_chain_and_baselines(
         scratch = {k: np.asarray(v) for k, v in base_manifest["loss_curve"].items()}
         target = float(smoothed(scratch["tokens"], scratch["loss"], window_tokens)[-1])
         scratch_tokens = tokens_to_reach(scratch["tokens"], scratch["loss"], target, window_tokens)
-        previous = load_training_sae(chain_dir / paths.step_dir_name(run.sae_steps[position - 1]), run.chain)
+        previous_dir = chain_dir / paths.step_dir_name(run.sae_steps[position - 1])
+        previous_l1 = (store.read_manifest(previous_dir) or {})["link"]["l1_coefficient"]
+        previous = load_training_sae(previous_dir, run.chain, l1_coefficient=previous_l1)
         probe = _probe_to_target(
             run,
             previous,
@@ -143,6 +146,7 @@ def compare_chain_and_baselines(
             device,
             progress,
             window_tokens,
+            base_manifest["baseline"]["l1_coefficient"],  # this checkpoint's coefficient, as the baseline's
         )
         probe_tokens = tokens_to_reach(np.array(probe["tokens"]), np.array(probe["loss"]), target, window_tokens)
         convergence.append(

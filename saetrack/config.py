@@ -267,8 +267,14 @@ class ChainConfig:
     baseline: tuple[int, ...] = ()
     #: Dictionary size = expansion_factor * d_model.
     expansion_factor: int = 8
-    #: L1 coefficient lambda of Eq. 3.
+    #: L1 coefficient lambda of Eq. 3 (with ``l1_scale="activation_norm"``: the paper's scale-free lambda).
     l1_coefficient: float = 8e-5
+    #: ``"activation_norm"`` (default, the paper's objective): the paper's trainer divided each token's squared
+    #: error by the norm of the centred activation, so reconstruction and L1 both scale linearly with the
+    #: activation norm and one lambda fits every checkpoint. With SAELens' plain MSE that is the same as a
+    #: per-link coefficient ``l1_coefficient * d_model * E||x - mean(x)||`` over the link's own activations
+    #: (up to per-token weighting), which each link records and saves. ``"none"``: the coefficient as given.
+    l1_scale: Literal["activation_norm", "none"] = "activation_norm"
     #: ``"unit"``: unit-norm decoder with plain L1 (Eq. 5); ``"weighted"``: L1 weighted by decoder norms (Eq. 4).
     decoder_norm: Literal["unit", "weighted"] = "unit"
     #: Subtract the decoder bias from the encoder input (c = 1 in Eq. 2).
@@ -310,6 +316,8 @@ class ChainConfig:
         missing = [i for i in self.baseline if i not in self.schedule]
         if missing:
             _fail("chain", "baseline", self.baseline, f"indices must be in chain.schedule; {missing} are not")
+        if self.l1_scale not in ("activation_norm", "none"):
+            _fail("chain", "l1_scale", self.l1_scale, "one of 'activation_norm', 'none'")
         if self.decoder_norm not in ("unit", "weighted"):
             _fail("chain", "decoder_norm", self.decoder_norm, "one of 'unit' (Eq. 5), 'weighted' (Eq. 4)")
         if self.optimizer_policy not in ("fresh", "carry"):
@@ -537,7 +545,20 @@ def _nano(preset: str, n_layers: int, d_model: int, layer: int, expansion: int =
         preset,
         suite,
         CacheConfig(layer=layer),
-        dict(expansion_factor=expansion, l1_coefficient=8e-4, lr_first=1e-3, lr_link=1e-4),
+        # The paper's proportions at CPU size: later links get 1/20 of the first SAE's tokens, at 1/10 of its lr
+        # (lr x steps of a link is ~1/200 of the first SAE's, as with 300M/15M tokens at 4e-4/4e-5).
+        dict(
+            expansion_factor=expansion,
+            # scale-free lambda (see ChainConfig.l1_scale): ~0.1 effective at initialisation (activation norm
+            # ~0.9) and ~1 at the end of training (norm ~8.6) for d_model 128 - L0 of a few tens in a sweep
+            l1_coefficient=1e-3,
+            lr_first=1e-3,
+            lr_link=1e-4,
+            first_tokens=1_000_000,
+            link_tokens=50_000,
+            batch_size=1024,
+            warmup_steps_first=100,
+        ),
         CorpusConfig(),
     )
 
@@ -555,6 +576,8 @@ def _pythia(size: str, layer: int) -> RunConfig:
     n_layers, d_model = _PYTHIA_SIZES[size]
     return RunConfig(
         preset=f"pythia-{size}-l{layer}",
+        # the paper's analysis text; tokenized with the model's own tokenizer (no tokenizer is trained)
+        corpus=CorpusConfig(source="hf:NeelNanda/pile-10k"),
         model=ModelConfig(
             source="hub",
             repo_id=f"EleutherAI/pythia-{size}-deduped",

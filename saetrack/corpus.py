@@ -37,12 +37,14 @@ __all__ = [
     "collect_documents",
     "context_wraps",
     "contexts",
+    "corpus_config_hash",
     "corpus_sha256",
     "is_heldout",
     "load_corpus",
     "load_tokenizer",
     "n_windows",
     "prepare_corpus",
+    "separator_id",
     "spaced_contexts",
     "split_documents",
     "token_dtype",
@@ -299,9 +301,23 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.int32)
 
 
+def separator_id(tokenizer: Any) -> int:
+    """Id of the document separator: ``<|endoftext|>`` (ours and Pythia's), else the tokenizer's EOS token."""
+    if EOT_TOKEN in tokenizer.get_vocab():
+        return int(tokenizer.convert_tokens_to_ids(EOT_TOKEN))
+    if tokenizer.eos_token_id is None:
+        raise CorpusSourceError(f"tokenizer {type(tokenizer).__name__} has neither {EOT_TOKEN!r} nor an EOS token.")
+    return int(tokenizer.eos_token_id)
+
+
+def corpus_config_hash(run: RunConfig) -> str:
+    """Hash the corpus stage's manifest carries: the corpus section, plus the model when its tokenizer is used."""
+    return run.section_hash("corpus") if run.model.source == "suite" else run.section_hash("corpus", "model")
+
+
 def tokenize_stream(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
-    """Token ids of ``texts`` joined into one 1-D stream with ``<|endoftext|>`` between documents."""
-    eot = tokenizer.convert_tokens_to_ids(EOT_TOKEN)
+    """Token ids of ``texts`` joined into one 1-D stream with the separator (:func:`separator_id`) between documents."""
+    eot = separator_id(tokenizer)
     encodings = tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
     dtype = token_dtype(len(tokenizer))
     separator = np.array([eot], dtype=dtype)
@@ -406,7 +422,9 @@ def spaced_contexts(stream: np.ndarray, n_contexts: int, length: int) -> np.ndar
 def prepare_corpus(run: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Build ``run_dir/corpus/`` (tokenizer, train and held-out token streams, manifest); return the manifest.
 
-    Skipped (the existing manifest is returned) when the manifest matches ``run.section_hash("corpus")``.
+    For the nano suite (``model.source == "suite"``) a byte-level BPE tokenizer is trained on the training
+    documents; for any other model the text is tokenized with **that model's own tokenizer**.
+    Skipped (the existing manifest is returned) when the manifest matches :func:`corpus_config_hash`.
     Otherwise the whole folder is rebuilt in a temporary folder and renamed into place, so a killed run
     never leaves a half-built corpus.
     """
@@ -414,7 +432,7 @@ def prepare_corpus(run: RunConfig, run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"run {run.preset!r} has no corpus section (model.source = {run.model.source!r}).")
     corpus = run.corpus
     folder = _corpus_dir(run_dir)
-    digest = run.section_hash("corpus")
+    digest = corpus_config_hash(run)
     if store.manifest_is_current(folder, digest):
         manifest = store.read_manifest(folder)
         assert manifest is not None
@@ -428,7 +446,12 @@ def prepare_corpus(run: RunConfig, run_dir: Path) -> dict[str, Any]:
     timings["collect"] = time.perf_counter() - start
 
     t0 = time.perf_counter()
-    tokenizer = build_tokenizer([doc.text for doc in train_docs], corpus.vocab_size)
+    if run.model.source == "suite":
+        tokenizer = build_tokenizer([doc.text for doc in train_docs], corpus.vocab_size)
+    else:
+        from saetrack.checkpoints import open_source
+
+        tokenizer = open_source(run.model, Path(run_dir)).tokenizer()
     timings["tokenizer"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -461,8 +484,8 @@ def prepare_corpus(run: RunConfig, run_dir: Path) -> dict[str, Any]:
             n_heldout_documents=len(heldout_docs),
             heldout_documents=[doc.name for doc in heldout_docs],
             vocab_size=len(tokenizer),
-            eot_token=EOT_TOKEN,
-            eot_token_id=tokenizer.convert_tokens_to_ids(EOT_TOKEN),
+            tokenizer_source="trained here" if run.model.source == "suite" else run.model.source,
+            separator_token_id=separator_id(tokenizer),
             token_dtype=str(train_tokens.dtype),
             n_train_tokens=int(train_tokens.size),
             n_heldout_tokens=int(heldout_tokens.size),

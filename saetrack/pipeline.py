@@ -22,13 +22,11 @@ def stage_hashes(run: RunConfig) -> dict[str, str]:
     from saetrack.activations import cache_config_hash
     from saetrack.chain import baseline_config_hash, chain_config_hash
     from saetrack.comparison import comparison_config_hash
+    from saetrack.corpus import corpus_config_hash
 
-    hashes: dict[str, str] = {}
+    hashes: dict[str, str] = {paths.CORPUS_DIR: corpus_config_hash(run)}
     if run.model.source == "suite":
-        hashes[paths.CORPUS_DIR] = run.section_hash("corpus")
         hashes[paths.MODEL_DIR] = run.section_hash("corpus", "suite")
-    else:
-        hashes[paths.CORPUS_DIR] = run.section_hash("corpus")
     hashes[paths.CACHE_DIR] = cache_config_hash(run)
     hashes[paths.CHAIN_DIR] = chain_config_hash(run)
     hashes[paths.BASELINE_DIR] = baseline_config_hash(run)

@@ -11,9 +11,17 @@ import pytest
 import torch
 
 from saetrack import paths, store
-from saetrack.activations import ActivationCache, cache_activations, cache_config_hash, plan_tokens
+from saetrack.activations import (
+    ActivationCache,
+    CacheTooLargeError,
+    cache_activations,
+    cache_config_hash,
+    check_disk_space,
+    plan_tokens,
+)
 from saetrack.checkpoints import open_source
 from saetrack.config import get_preset
+from saetrack.corpus import prepare_corpus
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +109,20 @@ def test_interrupted_cache_resumes_to_identical_files(run, smoke_run_dir: Path, 
         ours = store.read_manifest(work / paths.CACHE_DIR / paths.step_dir_name(step))
         theirs = store.read_manifest(smoke_run_dir / paths.CACHE_DIR / paths.step_dir_name(step))
         assert ours["files"] == theirs["files"]
+
+
+def test_uncacheable_budget_is_refused_with_the_size(tmp_path: Path) -> None:
+    paper = get_preset("pythia-160m-l4")
+    with pytest.raises(CacheTooLargeError, match=r"needs [\d,.]+ GB .*300,000,000 first-SAE tokens"):
+        check_disk_space(paper, tmp_path, 768)
+    assert check_disk_space(get_preset("smoke"), tmp_path, 32) < 50e6
+
+
+def test_local_checkpoints_are_tokenized_with_their_own_tokenizer(run, smoke_run_dir: Path, tmp_path: Path) -> None:
+    local = run.with_overrides({"model.source": "local", "model.local_path": str(smoke_run_dir / paths.MODEL_DIR)})
+    manifest = prepare_corpus(local, tmp_path)
+    assert manifest["tokenizer_source"] == "local"
+    for name in ("train_tokens.npy", "heldout_tokens.npy"):  # the suite's own tokenizer gives the same streams
+        np.testing.assert_array_equal(
+            np.load(tmp_path / paths.CORPUS_DIR / name), np.load(smoke_run_dir / paths.CORPUS_DIR / name)
+        )

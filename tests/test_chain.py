@@ -13,7 +13,15 @@ import torch
 
 from saetrack import paths, store
 from saetrack.activations import ActivationCache
-from saetrack.chain import ChainTrainingError, load_chain, read_link_manifests, train_baselines, train_chain
+from saetrack.chain import (
+    ChainTrainingError,
+    activation_scale,
+    link_l1_coefficient,
+    load_chain,
+    read_link_manifests,
+    train_baselines,
+    train_chain,
+)
 from saetrack.comparison import compare_chain_and_baselines, smoothed, tokens_to_reach
 from saetrack.config import get_preset
 from saetrack.sae import feature_activations
@@ -53,9 +61,22 @@ def test_chain_runs_forward_and_each_link_starts_from_the_previous(run, chain_ru
 
 
 def test_every_saved_link_carries_its_configured_l1(run, chain_run_dir: Path) -> None:
+    cache = ActivationCache(chain_run_dir, run)
+    links = read_link_manifests(chain_run_dir)
     for step, folder in load_chain(chain_run_dir, run).items():
+        expected = link_l1_coefficient(run, activation_scale(cache.train(step)), cache.d_model)
         cfg = json.loads((folder / "cfg.json").read_text())
-        assert cfg["l1_coefficient"] == pytest.approx(run.chain.l1_coefficient), step
+        assert cfg["l1_coefficient"] == pytest.approx(expected, rel=1e-9), step
+        assert links[step]["link"]["l1_coefficient"] == pytest.approx(expected, rel=1e-9), step
+
+
+def test_l1_scaling_rule_on_known_values(run) -> None:
+    x = np.array([[3.0, 0.0], [-3.0, 0.0], [0.0, 4.0], [0.0, -4.0]])  # centred norms 3, 3, 4, 4
+    assert activation_scale(x) == pytest.approx(3.5)
+    scaled = run.with_overrides({"chain.l1_coefficient": 0.5, "chain.l1_scale": "activation_norm"})
+    assert link_l1_coefficient(scaled, scale=2.0, d_model=4) == pytest.approx(4.0)
+    plain = run.with_overrides({"chain.l1_coefficient": 0.5, "chain.l1_scale": "none"})
+    assert link_l1_coefficient(plain, scale=2.0, d_model=4) == pytest.approx(0.5)
 
 
 def test_links_load_in_saelens_and_encode_like_our_code(run, chain_run_dir: Path) -> None:
@@ -125,3 +146,27 @@ def test_smoothing_and_tokens_to_reach_on_known_curves() -> None:
     assert tokens_to_reach(tokens, losses, 4.0, 100) == 400
     assert tokens_to_reach(tokens, losses, 3.0, 200) == 500  # mean(4, 2) = 3 at the 5th point
     assert tokens_to_reach(tokens, losses, 1.0, 100) is None
+
+
+def test_nan_loss_during_training_names_link_and_step(run, chain_run_dir: Path, tmp_path, monkeypatch) -> None:
+    import saetrack.chain as chain_module
+    from saetrack.sae_training import NonFiniteLossError
+
+    work = tmp_path / "run"
+    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR):
+        shutil.copytree(chain_run_dir / folder, work / folder)
+    real_train = chain_module.train_sae
+    calls = {"n": 0}
+
+    def train_then_diverge(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second link's loss becomes NaN at its 7th step
+            raise NonFiniteLossError(7, 7 * run.chain.batch_size, {"loss": float("nan")})
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(chain_module, "train_sae", train_then_diverge)
+    with pytest.raises(
+        ChainTrainingError, match=rf"link 2/\d+ \(step {run.sae_steps[1]}\): non-finite SAE loss at step 7"
+    ):
+        train_chain(run, work, progress=False)
+    assert sorted(read_link_manifests(work)) == [run.sae_steps[0]]
