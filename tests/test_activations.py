@@ -20,13 +20,13 @@ from saetrack.activations import (
     plan_tokens,
 )
 from saetrack.checkpoints import open_source
-from saetrack.config import get_preset
+from saetrack.config import RunConfig, get_preset
 from saetrack.corpus import prepare_corpus
 
 
 @pytest.fixture(scope="module")
-def run():
-    return get_preset("smoke")
+def run(smoke: RunConfig) -> RunConfig:
+    return smoke
 
 
 def test_plan_gives_every_link_its_own_tokens(run) -> None:

@@ -23,13 +23,13 @@ from saetrack.chain import (
     train_chain,
 )
 from saetrack.comparison import compare_chain_and_baselines, smoothed, tokens_to_reach
-from saetrack.config import get_preset
+from saetrack.config import RunConfig
 from saetrack.sae import feature_activations
 
 
 @pytest.fixture(scope="module")
-def run():
-    return get_preset("smoke")
+def run(smoke: RunConfig) -> RunConfig:
+    return smoke
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,6 @@ from saetrack.corpus import (
 
 
 @pytest.fixture(scope="module")
-def smoke() -> RunConfig:
-    return get_preset("smoke")
-
-
-@pytest.fixture(scope="module")
 def built(smoke: RunConfig, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     run_dir = tmp_path_factory.mktemp("corpus_run")
     return run_dir, prepare_corpus(smoke, run_dir)

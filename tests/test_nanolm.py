@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from saetrack import store
-from saetrack.config import RunConfig, get_preset
+from saetrack.config import RunConfig
 from saetrack.corpus import load_corpus, prepare_corpus
 from saetrack.nanolm import (
     RESUME_FILE,
@@ -24,11 +24,6 @@ from saetrack.nanolm import (
     loss_curve_figure,
     train_suite,
 )
-
-
-@pytest.fixture(scope="module")
-def smoke() -> RunConfig:
-    return get_preset("smoke")
 
 
 @pytest.fixture(scope="module")
