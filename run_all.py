@@ -3,7 +3,8 @@
     python run_all.py                      # the embedded default preset (nano), offline on a CPU
     python run_all.py --preset smoke       # the whole pipeline at test size
     python run_all.py --only cache         # some stages only
-    python run_all.py --force              # rerun stages whose outputs are already current
+    python run_all.py --force              # rebuild stages whose outputs are already current
+    python run_all.py --rerun              # re-execute notebooks from finished outputs (regenerates figures)
     python run_all.py --set chain.l1_coefficient=1e-3   # override a config field (validated)
 
 Stages whose manifests match the config are skipped (and say so); an interrupted run resumes.
@@ -45,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {sorted(PRESETS)} (default: %(default)s)")
     stage_names = [s.name for s in STAGES]
     parser.add_argument("--only", nargs="+", metavar="STAGE", help=f"run only these stages: {stage_names}")
-    parser.add_argument("--force", action="store_true", help="rerun stages even if their outputs are current")
+    parser.add_argument("--force", action="store_true", help="rebuild every stage's outputs, even current ones")
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="execute the notebooks of current stages again without rebuilding their outputs (regenerates figures)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in STAGES:
         if args.only and stage.name not in args.only:
             continue
-        if not args.force and stage.is_current(run, run_dir):
+        if not (args.force or args.rerun) and stage.is_current(run, run_dir):
             print(f"[{stage.name}] up to date, nothing to do (outputs match the config)", flush=True)
             continue
         print(f"[{stage.name}] running {stage.notebook}: {stage.description} ...", flush=True)

@@ -194,7 +194,8 @@ def bench_lm_runner(shape: Shape, activations: np.ndarray, n_layers: int = 4, la
     suite = SuiteConfig(n_layers=n_layers, d_model=shape.d_in, n_heads=max(2, shape.d_in // 32), d_mlp=4 * shape.d_in)
     model = hooked_from_hf(build_model(suite, vocab_size=4096, seed=0), device=shape.device)
     context = 128
-    n_contexts = shape.tokens // context + 8 * 32
+    n_batches_in_buffer, prompts_per_batch = 32, 32  # the mixing buffer must hold a training batch after mixing
+    n_contexts = shape.tokens // context + 2 * n_batches_in_buffer * prompts_per_batch
     tokens = np.random.default_rng(0).integers(0, 4096, (n_contexts, context))
     dataset = Dataset.from_dict({"input_ids": tokens.tolist()})
     cfg = LanguageModelSAERunnerConfig(
@@ -209,8 +210,8 @@ def bench_lm_runner(shape: Shape, activations: np.ndarray, n_layers: int = 4, la
         context_size=context,
         training_tokens=shape.tokens,
         train_batch_size_tokens=shape.batch,
-        n_batches_in_buffer=8,
-        store_batch_size_prompts=32,
+        n_batches_in_buffer=n_batches_in_buffer,
+        store_batch_size_prompts=prompts_per_batch,
         device=shape.device,
         lr=1e-3,
         lr_warm_up_steps=10,

@@ -97,7 +97,8 @@ def convergence_figure(convergence: Sequence[Mapping[str, Any]], link_tokens: in
         ax.plot(scratch["tokens"], scratch["loss"], color="tab:gray", label="from scratch")
         ax.plot(recurrent["tokens"], recurrent["loss"], color="tab:blue", label="recurrent init")
         ax.axhline(item["target_loss"], ls="--", color="black", lw=1, label="target: scratch final loss")
-        ax.axvspan(0, link_tokens, color="tab:blue", alpha=0.08, label="link budget")
+        first_tokens = min(scratch["tokens"][0], recurrent["tokens"][0])
+        ax.axvspan(first_tokens, link_tokens, color="tab:blue", alpha=0.08, label="link budget")
         for key, colour in (("scratch_tokens_to_target", "tab:gray"), ("recurrent_tokens_to_target", "tab:blue")):
             if item[key] is not None:
                 ax.plot(item[key], item["target_loss"], "o", color=colour, ms=7)

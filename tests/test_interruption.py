@@ -1,4 +1,4 @@
-"""A process killed with SIGKILL during suite training or caching resumes to the same hashes as a straight run."""
+"""A process killed with SIGKILL during suite training, caching or the SAE chain resumes to the same hashes."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ _SCRIPT = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     from saetrack.activations import cache_activations
+    from saetrack.chain import train_chain
     from saetrack.config import get_preset
     from saetrack.corpus import prepare_corpus
     from saetrack.nanolm import train_suite
@@ -35,6 +36,7 @@ _SCRIPT = textwrap.dedent(
     prepare_corpus(run, run_dir)
     train_suite(run, run_dir, progress=False, threads=1, on_checkpoint=die if kill_in == "suite" else None)
     cache_activations(run, run_dir, progress=False, after_step=die if kill_in == "cache" else None)
+    train_chain(run, run_dir, progress=False, after_link=die if kill_in == "chain" else None)
     """
 )
 
@@ -52,7 +54,12 @@ def _hashes(run_dir: Path) -> dict[str, object]:
         step: store.read_manifest(run_dir / paths.CACHE_DIR / paths.step_dir_name(step))["files"]
         for step in cache["steps"]
     }
-    return {"model": [(c["step"], c["sha256"]) for c in model["checkpoints"]], "cache": steps}
+    chain = store.read_manifest(run_dir / paths.CHAIN_DIR)
+    links = {
+        step: store.read_manifest(run_dir / paths.CHAIN_DIR / paths.step_dir_name(step))["files"]
+        for step in chain["steps"]
+    }
+    return {"model": [(c["step"], c["sha256"]) for c in model["checkpoints"]], "cache": steps, "chain": links}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +69,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return _hashes(run_dir)
 
 
-@pytest.mark.parametrize(("kill_in", "kill_at"), [("suite", 8), ("cache", 4)])
+@pytest.mark.parametrize(("kill_in", "kill_at"), [("suite", 8), ("cache", 4), ("chain", 8)])
 def test_sigkill_then_resume_gives_identical_hashes(reference, tmp_path: Path, kill_in: str, kill_at: int) -> None:
     steps = get_preset("smoke").model.checkpoint_steps
     assert kill_at in steps
