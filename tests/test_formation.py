@@ -1,0 +1,184 @@
+"""Tests of saetrack.formation: activation sets, progress measures along a chain, checkpoint positions, UMAP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from saetrack.formation import (
+    PROGRESS_KEYS,
+    activation_sets,
+    checkpoint_positions,
+    progress_measures,
+    random_indices,
+    top_activating_indices,
+    umap_embedding,
+)
+from saetrack.progress import progress_measure, random_baseline
+from saetrack.sae import SAEWeights, feature_activations
+
+METRIC_OF = {
+    "activation_cosine": "cosine",
+    "feature_cosine": "cosine",
+    "feature_jaccard": "jaccard",
+    "feature_weighted_jaccard": "weighted_jaccard",
+}
+
+
+def _weights(d: int, d_sae: int, seed: int) -> SAEWeights:
+    """A random float64 SAE (float64 so that chunked and unchunked encodings agree to rounding)."""
+    gen = torch.Generator().manual_seed(seed)
+    return SAEWeights(
+        W_enc=torch.randn(d, d_sae, generator=gen, dtype=torch.float64),
+        b_enc=0.1 * torch.randn(d_sae, generator=gen, dtype=torch.float64),
+        W_dec=torch.randn(d_sae, d, generator=gen, dtype=torch.float64),
+        b_dec=0.1 * torch.randn(d, generator=gen, dtype=torch.float64),
+    )
+
+
+def _problem(
+    n_steps: int = 3, n_points: int = 200, d: int = 8, d_sae: int = 16, seed: int = 0
+) -> tuple[list[np.ndarray], list[SAEWeights]]:
+    rng = np.random.default_rng(seed)
+    analysis = [rng.standard_normal((n_points, d)).astype(np.float32) for _ in range(n_steps)]
+    weights = [_weights(d, d_sae, seed + 1 + t) for t in range(n_steps)]
+    return analysis, weights
+
+
+def test_activation_sets_gathers_rows_at_every_step() -> None:
+    analysis = [np.arange(12, dtype=np.float32).reshape(6, 2) + 100 * t for t in range(3)]
+    indices = np.array([[5, 0, 2], [1, 1, 4]])
+    sets = activation_sets(analysis, indices)
+    assert sets.shape == (3, 2, 3, 2) and sets.dtype == np.float32
+    for t in range(3):
+        for i in range(2):
+            for j in range(3):
+                np.testing.assert_array_equal(sets[t, i, j], analysis[t][indices[i, j]])
+    np.testing.assert_array_equal(sets[2, 0, 0], [210.0, 211.0])
+
+
+def test_activation_sets_rejects_bad_input() -> None:
+    analysis = [np.zeros((5, 2), dtype=np.float32)] * 2
+    with pytest.raises(ValueError, match="indices must lie in"):
+        activation_sets(analysis, np.array([[0, 5]]))
+    with pytest.raises(ValueError, match="same shape"):
+        activation_sets([analysis[0], np.zeros((4, 2), dtype=np.float32)], np.array([[0, 1]]))
+
+
+def test_identical_datapoints_give_one_minus_baseline() -> None:
+    analysis, weights = _problem()
+    analysis[1][7] = analysis[1][3] * 2.5  # same direction at step 1 only
+    indices = np.array([[3, 7], [10, 11]])
+    result = progress_measures(analysis, weights, indices, n_random_activation=40, n_random_feature=30)
+    base = result["baseline_activation_cosine"]
+    assert result["activation_cosine"][1, 0] == pytest.approx(1.0 - base[1], abs=1e-6)
+    assert result["activation_cosine"][0, 0] < 1.0 - base[0] - 1e-3  # random vectors at the other steps
+    # Repeating one datapoint k times: every pair is identical, so within-set similarity is exactly 1.
+    result = progress_measures(analysis, weights, np.array([[4, 4, 4, 4]]), n_random_activation=40)
+    np.testing.assert_allclose(result["activation_cosine"][:, 0], 1.0 - result["baseline_activation_cosine"])
+    np.testing.assert_allclose(result["feature_cosine"][:, 0], 1.0 - result["baseline_feature_cosine"])
+
+
+def test_progress_measures_match_progress_module_and_ignore_chunking() -> None:
+    analysis, weights = _problem()
+    rng = np.random.default_rng(5)
+    indices = np.stack([rng.choice(200, size=6, replace=False) for _ in range(9)])
+    kwargs = {"n_random_activation": 50, "n_random_feature": 20, "seed": 3}
+    result = progress_measures(analysis, weights, indices, feature_chunk=1000, **kwargs)
+    chunked = progress_measures(analysis, weights, indices, feature_chunk=1, **kwargs)
+
+    acts = torch.from_numpy(activation_sets(analysis, indices))  # [T, F, k, d]
+    codes = torch.stack([feature_activations(w, acts[t]) for t, w in enumerate(weights)])
+    all_acts = torch.from_numpy(np.stack(analysis))  # [T, N, d]
+    all_codes = torch.stack([feature_activations(w, all_acts[t]) for t, w in enumerate(weights)])
+    for key in PROGRESS_KEYS:
+        metric = METRIC_OF[key]
+        sets, everything = (acts, all_acts) if key.startswith("activation") else (codes, all_codes)
+        n_random = kwargs["n_random_activation"] if key.startswith("activation") else kwargs["n_random_feature"]
+        baseline, _ = random_baseline(everything, n_random, metric, seed=3)
+        expected = progress_measure(sets, baseline, metric).numpy()
+        assert result[key].shape == (3, 9) and result[key].dtype == np.float64
+        np.testing.assert_allclose(result[key], expected, rtol=1e-6, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(result[f"baseline_{key}"], baseline.numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(chunked[key], result[key], rtol=0, atol=1e-12, err_msg=key)
+        assert np.all(np.isfinite(result[key]))
+
+
+def test_random_baseline_uses_the_same_datapoints_at_every_step() -> None:
+    assert np.array_equal(random_indices(1000, 150, 7), random_baseline(torch.zeros(1, 1000, 1), 150, "cosine", 7)[1])
+    # The same analysis array at every step: the random set (drawn once) must give the same baseline every step.
+    analysis, weights = _problem(n_steps=1)
+    result = progress_measures(analysis * 3, weights * 3, np.array([[0, 1]]), n_random_activation=40, seed=1)
+    again = progress_measures(analysis * 3, weights * 3, np.array([[0, 1]]), n_random_activation=40, seed=1)
+    other = progress_measures(analysis * 3, weights * 3, np.array([[0, 1]]), n_random_activation=40, seed=2)
+    for key in PROGRESS_KEYS:
+        base = result[f"baseline_{key}"]
+        assert base.shape == (3,) and np.all(base == base[0]), key
+        np.testing.assert_array_equal(again[f"baseline_{key}"], base)
+        assert not np.allclose(other[f"baseline_{key}"], base), key
+
+
+def test_top_activating_indices_streams_exactly() -> None:
+    analysis, weights = _problem(n_steps=1, n_points=97)
+    acts = feature_activations(weights[0], analysis[0]).numpy()
+    expected = np.argsort(-acts, axis=0, kind="stable")[:5].T
+    got = top_activating_indices(analysis[0], weights[0], 5, row_chunk=10)
+    np.testing.assert_array_equal(np.take_along_axis(acts.T, got, 1), np.take_along_axis(acts.T, expected, 1))
+    sub = top_activating_indices(analysis[0], weights[0], 5, features=np.array([3, 0]), row_chunk=1000)
+    np.testing.assert_array_equal(
+        np.take_along_axis(acts.T[[3, 0]], sub, 1), np.take_along_axis(acts.T, expected, 1)[[3, 0]]
+    )
+
+
+def test_checkpoint_positions() -> None:
+    paper = list(range(12)) + list(range(13, 33, 2)) + list(range(33, 153, 20))  # Eq. 26, 28 SAEs
+    assert checkpoint_positions(list(range(154))) == [0, 5, 10, 15, 60, 153]
+    positions = checkpoint_positions(paper)
+    assert len(positions) == 6 and len(set(positions)) == 6
+    assert positions == sorted(positions) and positions[0] == 0 and positions[-1] == 27
+    assert positions == [0, 1, 2, 3, 11, 27]
+    assert checkpoint_positions([0, 1, 2, 3, 4, 5, 6]) == [0, 1, 2, 3, 4, 6]
+    assert checkpoint_positions([1, 2, 3]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="strictly increasing"):
+        checkpoint_positions([0, 2, 1])
+
+
+@pytest.mark.slow
+def test_umap_embedding_is_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 16)) * 5
+    points = np.concatenate([c + rng.standard_normal((20, 16)) for c in centres])
+    first = umap_embedding(points, seed=42)
+    assert first.shape == (60, 2) and np.all(np.isfinite(first))
+    np.testing.assert_array_equal(umap_embedding(points, seed=42), first)
+
+
+def test_progress_measures_from_cache_orders_steps(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from saetrack.formation import progress_measures_from_cache
+
+    analysis, weights = _problem(n_steps=2)
+    folders = {}
+    for step, w in zip((20, 10), reversed(weights), strict=True):  # step 10 <-> weights[0]
+        folder = tmp_path / f"sae_{step}"
+        folder.mkdir()
+        (folder / "cfg.json").write_text(json.dumps({"apply_b_dec_to_input": True, "normalize_activations": "none"}))
+        save_file(
+            {"W_enc": w.W_enc, "b_enc": w.b_enc, "W_dec": w.W_dec, "b_dec": w.b_dec}, folder / "sae_weights.safetensors"
+        )
+        folders[step] = folder
+    cache = SimpleNamespace(steps=(10, 20), analysis=lambda s: analysis[(10, 20).index(s)])
+    indices = np.array([[0, 1, 2], [3, 4, 5]])
+    got = progress_measures_from_cache(cache, folders, indices, n_random_activation=30, n_random_feature=20)
+    expected = progress_measures(analysis, weights, indices, n_random_activation=30, n_random_feature=20)
+    np.testing.assert_array_equal(got["steps"], [10, 20])
+    for key in PROGRESS_KEYS:
+        np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-12)
+    with pytest.raises(KeyError, match="no cached activations"):
+        progress_measures_from_cache(cache, {30: folders[10]}, indices)
