@@ -160,3 +160,91 @@ def agreement_figure(
     if title:
         fig.suptitle(title)
     return fig
+
+
+#: Colours and markers of the two feature types (Def. 4.1 / 4.2), shared by Fig. 4, 5 and 8.
+TYPE_STYLE: dict[str, dict[str, str]] = {
+    "token": {"color": "tab:blue", "marker": "o", "label": "token-level"},
+    "concept": {"color": "tab:orange", "marker": "D", "label": "concept-level"},
+}
+
+#: Titles of the progress-measure keys of :func:`saetrack.formation.progress_measures`.
+PROGRESS_TITLES: dict[str, str] = {
+    "activation_cosine": "activation space, cosine (Eq. 14)",
+    "feature_cosine": "feature space, cosine (Eq. 17)",
+    "feature_jaccard": "feature space, Jaccard (Eq. 28)",
+    "feature_weighted_jaccard": "feature space, weighted Jaccard (Eq. 29)",
+}
+
+
+def progress_figure(
+    steps: Sequence[int],
+    measures: Mapping[str, np.ndarray],
+    feature_types: np.ndarray,
+    keys: Sequence[str] = ("activation_cosine", "feature_cosine"),
+    n_lines: int = 25,
+    seed: int = 0,
+    title: str = "",
+) -> Figure:
+    """Fig. 5 (``keys`` = activation and feature cosine) and Fig. 8 (Jaccard variants): progress measure M_i(t).
+
+    One panel per key; x is checkpoint step + 1 on a log axis. ``feature_types`` [F] holds "token" or "concept"
+    per feature (other labels are left out). For each type, ``n_lines`` features drawn reproducibly with ``seed``
+    are thin lines and the median over *all* features of that type is a thick line.
+    """
+    x = np.asarray(steps) + 1
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.6 * len(keys), 4.2), constrained_layout=True, squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        values = np.asarray(measures[key])
+        for kind, style in TYPE_STYLE.items():
+            members = np.nonzero(np.asarray(feature_types) == kind)[0]
+            if members.size == 0:
+                continue
+            shown = rng.choice(members, size=min(n_lines, members.size), replace=False)
+            ax.plot(x, values[:, shown], color=style["color"], lw=0.6, alpha=0.35)
+            ax.plot(x, np.nanmedian(values[:, members], axis=1), color=style["color"], lw=3,
+                    label=f"{style['label']}: median of {members.size}")  # fmt: skip
+        ax.axhline(0, color="black", lw=0.8, ls=":")
+        ax.set(xscale="log", xlabel="checkpoint step + 1", ylabel="progress measure $M_i(t)$",
+               title=PROGRESS_TITLES.get(key, key))  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def umap_figure(
+    embeddings: Sequence[np.ndarray],
+    steps: Sequence[int],
+    point_feature: np.ndarray,
+    feature_types: Mapping[int, str],
+    title: str = "",
+) -> Figure:
+    """Fig. 4: UMAP of the activation sets A_i^t of a few features, one panel per checkpoint (fitted separately).
+
+    ``embeddings[j]`` [n, 2] are the points at checkpoint ``steps[j]``; ``point_feature`` [n] says which feature
+    each point belongs to (the same points in every panel); ``feature_types`` maps a feature to "token" (circles)
+    or "concept" (diamonds). Each feature has its own colour.
+    """
+    features = list(dict.fromkeys(np.asarray(point_feature).tolist()))
+    palette = colormaps["tab10" if len(features) <= 10 else "tab20"]
+    n = len(embeddings)
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.9 * rows), constrained_layout=True, squeeze=False)
+    for ax, emb, step in zip(axes.flat, embeddings, steps, strict=False):
+        for j, feature in enumerate(features):
+            mask = np.asarray(point_feature) == feature
+            kind = feature_types.get(feature, "token")
+            ax.scatter(emb[mask, 0], emb[mask, 1], s=22, color=palette(j % palette.N),
+                       marker=TYPE_STYLE.get(kind, TYPE_STYLE["token"])["marker"], edgecolors="white", linewidths=0.4,
+                       label=f"#{feature} ({kind})")  # fmt: skip
+        ax.set(title=f"checkpoint step {step}", xticks=[], yticks=[])
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, loc="best", markerscale=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
