@@ -27,6 +27,7 @@ __all__ = [
     "ChainConfig",
     "ConfigError",
     "CorpusConfig",
+    "FormationConfig",
     "ModelConfig",
     "RunConfig",
     "SuiteConfig",
@@ -335,6 +336,54 @@ class ChainConfig:
         return self.first_tokens if position == 0 else self.link_tokens
 
 
+@dataclass(frozen=True)
+class FormationConfig:
+    """Feature phases, patterns and formation (notebook 03; paper Sec. 4-5, App. A.1, C.2)."""
+
+    #: Top-activating datapoints per feature (the paper's 25): D_i of Eq. 12 and the contexts of Fig. 2.
+    top_k: int = 25
+    #: A feature is token-level (Def. 4.1) when at least this share of its active top-k datapoints is one token.
+    token_share: float = 0.5
+    #: Fewer active top-k datapoints than this: the feature is "inactive" at that checkpoint.
+    min_active: int = 5
+    #: Ultra-low features (App. A.1): best density over checkpoints below this fraction of analysis tokens.
+    min_density: float = 1e-4
+    #: Random datapoints of the progress-measure baselines (the paper's code: 150 and 100).
+    n_random_activation: int = 150
+    n_random_feature: int = 100
+    #: Features shown in the UMAP figure (Fig. 4): the most formed token- and concept-level features.
+    umap_token_features: int = 4
+    umap_concept_features: int = 3
+    umap_seed: int = 42
+    #: Fig. 2: examples per pattern and contexts per table cell.
+    examples_per_pattern: int = 2
+    contexts_per_cell: int = 6
+
+    def __post_init__(self) -> None:
+        _positive(
+            "formation",
+            {
+                "top_k": self.top_k,
+                "min_active": self.min_active,
+                "n_random_activation": self.n_random_activation,
+                "n_random_feature": self.n_random_feature,
+                "examples_per_pattern": self.examples_per_pattern,
+                "contexts_per_cell": self.contexts_per_cell,
+            },
+        )
+        if self.top_k < 2:
+            _fail("formation", "top_k", self.top_k, "must be >= 2 (similarities need pairs)")
+        if not 0 < self.token_share <= 1:
+            _fail("formation", "token_share", self.token_share, "must lie in (0, 1]")
+        if self.min_active > self.top_k:
+            _fail("formation", "min_active", self.min_active, f"must be <= top_k={self.top_k}")
+        if not 0 <= self.min_density < 1:
+            _fail("formation", "min_density", self.min_density, "must lie in [0, 1)")
+        for name in ("umap_token_features", "umap_concept_features", "umap_seed"):
+            if getattr(self, name) < 0:
+                _fail("formation", name, getattr(self, name), "must be >= 0")
+
+
 # ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
@@ -345,6 +394,7 @@ _SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "cache": CacheConfig,
     "chain": ChainConfig,
+    "formation": FormationConfig,
 }
 
 
@@ -359,6 +409,7 @@ class RunConfig:
     chain: ChainConfig = field(default_factory=lambda: ChainConfig(schedule=(0,)))
     corpus: CorpusConfig | None = None
     suite: SuiteConfig | None = None
+    formation: FormationConfig = field(default_factory=FormationConfig)
 
     def __post_init__(self) -> None:
         if self.seed < 0:

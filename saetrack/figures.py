@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from saetrack import paths, store
 
-__all__ = ["FIGURES", "figure_path", "save_figure"]
+__all__ = ["FIGURES", "figure_path", "save_figure", "save_html"]
 
 #: Figure key -> (file stem, what it shows). Keys are the figure numbers of the paper (or S-numbers).
 FIGURES: dict[str, tuple[str, str]] = {
@@ -54,3 +54,11 @@ def save_figure(fig: Figure, preset: str, key: str, prefix: str = "", dpi: int =
             fig.savefig(tmp, format=suffix[1:], dpi=dpi, bbox_inches="tight")
         written.append(target)
     return written
+
+
+def save_html(html: str, preset: str, key: str) -> Path:
+    """Write an HTML version of figure ``key`` (e.g. the Fig. 2 table) next to its PNG, atomically."""
+    target = figure_path(preset, key, ".html")
+    with store.atomic_path(target) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return target

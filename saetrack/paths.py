@@ -26,6 +26,7 @@ CACHE_DIR = "cache"
 CHAIN_DIR = "chain"
 BASELINE_DIR = "baseline"
 COMPARISON_DIR = "comparison"
+FORMATION_DIR = "formation"
 NOTEBOOKS_DIR = "notebooks"
 RESULTS_JSON = "results.json"
 

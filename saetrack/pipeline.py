@@ -23,6 +23,7 @@ def stage_hashes(run: RunConfig) -> dict[str, str]:
     from saetrack.chain import baseline_config_hash, chain_config_hash
     from saetrack.comparison import comparison_config_hash
     from saetrack.corpus import corpus_config_hash
+    from saetrack.formation_run import formation_config_hash
 
     hashes: dict[str, str] = {paths.CORPUS_DIR: corpus_config_hash(run)}
     if run.model.source == "suite":
@@ -31,6 +32,7 @@ def stage_hashes(run: RunConfig) -> dict[str, str]:
     hashes[paths.CHAIN_DIR] = chain_config_hash(run)
     hashes[paths.BASELINE_DIR] = baseline_config_hash(run)
     hashes[paths.COMPARISON_DIR] = comparison_config_hash(run)
+    hashes[paths.FORMATION_DIR] = formation_config_hash(run)
     return hashes
 
 
@@ -80,6 +82,13 @@ STAGES: tuple[Stage, ...] = (
         inputs=("cache",),
         outputs=lambda run: (paths.CHAIN_DIR, paths.BASELINE_DIR, paths.COMPARISON_DIR),
         description="SAE-Track chain, independent baselines, convergence study and feature agreement",
+    ),
+    Stage(
+        name="formation",
+        notebook="03_feature_formation.ipynb",
+        inputs=("cache", "chain"),
+        outputs=lambda run: (paths.FORMATION_DIR,),
+        description="feature phases, patterns, regions, UMAP and progress measures (Fig. 2, 3, 4, 5, 8)",
     ),
 )
 
