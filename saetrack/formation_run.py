@@ -30,7 +30,14 @@ from saetrack.chain import chain_config_hash, load_chain
 from saetrack.config import RunConfig, config_hash
 from saetrack.sae import SAEWeights
 
-__all__ = ["FormationResult", "analyse_formation", "formation_config_hash", "load_formation", "summary_numbers"]
+__all__ = [
+    "FormationResult",
+    "analyse_formation",
+    "formation_config_hash",
+    "load_formation",
+    "summary_numbers",
+    "top_contexts",
+]
 
 ARRAYS_FILE = "arrays.npz"
 EXAMPLES_FILE = "examples.json"
@@ -40,7 +47,7 @@ MIDDLE_FRACTION = 18 / 153
 
 def formation_config_hash(run: RunConfig) -> str:
     """Hash of the formation stage's inputs: the chain's hash and the formation section."""
-    return config_hash({"chain": chain_config_hash(run), "formation": run.to_dict()["formation"], "v": 1})
+    return config_hash({"chain": chain_config_hash(run), "formation": run.to_dict()["formation"], "v": 2})
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class FormationResult:
     steps: np.ndarray  # [T]
     labels: np.ndarray  # [T, F] "token" / "concept" / "inactive"
     dominant: np.ndarray  # [T, F] dominant token id
+    top_values: np.ndarray  # [T, F, k] activations of each feature's top-k analysis datapoints under SAE[t]
+    top_indices: np.ndarray  # [T, F, k] their rows in the analysis set (context * context_length + position)
     live: np.ndarray  # [F] bool (App. A.1)
     patterns: np.ndarray  # [F] maintaining / shifting / grouping / other / excluded
     live_features: np.ndarray  # [L] indices of live features, the columns of ``progress``
@@ -93,7 +102,7 @@ def analyse_formation(run: RunConfig, run_dir: Path, *, force: bool = False, pro
     middle = min(n_steps - 1, max(1, round(MIDDLE_FRACTION * (n_steps - 1))))
     example_positions = sorted({0, middle, n_steps - 1})
 
-    stats, labels, dominant, top_indices = [], [], [], {}
+    stats, labels, dominant, top_indices, all_values, all_indices = [], [], [], {}, [], []
     for position, step in enumerate(tqdm(steps, desc="features per checkpoint", disable=not progress)):
         weights = SAEWeights.load(folders[step])
         x = np.asarray(cache.analysis(step))
@@ -102,6 +111,8 @@ def analyse_formation(run: RunConfig, run_dir: Path, *, force: bool = False, pro
         label, dom, _ = fx.classify_token_concept(values, indices, tokens_flat, cfg.token_share, cfg.min_active)
         labels.append(label)
         dominant.append(dom)
+        all_values.append(values.astype(np.float32))
+        all_indices.append(indices.astype(np.int64))
         if position in example_positions:
             top_indices[position] = (values, indices)
     labels_arr, dominant_arr = np.array(labels), np.array(dominant)
@@ -153,6 +164,8 @@ def analyse_formation(run: RunConfig, run_dir: Path, *, force: bool = False, pro
             steps=np.asarray(steps),
             labels=labels_arr.astype(str),
             dominant=dominant_arr,
+            top_values=np.stack(all_values),
+            top_indices=np.stack(all_indices),
             live=flt.live,
             patterns=patterns.astype(str),
             live_features=live,
@@ -197,6 +210,8 @@ def load_formation(run_dir: Path, run: RunConfig | None = None) -> FormationResu
         steps=data["steps"],
         labels=data["labels"],
         dominant=data["dominant"],
+        top_values=data["top_values"],
+        top_indices=data["top_indices"],
         live=data["live"],
         patterns=data["patterns"],
         live_features=data["live_features"],
@@ -209,6 +224,23 @@ def load_formation(run_dir: Path, run: RunConfig | None = None) -> FormationResu
         examples=json.loads((out / EXAMPLES_FILE).read_text()),
         manifest=manifest,
     )
+
+
+def top_contexts(
+    result: FormationResult, feature: int, position: int, tokenizer: Any, analysis_tokens: np.ndarray, n: int = 25
+) -> list[tuple[float, str, str]]:
+    """The top datapoints of ``feature`` at checkpoint ``position`` of the chain: (activation, text, HTML).
+
+    The activating token is marked «tok» in the text and with ``<mark>`` in the HTML; datapoints where the feature
+    is inactive are left out.
+    """
+    values = result.top_values[position, feature]
+    indices = result.top_indices[position, feature]
+    return [
+        (float(v), *fx.render_context(tokenizer, analysis_tokens, int(i)))
+        for v, i in zip(values[:n], indices[:n], strict=True)
+        if v > 0
+    ]
 
 
 def summary_numbers(result: FormationResult) -> dict[str, Any]:

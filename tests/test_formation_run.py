@@ -15,6 +15,8 @@ def _result(progress: np.ndarray, final_types: list[str]) -> FormationResult:
         steps=steps,
         labels=np.empty((0, 0)),
         dominant=np.empty((0, 0)),
+        top_values=np.empty((0, 0, 0)),
+        top_indices=np.empty((0, 0, 0)),
         live=np.ones(progress.shape[1], dtype=bool),
         patterns=np.empty(0),
         live_features=np.arange(progress.shape[1]),
@@ -52,3 +54,34 @@ def test_summary_numbers_without_concept_features_say_so() -> None:
     numbers = summary_numbers(_result(np.ones((2, 2)), ["token", "token"]))
     assert numbers["activation_cosine"]["median_concept_first"] is None
     assert numbers["activation_cosine"]["concept_rise"] is None
+
+
+def test_formation_stage_end_to_end_at_smoke_size(smoke, smoke_run_dir, tmp_path) -> None:
+    import shutil
+
+    from saetrack import paths, store
+    from saetrack.chain import train_chain
+    from saetrack.corpus import load_corpus
+    from saetrack.formation_run import analyse_formation, load_formation, top_contexts
+
+    work = tmp_path / "run"
+    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR):
+        shutil.copytree(smoke_run_dir / folder, work / folder)
+    train_chain(smoke, work, progress=False)
+    manifest = analyse_formation(smoke, work, progress=False)
+    d_sae = smoke.chain.expansion_factor * smoke.model.d_model
+    assert sum(manifest["filter_counts"].values()) == d_sae
+    result = load_formation(work, smoke)
+    n_steps, n_live = len(smoke.sae_steps), len(result.live_features)
+    assert result.top_indices.shape == (n_steps, d_sae, smoke.formation.top_k)
+    assert set(result.patterns[result.live]) <= {"maintaining", "shifting", "grouping", "other"}
+    for key in ("activation_cosine", "feature_cosine", "feature_jaccard", "feature_weighted_jaccard"):
+        assert result.progress[key].shape == (n_steps, n_live)
+    tokenizer = load_corpus(work)[0]
+    feature = int(result.live_features[0])
+    contexts = top_contexts(result, feature, n_steps - 1, tokenizer, np.load(work / "cache" / "analysis_tokens.npy"))
+    values = [v for v, _, _ in contexts]
+    assert values == sorted(values, reverse=True) and all(v > 0 for v in values)
+    assert all("«" in text and "<mark>" in html for _, text, html in contexts)
+    with pytest.raises(store.StaleArtifactError, match="another config"):
+        load_formation(work, smoke.with_overrides({"formation.top_k": 10}))
