@@ -40,6 +40,7 @@ __all__ = [
     "read_link_manifests",
     "train_baselines",
     "train_chain",
+    "train_link",
 ]
 
 OPTIMIZER_FILE = "optimizer.pt"
@@ -125,7 +126,7 @@ def evaluate_link(
     return metrics
 
 
-def _train_link(
+def train_link(
     run: RunConfig,
     sae: SAETrackSAE,
     data: np.ndarray,
@@ -138,6 +139,12 @@ def _train_link(
     desc: str,
     progress: bool,
 ) -> TrainResult:
+    """Train one SAE of the chain (a link, a baseline or a probe) on the first ``n_tokens`` rows of ``data``.
+
+    Each row is seen once (SAELens' trainer, via :func:`~saetrack.sae_training.train_sae`); the loss curve is
+    logged densely for the convergence study. A too-small cache or a non-finite loss raises
+    :class:`ChainTrainingError` naming ``desc`` (the link) — finished links stay on disk.
+    """
     if n_tokens > len(data):
         raise ChainTrainingError(f"{desc}: needs {n_tokens} training tokens but the cache holds {len(data)}.")
     try:
@@ -218,7 +225,7 @@ def train_chain(
             )
         else:
             sae = init_from(previous, chain, l1_coefficient=l1, device=device)
-        result = _train_link(
+        result = train_link(
             run,
             sae,
             data,
@@ -345,7 +352,7 @@ def train_baselines(
             device=device,
             metadata=_metadata(run, step),
         )
-        result = _train_link(
+        result = train_link(
             run,
             sae,
             data,

@@ -25,7 +25,7 @@ import torch
 
 from saetrack import paths, store
 from saetrack.activations import ActivationCache
-from saetrack.chain import _train_link, baseline_config_hash, link_seed
+from saetrack.chain import baseline_config_hash, link_seed, train_link
 from saetrack.config import RunConfig, config_hash
 from saetrack.matching import index_stability, match_features
 from saetrack.sae import SAEWeights, feature_activations, init_from, load_training_sae
@@ -85,7 +85,7 @@ def _probe_to_target(
     seen = 0
     while seen < budget:
         n = min(segment, budget - seen)
-        result = _train_link(
+        result = train_link(
             run,
             sae,
             data[seen : seen + n],

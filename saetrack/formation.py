@@ -1,7 +1,7 @@
 """Feature formation along a chain (paper Sec. 5): activation sets, progress measures and UMAP embeddings.
 
 * Eq. 12: D_i, the datapoints (rows of the fixed analysis set) in feature i's faithful region under the final SAE
-  at the final checkpoint, here the top-k activating rows (:func:`top_activating_indices`).
+  at the final checkpoint, here the top-k activating rows (:func:`saetrack.features.top_k_datapoints`).
 * Eq. 13: A_i^t, the model activations of D_i at checkpoint t (:func:`activation_sets`).
 * Eq. 14-19: the progress measure M_i(t) in activation space (cosine) and in feature space (cosine, Jaccard,
   weighted Jaccard; Eq. 27-29), with the feature set F_i^t = SAE[t]'s encoding of A_i^t
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from saetrack.progress import pairwise_mean_similarity
+from saetrack.progress import pairwise_mean_similarity, random_indices
 from saetrack.sae import SAEWeights, feature_activations
 
 if TYPE_CHECKING:
@@ -40,8 +40,6 @@ __all__ = [
     "checkpoint_positions",
     "progress_measures",
     "progress_measures_from_cache",
-    "random_indices",
-    "top_activating_indices",
     "umap_embedding",
 ]
 
@@ -106,7 +104,7 @@ def activation_sets(analysis_by_step: Sequence[np.ndarray], indices: np.ndarray)
 
     Args:
         analysis_by_step: one ``[N, d]`` array per checkpoint (T of them), the same N datapoints at every checkpoint.
-        indices: ``[F, k]`` rows of the analysis set; row i holds D_i (e.g. from :func:`top_activating_indices`).
+        indices: ``[F, k]`` rows of the analysis set; row i holds D_i (e.g. from ``features.top_k_datapoints``).
 
     Returns:
         ``[T, F, k, d]`` float32, ``out[t, i, j] = analysis_by_step[t][indices[i, j]]``.
@@ -117,69 +115,6 @@ def activation_sets(analysis_by_step: Sequence[np.ndarray], indices: np.ndarray)
 
 
 @torch.no_grad()
-def top_activating_indices(
-    analysis: np.ndarray,
-    weights: SAEWeights,
-    k: int,
-    *,
-    features: np.ndarray | None = None,
-    row_chunk: int = 8192,
-) -> np.ndarray:
-    """D_i of Eq. 12: the k analysis rows with the largest activation of each feature under ``weights``.
-
-    The paper takes the final SAE at the final checkpoint and the 25 top-activating datapoints per feature.
-    Streams over ``analysis [N, d]`` in ``row_chunk`` rows keeping a running top-k, so memory is
-    O((row_chunk + k) * F).
-
-    Args:
-        analysis: ``[N, d]`` activations (the final checkpoint's analysis set).
-        weights: the SAE whose features define the regions (the final SAE).
-        k: datapoints per feature, 1 <= k <= N.
-        features: feature indices to use (default: all ``d_sae``).
-        row_chunk: rows encoded at once.
-
-    Returns:
-        ``[F, k]`` int64 row indices, each row sorted by decreasing activation.
-    """
-    n_points = analysis.shape[0]
-    if not 1 <= k <= n_points:
-        raise ValueError(f"k must be in [1, N={n_points}], got {k}")
-    if row_chunk < 1:
-        raise ValueError(f"row_chunk must be >= 1, got {row_chunk}")
-    d_sae = weights.W_enc.shape[1]
-    feats = np.arange(d_sae) if features is None else np.asarray(features, dtype=np.int64)
-    if feats.ndim != 1 or feats.size == 0 or feats.min() < 0 or feats.max() >= d_sae:
-        raise ValueError(f"features must be a non-empty 1-D array of indices in [0, {d_sae}), got {feats!r}")
-    feat_t = torch.from_numpy(feats)
-    best_val = torch.full((0, feats.size), -torch.inf, dtype=torch.float64)
-    best_idx = torch.zeros((0, feats.size), dtype=torch.int64)
-    for start in tqdm(range(0, n_points, row_chunk), desc="top-activating datapoints", leave=False):
-        stop = min(start + row_chunk, n_points)
-        acts = feature_activations(weights, np.asarray(analysis[start:stop]))[:, feat_t].to(torch.float64).cpu()
-        rows = torch.arange(start, stop, dtype=torch.int64)[:, None].expand(-1, feats.size)
-        vals = torch.cat([best_val, acts], dim=0)
-        idxs = torch.cat([best_idx, rows], dim=0)
-        top = torch.topk(vals, min(k, vals.shape[0]), dim=0)
-        best_val, best_idx = top.values, torch.gather(idxs, 0, top.indices)
-    return best_idx.T.contiguous().numpy()
-
-
-# ----------------------------------------------------------------------------------------------
-# Progress measures (Eq. 14-19)
-# ----------------------------------------------------------------------------------------------
-
-
-def random_indices(n_points: int, n_random: int, seed: int) -> np.ndarray:
-    """The random datapoints of the baseline (Eq. 16 / 19): the same draw as :func:`progress.random_baseline`.
-
-    ``numpy.random.default_rng(seed).choice(n_points, n_random, replace=False)``, drawn once and used at every
-    checkpoint, so the baseline only needs those rows instead of the whole ``[T, N, d]`` analysis set.
-    """
-    if not 2 <= n_random <= n_points:
-        raise ValueError(f"n_random must be in [2, N={n_points}], got {n_random}")
-    return np.random.default_rng(seed).choice(n_points, size=n_random, replace=False).astype(np.int64)
-
-
 def _feature_set_similarities(acts: np.ndarray, weights: SAEWeights, feature_chunk: int) -> dict[str, torch.Tensor]:
     """Mean pairwise similarities (Eq. 15 / 18) of activation sets ``acts [F, k, d]`` and their SAE codes.
 

@@ -109,6 +109,16 @@ def pairwise_mean_similarity(x: torch.Tensor, metric: str, chunk: int = 64) -> t
     return out.reshape(lead)
 
 
+def random_indices(n_points: int, n_random: int, seed: int) -> np.ndarray:
+    """The random datapoints of the baseline (Eq. 16 / 19): ``n_random`` distinct indices of ``n_points``.
+
+    Drawn once with ``numpy.random.default_rng(seed)`` and used at every checkpoint.
+    """
+    if not 2 <= n_random <= n_points:
+        raise ValueError(f"n_random must be in [2, N={n_points}], got {n_random}")
+    return np.random.default_rng(seed).choice(n_points, size=n_random, replace=False).astype(np.int64)
+
+
 def random_baseline(x_all: torch.Tensor, n_random: int, metric: str, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     """Mean pairwise similarity of a fixed random set of datapoints at each checkpoint (paper Eq. 16 / 19).
 
@@ -127,10 +137,7 @@ def random_baseline(x_all: torch.Tensor, n_random: int, metric: str, seed: int) 
     _check_metric(metric)
     if x_all.dim() != 3:
         raise ValueError(f"x_all must have shape [T, N, d], got shape {tuple(x_all.shape)}")
-    n_points = x_all.shape[1]
-    if not 2 <= n_random <= n_points:
-        raise ValueError(f"n_random must be in [2, N={n_points}], got {n_random}")
-    indices = np.random.default_rng(seed).choice(n_points, size=n_random, replace=False).astype(np.int64)
+    indices = random_indices(x_all.shape[1], n_random, seed)
     subset = x_all[:, torch.from_numpy(indices).to(x_all.device)]
     return pairwise_mean_similarity(subset, metric), indices
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from pathlib import Path
 
@@ -12,14 +11,11 @@ import numpy as np
 import torch
 
 from saetrack import paths
-from saetrack.config import DEFAULT_PRESET, RunConfig, get_preset
+from saetrack.config import RunConfig, get_preset
 
 __all__ = ["resolve_device", "resolve_run", "seed_everything"]
 
 log = logging.getLogger("saetrack")
-
-#: Environment variable naming the preset a notebook runs when no parameter says otherwise (nbval tests).
-PRESET_ENV = "SAETRACK_PRESET"
 
 
 def seed_everything(seed: int) -> None:
@@ -36,11 +32,6 @@ def resolve_device(device: str = "auto") -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but no CUDA GPU is visible; use 'cpu' or 'auto'.")
     return device
-
-
-def default_preset() -> str:
-    """The preset a notebook runs by default: ``$SAETRACK_PRESET`` or the embedded default (``nano``)."""
-    return os.environ.get(PRESET_ENV, DEFAULT_PRESET)
 
 
 def resolve_run(preset: str, config_json: str = "", run_dir: str = "") -> tuple[RunConfig, Path]:

@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from saetrack.features import top_k_datapoints
 from saetrack.formation import (
     PROGRESS_KEYS,
     activation_sets,
     checkpoint_positions,
     progress_measures,
-    random_indices,
-    top_activating_indices,
     umap_embedding,
 )
-from saetrack.progress import progress_measure, random_baseline
+from saetrack.progress import progress_measure, random_baseline, random_indices
 from saetrack.sae import SAEWeights, feature_activations
 
 METRIC_OF = {
@@ -123,13 +122,13 @@ def test_random_baseline_uses_the_same_datapoints_at_every_step() -> None:
         assert not np.allclose(other[f"baseline_{key}"], base), key
 
 
-def test_top_activating_indices_streams_exactly() -> None:
+def test_top_k_datapoints_give_the_top_activating_rows_d_i() -> None:
     analysis, weights = _problem(n_steps=1, n_points=97)
     acts = feature_activations(weights[0], analysis[0]).numpy()
     expected = np.argsort(-acts, axis=0, kind="stable")[:5].T
-    got = top_activating_indices(analysis[0], weights[0], 5, row_chunk=10)
+    got = top_k_datapoints(weights[0], analysis[0], k=5, batch_size=10)[1]
     np.testing.assert_array_equal(np.take_along_axis(acts.T, got, 1), np.take_along_axis(acts.T, expected, 1))
-    sub = top_activating_indices(analysis[0], weights[0], 5, features=np.array([3, 0]), row_chunk=1000)
+    sub = top_k_datapoints(weights[0], analysis[0], k=5, features=np.array([3, 0]), batch_size=1000)[1]
     np.testing.assert_array_equal(
         np.take_along_axis(acts.T[[3, 0]], sub, 1), np.take_along_axis(acts.T, expected, 1)[[3, 0]]
     )
