@@ -27,6 +27,7 @@ __all__ = [
     "ChainConfig",
     "ConfigError",
     "CorpusConfig",
+    "DriftConfig",
     "FormationConfig",
     "ModelConfig",
     "RunConfig",
@@ -384,6 +385,36 @@ class FormationConfig:
                 _fail("formation", name, getattr(self, name), "must be >= 0")
 
 
+@dataclass(frozen=True)
+class DriftConfig:
+    """Decoder drift, formation times, trajectories and training phases (notebook 04; paper Sec. 6)."""
+
+    #: A feature counts as formed at checkpoint t when its label (and, for token-level features, its token) equals
+    #: the final one and its activation-space progress measure is at least this fraction of its final value.
+    formed_fraction: float = 0.5
+    #: Fig. 6b: features sampled reproducibly from all live features.
+    n_sampled_features: int = 8
+    #: Fig. 7: trajectories per evolution pattern (maintaining, shifting, grouping).
+    trajectories_per_pattern: int = 2
+    #: Fig. 6a: checkpoints shown as histograms (spread over the chain like the paper's panels).
+    n_histograms: int = 6
+    #: Change-point rule: each of the three phases spans at least this many checkpoints.
+    min_phase_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.formed_fraction <= 1:
+            _fail("drift", "formed_fraction", self.formed_fraction, "must lie in (0, 1]")
+        _positive(
+            "drift",
+            {
+                "n_sampled_features": self.n_sampled_features,
+                "trajectories_per_pattern": self.trajectories_per_pattern,
+                "n_histograms": self.n_histograms,
+                "min_phase_checkpoints": self.min_phase_checkpoints,
+            },
+        )
+
+
 # ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
@@ -395,6 +426,7 @@ _SECTIONS: dict[str, type] = {
     "cache": CacheConfig,
     "chain": ChainConfig,
     "formation": FormationConfig,
+    "drift": DriftConfig,
 }
 
 
@@ -410,6 +442,7 @@ class RunConfig:
     corpus: CorpusConfig | None = None
     suite: SuiteConfig | None = None
     formation: FormationConfig = field(default_factory=FormationConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
     def __post_init__(self) -> None:
         if self.seed < 0:

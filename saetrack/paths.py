@@ -27,6 +27,7 @@ CHAIN_DIR = "chain"
 BASELINE_DIR = "baseline"
 COMPARISON_DIR = "comparison"
 FORMATION_DIR = "formation"
+DRIFT_DIR = "drift"
 NOTEBOOKS_DIR = "notebooks"
 RESULTS_JSON = "results.json"
 

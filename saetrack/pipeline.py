@@ -23,6 +23,7 @@ def stage_hashes(run: RunConfig) -> dict[str, str]:
     from saetrack.chain import baseline_config_hash, chain_config_hash
     from saetrack.comparison import comparison_config_hash
     from saetrack.corpus import corpus_config_hash
+    from saetrack.drift_run import drift_config_hash
     from saetrack.formation_run import formation_config_hash
 
     hashes: dict[str, str] = {paths.CORPUS_DIR: corpus_config_hash(run)}
@@ -33,6 +34,7 @@ def stage_hashes(run: RunConfig) -> dict[str, str]:
     hashes[paths.BASELINE_DIR] = baseline_config_hash(run)
     hashes[paths.COMPARISON_DIR] = comparison_config_hash(run)
     hashes[paths.FORMATION_DIR] = formation_config_hash(run)
+    hashes[paths.DRIFT_DIR] = drift_config_hash(run)
     return hashes
 
 
@@ -89,6 +91,13 @@ STAGES: tuple[Stage, ...] = (
         inputs=("cache", "chain"),
         outputs=lambda run: (paths.FORMATION_DIR,),
         description="feature phases, patterns, regions, UMAP and progress measures (Fig. 2, 3, 4, 5, 8)",
+    ),
+    Stage(
+        name="drift",
+        notebook="04_feature_drift.ipynb",
+        inputs=("chain", "formation"),
+        outputs=lambda run: (paths.DRIFT_DIR,),
+        description="decoder drift, formation times, trajectories and phases (Fig. 6a, 6b, 7; phases on Fig. 5)",
     ),
 )
 

@@ -85,3 +85,23 @@ def test_formation_stage_end_to_end_at_smoke_size(smoke, smoke_run_dir, tmp_path
     assert all("«" in text and "<mark>" in html for _, text, html in contexts)
     with pytest.raises(store.StaleArtifactError, match="another config"):
         load_formation(work, smoke.with_overrides({"formation.top_k": 10}))
+
+    # the drift stage (notebook 04) on the same chain and formation stage
+    from saetrack.drift_run import analyse_drift, load_drift
+    from saetrack.drift_run import summary_numbers as drift_numbers
+
+    drift_manifest = analyse_drift(smoke, work, progress=False)
+    drift = load_drift(work, smoke)
+    assert drift.cosine.shape == (n_steps, d_sae)
+    np.testing.assert_allclose(drift.cosine[-1], 1.0, atol=1e-6)  # the final link against itself
+    assert drift.formation_time.shape == (n_live,) and drift.formation_time.max() < n_steps
+    numbers = drift_numbers(drift)
+    assert set(numbers["median_cosine_to_final"]) == {"first", "middle", "final_but_one"}
+    for key in ("phases_from_drift", "phases_from_progress"):
+        phases = numbers[key]
+        assert 0 < phases["emergent_index"] < phases["convergent_index"] < n_steps
+    assert 0 <= numbers["phase_agreement"]["same_phase_fraction"] <= 1
+    assert drift.trajectory_coords.shape == (len(drift.trajectory_features), n_steps, 2)
+    assert analyse_drift(smoke, work, progress=False) == drift_manifest  # current: nothing recomputed
+    with pytest.raises(store.StaleArtifactError, match="another config"):
+        load_drift(work, smoke.with_overrides({"drift.formed_fraction": 0.9}))

@@ -1,0 +1,123 @@
+"""Decoder drift, formation times, trajectories and the change-point rule (paper Sec. 6, 4.1) on known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from saetrack import drift as dr
+
+
+def test_unchanged_decoder_has_drift_one_everywhere() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 16))
+    decoders = np.stack([w * scale for scale in (0.5, 1.0, 3.0, 1.0)])  # same directions, any norm
+    np.testing.assert_allclose(dr.cosine_to_final(decoders), 1.0, atol=1e-12)
+
+
+def test_cosine_to_final_known_angles_and_zero_vectors() -> None:
+    final = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    start = np.array([[0.0, 1.0], [0.0, -2.0], [0.0, 0.0]])
+    cos = dr.cosine_to_final(np.stack([start, final]))
+    np.testing.assert_allclose(cos[0, :2], [0.0, -1.0], atol=1e-12)
+    assert np.isnan(cos[0, 2])  # a zero decoder vector has no direction
+    np.testing.assert_allclose(cos[1], 1.0)
+    with pytest.raises(ValueError, match=r"\[T, F, d\]"):
+        dr.cosine_to_final(np.zeros((3, 4)))
+
+
+def test_change_point_rule_finds_the_breaks_of_a_piecewise_linear_curve() -> None:
+    x = np.arange(30, dtype=float)
+    knots = (6, 19)
+    y = np.where(x < knots[0], 0.2, 0.2 + 0.05 * (x - knots[0]))
+    y = np.where(x < knots[1], y, y[knots[1]] + 0.005 * (x - knots[1]))
+    phases = dr.detect_phases(x, y)
+    assert phases.boundaries == knots
+    assert phases.sse < 1e-20
+    np.testing.assert_allclose(phases.fit, y, atol=1e-9)
+    noisy = y + np.random.default_rng(0).normal(0, 0.005, size=y.size)
+    assert dr.detect_phases(x, noisy).boundaries == knots
+
+
+def test_change_point_rule_on_uneven_x_and_nan() -> None:
+    x = np.log10(np.array([0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 300, 400, 500, 600]) + 1.0)
+    y = np.interp(x, [x[0], x[4], x[9], x[-1]], [0.0, 0.0, 1.0, 1.1])
+    y[2] = np.nan  # left out of the fit
+    assert dr.detect_phases(x, y).boundaries == (4, 9)
+
+
+def test_change_point_rule_respects_min_phase_and_validates() -> None:
+    x = np.arange(12, dtype=float)
+    y = np.where(x < 1, 0.0, x - 1.0)  # a knot at 1 is too early for min_phase=3
+    phases = dr.detect_phases(x, y, min_phase=3)
+    assert phases.emergent >= 3 and phases.convergent - phases.emergent >= 3 and 12 - phases.convergent >= 3
+    with pytest.raises(ValueError, match="at least"):
+        dr.detect_phases(x[:5], y[:5], min_phase=2)
+    with pytest.raises(ValueError, match="increasing"):
+        dr.detect_phases(x[::-1], y)
+
+
+def test_phase_labels_and_agreement() -> None:
+    steps = [0, 1, 2, 4, 8, 16, 32, 64, 100, 200]
+    a = dr.Phases(3, 6, np.zeros(10), 0.0)
+    b = dr.Phases(3, 8, np.zeros(10), 0.0)
+    np.testing.assert_array_equal(dr.phase_labels(10, a), [0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    agreement = dr.phase_agreement(a, b, steps)
+    assert agreement["emergent_gap_checkpoints"] == 0 and agreement["emergent_gap_decades"] == 0
+    assert agreement["convergent_gap_checkpoints"] == 2
+    assert agreement["convergent_gap_decades"] == pytest.approx(np.log10(101) - np.log10(33))
+    assert agreement["same_phase_fraction"] == pytest.approx(0.8)
+
+
+def test_formed_mask_and_formation_times() -> None:
+    # features: 0 token-level throughout (same token); 1 concept from checkpoint 2; 2 token-level but its token
+    # changes at the end; 3 flickers; 4 inactive at the end; 5 concept but its final progress is not positive.
+    labels = np.array(
+        [
+            ["token", "inactive", "token", "concept", "token", "concept"],
+            ["token", "token", "token", "token", "token", "concept"],
+            ["token", "concept", "token", "concept", "token", "concept"],
+            ["token", "concept", "token", "token", "token", "concept"],
+            ["token", "concept", "token", "concept", "inactive", "concept"],
+        ]
+    )
+    dominant = np.array([[7, 0, 3, 0, 1, 0], [7, 5, 3, 0, 1, 0], [7, 0, 3, 0, 1, 0], [7, 0, 3, 0, 1, 0],
+                         [7, 0, 4, 0, 0, 0]])  # fmt: skip
+    progress = np.full(labels.shape, 0.9)
+    progress[:, 5] = -0.1
+    progress[2, 1] = 0.3  # below half the final value (0.9): not yet formed at checkpoint 2
+    formed = dr.formed_mask(labels, dominant, progress, formed_fraction=0.5)
+    times = dr.formation_times(formed)
+    np.testing.assert_array_equal(times, [0, 3, 4, 4, -1, -1])
+    assert formed[:, 0].all() and not formed[:, 4].any() and not formed[:, 5].any()
+
+
+def test_formation_times_validates() -> None:
+    with pytest.raises(ValueError):
+        dr.formation_times(np.zeros((0, 3), dtype=bool))
+    with pytest.raises(ValueError, match="formed_fraction"):
+        dr.formed_mask(np.array([["token"]]), np.array([[1]]), np.array([[1.0]]), formed_fraction=0.0)
+
+
+def test_trajectory_projection_recovers_a_planar_path() -> None:
+    # directions rotating in the plane spanned by e0, e1 of a 16-d space: the 2-D projection keeps all variance
+    angles = np.linspace(0, np.pi / 2, 12)
+    vectors = np.zeros((12, 16))
+    vectors[:, 0], vectors[:, 1] = np.cos(angles) * 3, np.sin(angles) * 3  # norms are divided out
+    coords, ratio = dr.trajectory_projection(vectors)
+    assert coords.shape == (12, 2)
+    assert ratio.sum() == pytest.approx(1.0)
+    # distances between consecutive unit directions are preserved by the projection
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        np.linalg.norm(np.diff(coords, axis=0), axis=1), np.linalg.norm(np.diff(unit, axis=0), axis=1), atol=1e-12
+    )
+    assert coords[-1, 0] > coords[0, 0]  # fixed sign: the path ends on the positive side
+
+
+def test_sample_features_is_seeded_and_bounded() -> None:
+    pool = np.arange(100, 200)
+    a, b = dr.sample_features(pool, 8, seed=3), dr.sample_features(pool, 8, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert len(set(a.tolist())) == 8 and set(a.tolist()) <= set(pool.tolist())
+    assert dr.sample_features(pool[:3], 8, seed=0).size == 3
