@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import torch
 from saetrack import paths
 from saetrack.config import RunConfig, get_preset
 
-__all__ = ["resolve_device", "resolve_run", "seed_everything"]
+__all__ = ["resolve_device", "resolve_run", "seed_everything", "torch_threads"]
 
 log = logging.getLogger("saetrack")
 
@@ -52,3 +54,14 @@ def resolve_run(preset: str, config_json: str = "", run_dir: str = "") -> tuple[
         torch.get_num_threads(),
     )
     return run, folder
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (tiny shapes: one thread avoids OpenMP overhead, ~5x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
