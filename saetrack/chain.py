@@ -224,7 +224,7 @@ def train_chain(
                 metadata=_metadata(run, step),
             )
         else:
-            sae = init_from(previous, chain, l1_coefficient=l1, device=device)
+            sae = init_from(previous, chain, l1_coefficient=l1, device=device, metadata=_metadata(run, step))
         result = train_link(
             run,
             sae,

@@ -247,8 +247,12 @@ def init_from(
     *,
     l1_coefficient: float | None = None,
     device: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> SAETrackSAE:
     """Recurrent initialisation (Sec. 3.2.2): a new training SAE holding ``previous_sae``'s weights.
+
+    ``metadata`` (hook, model revision of *this* checkpoint, ...) updates the metadata copied from
+    ``previous_sae``, so a link's ``cfg.json`` names its own checkpoint.
 
     The new SAE takes every hyperparameter from *this* link: ``chain`` (decoder norm, ``c`` of Eq. 2) and
     ``l1_coefficient`` (default ``chain.l1_coefficient``) — never from ``previous_sae``'s config. If a
@@ -281,7 +285,7 @@ def init_from(
         l1_coefficient=l1,
         device="cpu",
         dtype=prev_cfg.dtype,
-        metadata=prev_cfg.metadata.to_dict(),
+        metadata={**prev_cfg.metadata.to_dict(), **(metadata or {})},
     )
     with torch.random.fork_rng(devices=[]):
         sae = SAETrackSAE(cfg)

@@ -68,6 +68,7 @@ def test_every_saved_link_carries_its_configured_l1(run, chain_run_dir: Path) ->
         cfg = json.loads((folder / "cfg.json").read_text())
         assert cfg["l1_coefficient"] == pytest.approx(expected, rel=1e-9), step
         assert links[step]["link"]["l1_coefficient"] == pytest.approx(expected, rel=1e-9), step
+        assert cfg["metadata"]["model_revision"] == f"step{step}"  # its own checkpoint, not the first link's
 
 
 def test_l1_scaling_rule_on_known_values(run) -> None:
