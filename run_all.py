@@ -2,13 +2,17 @@
 
     python run_all.py                      # the embedded default preset (nano), offline on a CPU
     python run_all.py --preset smoke       # the whole pipeline at test size
-    python run_all.py --only cache         # some stages only
+    python run_all.py --only cache chain   # some stages only
     python run_all.py --force              # rebuild stages whose outputs are already current
-    python run_all.py --rerun              # re-execute notebooks from finished outputs (regenerates figures)
+    python run_all.py --rerun              # re-execute the notebooks from finished outputs (regenerates figures)
     python run_all.py --set chain.l1_coefficient=1e-3   # override a config field (validated)
+    python run_all.py --push-to-hub me/saetrack-nano    # then push the trained chain to the Hub
+    python run_all.py --preset pythia-410m-l4 --chain-from-hub me/chain --chain-revision <commit>
+                                           # analyse a chain downloaded from the Hub instead of training one
 
-Stages whose manifests match the config are skipped (and say so); an interrupted run resumes.
-Executed notebooks go to ``runs/<preset>/notebooks/``; figures to ``figures/<preset>/``.
+Stages whose outputs match the config are skipped (and say so); an interrupted run resumes. Executed notebooks go
+to ``runs/<preset>/notebooks/``; figures to ``figures/<preset>/``. The Hub token comes from ``HF_TOKEN`` or
+``hf auth login`` and is never printed or written anywhere.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from typing import Any
 
 from saetrack import paths
 from saetrack.config import DEFAULT_PRESET, PRESETS, ConfigError, get_preset
-from saetrack.notebooks import NotebookFailed, notebook_parameters, run_notebook
-from saetrack.pipeline import STAGES
+from saetrack.notebooks import NotebookFailed
+from saetrack.pipeline import STAGES, run_stages
 from saetrack.runtime import resolve_device
 
 
@@ -40,8 +44,7 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, validate the config, and run (or skip) each stage; return the exit code."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {sorted(PRESETS)} (default: %(default)s)")
     stage_names = [s.name for s in STAGES]
@@ -62,35 +65,72 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', or 'auto' (default)")
     parser.add_argument("--run-dir", default="", help="run directory (default: runs/<preset>)")
-    args = parser.parse_args(argv)
+    hub = parser.add_argument_group("Hugging Face Hub")
+    hub.add_argument("--push-to-hub", metavar="REPO", default="", help="push the finished chain to this repo")
+    hub.add_argument("--hub-branch", default=None, help="branch to push to (default: main)")
+    hub.add_argument("--hub-overwrite", action="store_true", help="replace files that already exist in the repo")
+    hub.add_argument("--hub-public", action="store_true", help="create the repo public (default: private)")
+    hub.add_argument("--chain-from-hub", metavar="REPO", default="", help="download this chain instead of training one")
+    hub.add_argument("--chain-revision", default="", help="commit hash (40 hex) the downloaded chain is pinned to")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, validate the config, and run (or skip) each stage; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
     try:
         run = get_preset(args.preset, _parse_overrides(args.overrides))
         device = resolve_device(args.device)
     except (ConfigError, ValueError) as error:
         parser.error(str(error))
+    stage_names = [s.name for s in STAGES]
     unknown = sorted(set(args.only or []) - set(stage_names))
     if unknown:
         parser.error(f"--only {unknown} are not stages; stages: {stage_names}")
+    if bool(args.chain_from_hub) != bool(args.chain_revision):
+        parser.error("--chain-from-hub REPO and --chain-revision COMMIT go together (a chain is loaded pinned).")
 
     run_dir = paths.run_dir(run.preset) if not args.run_dir else Path(args.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"saetrack: preset {run.preset} | device {device} | run directory {run_dir}", flush=True)
-    total = time.perf_counter()
-    for stage in STAGES:
-        if args.only and stage.name not in args.only:
-            continue
-        if not (args.force or args.rerun) and stage.is_current(run, run_dir):
-            print(f"[{stage.name}] up to date, nothing to do (outputs match the config)", flush=True)
-            continue
-        print(f"[{stage.name}] running {stage.notebook}: {stage.description} ...", flush=True)
-        try:
-            result = run_notebook(stage.notebook, notebook_parameters(run, run_dir, args.force, device), run_dir)
-        except NotebookFailed as error:
-            print(f"[{stage.name}] FAILED\n{error}", file=sys.stderr, flush=True)
-            return 1
-        print(f"[{stage.name}] done in {result.seconds:.1f} s -> {result.output}", flush=True)
-    print(f"saetrack: finished in {time.perf_counter() - total:.1f} s; figures in {paths.figures_dir(run.preset)}")
+    started = time.perf_counter()
+    skip: tuple[str, ...] = ()
+    if args.chain_from_hub:
+        from saetrack import hub
+
+        folders = hub.load_hub_chain(args.chain_from_hub, args.chain_revision, run_dir, run)
+        print(f"[chain] {len(folders)} links installed from {args.chain_from_hub}@{args.chain_revision}", flush=True)
+        skip = ("chain",)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        run_stages(run, run_dir, only=args.only, skip=skip, force=args.force, rerun=args.rerun, device=device, log=log)
+    except NotebookFailed as error:
+        print(f"saetrack: FAILED\n{error}", file=sys.stderr, flush=True)
+        return 1
+    print(f"saetrack: finished in {time.perf_counter() - started:.1f} s; figures in {paths.figures_dir(run.preset)}")
+
+    if args.push_to_hub:
+        from saetrack import hub
+
+        commit = hub.push_chain(
+            run_dir,
+            run,
+            args.push_to_hub,
+            revision=args.hub_branch,
+            private=not args.hub_public,
+            overwrite=args.hub_overwrite,
+        )
+        print(
+            f"[hub] pushed the chain to {args.push_to_hub} at commit {commit}\n"
+            f"[hub] load a link:  sae_lens.SAE.from_pretrained({args.push_to_hub!r}, 'step{run.sae_steps[-1]}')\n"
+            f"[hub] load pinned:  python run_all.py --preset {run.preset} --chain-from-hub {args.push_to_hub} "
+            f"--chain-revision {commit}",
+            flush=True,
+        )
     return 0
 
 

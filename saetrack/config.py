@@ -31,6 +31,7 @@ __all__ = [
     "FormationConfig",
     "ModelConfig",
     "RunConfig",
+    "ScaleConfig",
     "SuiteConfig",
     "config_hash",
     "get_preset",
@@ -415,6 +416,30 @@ class DriftConfig:
         )
 
 
+@dataclass(frozen=True)
+class ScaleConfig:
+    """The scale study (notebook 05; paper App. C.3): the presets of the model sizes compared, this run's included.
+
+    Each size runs the whole pipeline (notebooks 01-04) in its own run directory; notebook 05 draws the per-size
+    figures (Fig. 9-16) and the cross-scale summary. Sizes are ordered small to large.
+    """
+
+    presets: tuple[str, ...] = ()
+    #: Sizes other than this run's whose pipelines run at once, each in its own process on one torch thread (small
+    #: models use a second thread poorly, so two one-thread pipelines fill two cores better than one after the
+    #: other). 1: one after the other in this process (GPU presets: one GPU).
+    parallel_sizes: int = 2
+
+    def __post_init__(self) -> None:
+        if self.parallel_sizes < 1:
+            _fail("scale", "parallel_sizes", self.parallel_sizes, "must be >= 1")
+        if len(set(self.presets)) != len(self.presets):
+            _fail("scale", "presets", self.presets, "no preset may appear twice")
+        unknown = [p for p in self.presets if p not in PRESETS]
+        if unknown:
+            _fail("scale", "presets", self.presets, f"known presets only; {unknown} are not ({sorted(PRESETS)})")
+
+
 # ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
@@ -427,6 +452,7 @@ _SECTIONS: dict[str, type] = {
     "chain": ChainConfig,
     "formation": FormationConfig,
     "drift": DriftConfig,
+    "scale": ScaleConfig,
 }
 
 
@@ -443,10 +469,13 @@ class RunConfig:
     suite: SuiteConfig | None = None
     formation: FormationConfig = field(default_factory=FormationConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def __post_init__(self) -> None:
         if self.seed < 0:
             _fail("run", "seed", self.seed, "must be >= 0")
+        if self.scale.presets and self.preset in PRESETS and self.preset not in self.scale.presets:
+            _fail("scale", "presets", self.scale.presets, f"must include this run's preset {self.preset!r}")
         if self.model.source == "suite":
             if self.suite is None or self.corpus is None:
                 _fail("run", "suite", self.suite, "model.source='suite' needs both a suite and a corpus section")
@@ -558,6 +587,8 @@ def _baseline_indices(schedule: tuple[int, ...], k: int) -> tuple[int, ...]:
     The chain's first link is itself trained from scratch, so a baseline there would duplicate it.
     """
     later = schedule[1:]
+    if k <= 0:
+        return ()
     if k >= len(later):
         return later
     if k == 1:
@@ -572,6 +603,7 @@ def _suite_run(
     chain: dict[str, Any],
     corpus: CorpusConfig,
     n_baseline: int = 5,
+    scale: tuple[str, ...] = (),
 ) -> RunConfig:
     steps = suite.checkpoint_steps
     schedule = tuple(range(len(steps)))
@@ -583,15 +615,16 @@ def _suite_run(
         model=ModelConfig(source="suite", checkpoint_steps=steps, n_layers=suite.n_layers, d_model=suite.d_model),
         cache=cache,
         chain=ChainConfig(schedule=schedule, baseline=baseline, **chain),
+        scale=ScaleConfig(presets=scale or (preset,)),
     )
 
 
-def _smoke() -> RunConfig:
+def _smoke(preset: str = "smoke", d_model: int = 32, n_heads: int = 2, n_baseline: int = 2) -> RunConfig:
     suite = SuiteConfig(
         n_layers=2,
-        d_model=32,
-        n_heads=2,
-        d_mlp=128,
+        d_model=d_model,
+        n_heads=n_heads,
+        d_mlp=4 * d_model,
         context_length=32,
         batch_size=16,
         total_steps=48,
@@ -601,7 +634,7 @@ def _smoke() -> RunConfig:
         eval_sequences=32,
     )
     return _suite_run(
-        "smoke",
+        preset,
         suite,
         CacheConfig(layer=1, context_length=32, analysis_contexts=64, heldout_tokens=1024, batch_contexts=16),
         dict(
@@ -615,11 +648,12 @@ def _smoke() -> RunConfig:
             batch_size=512,
         ),
         CorpusConfig(vocab_size=512, max_chars=400_000),
-        n_baseline=2,
+        n_baseline=n_baseline,
+        scale=("smoke-s", "smoke-m", "smoke"),
     )
 
 
-def _nano(preset: str, n_layers: int, d_model: int, layer: int, expansion: int = 8) -> RunConfig:
+def _nano(preset: str, n_layers: int, d_model: int, layer: int, expansion: int = 8, n_baseline: int = 5) -> RunConfig:
     # 16 x 128 tokens per step for 2000 steps (4.1M tokens): the 4-layer d128 suite trains in about 8 minutes on
     # 2 CPU cores (measured 0.16 s/step); batch 32 took 12 minutes, over the 10-minute budget.
     suite = SuiteConfig(
@@ -646,8 +680,14 @@ def _nano(preset: str, n_layers: int, d_model: int, layer: int, expansion: int =
             warmup_steps_first=100,
         ),
         CorpusConfig(),
+        n_baseline=n_baseline,
+        scale=NANO_SCALE if preset in NANO_SCALE else (preset,),
     )
 
+
+#: The default scale study of the nano presets: three sizes, small to large (about 0.1M, 0.3M, 0.8M non-embedding
+#: parameters, an 8x range like the paper's 160m-1.4b), cheap enough for ``python run_all.py`` on 2 CPU cores.
+NANO_SCALE: tuple[str, ...] = ("nano-s", "nano-m", "nano")
 
 _PYTHIA_SIZES: dict[str, tuple[int, int]] = {
     # name: (n_layers, d_model)
@@ -687,15 +727,22 @@ def _pythia(size: str, layer: int) -> RunConfig:
             link_tokens=15_000_000,
             batch_size=4096,
         ),
+        scale=ScaleConfig(presets=("pythia-160m-l4", "pythia-410m-l4", "pythia-1.4b-l3"), parallel_sizes=1),
     )
 
 
-#: Preset name -> builder. ``nano`` is the embedded default; ``nano-s``/``nano``/``nano-l`` are the
-#: scale-study sizes; the ``pythia-*`` presets are the paper's settings (GPU and Hub access needed).
+#: Preset name -> builder. ``nano`` is the embedded default; ``nano-s``/``nano-m``/``nano`` are its scale-study
+#: sizes; the ``pythia-*`` presets are the paper's settings (GPU and Hub access needed).
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     "smoke": _smoke,
-    "nano-s": lambda: _nano("nano-s", n_layers=2, d_model=64, layer=1),
+    # the smoke preset's scale study: the same pipeline at d_model 16 and 24 (seconds each)
+    "smoke-s": lambda: _smoke("smoke-s", d_model=16, n_heads=2, n_baseline=0),
+    "smoke-m": lambda: _smoke("smoke-m", d_model=24, n_heads=3, n_baseline=0),
+    # the scale study's smaller sizes train no from-scratch baselines (notebook 02's convergence study is nano's)
+    "nano-s": lambda: _nano("nano-s", n_layers=2, d_model=64, layer=1, n_baseline=0),
+    "nano-m": lambda: _nano("nano-m", n_layers=3, d_model=96, layer=1, n_baseline=0),
     "nano": lambda: _nano("nano", n_layers=4, d_model=128, layer=2),
+    # a larger size for a longer scale study on a bigger machine (--set scale.presets=...)
     "nano-l": lambda: _nano("nano-l", n_layers=6, d_model=192, layer=2),
     "pythia-160m-l4": lambda: _pythia("160m", 4),
     "pythia-410m-l4": lambda: _pythia("410m", 4),

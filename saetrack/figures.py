@@ -34,6 +34,14 @@ FIGURES: dict[str, tuple[str, str]] = {
     "06b": ("fig06b_decoder_cosine_features", "Decoder cosine to final: sampled features"),
     "07": ("fig07_trajectories", "Feature trajectories of decoder vectors"),
     "08": ("fig08_progress_jaccard", "Progress measure with Jaccard and weighted Jaccard similarity"),
+    "09": ("fig09_scale_umap_a", "Scale study, smaller size: UMAP of activation sets (paper: Pythia-160m)"),
+    "10": ("fig10_scale_progress_a", "Scale study, smaller size: progress measure (paper: Pythia-160m)"),
+    "11": ("fig11_scale_decoder_cosine_a", "Scale study, smaller size: decoder cosine to final (paper: Pythia-160m)"),
+    "12": ("fig12_scale_trajectories_a", "Scale study, smaller size: feature trajectories (paper: Pythia-160m)"),
+    "13": ("fig13_scale_umap_b", "Scale study, other size: UMAP of activation sets (paper: Pythia-1.4b)"),
+    "14": ("fig14_scale_progress_b", "Scale study, other size: progress measure (paper: Pythia-1.4b)"),
+    "15": ("fig15_scale_decoder_cosine_b", "Scale study, other size: decoder cosine to final (paper: Pythia-1.4b)"),
+    "16": ("fig16_scale_trajectories_b", "Scale study, other size: feature trajectories (paper: Pythia-1.4b)"),
     "S06": ("figS06_scale_summary", "Cross-scale summary of progress and drift"),
 }
 

@@ -28,6 +28,7 @@ BASELINE_DIR = "baseline"
 COMPARISON_DIR = "comparison"
 FORMATION_DIR = "formation"
 DRIFT_DIR = "drift"
+SCALE_DIR = "scale"
 NOTEBOOKS_DIR = "notebooks"
 RESULTS_JSON = "results.json"
 

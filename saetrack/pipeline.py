@@ -1,20 +1,23 @@
 """The pipeline declared as data: stage -> notebook, inputs, outputs, and whether its outputs are current.
 
-``run_all.py`` walks :data:`STAGES` in order; a stage whose outputs' manifests all match the config is
-skipped (and says so), anything else is executed through its notebook, which itself resumes from
-whatever finished artifacts it finds.
+:func:`run_stages` (used by ``run_all.py`` and by the scale study for each model size) walks :data:`STAGES` in
+order. A stage is current when every output folder's manifest matches the config *and* its notebook last finished
+for those outputs (a marker written after the notebook's last cell, so a run killed between computing and drawing
+re-executes the notebook, which then only draws). Current stages are skipped (and say so); anything else is
+executed through its notebook, which itself resumes from whatever finished artifacts it finds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from saetrack import paths, store
 from saetrack.config import RunConfig
 
-__all__ = ["STAGES", "Stage", "get_stage", "stage_hashes"]
+__all__ = ["STAGES", "Stage", "get_stage", "run_stages", "stage_hashes"]
 
 
 def stage_hashes(run: RunConfig) -> dict[str, str]:
@@ -25,6 +28,7 @@ def stage_hashes(run: RunConfig) -> dict[str, str]:
     from saetrack.corpus import corpus_config_hash
     from saetrack.drift_run import drift_config_hash
     from saetrack.formation_run import formation_config_hash
+    from saetrack.scale import scale_config_hash
 
     hashes: dict[str, str] = {paths.CORPUS_DIR: corpus_config_hash(run)}
     if run.model.source == "suite":
@@ -35,6 +39,7 @@ def stage_hashes(run: RunConfig) -> dict[str, str]:
     hashes[paths.COMPARISON_DIR] = comparison_config_hash(run)
     hashes[paths.FORMATION_DIR] = formation_config_hash(run)
     hashes[paths.DRIFT_DIR] = drift_config_hash(run)
+    hashes[paths.SCALE_DIR] = scale_config_hash(run)
     return hashes
 
 
@@ -55,12 +60,30 @@ class Stage:
         hashes = stage_hashes(run)
         return {folder: hashes[folder] for folder in self.outputs(run)}
 
-    def is_current(self, run: RunConfig, run_dir: Path) -> bool:
+    def marker(self, run_dir: Path) -> Path:
+        """The file written when this stage's notebook finished: ``notebooks/<notebook>.done.json``."""
+        return Path(run_dir) / paths.NOTEBOOKS_DIR / f"{Path(self.notebook).stem}.done.json"
+
+    def outputs_current(self, run: RunConfig, run_dir: Path) -> bool:
         """Whether every output folder holds a finished manifest made with this config."""
         return all(
             store.manifest_is_current(Path(run_dir) / folder, digest)
             for folder, digest in self.output_hashes(run).items()
         )
+
+    def is_current(self, run: RunConfig, run_dir: Path) -> bool:
+        """Outputs current and the notebook finished (figures drawn) for exactly these outputs."""
+        marker = self.marker(run_dir)
+        if not self.outputs_current(run, run_dir) or not marker.exists():
+            return False
+        try:
+            return store.read_json(marker).get("outputs") == self.output_hashes(run)
+        except (OSError, ValueError):
+            return False
+
+    def mark_done(self, run: RunConfig, run_dir: Path, seconds: float) -> None:
+        """Record that the notebook finished for the current outputs (atomically)."""
+        store.write_json(self.marker(run_dir), {"outputs": self.output_hashes(run), "seconds": round(seconds, 1)})
 
 
 def _cache_outputs(run: RunConfig) -> tuple[str, ...]:
@@ -99,6 +122,13 @@ STAGES: tuple[Stage, ...] = (
         outputs=lambda run: (paths.DRIFT_DIR,),
         description="decoder drift, formation times, trajectories and phases (Fig. 6a, 6b, 7; phases on Fig. 5)",
     ),
+    Stage(
+        name="scale",
+        notebook="05_scale_study.ipynb",
+        inputs=("drift",),
+        outputs=lambda run: (paths.SCALE_DIR,),
+        description="the pipeline over the scale study's model sizes; per-size figures (Fig. 9-16) and a summary",
+    ),
 )
 
 
@@ -108,3 +138,44 @@ def get_stage(name: str) -> Stage:
         if stage.name == name:
             return stage
     raise KeyError(f"unknown stage {name!r}; stages: {[s.name for s in STAGES]}")
+
+
+def run_stages(
+    run: RunConfig,
+    run_dir: Path,
+    *,
+    only: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
+    force: bool = False,
+    rerun: bool = False,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    outputs_only: bool = False,
+) -> float:
+    """Run (or skip, when current) the pipeline's stages for ``run`` in order; return the seconds taken.
+
+    ``only`` restricts to some stages, ``skip`` leaves some out; ``force`` rebuilds current outputs, ``rerun``
+    re-executes the notebooks of current stages without rebuilding (regenerates figures); ``outputs_only`` counts a
+    stage as current when its outputs are, whether or not its notebook finished (figures drawn). Each stage logs one
+    line when it starts and one with its time when it ends. A failing notebook raises
+    :class:`saetrack.notebooks.NotebookFailed` naming the notebook, cell, error and partly executed copy.
+    """
+    from saetrack.notebooks import notebook_parameters, run_notebook
+
+    names = [s.name for s in STAGES]
+    unknown = sorted(set(only or []).union(skip) - set(names))
+    if unknown:
+        raise KeyError(f"{unknown} are not stages; stages: {names}")
+    started = time.perf_counter()
+    for stage in STAGES:
+        if (only and stage.name not in only) or stage.name in skip:
+            continue
+        current = stage.outputs_current(run, run_dir) if outputs_only else stage.is_current(run, run_dir)
+        if not (force or rerun) and current:
+            log(f"[{run.preset}:{stage.name}] up to date, nothing to do (outputs match the config)")
+            continue
+        log(f"[{run.preset}:{stage.name}] running {stage.notebook}: {stage.description} ...")
+        result = run_notebook(stage.notebook, notebook_parameters(run, run_dir, force, device), run_dir)
+        stage.mark_done(run, run_dir, result.seconds)
+        log(f"[{run.preset}:{stage.name}] done in {result.seconds:.1f} s -> {result.output}")
+    return time.perf_counter() - started

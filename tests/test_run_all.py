@@ -1,0 +1,73 @@
+"""``run_all.py`` end to end at the smoke size: every figure, the results JSON, and a second run that does nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from saetrack import paths
+from saetrack.figures import FIGURES
+from saetrack.notebooks import NotebookFailed, run_notebook
+from saetrack.pipeline import STAGES
+
+sys.path.insert(0, str(paths.REPO_ROOT))
+import run_all
+
+
+def test_failing_notebook_names_notebook_cell_error_and_partial_copy(tmp_path: Path, monkeypatch) -> None:
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("y = x / 0  # boom")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebooks / "99_broken.ipynb")
+    monkeypatch.setattr("saetrack.notebooks.NOTEBOOK_DIR", notebooks)
+    with pytest.raises(NotebookFailed) as info:
+        run_notebook("99_broken.ipynb", {}, tmp_path / "run")
+    message = str(info.value)
+    assert "99_broken.ipynb" in message and "cell [2]" in message and "ZeroDivisionError" in message
+    partial = tmp_path / "run" / paths.NOTEBOOKS_DIR / "99_broken.ipynb"
+    assert f"partly executed copy: {partial}" in message and partial.exists()
+
+
+def test_bad_arguments_are_refused_with_the_allowed_values(capsys) -> None:
+    with pytest.raises(SystemExit):
+        run_all.main(["--preset", "no-such-preset"])
+    assert "allowed presets" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_all.main(["--preset", "smoke", "--only", "nonsense"])
+    assert "not stages" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_all.main(["--preset", "smoke", "--chain-from-hub", "me/chain"])
+    assert "--chain-revision" in capsys.readouterr().err
+
+
+def test_run_all_smoke_writes_every_figure_and_a_second_run_does_nothing(capsys) -> None:
+    assert run_all.main(["--preset", "smoke", "--device", "cpu"]) == 0
+    first = capsys.readouterr().out
+    for stage in STAGES:
+        assert f"[smoke:{stage.name}] done in" in first
+    figures = paths.figures_dir("smoke")
+    missing = [
+        f"{stem}{suffix}"
+        for stem, _ in FIGURES.values()
+        for suffix in (".png", ".pdf")
+        if not (figures / f"{stem}{suffix}").exists()
+    ]
+    assert not missing, f"figures not written: {missing}"
+    results = json.loads((paths.run_dir("smoke") / paths.RESULTS_JSON).read_text())
+    assert {"chain", "formation", "drift", "scale"} <= set(results)
+    assert [s["preset"] for s in results["scale"]["sizes"]] == ["smoke-s", "smoke-m", "smoke"]
+    executed = {p: p.stat().st_mtime_ns for p in (paths.run_dir("smoke") / paths.NOTEBOOKS_DIR).glob("*.ipynb")}
+    assert len(executed) == len(STAGES)
+
+    assert run_all.main(["--preset", "smoke", "--device", "cpu"]) == 0
+    second = capsys.readouterr().out
+    for stage in STAGES:
+        assert f"[smoke:{stage.name}] up to date, nothing to do" in second
+    assert "running" not in second
+    assert {p: p.stat().st_mtime_ns for p in executed} == executed  # no notebook executed again
