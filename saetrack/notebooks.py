@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from saetrack import paths
 from saetrack.config import RunConfig
@@ -48,11 +48,13 @@ def run_notebook(
     *,
     kernel_name: str = "python3",
     progress: bool = False,
+    echo: TextIO | None = None,
 ) -> NotebookRun:
     """Execute ``notebooks/<name>`` with papermill into ``run_dir/notebooks/<name>`` and return where it went.
 
     On failure raises :class:`NotebookFailed` with the notebook, the failing cell's number and source,
-    the error, and the path of the partly executed copy (papermill saves it cell by cell).
+    the error, and the path of the partly executed copy (papermill saves it cell by cell). ``echo`` (e.g.
+    ``sys.stdout``) receives the cells' printed output while they run (long stages show their progress).
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -71,6 +73,7 @@ def run_notebook(
             kernel_name=kernel_name,
             progress_bar=progress,
             cwd=str(NOTEBOOK_DIR),
+            stdout_file=echo,
         )
     except PapermillExecutionError as error:
         first_line = (error.source or "").strip().splitlines()[:3]

@@ -9,6 +9,7 @@ executed through its notebook, which itself resumes from whatever finished artif
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -175,7 +176,9 @@ def run_stages(
             log(f"[{run.preset}:{stage.name}] up to date, nothing to do (outputs match the config)")
             continue
         log(f"[{run.preset}:{stage.name}] running {stage.notebook}: {stage.description} ...")
-        result = run_notebook(stage.notebook, notebook_parameters(run, run_dir, force, device), run_dir)
+        # the scale stage runs whole pipelines of other sizes: its cells' output (their stage lines) is echoed
+        echo = sys.stdout if stage.name == "scale" else None
+        result = run_notebook(stage.notebook, notebook_parameters(run, run_dir, force, device), run_dir, echo=echo)
         stage.mark_done(run, run_dir, result.seconds)
         log(f"[{run.preset}:{stage.name}] done in {result.seconds:.1f} s -> {result.output}")
     return time.perf_counter() - started

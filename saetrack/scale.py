@@ -122,7 +122,7 @@ def _run_parallel(
             for line in proc.stdout:
                 sink.write(line)
                 sink.flush()
-                if line.startswith(("[", "saetrack:")):
+                if line.startswith(("[", "saetrack:")) and not line.startswith("[IPKernelApp]"):
                     log(f"    ({size}) {line.rstrip()}")
 
     while pending or running:
@@ -180,9 +180,11 @@ class SizeResult:
 
     @property
     def label(self) -> str:
-        """``"nano-s (d64, 2 layers, 0.1M)"``: preset, width, depth and non-embedding parameters."""
+        """``"nano-s (d64, 2 layers, 100k non-embedding)"``: preset, width, depth and non-embedding parameters."""
         n = self.numbers
-        return f"{self.preset} (d{n['d_model']}, {n['n_layers']} layers, {n['non_embedding_parameters'] / 1e6:.1f}M)"
+        params = n["non_embedding_parameters"]
+        size = f"{params / 1e6:.1f}M" if params >= 1e6 else f"{params / 1e3:.0f}k"
+        return f"{self.preset} (d{n['d_model']}, {n['n_layers']} layers, {size} non-embedding)"
 
     def median_progress(self, kind: str, key: str = "activation_cosine") -> np.ndarray:
         """Median progress measure per checkpoint of live features whose final label is ``kind``."""
