@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fcntl
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from saetrack import paths
 from saetrack.config import DEFAULT_PRESET, PRESETS, ConfigError, get_preset
@@ -42,6 +43,17 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             overrides[key.strip()] = raw
     return overrides
+
+
+def _lock_run_dir(run_dir: Path) -> IO[str] | None:
+    """Hold an exclusive lock on ``run_dir/.lock`` for this process's lifetime; ``None`` if another process has it."""
+    handle = (run_dir / ".lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dir = paths.run_dir(run.preset) if not args.run_dir else Path(args.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_run_dir(run_dir)
+    if lock is None:
+        print(f"saetrack: another run_all.py is working on {run_dir}; wait for it to finish.", file=sys.stderr)
+        return 2
     print(f"saetrack: preset {run.preset} | device {device} | run directory {run_dir}", flush=True)
     started = time.perf_counter()
     skip: tuple[str, ...] = ()

@@ -90,6 +90,20 @@ def ensure_sizes(
     return folders
 
 
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` making a child process (Linux) receive SIGTERM when its parent dies, so a killed study
+    leaves no orphan pipelines; everything it needs is resolved here, before the fork."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+    return lambda: prctl(pr_set_pdeathsig, sigterm)
+
+
 def _run_parallel(
     sizes: Sequence[RunConfig],
     folders: dict[str, Path],
@@ -112,6 +126,7 @@ def _run_parallel(
     from saetrack.notebooks import NotebookFailed
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    death_signal = _parent_death_signal()
     pending = list(sizes)
     running: list[tuple[RunConfig, subprocess.Popen[str], threading.Thread, float]] = []
     failures = []
@@ -147,7 +162,14 @@ def _run_parallel(
             if force:
                 command.append("--force")
             log(f"[scale] size {size.preset}: pipeline started (one thread; log {folder / 'run_all.log'})")
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            proc = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                preexec_fn=death_signal,
+            )
             thread = threading.Thread(target=echo, args=(size.preset, proc, folder / "run_all.log"), daemon=True)
             thread.start()
             running.append((size, proc, thread, time.perf_counter()))

@@ -71,3 +71,16 @@ def test_run_all_smoke_writes_every_figure_and_a_second_run_does_nothing(capsys)
         assert f"[smoke:{stage.name}] up to date, nothing to do" in second
     assert "running" not in second
     assert {p: p.stat().st_mtime_ns for p in executed} == executed  # no notebook executed again
+
+
+def test_a_second_run_all_on_the_same_run_directory_is_refused(tmp_path: Path, capsys) -> None:
+    held = run_all._lock_run_dir(tmp_path)
+    assert held is not None
+    try:
+        assert run_all.main(["--preset", "smoke", "--run-dir", str(tmp_path)]) == 2
+        assert "another run_all.py is working on" in capsys.readouterr().err
+    finally:
+        held.close()
+    again = run_all._lock_run_dir(tmp_path)  # released with the first holder
+    assert again is not None
+    again.close()
