@@ -685,9 +685,22 @@ def _nano(preset: str, n_layers: int, d_model: int, layer: int, expansion: int =
     )
 
 
-#: The default scale study of the nano presets: three sizes, small to large (about 0.1M, 0.3M, 0.8M non-embedding
+#: The default scale study of the nano presets: three sizes, small to large (100k, 232k, 793k non-embedding
 #: parameters, an 8x range like the paper's 160m-1.4b), cheap enough for ``python run_all.py`` on 2 CPU cores.
 NANO_SCALE: tuple[str, ...] = ("nano-s", "nano-m", "nano")
+
+
+def _scale_size(preset: str, n_layers: int, d_model: int) -> RunConfig:
+    """A smaller size of nano's scale study: the same corpus, suite schedule and chain, hook at layer 1.
+
+    To fit ``python run_all.py`` on 2 CPU cores these sizes train no from-scratch baselines (the convergence study is
+    nano's), give the first SAE 500k tokens instead of 1M, evaluate the suite on 128 held-out sequences and analyse
+    256 contexts (32k tokens) instead of 512.
+    """
+    return _nano(preset, n_layers=n_layers, d_model=d_model, layer=1, n_baseline=0).with_overrides(
+        {"chain.first_tokens": 500_000, "suite.eval_sequences": 128, "cache.analysis_contexts": 256}
+    )
+
 
 _PYTHIA_SIZES: dict[str, tuple[int, int]] = {
     # name: (n_layers, d_model)
@@ -738,9 +751,9 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {
     # the smoke preset's scale study: the same pipeline at d_model 16 and 24 (seconds each)
     "smoke-s": lambda: _smoke("smoke-s", d_model=16, n_heads=2, n_baseline=0),
     "smoke-m": lambda: _smoke("smoke-m", d_model=24, n_heads=3, n_baseline=0),
-    # the scale study's smaller sizes train no from-scratch baselines (notebook 02's convergence study is nano's)
-    "nano-s": lambda: _nano("nano-s", n_layers=2, d_model=64, layer=1, n_baseline=0),
-    "nano-m": lambda: _nano("nano-m", n_layers=3, d_model=96, layer=1, n_baseline=0),
+    # the scale study's smaller sizes (see _scale_size)
+    "nano-s": lambda: _scale_size("nano-s", n_layers=2, d_model=64),
+    "nano-m": lambda: _scale_size("nano-m", n_layers=3, d_model=80),
     "nano": lambda: _nano("nano", n_layers=4, d_model=128, layer=2),
     # a larger size for a longer scale study on a bigger machine (--set scale.presets=...)
     "nano-l": lambda: _nano("nano-l", n_layers=6, d_model=192, layer=2),
