@@ -27,7 +27,7 @@ from saetrack.chain import load_chain
 from saetrack.config import RunConfig, config_hash
 from saetrack.features import PATTERNS
 from saetrack.formation import checkpoint_positions
-from saetrack.formation_run import FormationResult, formation_config_hash, load_formation
+from saetrack.formation_run import FormationResult, formation_config_hash, load_formation, median_progress
 from saetrack.sae import SAEWeights
 
 __all__ = [
@@ -104,13 +104,6 @@ def decoder_stack(folders: dict[int, Path], progress: bool = True) -> np.ndarray
     )
 
 
-def _concept_progress_curve(formation: FormationResult) -> np.ndarray:
-    values = np.asarray(formation.progress[PHASE_PROGRESS_KEY], dtype=np.float64)
-    concept = formation.final_types == "concept"
-    rows = concept if concept.any() else np.ones_like(concept, dtype=bool)
-    return np.nanmedian(values[:, rows], axis=1)
-
-
 def _trajectory_features(
     formation: FormationResult, formation_time: np.ndarray, per_pattern: int, seed: int
 ) -> tuple[list[int], list[str]]:
@@ -162,7 +155,8 @@ def analyse_drift(run: RunConfig, run_dir: Path, *, force: bool = False, progres
     # like the nano suite's, is log-spaced early and evenly spaced later)
     x = np.arange(len(steps), dtype=np.float64)
     median_cos = quantiles[:, DRIFT_QUANTILES.index(0.5)]
-    progress_curve = _concept_progress_curve(formation)
+    has_concept = bool((formation.final_types == "concept").any())
+    progress_curve = median_progress(formation, "concept" if has_concept else None, PHASE_PROGRESS_KEY)
     drift_phases = dr.detect_phases(x, median_cos, cfg.min_phase_checkpoints)
     progress_phases = dr.detect_phases(x, progress_curve, cfg.min_phase_checkpoints)
     agreement = dr.phase_agreement(drift_phases, progress_phases, steps.tolist())

@@ -35,6 +35,7 @@ __all__ = [
     "analyse_formation",
     "formation_config_hash",
     "load_formation",
+    "median_progress",
     "summary_numbers",
     "top_contexts",
 ]
@@ -241,6 +242,14 @@ def top_contexts(
         for v, i in zip(values[:n], indices[:n], strict=True)
         if v > 0
     ]
+
+
+def median_progress(result: FormationResult, kind: str | None, key: str = "activation_cosine") -> np.ndarray:
+    """Median progress measure M_i(t) (Def. 5.4) per checkpoint over live features whose final label is ``kind``
+    (``None``: all live features); NaN at every checkpoint when there is no such feature."""
+    values = np.asarray(result.progress[key], dtype=np.float64)
+    rows = np.ones(values.shape[1], dtype=bool) if kind is None else result.final_types == kind
+    return np.nanmedian(values[:, rows], axis=1) if rows.any() else np.full(values.shape[0], np.nan)
 
 
 def summary_numbers(result: FormationResult) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from saetrack.drift import PHASE_NAMES
+
 if TYPE_CHECKING:
     from saetrack.regions import ToyRegions
 
@@ -462,8 +464,6 @@ def shade_phases(
     ``phases`` is a :class:`saetrack.drift.Phases` (boundaries as checkpoint indices); a phase spans from its first
     checkpoint to the first checkpoint of the next. ``other`` (a second set of boundaries) is drawn as dashed lines.
     """
-    from saetrack.drift import PHASE_NAMES
-
     x = np.asarray(steps, dtype=float) + 1
     edges = [x[0], x[phases.emergent], x[phases.convergent], x[-1]]
     for i, name in enumerate(PHASE_NAMES):

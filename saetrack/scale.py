@@ -210,9 +210,9 @@ class SizeResult:
 
     def median_progress(self, kind: str, key: str = "activation_cosine") -> np.ndarray:
         """Median progress measure per checkpoint of live features whose final label is ``kind``."""
-        rows = self.formation.final_types == kind
-        values = np.asarray(self.formation.progress[key], dtype=np.float64)
-        return np.nanmedian(values[:, rows], axis=1) if rows.any() else np.full(values.shape[0], np.nan)
+        from saetrack.formation_run import median_progress
+
+        return median_progress(self.formation, kind, key)
 
     def formed_share(self) -> np.ndarray:
         """Share of live features formed (Sec. 6 rule) at each checkpoint."""
@@ -230,14 +230,15 @@ def non_embedding_parameters(d_model: int, n_layers: int, d_mlp: int | None = No
 
 def load_size(size: RunConfig, folder: Path) -> SizeResult:
     """Formation and drift results of one size and its headline numbers (checked against its config)."""
-    from saetrack.chain import read_link_manifests
+    from saetrack.chain import load_chain, read_link_manifests
     from saetrack.drift_run import load_drift
     from saetrack.drift_run import summary_numbers as drift_numbers
     from saetrack.formation_run import load_formation
+    from saetrack.sae import SAEWeights
 
     formation = load_formation(folder, size)
     drift = load_drift(folder, size)
-    d_model = size.model.d_model or int(np.asarray(drift.trajectory_coords).shape[-1])
+    d_model = size.model.d_model or int(SAEWeights.load(next(iter(load_chain(folder, size).values()))).W_dec.shape[1])
     n_layers = int(size.model.n_layers or 0)
     d_mlp = size.suite.d_mlp if size.suite is not None else None
     links = read_link_manifests(folder)
@@ -270,20 +271,12 @@ def figure_keys(sizes: Sequence[str], this_preset: str) -> dict[str, tuple[str, 
 def summary_numbers(results: Sequence[SizeResult]) -> dict[str, Any]:
     """Per-size numbers of the study (results JSON): model size and LM loss, chain quality, drift and phases,
     formation counts, and the median token- and concept-level progress at the first and final checkpoints."""
-    sizes = []
-    for r in results:
-        token, concept = r.median_progress("token"), r.median_progress("concept")
-        sizes.append(
-            {
-                **r.numbers,
-                "progress_activation_cosine": {
-                    "median_token_first": float(token[0]),
-                    "median_concept_first": float(concept[0]),
-                    "median_token_final": float(token[-1]),
-                    "median_concept_final": float(concept[-1]),
-                },
-            }
-        )
+    from saetrack.formation_run import summary_numbers as formation_numbers
+
+    sizes = [
+        {**r.numbers, "progress_activation_cosine": formation_numbers(r.formation)["activation_cosine"]}
+        for r in results
+    ]
     return {"sizes": sizes}
 
 
