@@ -1,25 +1,33 @@
 """Benchmark: SAE training throughput from an activation array, against this machine's matmul rate.
 
-Measured side by side in one run, on one SAE shape (default d_in 128 -> d_sae 1024, batch 4096):
+Measured side by side in one run, on one SAE shape (default: the nano preset's, d_in 128 -> d_sae 1024,
+batch 256):
 
-1. the float32 matmul rate of this machine, for a 2048^3 product and for the three products of an SAE
+1. ``matmul``: the float32 matmul rate of this machine, for a 2048^3 product and for the products of an SAE
    training step at its shapes (``[B, D] @ [D, F]``, ``[B, F] @ [F, D]``, ``[F, B] @ [B, D]``);
-2. the achieved FLOP rate of :func:`saetrack.sae_training.train_sae` (SAELens' trainer), counting
-   ``12 * B * D * F`` FLOPs per step: forward encoder and decoder ``2 * 2BDF``, backward twice that
-   (decoder: gradients of the features and of ``W_dec``; encoder: gradients of ``W_enc`` and of the
-   encoder input, which ``b_dec`` needs when ``c = 1`` in Eq. 2); elementwise work, Adam and the
-   gradient clipping are not counted; its ratio to the measured matmul rates;
-3. tokens per second of training from an in-memory array and from a float16 ``.npy`` memmap;
-4. one SAELens ``SAETrainer.step`` against a bare PyTorch step with the same maths and Adam on a fixed
-   batch: the trainer's overhead, i.e. what a hand-written loop could gain;
-5. SAELens' own language-model runner on a nano-shaped model (activations computed on the fly) for the
-   same SAE shape and token count, against training from the cache (``*_speedup_vs_lm_runner``).
+2. ``step_paths``: one SAELens ``SAETrainer.step`` as :func:`~saetrack.sae_training.train_sae` sets it up
+   (fused Adam, unit-norm decoder hooks) with the fused step of :mod:`saetrack.sae_step` against the same
+   trainer on SAELens' autograd forward pass, and against a bare loop (the fused step, fused Adam, clipping
+   and renormalisation, no SAELens): what a hand-written loop could still gain. Interleaved, best of rounds;
+3. ``train_sae_array`` / ``train_sae_memmap``: tokens/s and achieved FLOP/s of
+   :func:`~saetrack.sae_training.train_sae` from an in-memory array and from a float16 ``.npy`` memmap (the
+   cache's storage); ``train_sae_autograd``: the same run on SAELens' autograd forward pass, for equal loss;
+4. ``allocator``: ``train_sae`` tokens/s in two fresh processes, glibc's default ``malloc`` against
+   :func:`saetrack.runtime.retain_freed_memory` (alternated, best of two each);
+5. ``lm_runner``: SAELens' own language-model runner on a nano-shaped model (activations computed on the fly)
+   for the same SAE shape and token count, against training from the cache (``*_speedup_vs_lm_runner``).
+
+FLOPs. A step's *model FLOPs* are ``12 * B * D * F``, the usual convention for achieved FLOP/s (MFU): forward
+encoder and decoder ``2 * 2BDF``, backward twice the forward. Autograd performs exactly those; the fused step
+performs ``10 * B * D * F``, because it gets ``b_dec``'s gradient through the encoder from a matrix-vector
+product (see :mod:`saetrack.sae_step`). Both rates are printed: ``*_gflops`` (model FLOPs, the target's
+measure) and ``*_performed_gflops``. Elementwise work, Adam and the gradient clipping are not counted.
 
 Each measurement is one function returning a dict, and :data:`BENCHMARKS` lists them. Run::
 
-    python benchmarks/bench_sae_training.py                # under a minute on 2 idle CPU cores
+    python benchmarks/bench_sae_training.py                # about 2 minutes on 2 idle CPU cores
     python benchmarks/bench_sae_training.py --threads 1    # a shared machine: avoids OpenMP oversubscription
-    python benchmarks/bench_sae_training.py --d-in 64 --expansion 8 --batch 1024 --tokens 400000
+    python benchmarks/bench_sae_training.py --d-in 64 --expansion 8 --batch 4096 --tokens 400000
 """
 
 from __future__ import annotations
@@ -27,10 +35,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +52,13 @@ from sae_lens.config import SAETrainerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from saetrack.config import ChainConfig
-from saetrack.sae import build_sae
-from saetrack.sae_training import synthetic_activations, train_sae
+from saetrack.config import ChainConfig, get_preset
+from saetrack.runtime import DEFAULT_MALLOC_ENV, retain_freed_memory
+from saetrack.sae import SAETrackSAE, build_sae
+from saetrack.sae_step import standard_sae_step
+from saetrack.sae_training import _renormalize_after_step, _use_fused_adam, synthetic_activations, train_sae
+
+NANO = get_preset("nano")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +73,13 @@ class Shape:
 
     @property
     def step_flops(self) -> float:
-        """FLOPs of one training step: 12 * B * D * F (see the module docstring)."""
+        """Model FLOPs of one training step: 12 * B * D * F (see the module docstring)."""
         return 12.0 * self.batch * self.d_in * self.d_sae
+
+    @property
+    def fused_step_flops(self) -> float:
+        """FLOPs the fused step performs: 10 * B * D * F."""
+        return 10.0 * self.batch * self.d_in * self.d_sae
 
 
 def _time(fn: Callable[[], Any], repeats: int, device: str) -> float:
@@ -78,7 +98,7 @@ def _time(fn: Callable[[], Any], repeats: int, device: str) -> float:
 
 
 def bench_matmul(shape: Shape, repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s of float32 matmuls: a 2048^3 product and the SAE step's three products (best of ``repeats``)."""
+    """GFLOP/s of float32 matmuls: a 2048^3 product and the SAE step's products (best of ``repeats``)."""
     gen = torch.Generator().manual_seed(0)
 
     def rand(*size: int) -> torch.Tensor:
@@ -101,25 +121,41 @@ def bench_matmul(shape: Shape, repeats: int = 5) -> dict[str, float]:
     return out
 
 
-def _chain() -> ChainConfig:
-    return ChainConfig(schedule=(0,), expansion_factor=1, l1_coefficient=8e-4, decoder_norm="unit")
+def _chain(shape: Shape) -> ChainConfig:
+    return ChainConfig(
+        schedule=(0,), expansion_factor=shape.d_sae // shape.d_in, l1_coefficient=8e-4, decoder_norm="unit"
+    )
 
 
-def bench_train_sae(shape: Shape, activations: np.ndarray, label: str) -> dict[str, float]:
+@contextmanager
+def _autograd_path() -> Iterator[None]:
+    """Inside the block, every SAETrackSAE trains on SAELens' autograd forward pass instead of the fused step."""
+    original = SAETrackSAE._fused_step_applies
+    SAETrackSAE._fused_step_applies = lambda self, sae_in: False  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SAETrackSAE._fused_step_applies = original  # type: ignore[method-assign]
+
+
+def bench_train_sae(shape: Shape, activations: np.ndarray, label: str, fused: bool = True) -> dict[str, float]:
     """Tokens/s and achieved GFLOP/s of :func:`train_sae` (SAELens' trainer) on ``activations``."""
-    chain = dataclasses.replace(_chain(), expansion_factor=shape.d_sae // shape.d_in)
-    # one short warm-up run so first-call costs (allocator, thread pool) are not timed
-    train_sae(build_sae(shape.d_in, chain, seed=0, device=shape.device), activations, n_tokens=2 * shape.batch,
-              lr=1e-3, warmup_steps=0, batch_size=shape.batch, seed=0, progress=False)  # fmt: skip
-    sae = build_sae(shape.d_in, chain, seed=0, device=shape.device)
-    print(f"timing train_sae ({label}) on {shape.tokens} tokens ...", flush=True)
-    result = train_sae(sae, activations, n_tokens=shape.tokens, lr=1e-3, warmup_steps=10, batch_size=shape.batch,
-                       seed=0, progress=False)  # fmt: skip
+    chain = _chain(shape)
+    with _autograd_path() if not fused else nullcontext():
+        # one short warm-up run so first-call costs (allocator, thread pool) are not timed
+        train_sae(build_sae(shape.d_in, chain, seed=0, device=shape.device), activations, n_tokens=2 * shape.batch,
+                  lr=1e-3, warmup_steps=0, batch_size=shape.batch, seed=0, progress=False)  # fmt: skip
+        sae = build_sae(shape.d_in, chain, seed=0, device=shape.device)
+        print(f"timing train_sae ({label}) on {shape.tokens} tokens ...", flush=True)
+        result = train_sae(sae, activations, n_tokens=shape.tokens, lr=1e-3, warmup_steps=10,
+                           batch_size=shape.batch, seed=0, progress=False)  # fmt: skip
     step_s = result.wall_time_s / result.n_steps
+    performed = shape.fused_step_flops if fused else shape.step_flops
     return {
         f"{label}_tokens_per_s": result.tokens_per_s,
         f"{label}_step_ms": 1e3 * step_s,
         f"{label}_gflops": shape.step_flops / step_s / 1e9,
+        f"{label}_performed_gflops": performed / step_s / 1e9,
         f"{label}_final_mse_loss": result.loss_curve["mse_loss"][-1],
         f"{label}_final_l1_loss": result.loss_curve["l1_loss"][-1],
     }
@@ -130,6 +166,11 @@ def bench_train_sae_in_memory(shape: Shape, activations: np.ndarray) -> dict[str
     return bench_train_sae(shape, activations, "array")
 
 
+def bench_train_sae_autograd(shape: Shape, activations: np.ndarray) -> dict[str, float]:
+    """train_sae from an in-memory float32 array on SAELens' autograd forward pass (for equal loss)."""
+    return bench_train_sae(shape, activations, "autograd_array", fused=False)
+
+
 def bench_train_sae_memmap(shape: Shape, activations: np.ndarray) -> dict[str, float]:
     """train_sae from a float16 ``.npy`` memmap (the activation cache's storage)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,41 +179,103 @@ def bench_train_sae_memmap(shape: Shape, activations: np.ndarray) -> dict[str, f
         return bench_train_sae(shape, np.load(path, mmap_mode="r"), "memmap_f16")
 
 
-def bench_trainer_step_vs_raw(shape: Shape, activations: np.ndarray, repeats: int = 8) -> dict[str, float]:
-    """Milliseconds of one ``SAETrainer.step`` and of a bare PyTorch step with the same maths, on a fixed batch."""
-    chain = dataclasses.replace(_chain(), expansion_factor=shape.d_sae // shape.d_in)
-    sae = build_sae(shape.d_in, chain, seed=0, device=shape.device)
-    batch = torch.from_numpy(np.ascontiguousarray(activations[: shape.batch])).to(shape.device)
-    trainer_cfg = SAETrainerConfig(
-        total_training_samples=shape.batch * 10_000,
+def _trainer(shape: Shape, batch: torch.Tensor) -> SAETrainer[Any, Any]:
+    """An SAETrainer set up as :func:`train_sae` sets it up (fused Adam, renormalisation after each step)."""
+    sae = build_sae(shape.d_in, _chain(shape), seed=0, device=shape.device)
+    cfg = SAETrainerConfig(
+        total_training_samples=shape.batch * 1_000_000,
         train_batch_size_samples=shape.batch,
         lr=1e-4,
         lr_end=1e-4,
         device=shape.device,
         logger=LoggingConfig(log_to_wandb=False),
     )
-    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=iter([batch]))
-    trainer_s = _time(lambda: trainer.step(batch), repeats, shape.device)
+    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=iter([batch]))
+    _use_fused_adam(trainer.optimizer)
+    trainer.optimizer.register_step_post_hook(_renormalize_after_step(sae))
+    return trainer
 
-    raw = build_sae(shape.d_in, chain, seed=0, device=shape.device)
-    params = [raw.W_enc, raw.b_enc, raw.W_dec, raw.b_dec]
-    optimizer = torch.optim.Adam(params, lr=1e-4)
-    l1 = chain.l1_coefficient
 
-    def raw_step() -> None:
-        feats = torch.relu((batch - raw.b_dec) @ raw.W_enc + raw.b_enc)
-        recon = feats @ raw.W_dec + raw.b_dec
-        loss = (recon - batch).pow(2).sum(-1).mean() + l1 * feats.sum(-1).mean()
-        loss.backward()
+def _bare_step(shape: Shape, batch: torch.Tensor) -> Callable[[], None]:
+    """One training step without SAELens: fused step, fused Adam, clipping and unit-norm renormalisation."""
+    sae = build_sae(shape.d_in, _chain(shape), seed=0, device=shape.device)
+    params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
+    optimizer = torch.optim.Adam(params, lr=1e-4, fused=True)
+    weights = torch.full((shape.d_sae,), 8e-4, device=shape.device)
+
+    def step() -> None:
+        mse, l1, *_ = standard_sae_step(batch, *params, weights, apply_b_dec=True)
+        (mse + l1).backward()
+        with torch.no_grad():  # the unit-norm gradient projection, then clipping as SAELens does
+            w = sae.W_dec
+            sae.W_dec.grad -= (sae.W_dec.grad * w).sum(1, keepdim=True) * w
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad()
+        sae.normalize_decoder_()
 
-    raw_s = _time(raw_step, repeats, shape.device)
+    return step
+
+
+def bench_step_paths(shape: Shape, activations: np.ndarray, rounds: int = 6, steps: int = 60) -> dict[str, float]:
+    """Milliseconds per step: the fused step, SAELens' autograd path and a bare loop, interleaved (best round)."""
+    batch = torch.from_numpy(np.ascontiguousarray(activations[: shape.batch])).to(shape.device)
+    fused = _trainer(shape, batch)
+    with _autograd_path():
+        autograd = _trainer(shape, batch)
+    bare = _bare_step(shape, batch)
+    variants: dict[str, Callable[[], Any]] = {
+        "fused_trainer": lambda: fused.step(batch),
+        "autograd_trainer": lambda: autograd.step(batch),
+        "bare_loop": bare,
+    }
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            patch = _autograd_path() if name == "autograd_trainer" else nullcontext()
+            with patch:
+                best[name] = min(best[name], _time_steps(fn, steps, shape.device))
+    out = {f"{name}_step_ms": 1e3 * seconds for name, seconds in best.items()}
+    out["fused_speedup_over_autograd"] = best["autograd_trainer"] / best["fused_trainer"]
+    out["bare_loop_speedup_over_fused_trainer"] = best["fused_trainer"] / best["bare_loop"]
+    out["fused_trainer_gflops"] = shape.step_flops / best["fused_trainer"] / 1e9
+    out["fused_trainer_performed_gflops"] = shape.fused_step_flops / best["fused_trainer"] / 1e9
+    out["autograd_trainer_gflops"] = shape.step_flops / best["autograd_trainer"] / 1e9
+    return out
+
+
+def _time_steps(fn: Callable[[], Any], steps: int, device: str) -> float:
+    """Mean seconds per call over ``steps`` calls, after 5 untimed ones."""
+    for _ in range(5):
+        fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def bench_allocator(shape: Shape, _activations: np.ndarray, repeats: int = 2) -> dict[str, float]:
+    """train_sae tokens/s in fresh processes with glibc's default malloc and with retain_freed_memory."""
+    best = {"default_malloc": 0.0, "retained_malloc": 0.0}
+    for _ in range(repeats):
+        for label in best:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "r.json"
+                env = {**os.environ, DEFAULT_MALLOC_ENV: "1" if label == "default_malloc" else "0"}
+                command = [sys.executable, __file__, "--only", "train_sae_array", "--json", str(out),
+                           "--d-in", str(shape.d_in), "--expansion", str(shape.d_sae // shape.d_in),
+                           "--batch", str(shape.batch), "--tokens", str(shape.tokens),
+                           "--threads", str(torch.get_num_threads()), "--device", shape.device]  # fmt: skip
+                subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+                result = json.loads(out.read_text())["results"]["array_tokens_per_s"]
+                best[label] = max(best[label], result)
     return {
-        "trainer_step_ms": 1e3 * trainer_s,
-        "raw_step_ms": 1e3 * raw_s,
-        "raw_speedup_over_trainer": trainer_s / raw_s,
-        "trainer_step_gflops": shape.step_flops / trainer_s / 1e9,
+        **{f"{label}_tokens_per_s": value for label, value in best.items()},
+        "retained_malloc_speedup": best["retained_malloc"] / best["default_malloc"],
     }
 
 
@@ -234,9 +337,11 @@ def bench_lm_runner(shape: Shape, activations: np.ndarray, n_layers: int = 4, la
 #: name -> benchmark(shape, activations) -> {metric: value}.
 BENCHMARKS: dict[str, Callable[[Shape, np.ndarray], dict[str, float]]] = {
     "matmul": lambda shape, _acts: bench_matmul(shape),
-    "trainer_vs_raw_step": bench_trainer_step_vs_raw,
+    "step_paths": bench_step_paths,
     "train_sae_array": bench_train_sae_in_memory,
+    "train_sae_autograd": bench_train_sae_autograd,
     "train_sae_memmap": bench_train_sae_memmap,
+    "allocator": bench_allocator,
     "lm_runner": bench_lm_runner,
 }
 
@@ -247,10 +352,19 @@ def run(shape: Shape, names: list[str]) -> dict[str, float]:
     results: dict[str, float] = {}
     for name in names:
         results.update(BENCHMARKS[name](shape, activations))
-    for label in ("array", "memmap_f16", "trainer_step"):
-        if f"{label}_gflops" in results and "square_2048_gflops" in results:
-            results[f"{label}_ratio_to_square"] = results[f"{label}_gflops"] / results["square_2048_gflops"]
-            results[f"{label}_ratio_to_sae_shapes"] = results[f"{label}_gflops"] / results["sae_shapes_mean_gflops"]
+    for label in ("fused_trainer", "autograd_trainer", "array", "autograd_array", "memmap_f16"):
+        for kind in ("", "performed_"):
+            rate = results.get(f"{label}_{kind}gflops")
+            if rate is not None and "square_2048_gflops" in results:
+                results[f"{label}_{kind}ratio_to_square"] = rate / results["square_2048_gflops"]
+                results[f"{label}_{kind}ratio_to_sae_shapes"] = rate / results["sae_shapes_mean_gflops"]
+    if "array_final_mse_loss" in results and "autograd_array_final_mse_loss" in results:
+        for loss in ("mse", "l1"):
+            fused, autograd = results[f"array_final_{loss}_loss"], results[f"autograd_array_final_{loss}_loss"]
+            results[f"fused_over_autograd_final_{loss}_loss"] = fused / autograd
+        results["fused_speedup_over_autograd_train_sae"] = (
+            results["array_tokens_per_s"] / results["autograd_array_tokens_per_s"]
+        )
     if "lm_runner_tokens_per_s" in results:
         for label in ("array", "memmap_f16"):
             if f"{label}_tokens_per_s" in results:
@@ -261,20 +375,22 @@ def run(shape: Shape, names: list[str]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--d-in", type=int, default=128)
-    parser.add_argument("--expansion", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=4096)
-    parser.add_argument("--tokens", type=int, default=400_000, help="training tokens per timed run")
+    parser.add_argument("--d-in", type=int, default=NANO.model.d_model, help="default: the nano preset's")
+    parser.add_argument("--expansion", type=int, default=NANO.chain.expansion_factor)
+    parser.add_argument("--batch", type=int, default=NANO.chain.batch_size)
+    parser.add_argument("--tokens", type=int, default=200_000, help="training tokens per timed run")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), default=sorted(BENCHMARKS))
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    retained = retain_freed_memory()
     shape = Shape(args.d_in, args.d_in * args.expansion, args.batch, args.tokens, args.device)
     print(f"shape d_in={shape.d_in} d_sae={shape.d_sae} batch={shape.batch} tokens={shape.tokens} "
-          f"device={shape.device} threads={torch.get_num_threads()} torch={torch.__version__}")  # fmt: skip
-    print(f"FLOPs per step counted as 12*B*D*F = {shape.step_flops / 1e9:.2f} GFLOP")
+          f"device={shape.device} threads={torch.get_num_threads()} torch={torch.__version__} "
+          f"retained_malloc={retained}")  # fmt: skip
+    print(f"model FLOPs per step 12*B*D*F = {shape.step_flops / 1e9:.3f} GFLOP (the fused step performs 10*B*D*F)")
     results = run(shape, [n for n in BENCHMARKS if n in args.only])
     width = max(map(len, results))
     for key, value in results.items():

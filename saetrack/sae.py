@@ -52,6 +52,7 @@ from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 from safetensors.torch import load_file, save_file
 
 from saetrack.config import ChainConfig, ConfigError
+from saetrack.sae_step import standard_sae_step
 from saetrack.store import StaleArtifactError, atomic_dir, file_sha256
 
 __all__ = [
@@ -124,6 +125,12 @@ class SAETrackSAE(StandardTrainingSAE):
         """Rescale every decoder row ``W_dec[i]`` to unit L2 norm in place (rows of norm 0 are left at 0)."""
         norms = self.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-12)
         self.W_dec.div_(norms)
+        self.__dict__["_normalized_version"] = (weakref.ref(self.W_dec), self.W_dec._version)
+
+    def _decoder_is_normalized(self) -> bool:
+        """Whether ``W_dec`` is unchanged (same tensor, no in-place write) since :meth:`normalize_decoder_`."""
+        last = self.__dict__.get("_normalized_version")
+        return last is not None and last[0]() is self.W_dec and last[1] == self.W_dec._version
 
     @torch.no_grad()
     def fold_decoder_norms_(self) -> None:
@@ -151,11 +158,56 @@ class SAETrackSAE(StandardTrainingSAE):
         self.__dict__["_projected_w_dec"] = weakref.ref(w_dec)
 
     def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
-        """SAELens' training step; with a unit-norm decoder, renormalise rows and project their gradient first."""
+        """SAELens' training step (Eq. 3); with a unit-norm decoder, renormalise rows and project their gradient.
+
+        When nothing needs SAELens' general path (L1, no hooks attached, no autocast, a ``[batch, d_in]``
+        input) the losses and gradients come from :func:`saetrack.sae_step.standard_sae_step`: the same
+        values in one autograd node with five matrix products instead of six. Otherwise SAELens' own forward
+        pass runs, with :meth:`calculate_aux_loss` as the sparsity term.
+        """
         if self.unit_norm_decoder:
-            self.normalize_decoder_()
+            if not self._decoder_is_normalized():  # train_sae renormalises after every optimizer step
+                self.normalize_decoder_()
             self._ensure_gradient_projection()
-        return super().training_forward_pass(step_input)
+        if not self._fused_step_applies(step_input.sae_in):
+            return super().training_forward_pass(step_input)
+        coefficient = step_input.coefficients["l1"]
+        if self.unit_norm_decoder:
+            l1_weights = self.W_dec.new_full((self.cfg.d_sae,), float(coefficient))  # Eq. 5
+        else:
+            l1_weights = coefficient * self.W_dec.norm(dim=1)  # Eq. 4; autograd carries it to W_dec
+        mse_loss, l1_loss, feature_acts, hidden_pre, sae_out = standard_sae_step(
+            step_input.sae_in.to(self.dtype),
+            self.W_enc,
+            self.b_enc,
+            self.W_dec,
+            self.b_dec,
+            l1_weights,
+            apply_b_dec=self.cfg.apply_b_dec_to_input,
+        )
+        return TrainStepOutput(
+            sae_in=step_input.sae_in,
+            sae_out=sae_out,
+            feature_acts=feature_acts,
+            hidden_pre=hidden_pre,
+            loss=mse_loss + l1_loss,
+            losses={"mse_loss": mse_loss, "l1_loss": l1_loss},
+        )
+
+    def _fused_step_applies(self, sae_in: torch.Tensor) -> bool:
+        """Whether :func:`standard_sae_step` computes exactly what SAELens' forward pass would for ``sae_in``."""
+        hooked = any(
+            point._forward_hooks or point._forward_pre_hooks
+            for point in (self.hook_sae_input, self.hook_sae_acts_pre, self.hook_sae_acts_post, self.hook_sae_recons)
+        )
+        return (
+            self.cfg.lp_norm == 1.0
+            and self.cfg.normalize_activations == "none"
+            and not self.hook_z_reshaping_mode
+            and not hooked
+            and sae_in.ndim == 2
+            and not torch.is_autocast_enabled(sae_in.device.type)
+        )
 
     def calculate_aux_loss(
         self,

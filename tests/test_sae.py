@@ -208,6 +208,12 @@ def test_shuffled_batches_cover_each_epoch_once_from_a_memmap(tmp_path) -> None:
     assert not torch.equal(epoch[:, 0], torch.arange(1000, dtype=torch.float32))  # shuffled
     again = shuffled_batches(torch.from_numpy(rows), 100, seed=5, chunk_tokens=300)
     assert torch.equal(torch.cat([next(again) for _ in range(10)]), epoch)  # same order for a tensor input
+    # the chunk size only changes how rows are read, never the batches
+    reference = shuffled_batches(memmap, 70, seed=5, chunk_tokens=300)
+    expected = [next(reference) for _ in range(40)]  # almost three epochs
+    for chunk in (None, 70, 137, 5000):
+        other = shuffled_batches(memmap, 70, seed=5, chunk_tokens=chunk)
+        assert all(torch.equal(next(other), batch) for batch in expected), chunk
     # batches that do not divide the data straddle epochs and stay full
     odd = shuffled_batches(memmap, 300, seed=0)
     assert all(next(odd).shape == (300, 3) for _ in range(7))
