@@ -45,7 +45,6 @@ from sae_lens import LoggingConfig, SAETrainer
 from sae_lens.config import SAETrainerConfig
 from tqdm.auto import tqdm
 
-from saetrack.runtime import retain_freed_memory
 from saetrack.sae import SAETrackSAE
 
 __all__ = [
@@ -61,8 +60,8 @@ log = logging.getLogger(__name__)
 
 ArrayLike = np.ndarray | torch.Tensor
 
-#: Bytes of float32 rows that :func:`shuffled_batches` gathers at a time by default (below glibc's 32 MiB
-#: ``mmap`` threshold as :func:`~saetrack.runtime.retain_freed_memory` sets it).
+#: Bytes of float32 rows that :func:`shuffled_batches` gathers at a time by default: below glibc's largest
+#: ``mmap`` threshold (32 MiB), so a freed chunk is reused instead of mapped and page-faulted afresh.
 CHUNK_BYTES = 16 << 20
 
 
@@ -143,7 +142,7 @@ def shuffled_batches(
     or an epoch start the next batch, so every batch is full and every row is used once per epoch; the
     batches are consecutive slices of the permutation whatever the chunk size. ``chunk_tokens=None`` reads
     as many rows as fit in :data:`CHUNK_BYTES` of float32, small enough for ``malloc`` to reuse the memory
-    (see :func:`saetrack.runtime.retain_freed_memory`) instead of page-faulting a fresh mapping per chunk.
+    instead of page-faulting a fresh mapping per chunk (``benchmarks/bench_sae_training.py --only read_chunks``).
     """
     n_rows = int(activations.shape[0])
     if activations.ndim != 2 or n_rows == 0:
@@ -275,7 +274,6 @@ def train_sae(
         )
     n_steps = math.ceil(n_tokens / batch_size)
     device = str(sae.device)
-    retain_freed_memory()  # a step's temporaries reuse freed memory instead of page-faulting afresh
     trainer_cfg = SAETrainerConfig(
         total_training_samples=n_steps * batch_size,
         train_batch_size_samples=batch_size,
