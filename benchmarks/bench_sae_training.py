@@ -9,12 +9,11 @@ batch 256):
    (fused Adam, unit-norm decoder hooks) with the fused step of :mod:`saetrack.sae_step` against the same
    trainer on SAELens' autograd forward pass, and against a bare loop (the fused step, fused Adam, clipping
    and renormalisation, no SAELens): what a hand-written loop could still gain. Interleaved, best of rounds;
-3. ``train_sae_array`` / ``train_sae_memmap``: tokens/s and achieved FLOP/s of
-   :func:`~saetrack.sae_training.train_sae` from an in-memory array and from a float16 ``.npy`` memmap (the
-   cache's storage); ``train_sae_autograd``: the same run on SAELens' autograd forward pass, for equal loss;
-4. ``read_chunks``: ``train_sae`` with the default read chunks (:data:`~saetrack.sae_training.CHUNK_BYTES`, 16 MiB)
-   against 64 MiB ones (``2**17`` rows of d_in 128): tokens/s and page faults per step (alternated, best of two);
-5. ``lm_runner``: SAELens' own language-model runner on a nano-shaped model (activations computed on the fly)
+3. ``train_sae``: tokens/s and achieved FLOP/s of :func:`~saetrack.sae_training.train_sae` from an in-memory
+   array, with the fused step, on SAELens' autograd path (final losses compared at equal tokens) and with
+   64 MiB read chunks instead of :data:`~saetrack.sae_training.CHUNK_BYTES` (page faults per step too):
+   interleaved, best of three; ``train_sae_memmap``: from a float16 ``.npy`` memmap (the cache's storage);
+4. ``lm_runner``: SAELens' own language-model runner on a nano-shaped model (activations computed on the fly)
    for the same SAE shape and token count, against training from the cache (``*_speedup_vs_lm_runner``).
 
 FLOPs. A step's *model FLOPs* are ``12 * B * D * F``, the usual convention for achieved FLOP/s (MFU): forward
@@ -25,7 +24,7 @@ measure) and ``*_performed_gflops``. Elementwise work, Adam and the gradient cli
 
 Each measurement is one function returning a dict, and :data:`BENCHMARKS` lists them. Run::
 
-    python benchmarks/bench_sae_training.py                # about 2 minutes on 2 idle CPU cores
+    python benchmarks/bench_sae_training.py                # about 3 minutes on 2 idle CPU cores
     python benchmarks/bench_sae_training.py --threads 1    # a shared machine: avoids OpenMP oversubscription
     python benchmarks/bench_sae_training.py --d-in 64 --expansion 8 --batch 4096 --tokens 400000
 """
@@ -136,44 +135,60 @@ def _autograd_path() -> Iterator[None]:
         SAETrackSAE._fused_step_applies = original  # type: ignore[method-assign]
 
 
-def bench_train_sae(
-    shape: Shape, activations: np.ndarray, label: str, fused: bool = True, repeats: int = 2
-) -> dict[str, float]:
-    """Tokens/s and achieved GFLOP/s of :func:`train_sae` (SAELens' trainer) on ``activations`` (best of runs)."""
-    chain = _chain(shape)
-    best = None
+def _train(shape: Shape, activations: np.ndarray, *, fused: bool = True, chunk_tokens: int | None = None) -> Any:
+    """One timed :func:`train_sae` run from a fresh seeded SAE (fused step or SAELens' autograd path)."""
     with _autograd_path() if not fused else nullcontext():
-        # one short warm-up run so first-call costs (allocator, thread pool) are not timed
-        train_sae(build_sae(shape.d_in, chain, seed=0, device=shape.device), activations, n_tokens=2 * shape.batch,
-                  lr=1e-3, warmup_steps=0, batch_size=shape.batch, seed=0, progress=False)  # fmt: skip
-        print(f"timing train_sae ({label}) on {shape.tokens} tokens, best of {repeats} ...", flush=True)
-        for _ in range(repeats):
-            sae = build_sae(shape.d_in, chain, seed=0, device=shape.device)
-            result = train_sae(sae, activations, n_tokens=shape.tokens, lr=1e-3, warmup_steps=10,
-                               batch_size=shape.batch, seed=0, progress=False)  # fmt: skip
-            if best is None or result.wall_time_s < best.wall_time_s:
-                best = result
-    assert best is not None
-    step_s = best.wall_time_s / best.n_steps
-    performed = shape.fused_step_flops if fused else shape.step_flops
+        sae = build_sae(shape.d_in, _chain(shape), seed=0, device=shape.device)
+        return train_sae(sae, activations, n_tokens=shape.tokens, lr=1e-3, warmup_steps=10, batch_size=shape.batch,
+                         seed=0, progress=False, chunk_tokens=chunk_tokens)  # fmt: skip
+
+
+def _summarise(shape: Shape, label: str, result: Any, performed_flops: float) -> dict[str, float]:
+    step_s = result.wall_time_s / result.n_steps
     return {
-        f"{label}_tokens_per_s": best.tokens_per_s,
+        f"{label}_tokens_per_s": result.tokens_per_s,
         f"{label}_step_ms": 1e3 * step_s,
         f"{label}_gflops": shape.step_flops / step_s / 1e9,
-        f"{label}_performed_gflops": performed / step_s / 1e9,
-        f"{label}_final_mse_loss": best.loss_curve["mse_loss"][-1],
-        f"{label}_final_l1_loss": best.loss_curve["l1_loss"][-1],
+        f"{label}_performed_gflops": performed_flops / step_s / 1e9,
+        f"{label}_final_mse_loss": result.loss_curve["mse_loss"][-1],
+        f"{label}_final_l1_loss": result.loss_curve["l1_loss"][-1],
     }
 
 
-def bench_train_sae_in_memory(shape: Shape, activations: np.ndarray) -> dict[str, float]:
-    """train_sae from an in-memory float32 array."""
-    return bench_train_sae(shape, activations, "array")
+def bench_train_sae_variants(shape: Shape, activations: np.ndarray, repeats: int = 3) -> dict[str, float]:
+    """train_sae from an in-memory array: fused step, SAELens' autograd path, 64 MiB read chunks (interleaved).
 
-
-def bench_train_sae_autograd(shape: Shape, activations: np.ndarray) -> dict[str, float]:
-    """train_sae from an in-memory float32 array on SAELens' autograd forward pass (for equal loss)."""
-    return bench_train_sae(shape, activations, "autograd_array", fused=False)
+    Each variant runs ``repeats`` times, alternating, and its fastest run is kept; the same seed and data
+    give each variant the same batches, so the final losses compare the two paths at equal tokens.
+    """
+    variants: dict[str, dict[str, Any]] = {
+        "array": {"fused": True},
+        "autograd_array": {"fused": False},
+        "array_64mib_chunks": {"fused": True, "chunk_tokens": (64 << 20) // (4 * shape.d_in)},
+    }
+    print(f"timing train_sae ({', '.join(variants)}) on {shape.tokens} tokens, best of {repeats} ...", flush=True)
+    best: dict[str, Any] = {}
+    faults: dict[str, float] = {}
+    _train(dataclasses.replace(shape, tokens=4 * shape.batch), activations)  # warm-up (thread pool, allocator)
+    for _ in range(repeats):
+        for label, options in variants.items():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            result = _train(shape, activations, **options)
+            if label not in best or result.wall_time_s < best[label].wall_time_s:
+                best[label] = result
+                faults[label] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / result.n_steps
+    out: dict[str, float] = {}
+    for label, options in variants.items():
+        performed = shape.fused_step_flops if options["fused"] else shape.step_flops
+        out |= _summarise(shape, label, best[label], performed)
+        out[f"{label}_page_faults_per_step"] = faults[label]
+    for loss in ("mse", "l1"):
+        out[f"fused_over_autograd_final_{loss}_loss"] = (
+            out[f"array_final_{loss}_loss"] / out[f"autograd_array_final_{loss}_loss"]
+        )
+    out["fused_speedup_over_autograd_train_sae"] = out["array_tokens_per_s"] / out["autograd_array_tokens_per_s"]
+    out["16mib_over_64mib_chunks_speedup"] = out["array_tokens_per_s"] / out["array_64mib_chunks_tokens_per_s"]
+    return out
 
 
 def bench_train_sae_memmap(shape: Shape, activations: np.ndarray) -> dict[str, float]:
@@ -181,7 +196,9 @@ def bench_train_sae_memmap(shape: Shape, activations: np.ndarray) -> dict[str, f
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "acts.npy"
         np.save(path, activations.astype(np.float16))
-        return bench_train_sae(shape, np.load(path, mmap_mode="r"), "memmap_f16")
+        memmap = np.load(path, mmap_mode="r")
+        print(f"timing train_sae (memmap_f16) on {shape.tokens} tokens ...", flush=True)
+        return _summarise(shape, "memmap_f16", _train(shape, memmap), shape.fused_step_flops)
 
 
 def _trainer(shape: Shape, batch: torch.Tensor) -> SAETrainer[Any, Any]:
@@ -209,12 +226,9 @@ def _bare_step(shape: Shape, batch: torch.Tensor) -> Callable[[], None]:
     weights = torch.full((shape.d_sae,), 8e-4, device=shape.device)
 
     def step() -> None:
-        mse, l1, *_ = standard_sae_step(batch, *params, weights, apply_b_dec=True)
+        mse, l1, *_ = standard_sae_step(batch, *params, weights, apply_b_dec=True, project_decoder_grad=True)
         (mse + l1).backward()
-        with torch.no_grad():  # the unit-norm gradient projection, then clipping as SAELens does
-            w = sae.W_dec
-            sae.W_dec.grad -= (sae.W_dec.grad * w).sum(1, keepdim=True) * w
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)  # as SAELens does
         optimizer.step()
         optimizer.zero_grad()
         sae.normalize_decoder_()
@@ -261,24 +275,6 @@ def _time_steps(fn: Callable[[], Any], steps: int, device: str) -> float:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
-
-
-def bench_read_chunks(shape: Shape, activations: np.ndarray, repeats: int = 2) -> dict[str, float]:
-    """train_sae tokens/s and minor page faults per step, default read chunks against 64 MiB ones."""
-    chunks = {"default_chunks": None, "64mib_chunks": (64 << 20) // (4 * shape.d_in)}
-    best: dict[str, float] = {}
-    for _ in range(repeats):
-        for label, chunk in chunks.items():
-            sae = build_sae(shape.d_in, _chain(shape), seed=0, device=shape.device)
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            result = train_sae(sae, activations, n_tokens=shape.tokens, lr=1e-3, warmup_steps=10,
-                               batch_size=shape.batch, seed=0, progress=False, chunk_tokens=chunk)  # fmt: skip
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-            if result.tokens_per_s > best.get(f"{label}_tokens_per_s", 0.0):
-                best[f"{label}_tokens_per_s"] = result.tokens_per_s
-                best[f"{label}_page_faults_per_step"] = faults / result.n_steps
-    best["default_chunks_speedup"] = best["default_chunks_tokens_per_s"] / best["64mib_chunks_tokens_per_s"]
-    return best
 
 
 def bench_lm_runner(shape: Shape, activations: np.ndarray, n_layers: int = 4, layer: int = 2) -> dict[str, float]:
@@ -340,10 +336,8 @@ def bench_lm_runner(shape: Shape, activations: np.ndarray, n_layers: int = 4, la
 BENCHMARKS: dict[str, Callable[[Shape, np.ndarray], dict[str, float]]] = {
     "matmul": lambda shape, _acts: bench_matmul(shape),
     "step_paths": bench_step_paths,
-    "train_sae_array": bench_train_sae_in_memory,
-    "train_sae_autograd": bench_train_sae_autograd,
+    "train_sae": bench_train_sae_variants,
     "train_sae_memmap": bench_train_sae_memmap,
-    "read_chunks": bench_read_chunks,
     "lm_runner": bench_lm_runner,
 }
 
@@ -354,19 +348,12 @@ def run(shape: Shape, names: list[str]) -> dict[str, float]:
     results: dict[str, float] = {}
     for name in names:
         results.update(BENCHMARKS[name](shape, activations))
-    for label in ("fused_trainer", "autograd_trainer", "array", "autograd_array", "memmap_f16"):
+    for label in ("fused_trainer", "autograd_trainer", "array", "autograd_array", "array_64mib_chunks", "memmap_f16"):
         for kind in ("", "performed_"):
             rate = results.get(f"{label}_{kind}gflops")
             if rate is not None and "square_2048_gflops" in results:
                 results[f"{label}_{kind}ratio_to_square"] = rate / results["square_2048_gflops"]
                 results[f"{label}_{kind}ratio_to_sae_shapes"] = rate / results["sae_shapes_mean_gflops"]
-    if "array_final_mse_loss" in results and "autograd_array_final_mse_loss" in results:
-        for loss in ("mse", "l1"):
-            fused, autograd = results[f"array_final_{loss}_loss"], results[f"autograd_array_final_{loss}_loss"]
-            results[f"fused_over_autograd_final_{loss}_loss"] = fused / autograd
-        results["fused_speedup_over_autograd_train_sae"] = (
-            results["array_tokens_per_s"] / results["autograd_array_tokens_per_s"]
-        )
     if "lm_runner_tokens_per_s" in results:
         for label in ("array", "memmap_f16"):
             if f"{label}_tokens_per_s" in results:

@@ -141,10 +141,13 @@ class SAETrackSAE(StandardTrainingSAE):
         """
         self.fold_W_dec_norm()
 
+    def _has_gradient_projection_hook(self) -> bool:
+        ref = self.__dict__["_projected_w_dec"]
+        return ref is not None and ref() is self.W_dec
+
     def _ensure_gradient_projection(self) -> None:
         """Attach (once per W_dec parameter) the hook removing the gradient parallel to each decoder row."""
-        ref = self.__dict__["_projected_w_dec"]
-        if ref is not None and ref() is self.W_dec:
+        if self._has_gradient_projection_hook():
             return
         w_dec = self.W_dec
 
@@ -165,11 +168,11 @@ class SAETrackSAE(StandardTrainingSAE):
         values in one autograd node with five matrix products instead of six. Otherwise SAELens' own forward
         pass runs, with :meth:`calculate_aux_loss` as the sparsity term.
         """
-        if self.unit_norm_decoder:
-            if not self._decoder_is_normalized():  # train_sae renormalises after every optimizer step
-                self.normalize_decoder_()
-            self._ensure_gradient_projection()
+        if self.unit_norm_decoder and not self._decoder_is_normalized():
+            self.normalize_decoder_()  # train_sae renormalises after every optimizer step, so usually skipped
         if not self._fused_step_applies(step_input.sae_in):
+            if self.unit_norm_decoder:
+                self._ensure_gradient_projection()
             return super().training_forward_pass(step_input)
         coefficient = step_input.coefficients["l1"]
         if self.unit_norm_decoder:
@@ -184,6 +187,8 @@ class SAETrackSAE(StandardTrainingSAE):
             self.b_dec,
             l1_weights,
             apply_b_dec=self.cfg.apply_b_dec_to_input,
+            # unit rows: the step removes the gradient along each row, unless the hook of the other path does
+            project_decoder_grad=self.unit_norm_decoder and not self._has_gradient_projection_hook(),
         )
         return TrainStepOutput(
             sae_in=step_input.sae_in,

@@ -29,7 +29,7 @@ __all__ = ["StandardSAEStep", "standard_sae_step"]
 class StandardSAEStep(torch.autograd.Function):
     """Losses of Eq. 3 for one batch, with the gradients of the standard SAE's parameters.
 
-    ``forward(x, W_enc, b_enc, W_dec, b_dec, l1_weights, apply_b_dec)`` returns
+    ``forward(x, W_enc, b_enc, W_dec, b_dec, l1_weights, apply_b_dec, project_decoder_grad)`` returns
     ``(mse_loss, l1_loss, feature_acts, hidden_pre, sae_out)``:
 
     * ``mse_loss = mean_b ||x_b - x_hat_b||^2`` (SAELens' convention: summed over ``d_in``, mean over the batch);
@@ -37,7 +37,8 @@ class StandardSAEStep(torch.autograd.Function):
     * ``feature_acts`` ``[B, F]``, ``hidden_pre`` ``[B, F]`` and ``sae_out`` ``[B, D]``, returned for SAELens'
       bookkeeping and not differentiable.
 
-    Gradients flow to every tensor input that requires them (``x`` included).
+    Gradients flow to every tensor input that requires them (``x`` included). With ``project_decoder_grad``
+    the gradient of ``W_dec`` is projected onto the tangent space of unit rows: ``g_i - (g_i . w_i) w_i``.
     """
 
     @staticmethod
@@ -50,6 +51,7 @@ class StandardSAEStep(torch.autograd.Function):
         b_dec: torch.Tensor,
         l1_weights: torch.Tensor,
         apply_b_dec: bool,
+        project_decoder_grad: bool,
     ) -> tuple[torch.Tensor, ...]:
         sae_in = x - b_dec if apply_b_dec else x
         hidden_pre = torch.addmm(b_enc, sae_in, W_enc)
@@ -60,7 +62,7 @@ class StandardSAEStep(torch.autograd.Function):
         mse_loss = error.pow(2).sum() / batch
         feature_sums = feature_acts.sum(0)
         l1_loss = feature_sums @ l1_weights / batch
-        ctx.apply_b_dec = apply_b_dec
+        ctx.apply_b_dec, ctx.project_decoder_grad = apply_b_dec, project_decoder_grad
         ctx.save_for_backward(sae_in, feature_acts, error, W_enc, W_dec, l1_weights, feature_sums)
         ctx.mark_non_differentiable(feature_acts, hidden_pre, sae_out)
         ctx.set_materialize_grads(False)
@@ -88,13 +90,16 @@ class StandardSAEStep(torch.autograd.Function):
             grad_b_enc = grad_b_enc_full
         if needs[3]:
             grad_W_dec = feature_acts.t() @ grad_out
+            if ctx.project_decoder_grad:  # unit-norm rows (Eq. 5): drop each row's gradient along the row
+                along = torch.linalg.vecdot(grad_W_dec, W_dec)
+                grad_W_dec.addcmul_(along[:, None], W_dec, value=-1.0)
         if needs[4]:
             grad_b_dec = grad_out.sum(0)
             if ctx.apply_b_dec:
                 grad_b_dec = grad_b_dec - W_enc @ grad_b_enc_full
         if needs[5]:
             grad_weights = feature_sums * (grad_l1 / batch)
-        return grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec, grad_weights, None
+        return grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec, grad_weights, None, None
 
 
 def standard_sae_step(
@@ -106,13 +111,17 @@ def standard_sae_step(
     l1_weights: torch.Tensor,
     *,
     apply_b_dec: bool,
+    project_decoder_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(mse_loss, l1_loss, feature_acts, hidden_pre, sae_out)`` of Eq. 1-5 for the batch ``x`` ``[B, d_in]``.
 
     ``l1_weights`` ``[d_sae]`` are ``lambda * ||W_dec[i]||`` (Eq. 4) or ``lambda`` (Eq. 5, unit-norm decoder).
-    See :class:`StandardSAEStep` for the computation.
+    ``project_decoder_grad`` removes from each decoder row's gradient its component along the row, the
+    constraint of Eq. 5's unit-norm decoder; the rows must then have unit norm. See :class:`StandardSAEStep`.
     """
     if x.ndim != 2 or x.shape[1] != W_enc.shape[0]:
         raise ValueError(f"x has shape {tuple(x.shape)}, expected [batch, d_in={W_enc.shape[0]}].")
-    out = StandardSAEStep.apply(x, W_enc, b_enc, W_dec, b_dec, l1_weights, bool(apply_b_dec))
+    out = StandardSAEStep.apply(
+        x, W_enc, b_enc, W_dec, b_dec, l1_weights, bool(apply_b_dec), bool(project_decoder_grad)
+    )
     return out  # type: ignore[no-any-return]
