@@ -46,14 +46,13 @@ from typing import Any
 import numpy as np
 import torch
 from sae_lens import LoggingConfig, SAETrainer
-from sae_lens.config import SAETrainerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from saetrack.config import ChainConfig, get_preset
 from saetrack.sae import SAETrackSAE, build_sae
 from saetrack.sae_step import standard_sae_step
-from saetrack.sae_training import _renormalize_after_step, _use_fused_adam, synthetic_activations, train_sae
+from saetrack.sae_training import sae_trainer, synthetic_activations, train_sae
 
 NANO = get_preset("nano")
 
@@ -204,18 +203,7 @@ def bench_train_sae_memmap(shape: Shape, activations: np.ndarray) -> dict[str, f
 def _trainer(shape: Shape, batch: torch.Tensor) -> SAETrainer[Any, Any]:
     """An SAETrainer set up as :func:`train_sae` sets it up (fused Adam, renormalisation after each step)."""
     sae = build_sae(shape.d_in, _chain(shape), seed=0, device=shape.device)
-    cfg = SAETrainerConfig(
-        total_training_samples=shape.batch * 1_000_000,
-        train_batch_size_samples=shape.batch,
-        lr=1e-4,
-        lr_end=1e-4,
-        device=shape.device,
-        logger=LoggingConfig(log_to_wandb=False),
-    )
-    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=iter([batch]))
-    _use_fused_adam(trainer.optimizer)
-    trainer.optimizer.register_step_post_hook(_renormalize_after_step(sae))
-    return trainer
+    return sae_trainer(sae, iter([batch]), n_steps=1_000_000, batch_size=shape.batch, lr=1e-4, warmup_steps=0)
 
 
 def _bare_step(shape: Shape, batch: torch.Tensor) -> Callable[[], None]:

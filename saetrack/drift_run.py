@@ -232,23 +232,12 @@ def load_drift(run_dir: Path, run: RunConfig | None = None) -> DriftResult:
         raise store.StaleArtifactError(f"the drift stage at {out} was made for another config; rerun notebook 04.")
     data = np.load(out / ARRAYS_FILE, allow_pickle=False)
     phases = manifest["phases"]
+    arrays = {name: data[name] for name in data.files if name not in ("drift_fit", "progress_fit")}
     return DriftResult(
-        steps=data["steps"],
-        cosine=data["cosine"],
-        live_features=data["live_features"],
-        quantiles=data["quantiles"],
-        formed=data["formed"],
-        formation_time=data["formation_time"],
-        progress_curve=data["progress_curve"],
+        **arrays,
         drift_phases=_phases_from(phases["drift"], data["drift_fit"]),
         progress_phases=_phases_from(phases["progress"], data["progress_fit"]),
         agreement=phases["agreement"],
-        histogram_positions=data["histogram_positions"],
-        sampled_features=data["sampled_features"],
-        trajectory_features=data["trajectory_features"],
-        trajectory_patterns=data["trajectory_patterns"],
-        trajectory_coords=data["trajectory_coords"],
-        trajectory_variance=data["trajectory_variance"],
         manifest=manifest,
     )
 

@@ -54,6 +54,7 @@ __all__ = [
     "CHUNK_BYTES",
     "NonFiniteLossError",
     "TrainResult",
+    "sae_trainer",
     "shuffled_batches",
     "synthetic_activations",
     "train_sae",
@@ -145,7 +146,7 @@ def shuffled_batches(
     or an epoch start the next batch, so every batch is full and every row is used once per epoch; the
     batches are consecutive slices of the permutation whatever the chunk size. ``chunk_tokens=None`` reads
     as many rows as fit in :data:`CHUNK_BYTES` of float32, small enough for ``malloc`` to reuse the memory
-    instead of page-faulting a fresh mapping per chunk (``benchmarks/bench_sae_training.py --only read_chunks``).
+    instead of page-faulting a fresh mapping per chunk (``benchmarks/bench_sae_training.py --only train_sae``).
     """
     n_rows = int(activations.shape[0])
     if activations.ndim != 2 or n_rows == 0:
@@ -241,6 +242,45 @@ def _renormalize_after_step(sae: SAETrackSAE) -> Any:
     return hook
 
 
+def sae_trainer(
+    sae: SAETrackSAE,
+    data: Iterator[torch.Tensor],
+    *,
+    n_steps: int,
+    batch_size: int,
+    lr: float,
+    warmup_steps: int,
+) -> SAETrainer[Any, Any]:
+    """SAELens' ``SAETrainer`` for ``sae`` as :func:`train_sae` runs it, before its first step.
+
+    Constant ``lr`` after ``warmup_steps`` linear warm-up, one sparsity window over all ``n_steps``, the L1
+    coefficient of ``sae.cfg`` (checked), PyTorch's fused Adam, and for a unit-norm decoder rows renormalised
+    now and after every optimizer step.
+    """
+    device = str(sae.device)
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=n_steps * batch_size,
+        train_batch_size_samples=batch_size,
+        lr=lr,
+        lr_end=lr,  # unused by the constant schedule; SAETrainer asserts it is set
+        lr_warm_up_steps=warmup_steps,
+        device=device,
+        feature_sampling_window=n_steps + 1,  # one sparsity window: the whole link
+        logger=LoggingConfig(log_to_wandb=False),
+    )
+    trainer: SAETrainer[Any, Any] = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=data)
+    scheduled_l1 = trainer.coefficient_schedulers["l1"].final_value
+    if scheduled_l1 != sae.cfg.l1_coefficient:
+        raise RuntimeError(
+            f"SAETrainer scheduled l1 = {scheduled_l1}, but the SAE's config says {sae.cfg.l1_coefficient}."
+        )
+    _use_fused_adam(trainer.optimizer)
+    if sae.unit_norm_decoder:
+        sae.normalize_decoder_()
+        trainer.optimizer.register_step_post_hook(_renormalize_after_step(sae))
+    return trainer
+
+
 def train_sae(
     sae: SAETrackSAE,
     activations: ArrayLike,
@@ -277,31 +317,12 @@ def train_sae(
         )
     n_steps = math.ceil(n_tokens / batch_size)
     device = str(sae.device)
-    trainer_cfg = SAETrainerConfig(
-        total_training_samples=n_steps * batch_size,
-        train_batch_size_samples=batch_size,
-        lr=lr,
-        lr_end=lr,  # unused by the constant schedule; SAETrainer asserts it is set
-        lr_warm_up_steps=warmup_steps,
-        device=device,
-        feature_sampling_window=n_steps + 1,  # one sparsity window: the whole link
-        logger=LoggingConfig(log_to_wandb=False),
-    )
     data = shuffled_batches(
         activations, batch_size, seed=seed, chunk_tokens=chunk_tokens, dtype=sae.dtype, device=device
     )
-    trainer: SAETrainer[Any, Any] = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=data)
-    scheduled_l1 = trainer.coefficient_schedulers["l1"].final_value
-    if scheduled_l1 != sae.cfg.l1_coefficient:
-        raise RuntimeError(
-            f"SAETrainer scheduled l1 = {scheduled_l1}, but the SAE's config says {sae.cfg.l1_coefficient}."
-        )
-    _use_fused_adam(trainer.optimizer)
+    trainer = sae_trainer(sae, data, n_steps=n_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps)
     if optimizer_state is not None:
         _carry_moments(trainer.optimizer, optimizer_state)
-    if sae.unit_norm_decoder:
-        sae.normalize_decoder_()
-        trainer.optimizer.register_step_post_hook(_renormalize_after_step(sae))
 
     curve: dict[str, list[float]] = {k: [] for k in ("step", "tokens", "mse_loss", "l1_loss", "loss", "lr")}
     sae.train()
