@@ -28,8 +28,8 @@ from typing import IO, Any
 from saetrack import paths
 from saetrack.config import DEFAULT_PRESET, PRESETS, ConfigError, get_preset
 from saetrack.notebooks import NotebookFailed
-from saetrack.pipeline import STAGES, run_stages
 from saetrack.runtime import resolve_device
+from saetrack.stages.pipeline import STAGES, run_stages
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     skip: tuple[str, ...] = ()
     if args.chain_from_hub:
-        from saetrack import hub
+        from saetrack.hub import layout as hub
 
         folders = hub.load_hub_chain(args.chain_from_hub, args.chain_revision, run_dir, run)
         print(f"[chain] {len(folders)} links installed from {args.chain_from_hub}@{args.chain_revision}", flush=True)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"saetrack: finished in {time.perf_counter() - started:.1f} s; figures in {paths.figures_dir(run.preset)}")
 
     if args.push_to_hub:
-        from saetrack import hub
+        from saetrack.hub import layout as hub
 
         commit = hub.push_chain(
             run_dir,

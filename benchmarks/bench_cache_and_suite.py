@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saetrack.activations import residual_at_layer
-from saetrack.checkpoints import hooked_from_hf
 from saetrack.config import get_preset
-from saetrack.nanolm import build_model
+from saetrack.data.hf_convert import hooked_from_hf
+from saetrack.data.nanolm import build_model
+from saetrack.stages.cache import residual_at_layer
 
 
 def bench_caching(preset: str, repeats: int, seed: int = 0) -> None:
@@ -71,8 +71,8 @@ def bench_caching(preset: str, repeats: int, seed: int = 0) -> None:
 
 def bench_suite_training(preset: str, steps: int) -> None:
     """Print the suite trainer's training throughput in tokens/s over ``steps`` optimizer updates."""
-    from saetrack.corpus import prepare_corpus
-    from saetrack.nanolm import _SuiteTrainer
+    from saetrack.data.corpus import prepare_corpus
+    from saetrack.data.suite import _SuiteTrainer
 
     run = get_preset(preset, {"corpus.max_chars": 2_000_000})
     assert run.suite is not None

@@ -5,13 +5,13 @@ batch 256):
 
 1. ``matmul``: the float32 matmul rate of this machine, for a 2048^3 product and for the products of an SAE
    training step at its shapes (``[B, D] @ [D, F]``, ``[B, F] @ [F, D]``, ``[F, B] @ [B, D]``);
-2. ``step_paths``: one SAELens ``SAETrainer.step`` as :func:`~saetrack.sae_training.train_sae` sets it up
-   (fused Adam, unit-norm decoder hooks) with the fused step of :mod:`saetrack.sae_step` against the same
+2. ``step_paths``: one SAELens ``SAETrainer.step`` as :func:`~saetrack.sae.training.train_sae` sets it up
+   (fused Adam, unit-norm decoder hooks) with the fused step of :mod:`saetrack.sae.step` against the same
    trainer on SAELens' autograd forward pass, and against a bare loop (the fused step, fused Adam, clipping
    and renormalisation, no SAELens): what a hand-written loop could still gain. Interleaved, best of rounds;
-3. ``train_sae``: tokens/s and achieved FLOP/s of :func:`~saetrack.sae_training.train_sae` from an in-memory
+3. ``train_sae``: tokens/s and achieved FLOP/s of :func:`~saetrack.sae.training.train_sae` from an in-memory
    array, with the fused step, on SAELens' autograd path (final losses compared at equal tokens) and with
-   64 MiB read chunks instead of :data:`~saetrack.sae_training.CHUNK_BYTES` (page faults per step too):
+   64 MiB read chunks instead of :data:`~saetrack.sae.training.CHUNK_BYTES` (page faults per step too):
    interleaved, best of three; ``train_sae_memmap``: from a float16 ``.npy`` memmap (the cache's storage);
 4. ``lm_runner``: SAELens' own language-model runner on a nano-shaped model (activations computed on the fly)
    for the same SAE shape and token count, against training from the cache (``*_speedup_vs_lm_runner``).
@@ -19,7 +19,7 @@ batch 256):
 FLOPs. A step's *model FLOPs* are ``12 * B * D * F``, the usual convention for achieved FLOP/s (MFU): forward
 encoder and decoder ``2 * 2BDF``, backward twice the forward. Autograd performs exactly those; the fused step
 performs ``10 * B * D * F``, because it gets ``b_dec``'s gradient through the encoder from a matrix-vector
-product (see :mod:`saetrack.sae_step`). Both rates are printed: ``*_gflops`` (model FLOPs, the target's
+product (see :mod:`saetrack.sae.step`). Both rates are printed: ``*_gflops`` (model FLOPs, the target's
 measure) and ``*_performed_gflops``. Elementwise work, Adam and the gradient clipping are not counted.
 
 Each measurement is one function returning a dict, and :data:`BENCHMARKS` lists them. Run::
@@ -50,9 +50,9 @@ from sae_lens import LoggingConfig, SAETrainer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from saetrack.config import ChainConfig, get_preset
-from saetrack.sae import SAETrackSAE, build_sae
-from saetrack.sae_step import standard_sae_step
-from saetrack.sae_training import sae_trainer, synthetic_activations, train_sae
+from saetrack.sae.model import SAETrackSAE, build_sae
+from saetrack.sae.step import standard_sae_step
+from saetrack.sae.training import sae_trainer, synthetic_activations, train_sae
 
 NANO = get_preset("nano")
 
@@ -276,9 +276,9 @@ def bench_lm_runner(shape: Shape, activations: np.ndarray, n_layers: int = 4, la
     from datasets import Dataset
     from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, StandardTrainingSAEConfig
 
-    from saetrack.checkpoints import hooked_from_hf
     from saetrack.config import SuiteConfig
-    from saetrack.nanolm import build_model
+    from saetrack.data.hf_convert import hooked_from_hf
+    from saetrack.data.nanolm import build_model
 
     suite = SuiteConfig(n_layers=n_layers, d_model=shape.d_in, n_heads=max(2, shape.d_in // 32), d_mlp=4 * shape.d_in)
     model = hooked_from_hf(build_model(suite, vocab_size=4096, seed=0), device=shape.device)

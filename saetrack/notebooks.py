@@ -9,9 +9,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from saetrack import paths
-from saetrack.config import RunConfig
+from saetrack.config.run import RunConfig
 
-__all__ = ["NOTEBOOK_DIR", "NotebookFailed", "notebook_parameters", "run_notebook"]
+__all__ = [
+    "NOTEBOOK_DIR",
+    "NotebookFailed",
+    "NotebookRun",
+    "notebook_parameters",
+    "run_notebook",
+]
+
 
 #: Folder of the committed (output-free) notebooks.
 NOTEBOOK_DIR = paths.REPO_ROOT / "notebooks"

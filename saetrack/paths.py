@@ -9,6 +9,30 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = [
+    "BASELINE_DIR",
+    "CACHE_DIR",
+    "CHAIN_DIR",
+    "COMPARISON_DIR",
+    "CORPUS_DIR",
+    "DRIFT_DIR",
+    "FIGURES_ENV",
+    "FORMATION_DIR",
+    "MANIFEST",
+    "MODEL_DIR",
+    "NOTEBOOKS_DIR",
+    "REPO_ROOT",
+    "RESULTS_JSON",
+    "RUNS_ENV",
+    "SCALE_DIR",
+    "TOKENIZER_DIR",
+    "figures_dir",
+    "run_dir",
+    "runs_root",
+    "step_dir_name",
+]
+
+
 #: The repository root (the folder holding ``saetrack/``).
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

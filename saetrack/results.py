@@ -7,7 +7,10 @@ from typing import Any
 
 from saetrack import paths, store
 
-__all__ = ["read_results", "update_results"]
+__all__ = [
+    "read_results",
+    "update_results",
+]
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:

@@ -13,9 +13,16 @@ import numpy as np
 import torch
 
 from saetrack import paths
-from saetrack.config import RunConfig, get_preset
+from saetrack.config.presets import get_preset
+from saetrack.config.run import RunConfig
 
-__all__ = ["resolve_device", "resolve_run", "seed_everything", "torch_threads"]
+__all__ = [
+    "resolve_device",
+    "resolve_run",
+    "seed_everything",
+    "torch_threads",
+]
+
 
 log = logging.getLogger("saetrack")
 

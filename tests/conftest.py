@@ -45,9 +45,9 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory with the smoke preset's corpus, model suite and activation cache, built once."""
-    from saetrack.activations import cache_activations
-    from saetrack.corpus import prepare_corpus
-    from saetrack.nanolm import train_suite
+    from saetrack.data.corpus import prepare_corpus
+    from saetrack.data.suite import train_suite
+    from saetrack.stages.cache import cache_activations
 
     run = get_preset("smoke")
     run_dir = tmp_path_factory.mktemp("smoke_run")

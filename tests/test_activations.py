@@ -11,17 +11,12 @@ import pytest
 import torch
 
 from saetrack import paths, store
-from saetrack.activations import (
-    ActivationCache,
-    CacheTooLargeError,
-    cache_activations,
-    cache_config_hash,
-    check_disk_space,
-    plan_tokens,
-)
-from saetrack.checkpoints import open_source
 from saetrack.config import RunConfig, get_preset
-from saetrack.corpus import prepare_corpus
+from saetrack.data.activations import ActivationCache
+from saetrack.data.cache_plan import CacheTooLargeError, cache_config_hash, check_disk_space, plan_tokens
+from saetrack.data.checkpoints import open_source
+from saetrack.data.corpus import prepare_corpus
+from saetrack.stages.cache import cache_activations
 
 
 @pytest.fixture(scope="module")

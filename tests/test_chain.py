@@ -12,19 +12,13 @@ import sae_lens
 import torch
 
 from saetrack import paths, store
-from saetrack.activations import ActivationCache
-from saetrack.chain import (
-    ChainTrainingError,
-    activation_scale,
-    link_l1_coefficient,
-    load_chain,
-    read_link_manifests,
-    train_baselines,
-    train_chain,
-)
-from saetrack.comparison import compare_chain_and_baselines, smoothed, tokens_to_reach
+from saetrack.analysis.convergence import smoothed, tokens_to_reach
 from saetrack.config import RunConfig
-from saetrack.sae import feature_activations
+from saetrack.data.activations import ActivationCache
+from saetrack.sae.weights import feature_activations
+from saetrack.stages.chain import load_chain, read_link_manifests, train_baselines, train_chain
+from saetrack.stages.comparison import compare_chain_and_baselines
+from saetrack.stages.links import ChainTrainingError, activation_scale, link_l1_coefficient
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +144,8 @@ def test_smoothing_and_tokens_to_reach_on_known_curves() -> None:
 
 
 def test_nan_loss_during_training_names_link_and_step(run, chain_run_dir: Path, tmp_path, monkeypatch) -> None:
-    import saetrack.chain as chain_module
-    from saetrack.sae_training import NonFiniteLossError
+    import saetrack.stages.links as chain_module
+    from saetrack.sae.training import NonFiniteLossError
 
     work = tmp_path / "run"
     for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR):

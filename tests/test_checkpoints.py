@@ -15,19 +15,16 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
-from saetrack.checkpoints import (
+from saetrack.config import ModelConfig
+from saetrack.data.checkpoints import HubSuite, LocalSuite, open_source
+from saetrack.data.hf_convert import hooked_config_from_hf, hooked_from_hf
+from saetrack.data.integrity import (
     DuplicateCheckpointWarning,
-    HubSuite,
-    LocalSuite,
     checkpoint_weights_sha256,
     duplicate_checkpoints,
-    hooked_config_from_hf,
-    hooked_from_hf,
-    open_source,
     state_dict_sha256,
     warn_on_duplicates,
 )
-from saetrack.config import ModelConfig
 from saetrack.store import file_sha256
 
 VOCAB = 64
@@ -465,7 +462,7 @@ def test_open_source_dispatch(
     tmp_path: Path, hub_setup: tuple[Path, Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     local_root, cache, _ = hub_setup
-    monkeypatch.setattr("saetrack.checkpoints.REPO_ROOT", tmp_path)
+    monkeypatch.setattr("saetrack.data.checkpoints.REPO_ROOT", tmp_path)
     relative = open_source(ModelConfig(source="local", local_path="local", checkpoint_steps=(0,)), tmp_path)
     assert isinstance(relative, LocalSuite) and relative.root == local_root.resolve()
     run_dir = tmp_path / "run"

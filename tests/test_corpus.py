@@ -10,20 +10,9 @@ import pytest
 
 from saetrack import store
 from saetrack.config import RunConfig, get_preset
-from saetrack.corpus import (
-    EOT_TOKEN,
-    CorpusSourceError,
-    collect_documents,
-    context_wraps,
-    contexts,
-    is_heldout,
-    load_corpus,
-    load_tokenizer,
-    prepare_corpus,
-    spaced_contexts,
-    split_documents,
-    unigram_entropy,
-)
+from saetrack.data.corpus import load_corpus, prepare_corpus
+from saetrack.data.documents import EOT_TOKEN, CorpusSourceError, collect_documents, is_heldout, split_documents
+from saetrack.data.tokens import context_wraps, contexts, load_tokenizer, spaced_contexts, unigram_entropy
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +59,7 @@ def test_heldout_split_is_disjoint_and_follows_hash(smoke: RunConfig, built: tup
 
 
 def test_split_never_leaves_a_side_empty() -> None:
-    from saetrack.corpus import Document
+    from saetrack.data.documents import Document
 
     docs = [Document(f"doc{i}", "text") for i in range(3)]
     train, heldout = split_documents(docs, 1e-9)

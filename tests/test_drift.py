@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from saetrack import drift as dr
+from saetrack.analysis import drift as dr
 
 
 def test_unchanged_decoder_has_drift_one_everywhere() -> None:

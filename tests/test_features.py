@@ -10,7 +10,7 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
 from transformers import PreTrainedTokenizerFast
 
-from saetrack.features import (
+from saetrack.analysis.features import (
     FeatureStats,
     classify_patterns,
     classify_token_concept,
@@ -21,7 +21,7 @@ from saetrack.features import (
     render_context,
     top_k_datapoints,
 )
-from saetrack.sae import SAEWeights, feature_activations
+from saetrack.sae.weights import SAEWeights, feature_activations
 
 
 def _identity_weights(d: int) -> SAEWeights:

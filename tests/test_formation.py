@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from saetrack.features import top_k_datapoints
-from saetrack.formation import (
+from saetrack.analysis.features import top_k_datapoints
+from saetrack.analysis.formation import (
     PROGRESS_KEYS,
     activation_sets,
     checkpoint_positions,
     progress_measures,
     umap_embedding,
 )
-from saetrack.progress import progress_measure, random_baseline, random_indices
-from saetrack.sae import SAEWeights, feature_activations
+from saetrack.analysis.progress import progress_measure, random_baseline, random_indices
+from saetrack.sae.weights import SAEWeights, feature_activations
 
 METRIC_OF = {
     "activation_cosine": "cosine",
@@ -160,7 +160,7 @@ def test_umap_embedding_is_deterministic() -> None:
 def test_progress_measures_from_cache_orders_steps(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    from saetrack.formation import progress_measures_from_cache
+    from saetrack.analysis.formation import progress_measures_from_cache
 
     analysis, weights = _problem(n_steps=2)
     folders = {}

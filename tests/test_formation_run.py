@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from saetrack.formation import PROGRESS_KEYS
-from saetrack.formation_run import FormationResult, summary_numbers
+from saetrack.analysis.formation import PROGRESS_KEYS
+from saetrack.stages.formation import FormationResult, summary_numbers
 
 
 def _result(progress: np.ndarray, final_types: list[str]) -> FormationResult:
@@ -60,9 +60,9 @@ def test_formation_stage_end_to_end_at_smoke_size(smoke, smoke_run_dir, tmp_path
     import shutil
 
     from saetrack import paths, store
-    from saetrack.chain import train_chain
-    from saetrack.corpus import load_corpus
-    from saetrack.formation_run import analyse_formation, load_formation, top_contexts
+    from saetrack.data.corpus import load_corpus
+    from saetrack.stages.chain import train_chain
+    from saetrack.stages.formation import analyse_formation, load_formation, top_contexts
 
     work = tmp_path / "run"
     for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR):
@@ -87,8 +87,8 @@ def test_formation_stage_end_to_end_at_smoke_size(smoke, smoke_run_dir, tmp_path
         load_formation(work, smoke.with_overrides({"formation.top_k": 10}))
 
     # the drift stage (notebook 04) on the same chain and formation stage
-    from saetrack.drift_run import analyse_drift, load_drift
-    from saetrack.drift_run import summary_numbers as drift_numbers
+    from saetrack.stages.drift import analyse_drift, load_drift
+    from saetrack.stages.drift import summary_numbers as drift_numbers
 
     drift_manifest = analyse_drift(smoke, work, progress=False)
     drift = load_drift(work, smoke)

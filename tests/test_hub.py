@@ -26,24 +26,20 @@ from huggingface_hub.errors import RevisionNotFoundError
 from safetensors.torch import load_file
 
 from saetrack import paths, store
-from saetrack.chain import chain_config_hash, load_chain, read_link_manifests, train_chain
 from saetrack.config import RunConfig, get_preset
-from saetrack.hub import (
+from saetrack.hub.card import model_card
+from saetrack.hub.layout import (
     CARD_FILE,
     INDEX_FILE,
     LAYOUT_VERSION,
     ChainConfigMismatchError,
     ChainIntegrityError,
     RemoteFilesExistError,
-    download_chain,
-    install_chain,
-    load_hub_chain,
-    model_card,
-    push_chain,
-    run_config_of,
-    stage_chain,
 )
-from saetrack.sae import SAEWeights
+from saetrack.hub.pull import download_chain, install_chain, load_hub_chain, run_config_of
+from saetrack.hub.push import push_chain, stage_chain
+from saetrack.sae.weights import SAEWeights
+from saetrack.stages.chain import chain_config_hash, load_chain, read_link_manifests, train_chain
 
 REPO_ID = "TestOrg/saetrack-smoke-chain"
 SECRET = "hf_saetrackTESTsecret"

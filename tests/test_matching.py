@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from saetrack.matching import cosine_matrix, index_stability, match_features
+from saetrack.analysis.matching import cosine_matrix, index_stability, match_features
 
 
 def _dictionary(n: int = 64, d: int = 24, seed: int = 0) -> np.ndarray:

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from saetrack.analysis.metrics import ce_loss_recovered, feature_frequencies, reconstruction_metrics
 from saetrack.config import ChainConfig
-from saetrack.metrics import ce_loss_recovered, feature_frequencies, reconstruction_metrics
-from saetrack.sae import SAETrackSAE, build_sae
+from saetrack.sae.model import SAETrackSAE, build_sae
 
 D = 32
 HOOK = "blocks.1.hook_resid_pre"

@@ -13,17 +13,10 @@ import pytest
 
 from saetrack import store
 from saetrack.config import RunConfig
-from saetrack.corpus import load_corpus, prepare_corpus
-from saetrack.nanolm import (
-    RESUME_FILE,
-    WEIGHTS_FILE,
-    draw_batch,
-    eval_contexts,
-    evaluate_loss,
-    learning_rate_factor,
-    loss_curve_figure,
-    train_suite,
-)
+from saetrack.data.corpus import load_corpus, prepare_corpus
+from saetrack.data.nanolm import draw_batch, eval_contexts, evaluate_loss, learning_rate_factor
+from saetrack.data.suite import RESUME_FILE, WEIGHTS_FILE, train_suite
+from saetrack.plots.suite import loss_curve_figure
 
 
 @pytest.fixture(scope="module")

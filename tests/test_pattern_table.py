@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from saetrack.plots import PatternExample, _clip_context, pattern_table_figure, pattern_table_html
+from saetrack.plots.formation import PatternExample, _clip_context, pattern_table_figure, pattern_table_html
 
 STEPS = (0, 512, 143000)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from saetrack.progress import METRICS, pairwise_mean_similarity, progress_measure, random_baseline
+from saetrack.analysis.progress import METRICS, pairwise_mean_similarity, progress_measure, random_baseline
 
 
 def _t(rows: list[list[float]]) -> torch.Tensor:

@@ -7,8 +7,14 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from saetrack.plots import feature_regions_figure
-from saetrack.regions import ToyRegions, faithful_thresholds, pre_activations, toy_activations, toy_feature_regions
+from saetrack.analysis.regions import (
+    ToyRegions,
+    faithful_thresholds,
+    pre_activations,
+    toy_activations,
+    toy_feature_regions,
+)
+from saetrack.plots.formation import feature_regions_figure
 
 SMALL = {"n": 1500, "n_steps": 400, "grid_size": 60}
 

@@ -10,9 +10,9 @@ import nbformat
 import pytest
 
 from saetrack import paths
-from saetrack.figures import FIGURES
 from saetrack.notebooks import NotebookFailed, run_notebook
-from saetrack.pipeline import STAGES
+from saetrack.plots.common import FIGURES
+from saetrack.stages.pipeline import STAGES
 
 sys.path.insert(0, str(paths.REPO_ROOT))
 import run_all

@@ -11,22 +11,11 @@ from sae_lens import SAE, StandardSAE, StandardTrainingSAE, TrainingSAE
 from sae_lens.saes.sae import TrainStepInput
 
 from saetrack.config import ChainConfig, ConfigError
-from saetrack.sae import (
-    SAE_CFG_FILE,
-    SAE_SPARSITY_FILE,
-    SAE_WEIGHTS_FILE,
-    HyperparameterMismatchError,
-    SAETrackSAE,
-    SAEWeights,
-    build_sae,
-    check_hyperparameters,
-    decoder_directions,
-    feature_activations,
-    init_from,
-    load_training_sae,
-    save_sae,
-)
-from saetrack.sae_training import NonFiniteLossError, shuffled_batches, synthetic_activations, train_sae
+from saetrack.sae.io import SAE_CFG_FILE, SAE_SPARSITY_FILE, SAE_WEIGHTS_FILE, load_training_sae, save_sae
+from saetrack.sae.model import HyperparameterMismatchError, SAETrackSAE, build_sae, check_hyperparameters
+from saetrack.sae.recurrent import recurrent_init
+from saetrack.sae.training import NonFiniteLossError, shuffled_batches, synthetic_activations, train_sae
+from saetrack.sae.weights import SAEWeights, decoder_directions, feature_activations
 
 D_IN = 16
 
@@ -171,13 +160,13 @@ def test_load_training_sae_rejects_incompatible_chain(tmp_path) -> None:
 def test_init_from_copies_weights_with_new_hyperparameters() -> None:
     prev = build_sae(D_IN, _chain(decoder_norm="weighted", l1_coefficient=1e-3), seed=0)
     _randomise_biases(prev)
-    nxt = init_from(prev, _chain(decoder_norm="weighted"), l1_coefficient=5e-4)
+    nxt = recurrent_init(prev, _chain(decoder_norm="weighted"), l1_coefficient=5e-4)
     assert nxt is not prev and nxt.cfg.l1_coefficient == 5e-4
     for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
         assert torch.equal(getattr(nxt, name), getattr(prev, name))
         assert getattr(nxt, name).data_ptr() != getattr(prev, name).data_ptr()
     # a weighted SAE seeding a unit-norm link: norms are folded into the encoder, the function is unchanged
-    unit = init_from(prev, _chain(decoder_norm="unit"))
+    unit = recurrent_init(prev, _chain(decoder_norm="unit"))
     torch.testing.assert_close(unit.W_dec.norm(dim=1), torch.ones(unit.cfg.d_sae))
     x = torch.randn(20, D_IN)
     torch.testing.assert_close(unit(x), prev(x), rtol=1e-5, atol=1e-5)
@@ -246,14 +235,14 @@ def test_train_sae_carries_adam_moments_but_not_lr(data: np.ndarray) -> None:
     chain = _chain()
     first = train_sae(build_sae(D_IN, chain, seed=0), data, n_tokens=1280, lr=1e-3, warmup_steps=0, batch_size=256,
                       seed=0, progress=False)  # fmt: skip
-    link = init_from(first.sae, chain)
+    link = recurrent_init(first.sae, chain)
     second = train_sae(link, data, n_tokens=512, lr=1e-4, warmup_steps=0, batch_size=256, seed=1,
                        optimizer_state=first.optimizer_state, progress=False)  # fmt: skip
     steps = [float(s["step"]) for s in second.optimizer_state["state"].values()]
     assert steps == [5.0 + 2.0] * len(steps)
     assert second.optimizer_state["param_groups"][0]["lr"] == 1e-4
     assert second.loss_curve["lr"] == [1e-4, 1e-4]
-    fresh = train_sae(init_from(first.sae, chain), data, n_tokens=512, lr=1e-4, warmup_steps=0, batch_size=256,
+    fresh = train_sae(recurrent_init(first.sae, chain), data, n_tokens=512, lr=1e-4, warmup_steps=0, batch_size=256,
                       seed=1, progress=False)  # fmt: skip
     assert [float(s["step"]) for s in fresh.optimizer_state["state"].values()] == [2.0] * len(steps)
     assert not torch.equal(fresh.sae.W_dec, second.sae.W_dec)
@@ -264,8 +253,8 @@ def test_train_sae_carries_adam_moments_but_not_lr(data: np.ndarray) -> None:
 def test_train_sae_uses_each_links_l1(data: np.ndarray) -> None:
     chain = _chain(decoder_norm="weighted")
     sae = build_sae(D_IN, chain, seed=0)
-    strong = init_from(sae, chain, l1_coefficient=1.0)
-    weak = init_from(sae, chain, l1_coefficient=1e-6)
+    strong = recurrent_init(sae, chain, l1_coefficient=1.0)
+    weak = recurrent_init(sae, chain, l1_coefficient=1e-6)
     kw = dict(n_tokens=2560, lr=3e-3, warmup_steps=0, batch_size=256, seed=0, progress=False)
     r_strong, r_weak = train_sae(strong, data, **kw), train_sae(weak, data, **kw)
     assert r_strong.l1_coefficient == 1.0 and r_weak.l1_coefficient == 1e-6

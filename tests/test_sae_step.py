@@ -1,4 +1,4 @@
-"""The fused training step (saetrack.sae_step) against autograd on SAELens' own standard SAE, in float64."""
+"""The fused training step (saetrack.sae.step) against autograd on SAELens' own standard SAE, in float64."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig
 from sae_lens.saes.sae import TrainStepInput
 
 from saetrack.config import ChainConfig
-from saetrack.sae import SAETrackSAE, build_sae
-from saetrack.sae_step import standard_sae_step
+from saetrack.sae.model import SAETrackSAE, build_sae
+from saetrack.sae.step import standard_sae_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,9 +116,9 @@ def test_unit_decoder_renormalised_after_any_in_place_change() -> None:
     sae = _sae("unit", True)
     x = _batch()
     _step(sae, x)
-    assert sae._decoder_is_normalized()
+    assert sae.unit_norm.is_normalized(sae.W_dec)
     with torch.no_grad():
         sae.W_dec.mul_(3.0)  # e.g. an optimizer step without train_sae's post-step hook
-    assert not sae._decoder_is_normalized()
+    assert not sae.unit_norm.is_normalized(sae.W_dec)
     _step(sae, x)
     torch.testing.assert_close(sae.W_dec.detach().norm(dim=1), torch.ones(sae.cfg.d_sae, dtype=torch.float64))

@@ -1,0 +1,224 @@
+"""Feature drift (paper Sec. 6): decoder cosine to final, formation times, trajectories and training phases.
+
+* :func:`cosine_to_final` — Sec. 6.1 / Fig. 6: cosine between feature i's decoder direction at checkpoint t and at
+  the final checkpoint, index i against index i (the chain's recurrent initialisation keeps identities).
+* :func:`formed_mask` and :func:`formation_times` — when a feature gains the semantics it keeps to the end,
+  built on the token/concept labels (Def. 4.1-4.2) and the progress measure (Def. 5.4) of notebook 03.
+* :func:`trajectory_projection` — Def. 6.1 / Fig. 7: a feature's decoder vectors across checkpoints in 2-D (PCA).
+* :func:`detect_phases` — the three phases of Sec. 4.1 (Initialization & Warmup, Emergent, Convergent) as the two
+  knots of the best continuous three-segment linear fit of a curve; :func:`phase_agreement` compares two sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "PHASE_NAMES",
+    "Phases",
+    "cosine_to_final",
+    "detect_phases",
+    "formation_times",
+    "formed_mask",
+    "phase_agreement",
+    "phase_labels",
+    "sample_features",
+    "trajectory_projection",
+]
+
+
+#: The three phases of feature evolution (paper Sec. 4.1), in order.
+PHASE_NAMES: tuple[str, str, str] = ("Initialization & Warmup", "Emergent", "Convergent")
+
+
+def cosine_to_final(decoders: np.ndarray) -> np.ndarray:
+    """Cosine between each feature's decoder vector at every checkpoint and at the last one (Sec. 6.1, Fig. 6).
+
+    Args:
+        decoders: ``[T, F, d]``, row i of ``W_dec`` (the paper's column ``W^dec_{:,i}``) of each of T links.
+
+    Returns:
+        ``[T, F]``; the last row is 1 for every non-zero decoder vector. A zero vector gives NaN.
+    """
+    w = np.asarray(decoders, dtype=np.float64)
+    if w.ndim != 3:
+        raise ValueError(f"decoders must be [T, F, d], got shape {w.shape}.")
+    norms = np.linalg.norm(w, axis=-1)
+    dots = np.einsum("tfd,fd->tf", w, w[-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = dots / (norms * norms[-1])
+    cos[(norms == 0) | (norms[-1] == 0)[None, :]] = np.nan
+    return np.clip(cos, -1.0, 1.0)
+
+
+def formed_mask(
+    labels: np.ndarray,
+    dominant: np.ndarray,
+    progress: np.ndarray,
+    formed_fraction: float = 0.5,
+) -> np.ndarray:
+    """Whether each feature has its final semantics at each checkpoint (the rule behind Fig. 7's colours).
+
+    Feature i counts as formed at checkpoint t when (1) its label at t equals its final label, which is
+    ``"token"`` or ``"concept"`` (Def. 4.1-4.2), (2) for a token-level feature, its dominant token at t is the
+    final one, and (3) its progress measure M_i(t) (Def. 5.4) is at least ``formed_fraction`` of M_i(final),
+    which must be positive (its final datapoints are more alike than random ones).
+
+    Args:
+        labels: ``[T, F]`` "token" / "concept" / "inactive" per checkpoint.
+        dominant: ``[T, F]`` dominant token id per checkpoint.
+        progress: ``[T, F]`` progress measure M_i(t) (NaN allowed: not formed there).
+        formed_fraction: the share of the final progress measure that counts as formed.
+
+    Returns:
+        ``[T, F]`` boolean.
+    """
+    labels, dominant = np.asarray(labels), np.asarray(dominant)
+    progress = np.asarray(progress, dtype=np.float64)
+    if not labels.shape == dominant.shape == progress.shape or labels.ndim != 2:
+        raise ValueError(
+            f"labels, dominant and progress must share one [T, F] shape; got {labels.shape}, {dominant.shape}, "
+            f"{progress.shape}."
+        )
+    if not 0 < formed_fraction <= 1:
+        raise ValueError(f"formed_fraction must lie in (0, 1], got {formed_fraction}.")
+    final_label, final_progress = labels[-1], progress[-1]
+    same_label = (labels == final_label[None, :]) & np.isin(final_label, ("token", "concept"))[None, :]
+    same_token = (final_label != "token")[None, :] | (dominant == dominant[-1][None, :])
+    with np.errstate(invalid="ignore"):
+        coherent = (final_progress > 0)[None, :] & (progress >= formed_fraction * final_progress[None, :])
+    return same_label & same_token & coherent
+
+
+def formation_times(formed: np.ndarray) -> np.ndarray:
+    """Formation time of each feature: the first checkpoint index from which it stays formed to the end.
+
+    ``formed`` is ``[T, F]`` (see :func:`formed_mask`). A feature that is not formed at the final checkpoint never
+    formed and gets -1.
+    """
+    formed = np.asarray(formed, dtype=bool)
+    if formed.ndim != 2 or formed.shape[0] == 0:
+        raise ValueError(f"formed must be a non-empty [T, F] array, got shape {formed.shape}.")
+    # stays_formed[t] = formed at every checkpoint >= t (a reversed cumulative AND)
+    stays_formed = np.flip(np.logical_and.accumulate(np.flip(formed, axis=0), axis=0), axis=0)
+    first = np.argmax(stays_formed, axis=0)
+    return np.where(stays_formed[-1], first, -1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Two phase boundaries on a curve: the Emergent phase starts at checkpoint index ``emergent``, the Convergent
+    phase at ``convergent`` (so the Initialization & Warmup phase is ``[0, emergent)``)."""
+
+    emergent: int
+    convergent: int
+    #: The fitted three-segment curve at every checkpoint, and its residual sum of squares.
+    fit: np.ndarray
+    sse: float
+
+    @property
+    def boundaries(self) -> tuple[int, int]:
+        return self.emergent, self.convergent
+
+
+def _hinge_fit(x: np.ndarray, y: np.ndarray, knots: Sequence[float]) -> tuple[np.ndarray, float]:
+    design = np.column_stack([np.ones_like(x), x, *[np.maximum(x - k, 0.0) for k in knots]])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    fit = design @ coef
+    return fit, float(np.sum((y - fit) ** 2))
+
+
+def detect_phases(x: Sequence[float], y: Sequence[float], min_phase: int = 2) -> Phases:
+    """The two knots of the continuous three-segment linear fit of ``y(x)`` with least squared error.
+
+    The change-point rule behind the phases of Sec. 4.1: knots are placed at checkpoints; the fit is
+    ``a + b x + c (x - x_e)_+ + d (x - x_c)_+`` and (e, c) range over every pair with each phase spanning at least
+    ``min_phase`` checkpoints (``e >= min_phase``, ``c - e >= min_phase``, ``T - c >= min_phase``); ties go to the
+    earliest pair. The curve is e.g. the median decoder cosine to final (Fig. 6) or the median concept-level
+    progress measure (Fig. 5) against the checkpoint index. NaN values of ``y`` are left out of the fit.
+    """
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xs.shape != ys.shape or xs.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of one length, got {xs.shape} and {ys.shape}.")
+    if np.any(np.diff(xs) <= 0):
+        raise ValueError("x must be strictly increasing.")
+    n = xs.size
+    if min_phase < 1 or n < 3 * min_phase:
+        raise ValueError(
+            f"need at least 3 * min_phase = {3 * max(min_phase, 1)} points, got {n} (min_phase={min_phase})."
+        )
+    ok = np.isfinite(ys)
+    if ok.sum() < 4:
+        raise ValueError(f"need at least 4 finite values of y to fit three segments, got {int(ok.sum())}.")
+    best: tuple[float, int, int] | None = None
+    for e in range(min_phase, n - 2 * min_phase + 1):
+        for c in range(e + min_phase, n - min_phase + 1):
+            _, sse = _hinge_fit(xs[ok], ys[ok], (xs[e], xs[c]))
+            if best is None or sse < best[0] - 1e-12 * max(1.0, best[0]):
+                best = (sse, e, c)
+    assert best is not None
+    sse, e, c = best
+    design = np.column_stack([np.ones_like(xs), xs, np.maximum(xs - xs[e], 0), np.maximum(xs - xs[c], 0)])
+    coef, *_ = np.linalg.lstsq(design[ok], ys[ok], rcond=None)
+    return Phases(emergent=e, convergent=c, fit=design @ coef, sse=sse)
+
+
+def phase_labels(n_steps: int, phases: Phases) -> np.ndarray:
+    """Phase index (0, 1, 2 for :data:`PHASE_NAMES`) of each of ``n_steps`` checkpoints."""
+    index = np.arange(n_steps)
+    return (index >= phases.emergent).astype(np.int64) + (index >= phases.convergent).astype(np.int64)
+
+
+def phase_agreement(a: Phases, b: Phases, steps: Sequence[int]) -> dict[str, float | int]:
+    """How far two sets of phase boundaries agree (the reviewers' question: do the perspectives give one story?).
+
+    Returns the gap of each boundary in checkpoints and in decades of training steps (log10(step + 1)), and the
+    share of checkpoints both assign to the same phase.
+    """
+    log_steps = np.log10(np.asarray(steps, dtype=np.float64) + 1)
+    n = len(log_steps)
+    out: dict[str, float | int] = {}
+    for name in ("emergent", "convergent"):
+        i, j = getattr(a, name), getattr(b, name)
+        out[f"{name}_gap_checkpoints"] = int(abs(i - j))
+        out[f"{name}_gap_decades"] = float(abs(log_steps[i] - log_steps[j]))
+    out["same_phase_fraction"] = float(np.mean(phase_labels(n, a) == phase_labels(n, b)))
+    return out
+
+
+def trajectory_projection(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Def. 6.1 / Fig. 7: one feature's decoder directions across checkpoints projected on their first two PCs.
+
+    ``vectors`` is ``[T, d]`` (the feature's decoder vector at each checkpoint); each is scaled to unit length (the
+    feature's direction, Sec. 6.1), centred over checkpoints and projected by PCA fitted on this trajectory alone.
+    Returns the ``[T, 2]`` coordinates and the share of the trajectory's variance each axis explains.
+    """
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.ndim != 2 or v.shape[0] < 2:
+        raise ValueError(f"vectors must be [T >= 2, d], got shape {v.shape}.")
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    unit = np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+    centred = unit - unit.mean(axis=0)
+    _, sing, vt = np.linalg.svd(centred, full_matrices=False)
+    total = float(np.sum(sing**2))
+    k = min(2, vt.shape[0])
+    coords = np.zeros((v.shape[0], 2))
+    coords[:, :k] = centred @ vt[:k].T
+    ratio = np.zeros(2)
+    if total > 0:
+        ratio[:k] = sing[:k] ** 2 / total
+    # a fixed sign: the trajectory ends on the positive side of each axis
+    signs = np.where(coords[-1] - coords[0] < 0, -1.0, 1.0)
+    return coords * signs, ratio
+
+
+def sample_features(candidates: Sequence[int], n: int, seed: int) -> np.ndarray:
+    """``n`` features drawn without replacement from ``candidates`` with ``numpy.random.default_rng(seed)``, sorted."""
+    pool = np.asarray(candidates, dtype=np.int64)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}.")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(pool, size=min(n, pool.size), replace=False)) if pool.size else pool

@@ -1,0 +1,284 @@
+"""Feature formation along a chain (paper Sec. 5): activation sets, progress measures and UMAP embeddings.
+
+* Eq. 12: D_i, the datapoints (rows of the fixed analysis set) in feature i's faithful region under the final SAE
+  at the final checkpoint, here the top-k activating rows (:func:`saetrack.features.top_k_datapoints`).
+* Eq. 13: A_i^t, the model activations of D_i at checkpoint t (:func:`activation_sets`).
+* Eq. 14-19: the progress measure M_i(t) in activation space (cosine) and in feature space (cosine, Jaccard,
+  weighted Jaccard; Eq. 27-29), with the feature set F_i^t = SAE[t]'s encoding of A_i^t
+  (:func:`progress_measures`), built on :mod:`saetrack.progress`.
+* Fig. 4: 2-D UMAP embeddings of activation sets, fitted separately per checkpoint (:func:`umap_embedding`), at
+  the checkpoints of :func:`checkpoint_positions`.
+
+Everything works on plain arrays (one ``[N, d]`` analysis array per checkpoint, the same N datapoints at every
+checkpoint) so that it can be tested on synthetic data; :func:`progress_measures_from_cache` is the thin wrapper
+for an :class:`~saetrack.activations.ActivationCache` and a chain of SAE folders.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from saetrack.analysis.progress import pairwise_mean_similarity, random_indices
+from saetrack.data.activations import ActivationCache
+from saetrack.sae.weights import SAEWeights, feature_activations
+
+__all__ = [
+    "ACTIVATION_KEYS",
+    "FEATURE_KEYS",
+    "PAPER_FIG4_FRACTIONS",
+    "PROGRESS_KEYS",
+    "activation_sets",
+    "checkpoint_positions",
+    "progress_measures",
+    "progress_measures_from_cache",
+    "umap_embedding",
+]
+
+
+#: Result keys of :func:`progress_measures` in activation space (Eq. 14) -> similarity metric.
+ACTIVATION_KEYS: dict[str, str] = {"activation_cosine": "cosine"}
+#: Result keys of :func:`progress_measures` in feature space (Eq. 17) -> similarity metric (Eq. 27-29).
+FEATURE_KEYS: dict[str, str] = {
+    "feature_cosine": "cosine",
+    "feature_jaccard": "jaccard",
+    "feature_weighted_jaccard": "weighted_jaccard",
+}
+PROGRESS_KEYS: tuple[str, ...] = (*ACTIVATION_KEYS, *FEATURE_KEYS)
+
+#: Fig. 4 shows checkpoints 0, 5, 10, 15, 60 and 153 of the paper's 154-checkpoint list (positions 0..153).
+PAPER_FIG4_FRACTIONS: tuple[float, ...] = (0.0, 5 / 153, 10 / 153, 15 / 153, 60 / 153, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Activation sets (Eq. 12-13)
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_indices(indices: np.ndarray, n_points: int) -> np.ndarray:
+    """``indices`` as an int64 ``[F, k]`` array of valid rows of an ``n_points``-row analysis set."""
+    idx = np.asarray(indices)
+    if idx.ndim != 2 or idx.shape[0] < 1 or idx.shape[1] < 2:
+        raise ValueError(f"indices must have shape [F >= 1, k >= 2], got shape {idx.shape}")
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"indices must be integers, got dtype {idx.dtype}")
+    if idx.min() < 0 or idx.max() >= n_points:
+        raise ValueError(f"indices must lie in [0, {n_points}), got range [{idx.min()}, {idx.max()}]")
+    return idx.astype(np.int64)
+
+
+def _check_analysis(analysis_by_step: Sequence[np.ndarray]) -> tuple[int, int]:
+    """Validate one ``[N, d]`` array per checkpoint with equal shapes; return ``(N, d)``."""
+    if len(analysis_by_step) == 0:
+        raise ValueError("analysis_by_step is empty; need one [N, d] array per checkpoint")
+    shape = tuple(analysis_by_step[0].shape)
+    if len(shape) != 2:
+        raise ValueError(f"each analysis array must have shape [N, d], got shape {shape}")
+    for t, arr in enumerate(analysis_by_step):
+        if tuple(arr.shape) != shape:
+            raise ValueError(
+                f"analysis arrays must all have the same shape (the same datapoints at every checkpoint); "
+                f"checkpoint 0 has {shape}, checkpoint {t} has {tuple(arr.shape)}"
+            )
+    return shape[0], shape[1]
+
+
+def _gather(analysis: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows [...]`` of one ``[N, d]`` analysis array (memmap-friendly) as float32 ``[..., d]``."""
+    flat = rows.reshape(-1)
+    order = np.argsort(flat, kind="stable")  # read a memory map in ascending row order
+    out = np.empty((flat.size, analysis.shape[1]), dtype=np.float32)
+    out[order] = np.asarray(analysis[flat[order]], dtype=np.float32)
+    return out.reshape(*rows.shape, analysis.shape[1])
+
+
+def activation_sets(analysis_by_step: Sequence[np.ndarray], indices: np.ndarray) -> np.ndarray:
+    """The activation sets A_i^t of Eq. 13: the activations at checkpoint t of the datapoints D_i (Eq. 12).
+
+    Args:
+        analysis_by_step: one ``[N, d]`` array per checkpoint (T of them), the same N datapoints at every checkpoint.
+        indices: ``[F, k]`` rows of the analysis set; row i holds D_i (e.g. from ``features.top_k_datapoints``).
+
+    Returns:
+        ``[T, F, k, d]`` float32, ``out[t, i, j] = analysis_by_step[t][indices[i, j]]``.
+    """
+    n_points, _ = _check_analysis(analysis_by_step)
+    idx = _check_indices(indices, n_points)
+    return np.stack([_gather(arr, idx) for arr in analysis_by_step], axis=0)
+
+
+@torch.no_grad()
+def _feature_set_similarities(acts: np.ndarray, weights: SAEWeights, feature_chunk: int) -> dict[str, torch.Tensor]:
+    """Mean pairwise similarities (Eq. 15 / 18) of activation sets ``acts [F, k, d]`` and their SAE codes.
+
+    Sets are encoded and compared ``feature_chunk`` at a time, so at most ``[feature_chunk, k, d_sae]`` codes
+    exist at once. Returns ``{key: [F] float64}`` for every key of :data:`PROGRESS_KEYS`.
+    """
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in PROGRESS_KEYS}
+    for start in range(0, acts.shape[0], feature_chunk):
+        chunk = torch.from_numpy(acts[start : start + feature_chunk])
+        for key, metric in ACTIVATION_KEYS.items():
+            parts[key].append(pairwise_mean_similarity(chunk, metric).cpu())
+        codes = feature_activations(weights, chunk)
+        for key, metric in FEATURE_KEYS.items():
+            parts[key].append(pairwise_mean_similarity(codes, metric).cpu())
+    return {key: torch.cat(vals) for key, vals in parts.items()}
+
+
+def _baselines(random_act: np.ndarray, random_feat: np.ndarray, weights: SAEWeights) -> dict[str, float]:
+    """Random-set similarities at one checkpoint (Eq. 16 in activation space, Eq. 19 in feature space)."""
+    out: dict[str, float] = {}
+    act = torch.from_numpy(random_act)
+    for key, metric in ACTIVATION_KEYS.items():
+        out[key] = float(pairwise_mean_similarity(act, metric))
+    codes = feature_activations(weights, torch.from_numpy(random_feat))
+    for key, metric in FEATURE_KEYS.items():
+        out[key] = float(pairwise_mean_similarity(codes, metric))
+    return out
+
+
+def progress_measures(
+    analysis_by_step: Sequence[np.ndarray],
+    weights_by_step: Sequence[SAEWeights],
+    indices: np.ndarray,
+    *,
+    n_random_activation: int = 150,
+    n_random_feature: int = 100,
+    seed: int = 0,
+    feature_chunk: int = 256,
+) -> dict[str, np.ndarray]:
+    """Progress measures M_i(t) (Def. 5.4) of F features at T checkpoints, in activation and feature space.
+
+    ``activation_cosine`` is Eq. 14 (cosine, Eq. 27, between activations); ``feature_cosine``,
+    ``feature_jaccard`` and ``feature_weighted_jaccard`` are Eq. 17 with Eq. 27 / 28 / 29, the feature set
+    F_i^t being SAE[t]'s encoding (Eq. 2) of A_i^t. The baseline (Eq. 16 / 19) uses the same
+    ``n_random_activation`` (paper: 150) resp. ``n_random_feature`` (paper: 100) random datapoints at every
+    checkpoint, drawn with ``seed`` as :func:`saetrack.progress.random_baseline` draws them. Work is done one
+    checkpoint and ``feature_chunk`` features at a time: memory is O(F·k·d + feature_chunk·k·d_sae).
+
+    Args:
+        analysis_by_step: one ``[N, d]`` array per checkpoint, the same N datapoints at every checkpoint.
+        weights_by_step: the SAE of each checkpoint (same length as ``analysis_by_step``).
+        indices: ``[F, k]`` analysis rows, row i = D_i (Eq. 12).
+        n_random_activation: size of the random set in activation space.
+        n_random_feature: size of the random set in feature space.
+        seed: seed of the random-set draws.
+        feature_chunk: features encoded and compared at once.
+
+    Returns:
+        ``{key: [T, F] float64}`` for each key of :data:`PROGRESS_KEYS` and ``{"baseline_" + key: [T] float64}``.
+        Jaccard values are NaN for a set whose codes are all zero (see :func:`progress.pairwise_mean_similarity`).
+    """
+    n_points, _ = _check_analysis(analysis_by_step)
+    idx = _check_indices(indices, n_points)
+    if len(weights_by_step) != len(analysis_by_step):
+        raise ValueError(
+            f"need one SAE per checkpoint: {len(analysis_by_step)} analysis arrays, {len(weights_by_step)} SAEs"
+        )
+    if feature_chunk < 1:
+        raise ValueError(f"feature_chunk must be >= 1, got {feature_chunk}")
+    rand_act = random_indices(n_points, n_random_activation, seed)
+    rand_feat = random_indices(n_points, n_random_feature, seed)
+    n_steps, n_features = len(analysis_by_step), idx.shape[0]
+    out = {key: np.empty((n_steps, n_features), dtype=np.float64) for key in PROGRESS_KEYS}
+    base = {key: np.empty(n_steps, dtype=np.float64) for key in PROGRESS_KEYS}
+    steps = zip(analysis_by_step, weights_by_step, strict=True)
+    for t, (analysis, weights) in enumerate(tqdm(steps, total=n_steps, desc="progress measures")):
+        baseline = _baselines(_gather(analysis, rand_act), _gather(analysis, rand_feat), weights)
+        within = _feature_set_similarities(_gather(analysis, idx), weights, feature_chunk)
+        for key in PROGRESS_KEYS:
+            base[key][t] = baseline[key]
+            out[key][t] = within[key].numpy() - baseline[key]
+    return {**out, **{f"baseline_{key}": val for key, val in base.items()}}
+
+
+def progress_measures_from_cache(
+    cache: ActivationCache,
+    sae_folders: Mapping[int, str | os.PathLike[str]],
+    indices: np.ndarray,
+    *,
+    device: str = "cpu",
+    **kwargs: int,
+) -> dict[str, np.ndarray]:
+    """:func:`progress_measures` over the checkpoints of ``sae_folders`` (step -> SAE folder), in step order.
+
+    Reads each step's analysis activations from ``cache`` (memory maps) and each SAE with
+    :meth:`SAEWeights.load` on ``device``; ``kwargs`` go to :func:`progress_measures`. Also returns
+    ``"steps"``: the ``[T]`` steps in the order of the rows.
+    """
+    steps = sorted(sae_folders)
+    missing = [s for s in steps if s not in cache.steps]
+    if missing:
+        raise KeyError(f"steps {missing} have an SAE but no cached activations; cached steps: {list(cache.steps)}")
+    analysis = [cache.analysis(s) for s in steps]
+    weights = [SAEWeights.load(sae_folders[s], device=device) for s in steps]
+    result = progress_measures(analysis, weights, indices, **kwargs)
+    result["steps"] = np.asarray(steps, dtype=np.int64)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# UMAP (Fig. 4)
+# ----------------------------------------------------------------------------------------------
+
+
+def umap_embedding(
+    points: np.ndarray, *, seed: int, n_neighbors: int = 100, min_dist: float = 0.0, metric: str = "cosine"
+) -> np.ndarray:
+    """A 2-D UMAP embedding of ``points [n, d]`` (paper Fig. 4: n_neighbors=100, min_dist=0, cosine, seed 42).
+
+    ``n_neighbors`` is clipped to ``n - 1``. Deterministic for a fixed ``seed`` (umap-learn then runs
+    single-threaded). The paper fits one embedding per checkpoint; so should the caller.
+
+    Returns:
+        ``[n, 2]`` float64.
+    """
+    import umap  # imported here: umap-learn pulls in numba, which is slow to import
+
+    pts = np.asarray(points, dtype=np.float32)
+    if pts.ndim != 2 or pts.shape[0] < 3:
+        raise ValueError(f"points must have shape [n >= 3, d], got shape {pts.shape}")
+    if n_neighbors < 2:
+        raise ValueError(f"n_neighbors must be >= 2, got {n_neighbors}")
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(n_neighbors, pts.shape[0] - 1),
+        min_dist=min_dist,
+        metric=metric,
+        random_state=seed,
+        n_jobs=1,  # umap-learn forces 1 with a random_state anyway; say so to avoid its warning
+    )
+    return np.asarray(reducer.fit_transform(pts), dtype=np.float64)
+
+
+def checkpoint_positions(steps: Sequence[int], wanted_fractions: Sequence[float] = PAPER_FIG4_FRACTIONS) -> list[int]:
+    """Indices into ``steps`` (the SAE schedule) at the paper's Fig. 4 checkpoints.
+
+    Fig. 4 shows positions p = 0, 5, 10, 15, 60, 153 of the paper's 154-checkpoint list, i.e. relative positions
+    f = p / 153. In a schedule of n checkpoints, f maps to index ``round(f * (n - 1))``; collisions (short
+    schedules) are pushed to the next free index, keeping the first (0) and last (n - 1) fixed. With
+    n >= len(wanted_fractions) the result has one distinct ascending index per fraction; a shorter schedule
+    returns every index ``0 .. n-1``.
+    """
+    n = len(steps)
+    if n == 0:
+        raise ValueError("steps is empty")
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        raise ValueError(f"steps must be strictly increasing, got {list(steps)}")
+    fracs = list(wanted_fractions)
+    if not fracs or any(not 0.0 <= f <= 1.0 for f in fracs) or any(b <= a for a, b in itertools.pairwise(fracs)):
+        raise ValueError(f"wanted_fractions must be strictly increasing values in [0, 1], got {fracs}")
+    if n <= len(fracs):
+        return list(range(n))
+    raw = [round(f * (n - 1)) for f in fracs]
+    out: list[int] = []
+    for pos, r in enumerate(raw):
+        lowest = out[-1] + 1 if out else 0
+        highest = n - (len(raw) - pos)  # leave room for the remaining fractions
+        out.append(min(max(r, lowest), highest))
+    return out

@@ -1,0 +1,115 @@
+"""Config sections of the analyses: formation (notebook 03), drift (notebook 04), scale study (notebook 05)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from saetrack.config.base import PRESETS, fail, require_positive
+
+__all__ = [
+    "DriftConfig",
+    "FormationConfig",
+    "ScaleConfig",
+]
+
+
+@dataclass(frozen=True)
+class FormationConfig:
+    """Feature phases, patterns and formation (notebook 03; paper Sec. 4-5, App. A.1, C.2)."""
+
+    #: Top-activating datapoints per feature (the paper's 25): D_i of Eq. 12 and the contexts of Fig. 2.
+    top_k: int = 25
+    #: A feature is token-level (Def. 4.1) when at least this share of its active top-k datapoints is one token.
+    token_share: float = 0.5
+    #: Fewer active top-k datapoints than this: the feature is "inactive" at that checkpoint.
+    min_active: int = 5
+    #: Ultra-low features (App. A.1): best density over checkpoints below this fraction of analysis tokens.
+    min_density: float = 1e-4
+    #: Random datapoints of the progress-measure baselines (the paper's code: 150 and 100).
+    n_random_activation: int = 150
+    n_random_feature: int = 100
+    #: Features shown in the UMAP figure (Fig. 4): the most formed token- and concept-level features.
+    umap_token_features: int = 4
+    umap_concept_features: int = 3
+    umap_seed: int = 42
+    #: Fig. 2: examples per pattern and contexts per table cell.
+    examples_per_pattern: int = 2
+    contexts_per_cell: int = 6
+
+    def __post_init__(self) -> None:
+        require_positive(
+            "formation",
+            {
+                "top_k": self.top_k,
+                "min_active": self.min_active,
+                "n_random_activation": self.n_random_activation,
+                "n_random_feature": self.n_random_feature,
+                "examples_per_pattern": self.examples_per_pattern,
+                "contexts_per_cell": self.contexts_per_cell,
+            },
+        )
+        if self.top_k < 2:
+            fail("formation", "top_k", self.top_k, "must be >= 2 (similarities need pairs)")
+        if not 0 < self.token_share <= 1:
+            fail("formation", "token_share", self.token_share, "must lie in (0, 1]")
+        if self.min_active > self.top_k:
+            fail("formation", "min_active", self.min_active, f"must be <= top_k={self.top_k}")
+        if not 0 <= self.min_density < 1:
+            fail("formation", "min_density", self.min_density, "must lie in [0, 1)")
+        for name in ("umap_token_features", "umap_concept_features", "umap_seed"):
+            if getattr(self, name) < 0:
+                fail("formation", name, getattr(self, name), "must be >= 0")
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Decoder drift, formation times, trajectories and training phases (notebook 04; paper Sec. 6)."""
+
+    #: A feature counts as formed at checkpoint t when its label (and, for token-level features, its token) equals
+    #: the final one and its activation-space progress measure is at least this fraction of its final value.
+    formed_fraction: float = 0.5
+    #: Fig. 6b: features sampled reproducibly from all live features.
+    n_sampled_features: int = 8
+    #: Fig. 7: trajectories per evolution pattern (maintaining, shifting, grouping).
+    trajectories_per_pattern: int = 2
+    #: Fig. 6a: checkpoints shown as histograms (spread over the chain like the paper's panels).
+    n_histograms: int = 6
+    #: Change-point rule: each of the three phases spans at least this many checkpoints.
+    min_phase_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.formed_fraction <= 1:
+            fail("drift", "formed_fraction", self.formed_fraction, "must lie in (0, 1]")
+        require_positive(
+            "drift",
+            {
+                "n_sampled_features": self.n_sampled_features,
+                "trajectories_per_pattern": self.trajectories_per_pattern,
+                "n_histograms": self.n_histograms,
+                "min_phase_checkpoints": self.min_phase_checkpoints,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """The scale study (notebook 05; paper App. C.3): the presets of the model sizes compared, this run's included.
+
+    Each size runs the whole pipeline (notebooks 01-04) in its own run directory; notebook 05 draws the per-size
+    figures (Fig. 9-16) and the cross-scale summary. Sizes are ordered small to large.
+    """
+
+    presets: tuple[str, ...] = ()
+    #: Sizes other than this run's whose pipelines run at once, each in its own process on one torch thread (small
+    #: models use a second thread poorly, so two one-thread pipelines fill two cores better than one after the
+    #: other). 1: one after the other in this process (GPU presets: one GPU).
+    parallel_sizes: int = 2
+
+    def __post_init__(self) -> None:
+        if self.parallel_sizes < 1:
+            fail("scale", "parallel_sizes", self.parallel_sizes, "must be >= 1")
+        if len(set(self.presets)) != len(self.presets):
+            fail("scale", "presets", self.presets, "no preset may appear twice")
+        unknown = [p for p in self.presets if p not in PRESETS]
+        if unknown:
+            fail("scale", "presets", self.presets, f"known presets only; {unknown} are not ({sorted(PRESETS)})")

@@ -1,0 +1,90 @@
+"""Config section of the SAE-Track chain (notebook 02): SAE hyperparameters, token budgets, the SAE schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from saetrack.config.base import fail, require_positive
+
+__all__ = [
+    "ChainConfig",
+]
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """SAE-Track chain (notebook 02): SAE hyperparameters, token budgets and the checkpoint schedule."""
+
+    #: Checkpoint indices (into ``model.checkpoint_steps``) that get an SAE, in training order.
+    schedule: tuple[int, ...] = ()
+    #: Checkpoint indices (a subset of ``schedule``) that also get an SAE trained from scratch.
+    baseline: tuple[int, ...] = ()
+    #: Dictionary size = expansion_factor * d_model.
+    expansion_factor: int = 8
+    #: L1 coefficient lambda of Eq. 3 (with ``l1_scale="activation_norm"``: the paper's scale-free lambda).
+    l1_coefficient: float = 8e-5
+    #: ``"activation_norm"`` (default, the paper's objective): the paper's trainer divided each token's squared
+    #: error by the norm of the centred activation, so reconstruction and L1 both scale linearly with the
+    #: activation norm and one lambda fits every checkpoint. With SAELens' plain MSE that is the same as a
+    #: per-link coefficient ``l1_coefficient * d_model * E||x - mean(x)||`` over the link's own activations
+    #: (up to per-token weighting), which each link records and saves. ``"none"``: the coefficient as given.
+    l1_scale: Literal["activation_norm", "none"] = "activation_norm"
+    #: ``"unit"``: unit-norm decoder with plain L1 (Eq. 5); ``"weighted"``: L1 weighted by decoder norms (Eq. 4).
+    decoder_norm: Literal["unit", "weighted"] = "unit"
+    #: Subtract the decoder bias from the encoder input (c = 1 in Eq. 2).
+    apply_b_dec_to_input: bool = True
+    lr_first: float = 4e-4
+    lr_link: float = 4e-5
+    warmup_steps_first: int = 100
+    warmup_steps_link: int = 3
+    #: Training tokens of the first (randomly initialised) SAE and of every later link.
+    first_tokens: int = 2_000_000
+    link_tokens: int = 100_000
+    #: Tokens per SAE training batch.
+    batch_size: int = 4096
+    #: ``"fresh"``: each link starts a new Adam state (default, as the paper's code: each link is a new run);
+    #: ``"carry"``: the Adam moments of the previous link are carried over.
+    optimizer_policy: Literal["fresh", "carry"] = "fresh"
+    #: Tokens of the from-scratch baseline SAEs (``None``: ``first_tokens``).
+    baseline_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        require_positive(
+            "chain",
+            {
+                "expansion_factor": self.expansion_factor,
+                "l1_coefficient": self.l1_coefficient,
+                "lr_first": self.lr_first,
+                "lr_link": self.lr_link,
+                "first_tokens": self.first_tokens,
+                "link_tokens": self.link_tokens,
+                "batch_size": self.batch_size,
+            },
+        )
+        if self.baseline_tokens is not None:
+            require_positive("chain", {"baseline_tokens": self.baseline_tokens})
+        if not self.schedule:
+            fail("chain", "schedule", self.schedule, "at least one checkpoint index")
+        if any(i < 0 for i in self.schedule) or list(self.schedule) != sorted(set(self.schedule)):
+            fail("chain", "schedule", self.schedule, "non-negative, strictly ascending checkpoint indices")
+        missing = [i for i in self.baseline if i not in self.schedule]
+        if missing:
+            fail("chain", "baseline", self.baseline, f"indices must be in chain.schedule; {missing} are not")
+        if self.l1_scale not in ("activation_norm", "none"):
+            fail("chain", "l1_scale", self.l1_scale, "one of 'activation_norm', 'none'")
+        if self.decoder_norm not in ("unit", "weighted"):
+            fail("chain", "decoder_norm", self.decoder_norm, "one of 'unit' (Eq. 5), 'weighted' (Eq. 4)")
+        if self.optimizer_policy not in ("fresh", "carry"):
+            fail("chain", "optimizer_policy", self.optimizer_policy, "one of 'fresh', 'carry'")
+        for name in ("warmup_steps_first", "warmup_steps_link"):
+            if getattr(self, name) < 0:
+                fail("chain", name, getattr(self, name), "must be >= 0")
+
+    @property
+    def baseline_token_budget(self) -> int:
+        return self.baseline_tokens if self.baseline_tokens is not None else self.first_tokens
+
+    def tokens_for(self, position: int) -> int:
+        """Training tokens of the link at ``position`` in the schedule (first link or later link)."""
+        return self.first_tokens if position == 0 else self.link_tokens

@@ -1,0 +1,144 @@
+"""The run: all config sections of one run, checked against each other, (de)serialised and hashed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from saetrack.config.analysis import DriftConfig, FormationConfig, ScaleConfig
+from saetrack.config.base import PRESETS, ConfigError, config_hash, fail
+from saetrack.config.chain import ChainConfig
+from saetrack.config.data import CacheConfig, CorpusConfig, ModelConfig, SuiteConfig
+
+__all__ = [
+    "RunConfig",
+]
+
+
+_SECTIONS: dict[str, type] = {
+    "corpus": CorpusConfig,
+    "suite": SuiteConfig,
+    "model": ModelConfig,
+    "cache": CacheConfig,
+    "chain": ChainConfig,
+    "formation": FormationConfig,
+    "drift": DriftConfig,
+    "scale": ScaleConfig,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """All parameters of one run; checks that sections agree with each other."""
+
+    preset: str
+    seed: int = 0
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(checkpoint_steps=(0,)))
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    chain: ChainConfig = field(default_factory=lambda: ChainConfig(schedule=(0,)))
+    corpus: CorpusConfig | None = None
+    suite: SuiteConfig | None = None
+    formation: FormationConfig = field(default_factory=FormationConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            fail("run", "seed", self.seed, "must be >= 0")
+        if self.scale.presets and self.preset in PRESETS and self.preset not in self.scale.presets:
+            fail("scale", "presets", self.scale.presets, f"must include this run's preset {self.preset!r}")
+        if self.model.source == "suite":
+            if self.suite is None or self.corpus is None:
+                fail("run", "suite", self.suite, "model.source='suite' needs both a suite and a corpus section")
+            assert self.suite is not None
+            if self.model.checkpoint_steps != self.suite.checkpoint_steps:
+                fail(
+                    "model",
+                    "checkpoint_steps",
+                    self.model.checkpoint_steps,
+                    f"must equal the suite's schedule {self.suite.checkpoint_steps}",
+                )
+            if self.model.n_layers != self.suite.n_layers:
+                fail("model", "n_layers", self.model.n_layers, f"must equal suite.n_layers={self.suite.n_layers}")
+            if self.cache.context_length > self.suite.context_length:
+                fail(
+                    "cache",
+                    "context_length",
+                    self.cache.context_length,
+                    f"must be <= the model's context length {self.suite.context_length}",
+                )
+        n_layers = self.model.n_layers
+        if n_layers is not None and not 0 <= self.cache.layer < n_layers:
+            fail("cache", "layer", self.cache.layer, f"must lie in [0, {n_layers}) for a {n_layers}-layer model")
+        n_ckpt = len(self.model.checkpoint_steps)
+        bad = [i for i in self.chain.schedule if i >= n_ckpt]
+        if bad:
+            fail(
+                "chain",
+                "schedule",
+                self.chain.schedule,
+                f"indices must lie in [0, {n_ckpt}) (the model has {n_ckpt} checkpoints); {bad} do not",
+            )
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def sae_steps(self) -> tuple[int, ...]:
+        """Training steps of the checkpoints that get an SAE, in chain order."""
+        return tuple(self.model.checkpoint_steps[i] for i in self.chain.schedule)
+
+    @property
+    def baseline_steps(self) -> tuple[int, ...]:
+        """Training steps of the checkpoints that get a from-scratch baseline SAE."""
+        return tuple(self.model.checkpoint_steps[i] for i in self.chain.baseline)
+
+    # -- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Build and validate a config from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"run has no field(s) {sorted(unknown)}; allowed: {sorted(known)}.")
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            section = _SECTIONS.get(name)
+            kwargs[name] = _section_from_dict(name, section, value) if section and value is not None else value
+        return cls(**kwargs)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> RunConfig:
+        """A copy with fields replaced by dotted name (``{"chain.l1_coefficient": 1e-4, "seed": 1}``)."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            parts = key.split(".")
+            target = data
+            for depth, part in enumerate(parts):
+                if not isinstance(target, dict) or part not in target:
+                    where = ".".join(parts[:depth]) or "run"
+                    allowed = sorted(target) if isinstance(target, dict) else []
+                    raise ConfigError(f"unknown config field {key!r}: {where} has no {part!r}; allowed: {allowed}.")
+                if depth == len(parts) - 1:
+                    target[part] = list(value) if isinstance(value, tuple) else value
+                else:
+                    target = target[part]
+        return RunConfig.from_dict(data)
+
+    def section_hash(self, *names: str) -> str:
+        """Hash of the named sections (plus the seed), used to tell whether a stage's output is current."""
+        payload = {"seed": self.seed, **{n: self.to_dict()[n] for n in names}}
+        return config_hash(payload)
+
+
+def _section_from_dict(name: str, section: type, value: Mapping[str, Any]) -> Any:
+    known = {f.name: f for f in fields(section)}
+    unknown = set(value) - set(known)
+    if unknown:
+        raise ConfigError(f"{name} has no field(s) {sorted(unknown)}; allowed: {sorted(known)}.")
+    coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    return section(**coerced)

@@ -1,0 +1,134 @@
+"""The activation cache's plan: which token spans each checkpoint caches, and whether it fits on disk."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saetrack.config.base import config_hash
+from saetrack.config.run import RunConfig
+
+__all__ = [
+    "NUMPY_DTYPES",
+    "TORCH_DTYPES",
+    "CacheTooLargeError",
+    "TokenPlan",
+    "cache_config_hash",
+    "check_disk_space",
+    "plan_tokens",
+    "planned_cache_bytes",
+]
+
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+# numpy has no bfloat16: bfloat16 caches are stored as float32 values rounded to bfloat16.
+NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(np.float32),
+}
+
+
+class CacheTooLargeError(RuntimeError):
+    """The planned activation cache would not fit on the disk holding the run directory."""
+
+
+def planned_cache_bytes(run: RunConfig, d_model: int) -> int:
+    """Bytes the activation cache of ``run`` will occupy: every planned token at every scheduled checkpoint."""
+    plan = plan_tokens(run)
+    contexts_per_step = plan.analysis[1] + plan.heldout[1]
+    train_contexts = sum(n for _, n in plan.train.values())
+    n_tokens = (contexts_per_step * len(run.sae_steps) + train_contexts) * plan.context_length
+    return n_tokens * d_model * NUMPY_DTYPES[run.cache.dtype].itemsize
+
+
+def check_disk_space(run: RunConfig, folder: Path, d_model: int) -> int:
+    """Raise :class:`CacheTooLargeError` unless the planned cache fits in 90% of the free space at ``folder``."""
+    need = planned_cache_bytes(run, d_model)
+    free = shutil.disk_usage(folder).free
+    if need > 0.9 * free:
+        raise CacheTooLargeError(
+            f"the activation cache of preset {run.preset!r} needs {need / 1e9:,.1f} GB "
+            f"({run.chain.first_tokens:,} first-SAE tokens, {run.chain.link_tokens:,} per later link, "
+            f"d_model {d_model}, {run.cache.dtype}) but only {free / 1e9:,.1f} GB are free at {folder}. "
+            "Lower chain.first_tokens / chain.link_tokens, store float16 (cache.dtype), or point "
+            "SAETRACK_RUNS at a bigger disk. (The paper's 300M + 15M-token budgets cannot be cached; they need "
+            "activations computed on the fly, which this version does not implement.)"
+        )
+    return need
+
+
+@dataclass(frozen=True)
+class TokenPlan:
+    """Which contexts of the token streams each part of the cache uses (all in units of contexts).
+
+    ``train`` maps a checkpoint step to ``(start_context, n_contexts)`` in the training stream;
+    ``analysis`` and ``heldout`` are ``(start_context, n_contexts)`` in the held-out stream.
+    """
+
+    context_length: int
+    analysis: tuple[int, int]
+    heldout: tuple[int, int]
+    train: dict[int, tuple[int, int]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "context_length": self.context_length,
+            "analysis": list(self.analysis),
+            "heldout": list(self.heldout),
+            "train": {str(step): list(span) for step, span in self.train.items()},
+        }
+
+
+def plan_tokens(run: RunConfig) -> TokenPlan:
+    """Allocate contexts: the analysis and held-out sets from the held-out stream, one training slice per link.
+
+    Link ``p`` of the chain needs ``chain.tokens_for(p)`` tokens; a checkpoint that also gets a baseline
+    needs ``chain.baseline_token_budget``. Slices follow each other in chain order, so no two links
+    see the same training tokens (streams shorter than the plan wrap around; :func:`cache_activations`
+    records when that happens).
+    """
+    ctx = run.cache.context_length
+    n_heldout = math.ceil(run.cache.heldout_tokens / ctx)
+    train: dict[int, tuple[int, int]] = {}
+    start = 0
+    baseline_steps = set(run.baseline_steps)
+    for position, step in enumerate(run.sae_steps):
+        tokens = run.chain.tokens_for(position)
+        if step in baseline_steps:
+            tokens = max(tokens, run.chain.baseline_token_budget)
+        n_contexts = math.ceil(tokens / ctx)
+        train[step] = (start, n_contexts)
+        start += n_contexts
+    return TokenPlan(
+        context_length=ctx,
+        analysis=(0, run.cache.analysis_contexts),
+        heldout=(run.cache.analysis_contexts, n_heldout),
+        train=train,
+    )
+
+
+def cache_config_hash(run: RunConfig) -> str:
+    """Hash of everything the cache depends on: corpus, model suite, model source, cache section and token plan."""
+    data = run.to_dict()
+    payload = {
+        "seed": run.seed,
+        "corpus": data["corpus"],
+        "suite": data["suite"],
+        "model": data["model"],
+        "cache": data["cache"],
+        "plan": plan_tokens(run).to_dict(),
+    }
+    return config_hash(payload)

@@ -1,0 +1,222 @@
+"""Documents of a corpus.
+
+The offline standard-library text, local files or a Hub dataset, capped and split into training and held-out
+documents by a hash of their names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sysconfig
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from saetrack import paths
+from saetrack.config.data import CorpusConfig
+
+__all__ = [
+    "EOT_TOKEN",
+    "CorpusSourceError",
+    "Document",
+    "collect_documents",
+    "corpus_sha256",
+    "is_heldout",
+    "split_documents",
+]
+
+
+#: Folder names (anywhere in a relative path) excluded from the standard-library corpus.
+_STDLIB_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
+
+
+#: ``pydoc_data``'s sources are its topics dict, which is taken as documentation text instead.
+_STDLIB_EXCLUDED_TOP = frozenset({"pydoc_data"})
+
+
+#: Marker of machine-generated codec tables (``encodings/cp*.py`` etc., made by ``gencodec.py``): about 10% of
+#: the standard library's characters, all 256-entry hex tables, excluded so they do not dominate the corpus.
+_GENERATED_MARKER = "with gencodec.py"
+
+
+#: File suffixes read from a local folder source.
+_LOCAL_SUFFIXES = (".txt", ".md", ".py", ".rst")
+
+
+#: A single local file without separators is cut into documents of whole lines of about this many characters.
+_FILE_CHUNK_CHARS = 8192
+
+
+#: The separator between documents: the end-of-text token of GPT-NeoX tokenizers.
+EOT_TOKEN = "<|endoftext|>"
+
+
+class CorpusSourceError(ValueError):
+    """The corpus source cannot be read (missing path, no text files, unreachable dataset)."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document of the corpus: a stable name (used for the held-out hash) and its text."""
+
+    name: str
+    text: str
+
+
+def _read_text(path: Path) -> str:
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def _stdlib_documents() -> list[Document]:
+    """The interpreter's standard-library sources and its documentation topics.
+
+    Excluded: third-party packages (``site-packages``, ``dist-packages``), test suites (any ``test``,
+    ``tests`` or ``idle_test`` folder), ``pydoc_data`` (its topics are taken as text instead) and the
+    machine-generated codec tables.
+    """
+    import pydoc_data.topics
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).parts
+        if _STDLIB_EXCLUDED_DIRS.intersection(parts[:-1]) or parts[0] in _STDLIB_EXCLUDED_TOP:
+            continue
+        text = _read_text(path)
+        if _GENERATED_MARKER not in text:
+            docs.append(Document(f"stdlib/{'/'.join(parts)}", text))
+    topics: dict[str, str] = pydoc_data.topics.topics
+    docs.extend(Document(f"pydoc/{key}", text) for key, text in topics.items())
+    return docs
+
+
+def _split_file(path: Path, label: str) -> list[Document]:
+    """A single text file as documents: split on ``<|endoftext|>`` if present, else chunks of whole lines."""
+    text = _read_text(path)
+    if EOT_TOKEN in text:
+        pieces = [piece for piece in text.split(EOT_TOKEN) if piece.strip()]
+    else:
+        pieces, current, size = [], [], 0
+        for line in text.splitlines(keepends=True):
+            current.append(line)
+            size += len(line)
+            if size >= _FILE_CHUNK_CHARS:
+                pieces.append("".join(current))
+                current, size = [], 0
+        if current:
+            pieces.append("".join(current))
+    return [Document(f"{label}#{index:06d}", piece) for index, piece in enumerate(pieces)]
+
+
+def _local_documents(source: str) -> list[Document]:
+    """Documents of a local file (split into pieces) or folder (one document per text file, sorted)."""
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = paths.REPO_ROOT / path
+    if path.is_file():
+        return _split_file(path, path.name)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _LOCAL_SUFFIXES)
+        if not files:
+            raise CorpusSourceError(f"corpus.source = {source!r}: the folder {path} holds no {_LOCAL_SUFFIXES} files.")
+        return [Document(p.relative_to(path).as_posix(), _read_text(p)) for p in files]
+    raise CorpusSourceError(
+        f"corpus.source = {source!r} is invalid: {path} is neither a file nor a folder "
+        "(allowed: 'stdlib', a local text file or folder, or 'hf:<dataset>')."
+    )
+
+
+def _hf_documents(name: str, split: str, column: str) -> list[Document]:
+    """Rows of a Hugging Face dataset (network needed unless it is already in the local datasets cache)."""
+    try:
+        import datasets
+
+        data = datasets.load_dataset(name, split=split)
+    except Exception as error:  # the library raises many types (connection, not found, offline mode)
+        raise CorpusSourceError(
+            f"corpus.source = 'hf:{name}': could not load split {split!r} of the Hugging Face dataset {name!r} "
+            f"({type(error).__name__}: {error}). The 'hf:' source needs network access to the Hub (or the dataset "
+            "in the local datasets cache); offline, use source='stdlib' or a local text file or folder."
+        ) from error
+    if column not in data.column_names:
+        raise CorpusSourceError(
+            f"corpus.hf_text_column = {column!r} is invalid: dataset {name!r} has columns {data.column_names}."
+        )
+    width = len(str(len(data)))
+    return [Document(f"hf:{name}/{i:0{width}d}", text) for i, text in enumerate(data[column]) if text]
+
+
+def _cap_documents(docs: Sequence[Document], max_chars: int | None) -> list[Document]:
+    """At most ``max_chars`` characters of documents, taken in the order of a hash of their names.
+
+    Hash order spreads a small cap over the whole corpus instead of its alphabetical start (the hash is
+    salted so that it is independent of the held-out hash of :func:`is_heldout`); the last
+    document taken is truncated so the cap is met exactly. The result is returned sorted by name.
+    """
+    if max_chars is None:
+        return sorted(docs, key=lambda d: d.name)
+    taken, total = [], 0
+    for doc in sorted(docs, key=lambda d: _name_hash(d.name, salt="cap")):
+        if total >= max_chars:
+            break
+        text = doc.text[: max_chars - total]
+        taken.append(Document(doc.name, text))
+        total += len(text)
+    return sorted(taken, key=lambda d: d.name)
+
+
+def collect_documents(corpus: CorpusConfig) -> list[Document]:
+    """The corpus's documents, sorted by name and capped at ``corpus.max_chars`` characters.
+
+    ``source`` is ``"stdlib"``, ``"hf:<dataset>"`` or a local file or folder (relative paths are taken
+    from the repository root). Empty documents are dropped.
+    """
+    if corpus.source == "stdlib":
+        docs = _stdlib_documents()
+    elif corpus.source.startswith("hf:"):
+        docs = _hf_documents(corpus.source[3:], corpus.hf_split, corpus.hf_text_column)
+    else:
+        docs = _local_documents(corpus.source)
+    docs = [doc for doc in docs if doc.text]
+    names = [doc.name for doc in docs]
+    if len(set(names)) != len(names):
+        raise CorpusSourceError(f"corpus.source = {corpus.source!r} yields duplicate document names.")
+    if not docs:
+        raise CorpusSourceError(f"corpus.source = {corpus.source!r} yields no non-empty documents.")
+    return _cap_documents(docs, corpus.max_chars)
+
+
+def corpus_sha256(docs: Iterable[Document]) -> str:
+    """SHA-256 of the concatenated corpus (each document's name and text, NUL-separated, in the given order)."""
+    digest = hashlib.sha256()
+    for doc in docs:
+        digest.update(doc.name.encode() + b"\0" + doc.text.encode("utf-8", errors="replace") + b"\0")
+    return digest.hexdigest()
+
+
+def _name_hash(name: str, salt: str = "") -> float:
+    """A number in [0, 1) from the SHA-256 of a document name (prefixed by ``salt``)."""
+    return int.from_bytes(hashlib.sha256((salt + name).encode()).digest()[:8], "big") / 2**64
+
+
+def is_heldout(name: str, heldout_fraction: float) -> bool:
+    """Whether the document ``name`` is held out: the hash of its name falls under ``heldout_fraction``."""
+    return _name_hash(name) < heldout_fraction
+
+
+def split_documents(docs: Sequence[Document], heldout_fraction: float) -> tuple[list[Document], list[Document]]:
+    """Split documents into (train, held-out) by :func:`is_heldout`, keeping their order.
+
+    Both splits are guaranteed non-empty when there are at least two documents: if the hash rule holds out
+    none (or all), the document with the smallest (largest) name hash is moved, which is still deterministic.
+    """
+    if len(docs) < 2:
+        raise CorpusSourceError(f"the corpus has {len(docs)} document(s); at least 2 are needed for a held-out split.")
+    held = {doc.name for doc in docs if is_heldout(doc.name, heldout_fraction)}
+    if not held:
+        held = {min(docs, key=lambda d: _name_hash(d.name)).name}
+    elif len(held) == len(docs):
+        held.discard(max(docs, key=lambda d: _name_hash(d.name)).name)
+    train = [doc for doc in docs if doc.name not in held]
+    heldout = [doc for doc in docs if doc.name in held]
+    return train, heldout

@@ -1,0 +1,87 @@
+"""The Hub layout of a trained chain: file names, repo-id and revision checks, and the errors of the Hub path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+from saetrack import store
+
+__all__ = [
+    "CARD_FILE",
+    "COMMIT_HASH",
+    "HASHED_SECTIONS",
+    "INDEX_FILE",
+    "LAYOUT_VERSION",
+    "ChainConfigMismatchError",
+    "ChainIntegrityError",
+    "RemoteFilesExistError",
+    "check_commit",
+    "safe_relative",
+    "validate_repo_id",
+]
+
+
+#: The index of a pushed chain: run config, layout version, SAE ids and the SHA-256 of every other file.
+INDEX_FILE = "saetrack_chain.json"
+
+
+#: The model card.
+CARD_FILE = "README.md"
+
+
+#: Version of the pushed layout described in the module docstring; bumped on incompatible changes.
+LAYOUT_VERSION = 1
+
+
+COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
+
+
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+
+
+_REPO_ID = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
+
+
+#: Run-config sections the chain's config hash depends on (see ``chain_config_hash`` and ``cache_config_hash``).
+HASHED_SECTIONS = ("seed", "corpus", "suite", "model", "cache", "chain")
+
+
+class ChainIntegrityError(store.StaleArtifactError):
+    """A downloaded chain is incomplete or a file's SHA-256 differs from the one recorded when it was pushed."""
+
+
+class ChainConfigMismatchError(store.StaleArtifactError):
+    """A pushed chain was trained with another config than the run it is being installed into."""
+
+
+class RemoteFilesExistError(FileExistsError):
+    """Files to be pushed already exist in the Hub repo and overwriting them was not asked for."""
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """Return ``repo_id`` if it is a Hub model repo id ``"owner/name"``, else raise ``ValueError``."""
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise ValueError(
+            f"repo_id = {repo_id!r} is invalid: expected 'owner/name' (letters, digits, '-', '_', '.'; "
+            "no '--' or '..'), e.g. 'my-user/saetrack-nano-chain'."
+        )
+    return repo_id
+
+
+def check_commit(revision: str) -> str:
+    if not isinstance(revision, str) or not COMMIT_HASH.match(revision.lower()):
+        raise ValueError(
+            f"revision = {revision!r} is not a commit hash: a chain is loaded pinned to the 40-hex commit it was "
+            "pushed as, because a branch or tag can move and the analyses would silently use other SAEs. "
+            "push_chain returns the commit hash; otherwise find it on the repo page under 'Files and versions' -> "
+            "'History', or with `huggingface_hub.HfApi().list_repo_commits(repo_id)`."
+        )
+    return revision.lower()
+
+
+def safe_relative(rel: str) -> PurePosixPath:
+    path = PurePosixPath(rel)
+    if path.is_absolute() or not path.parts or any(part in ("", ".", "..") for part in path.parts):
+        raise ChainIntegrityError(f"{INDEX_FILE} lists the unsafe path {rel!r}; refusing to use this chain.")
+    return path

@@ -1,0 +1,59 @@
+"""Figures: one function per paper figure, each returning a matplotlib Figure, grouped by the stage that draws them.
+
+* :mod:`~saetrack.plots.suite` — Fig. S1 (the nano suite's loss);
+* :mod:`~saetrack.plots.chain` — Fig. S2-S5 (chain training, quality, convergence, agreement);
+* :mod:`~saetrack.plots.formation` — Fig. 2, 3, 4, 5, 8 (patterns, regions, UMAP, progress measures);
+* :mod:`~saetrack.plots.drift` — Fig. 6a, 6b, 7 (decoder drift, trajectories) and the phase shading;
+* :mod:`~saetrack.plots.scale` — Fig. S6 (the cross-scale summary; Fig. 9-16 reuse the functions above);
+* :mod:`~saetrack.plots.common` — the figure registry and saving under ``figures/<preset>/``.
+
+Everything is re-exported here, so notebooks write ``plots.progress_figure(...)`` and ``plots.save_figure(...)``.
+"""
+
+from saetrack.plots.chain import agreement_figure, chain_quality_figure, chain_training_figure, convergence_figure
+from saetrack.plots.common import FIGURES, figure_path, save_figure, save_html
+from saetrack.plots.drift import (
+    PHASE_COLOURS,
+    drift_distribution_figure,
+    drift_features_figure,
+    shade_phases,
+    trajectories_figure,
+)
+from saetrack.plots.formation import (
+    PROGRESS_TITLES,
+    TYPE_STYLE,
+    PatternExample,
+    feature_regions_figure,
+    pattern_table_figure,
+    pattern_table_html,
+    progress_figure,
+    umap_figure,
+)
+from saetrack.plots.scale import scale_summary_figure
+from saetrack.plots.suite import loss_curve_figure
+
+__all__ = [
+    "FIGURES",
+    "PHASE_COLOURS",
+    "PROGRESS_TITLES",
+    "TYPE_STYLE",
+    "PatternExample",
+    "agreement_figure",
+    "chain_quality_figure",
+    "chain_training_figure",
+    "convergence_figure",
+    "drift_distribution_figure",
+    "drift_features_figure",
+    "feature_regions_figure",
+    "figure_path",
+    "loss_curve_figure",
+    "pattern_table_figure",
+    "pattern_table_html",
+    "progress_figure",
+    "save_figure",
+    "save_html",
+    "scale_summary_figure",
+    "shade_phases",
+    "trajectories_figure",
+    "umap_figure",
+]

@@ -1,0 +1,180 @@
+"""Figures of feature drift (notebook 04).
+
+Decoder cosine to final (Fig. 6a, 6b), trajectories (Fig. 7), phase shading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from saetrack.analysis.drift import PHASE_NAMES
+
+__all__ = [
+    "PHASE_COLOURS",
+    "drift_distribution_figure",
+    "drift_features_figure",
+    "shade_phases",
+    "trajectories_figure",
+]
+
+
+#: Shading of the three phases (Sec. 4.1) on figures against checkpoint step + 1.
+#: Fig. 7: trajectory segments before and after the feature formed.
+UNFORMED_COLOUR, FORMED_COLOUR = "tab:blue", "darkred"
+
+PHASE_COLOURS: tuple[str, str, str] = ("#d9d9d9", "#fde0c5", "#d4ecd4")
+
+
+def shade_phases(
+    ax: Any, steps: Sequence[int], phases: Any, label: bool = True, other: Any | None = None, other_label: str = ""
+) -> None:
+    """Shade the Initialization & Warmup, Emergent and Convergent phases on an axis whose x is step + 1.
+
+    ``phases`` is a :class:`saetrack.drift.Phases` (boundaries as checkpoint indices); a phase spans from its first
+    checkpoint to the first checkpoint of the next. ``other`` (a second set of boundaries) is drawn as dashed lines.
+    """
+    x = np.asarray(steps, dtype=float) + 1
+    edges = [x[0], x[phases.emergent], x[phases.convergent], x[-1]]
+    for i, name in enumerate(PHASE_NAMES):
+        ax.axvspan(edges[i], edges[i + 1], color=PHASE_COLOURS[i], alpha=0.6, lw=0, zorder=0,
+                   label=name if label else None)  # fmt: skip
+    if other is not None:
+        for j, index in enumerate((other.emergent, other.convergent)):
+            ax.axvline(x[index], color="black", ls="--", lw=1, zorder=1, label=other_label if j == 0 else None)
+
+
+def drift_distribution_figure(
+    steps: Sequence[int],
+    cosine: np.ndarray,
+    quantiles: np.ndarray,
+    histogram_positions: Sequence[int],
+    phases: Any,
+    other_phases: Any | None = None,
+    title: str = "",
+) -> Figure:
+    """Fig. 6a (checkpoint-centric): decoder cosine to final of every live feature at each checkpoint.
+
+    Top: histograms (log count) at ``histogram_positions``. Bottom: the 5-95% and 25-75% bands and the median of
+    ``quantiles`` ([T, 5] at 5/25/50/75/95%) against step + 1, with the phases detected on the median shaded and
+    ``other_phases`` (from the progress measure) as dashed lines. ``cosine`` is ``[T, L]`` over live features.
+    """
+    steps = np.asarray(steps)
+    x = steps + 1
+    n_hist = len(histogram_positions)
+    fig = plt.figure(figsize=(2.4 * max(n_hist, 4), 6.6), constrained_layout=True)
+    grid = fig.add_gridspec(2, n_hist, height_ratios=[1, 1.25])
+    bins = np.linspace(-1, 1, 41)
+    for i, position in enumerate(histogram_positions):
+        ax = fig.add_subplot(grid[0, i])
+        values = cosine[position]
+        ax.hist(values[np.isfinite(values)], bins=bins, color="tab:purple", alpha=0.8, log=True)
+        ax.set(title=f"step {int(steps[position])}", xlabel="cosine to final", xlim=(-1, 1))
+        if i == 0:
+            ax.set_ylabel("features (log)")
+    ax = fig.add_subplot(grid[1, :])
+    shade_phases(ax, steps, phases, other=other_phases, other_label="boundaries from the progress measure")
+    ax.fill_between(x, quantiles[:, 0], quantiles[:, 4], color="tab:purple", alpha=0.18, label="5-95%")
+    ax.fill_between(x, quantiles[:, 1], quantiles[:, 3], color="tab:purple", alpha=0.35, label="25-75%")
+    ax.plot(x, quantiles[:, 2], color="tab:purple", lw=2.5, marker="o", ms=3, label="median")
+    ax.plot(x, phases.fit, color="black", lw=1, alpha=0.7, label="three-segment fit (phases)")
+    ax.set(xscale="log", xlabel="checkpoint step + 1", ylabel="decoder cosine to final", ylim=(-0.05, 1.05))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    fig.suptitle(title or "decoder cosine to final, per checkpoint (live features)")
+    return fig
+
+
+def drift_features_figure(
+    steps: Sequence[int],
+    cosine: np.ndarray,
+    features: Sequence[int],
+    formation_steps: Sequence[int | None],
+    phases: Any,
+    title: str = "",
+) -> Figure:
+    """Fig. 6b (feature-centric): each sampled feature's decoder cosine to final across checkpoints.
+
+    ``cosine`` is ``[T, n]`` for the ``features``; a dotted vertical line marks each feature's formation step
+    (``None``: never formed); the phases detected on the median drift curve are shaded.
+    """
+    x = np.asarray(steps) + 1
+    n = len(features)
+    cols = min(4, max(n, 1))
+    rows = int(np.ceil(n / cols)) if n else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows), constrained_layout=True, squeeze=False,
+                             sharex=True, sharey=True)  # fmt: skip
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.axis("off")
+            continue
+        shade_phases(ax, steps, phases, label=k == 0)
+        ax.plot(x, cosine[:, k], color="tab:purple", marker="o", ms=2.5, lw=1.5)
+        formed_at = formation_steps[k]
+        if formed_at is not None:
+            ax.axvline(formed_at + 1, color=FORMED_COLOUR, ls=":", lw=1.5, label="formed" if k == 0 else None)
+        ax.set(xscale="log", ylim=(-0.05, 1.05), title=f"feature {int(features[k])}"
+               + ("" if formed_at is not None else " (never formed)"))  # fmt: skip
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("checkpoint step + 1")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("cosine to final")
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle(title or "decoder cosine to final of sampled features")
+    return fig
+
+
+def trajectories_figure(
+    steps: Sequence[int],
+    coords: np.ndarray,
+    variance: np.ndarray,
+    features: Sequence[int],
+    patterns: Sequence[str],
+    formation_index: Sequence[int],
+    title: str = "",
+) -> Figure:
+    """Fig. 7: trajectories (Def. 6.1) of decoder directions, one panel per feature, projected to 2-D.
+
+    ``coords`` is ``[n, T, 2]`` (PCA per feature, see :func:`saetrack.drift.trajectory_projection`) with the
+    explained-variance shares ``variance`` [n, 2]. Segments before the feature's formation checkpoint
+    (``formation_index``, -1 never) are blue, from it on dark red; the start is a circle, the end a star.
+    """
+    n = len(features)
+    cols = min(3, max(n, 1))
+    rows = int(np.ceil(n / cols)) if n else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.3 * rows), constrained_layout=True, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.axis("off")
+            continue
+        points, formed_from = coords[k], int(formation_index[k])
+        for t in range(len(points) - 1):
+            formed = 0 <= formed_from <= t
+            ax.plot(points[t : t + 2, 0], points[t : t + 2, 1], color=FORMED_COLOUR if formed else UNFORMED_COLOUR,
+                    lw=1.6, marker="o", ms=2.5)  # fmt: skip
+        ax.scatter(*points[0], s=70, facecolor="white", edgecolor="black", zorder=3, label="start (step 0)")
+        ax.scatter(*points[-1], s=150, marker="*", color="gold", edgecolor="black", zorder=3, label="end (final)")
+        when = f"formed at step {int(steps[formed_from])}" if formed_from >= 0 else "never formed"
+        ax.set_title(f"feature {int(features[k])} ({patterns[k]})\n{when}", fontsize=9)
+        ax.set_xlabel(f"PC1 ({100 * variance[k][0]:.0f}% var.)")
+        ax.set_ylabel(f"PC2 ({100 * variance[k][1]:.0f}% var.)")
+        ax.grid(alpha=0.3)
+    handles = [
+        Line2D([], [], color=UNFORMED_COLOUR, lw=2, label="unformed"),
+        Line2D([], [], color=FORMED_COLOUR, lw=2, label="formed"),
+        Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="black", label="start"),
+        Line2D([], [], marker="*", ls="", color="gold", markeredgecolor="black", ms=12, label="end"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle(
+        (title or "feature trajectories")
+        + "\nprojection: PCA of each feature's unit decoder directions across checkpoints (fitted per feature)",
+        fontsize=10,
+    )
+    return fig

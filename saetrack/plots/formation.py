@@ -1,0 +1,311 @@
+"""One function per figure, each returning a matplotlib Figure (saved by :func:`saetrack.figures.save_figure`)."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+
+from saetrack.analysis.regions import ToyRegions
+from saetrack.plots.drift import shade_phases
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+__all__ = [
+    "PROGRESS_TITLES",
+    "TYPE_STYLE",
+    "PatternExample",
+    "feature_regions_figure",
+    "pattern_table_figure",
+    "pattern_table_html",
+    "progress_figure",
+    "umap_figure",
+]
+
+
+#: Colours and markers of the two feature types (Def. 4.1 / 4.2), shared by Fig. 4, 5 and 8.
+TYPE_STYLE: dict[str, dict[str, str]] = {
+    "token": {"color": "tab:blue", "marker": "o", "label": "token-level"},
+    "concept": {"color": "tab:orange", "marker": "D", "label": "concept-level"},
+}
+
+#: Titles of the progress-measure keys of :func:`saetrack.formation.progress_measures`.
+PROGRESS_TITLES: dict[str, str] = {
+    "activation_cosine": "activation space, cosine (Eq. 14)",
+    "feature_cosine": "feature space, cosine (Eq. 17)",
+    "feature_jaccard": "feature space, Jaccard (Eq. 28)",
+    "feature_weighted_jaccard": "feature space, weighted Jaccard (Eq. 29)",
+}
+
+
+def progress_figure(
+    steps: Sequence[int],
+    measures: Mapping[str, np.ndarray],
+    feature_types: np.ndarray,
+    keys: Sequence[str] = ("activation_cosine", "feature_cosine"),
+    n_lines: int = 25,
+    seed: int = 0,
+    title: str = "",
+    phases: Any | None = None,
+    other_phases: Any | None = None,
+) -> Figure:
+    """Fig. 5 (``keys`` = activation and feature cosine) and Fig. 8 (Jaccard variants): progress measure M_i(t).
+
+    One panel per key; x is checkpoint step + 1 on a log axis. ``feature_types`` [F] holds "token" or "concept"
+    per feature (other labels are left out). For each type, ``n_lines`` features drawn reproducibly with ``seed``
+    are thin lines and the median over *all* features of that type is a thick line. ``phases`` (detected on the
+    concept-level median, notebook 04) are shaded; ``other_phases`` (from the drift curve) are dashed lines.
+    """
+    x = np.asarray(steps) + 1
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.6 * len(keys), 4.2), constrained_layout=True, squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        values = np.asarray(measures[key])
+        if phases is not None:
+            shade_phases(ax, steps, phases, other=other_phases, other_label="boundaries from decoder drift")
+        for kind, style in TYPE_STYLE.items():
+            members = np.nonzero(np.asarray(feature_types) == kind)[0]
+            if members.size == 0:
+                continue
+            shown = rng.choice(members, size=min(n_lines, members.size), replace=False)
+            ax.plot(x, values[:, shown], color=style["color"], lw=0.6, alpha=0.35)
+            ax.plot(x, np.nanmedian(values[:, members], axis=1), color=style["color"], lw=3,
+                    label=f"{style['label']}: median of {members.size}")  # fmt: skip
+        ax.axhline(0, color="black", lw=0.8, ls=":")
+        ax.set(xscale="log", xlabel="checkpoint step + 1", ylabel="progress measure $M_i(t)$",
+               title=PROGRESS_TITLES.get(key, key))  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7 if phases is not None else 8, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def umap_figure(
+    embeddings: Sequence[np.ndarray],
+    steps: Sequence[int],
+    point_feature: np.ndarray,
+    feature_types: Mapping[int, str],
+    title: str = "",
+) -> Figure:
+    """Fig. 4: UMAP of the activation sets A_i^t of a few features, one panel per checkpoint (fitted separately).
+
+    ``embeddings[j]`` [n, 2] are the points at checkpoint ``steps[j]``; ``point_feature`` [n] says which feature
+    each point belongs to (the same points in every panel); ``feature_types`` maps a feature to "token" (circles)
+    or "concept" (diamonds). Each feature has its own colour.
+    """
+    features = list(dict.fromkeys(np.asarray(point_feature).tolist()))
+    palette = colormaps["tab10" if len(features) <= 10 else "tab20"]
+    n = len(embeddings)
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.9 * rows), constrained_layout=True, squeeze=False)
+    for ax, emb, step in zip(axes.flat, embeddings, steps, strict=False):
+        for j, feature in enumerate(features):
+            mask = np.asarray(point_feature) == feature
+            kind = feature_types.get(feature, "token")
+            ax.scatter(emb[mask, 0], emb[mask, 1], s=22, color=palette(j % palette.N),
+                       marker=TYPE_STYLE.get(kind, TYPE_STYLE["token"])["marker"], edgecolors="white", linewidths=0.4,
+                       label=f"#{feature} ({kind})")  # fmt: skip
+        ax.set(title=f"checkpoint step {step}", xticks=[], yticks=[])
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, loc="best", markerscale=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Fig. 3 (feature regions of a toy SAE) and Fig. 2 (feature evolution patterns as a table)
+# ----------------------------------------------------------------------------------------------
+
+
+_REGION_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+_MARKED = re.compile(r"«(.*?)»", re.DOTALL)
+
+
+def feature_regions_figure(toy: ToyRegions, title: str = "") -> Figure:
+    """Fig. 3: feature regions of a toy 2-D SAE (Sec. 5.1).
+
+    Left: activation levels ``ReLU(W_hat_i . x + b_hat_i)`` (Eq. 8) of the most frequent feature as filled
+    contours, i.e. the regions ``R_i^[L,U)`` of Def. 5.2 (Eq. 10), with the feature-region boundary ``pre = 0``
+    (Def. 5.1, Eq. 9) and the faithful threshold ``pre = L_i`` (dashed). Right: the faithful regions
+    ``R_i^faithful = {pre >= L_i}`` (Def. 5.3, Eq. 11) of the three features in ``toy.features``.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), constrained_layout=True)
+    extent = (toy.grid_x[0], toy.grid_x[-1], toy.grid_y[0], toy.grid_y[-1])
+    point_style = {"s": 3, "color": "black", "alpha": 0.12, "linewidths": 0, "zorder": 3}
+
+    left = axes[0]
+    feature = toy.features[0]
+    pre = toy.pre_activation[feature]
+    level = np.ma.masked_where(pre <= 0, np.maximum(pre, 0.0))
+    vmax = float(pre.max()) if float(pre.max()) > 0 else 1.0
+    filled = left.contourf(toy.grid_x, toy.grid_y, level, levels=np.linspace(0.0, vmax, 9), cmap="viridis")
+    fig.colorbar(filled, ax=left, label="activation level $f_i(x)$")
+    left.contour(toy.grid_x, toy.grid_y, pre, levels=[0.0], colors="black", linewidths=2)
+    if np.isfinite(toy.thresholds[feature]):
+        left.contour(toy.grid_x, toy.grid_y, pre, levels=[toy.thresholds[feature]], colors="white",
+                     linewidths=1.5, linestyles="--")  # fmt: skip
+    left.scatter(toy.points[:, 0], toy.points[:, 1], **point_style)
+    left.legend(handles=[Line2D([], [], color="black", lw=2, label="boundary $\\hat W_i x + \\hat b_i = 0$ (Def. 5.1)"),
+                         Line2D([], [], color="grey", lw=1.5, ls="--", label=f"$L_i$ = {toy.thresholds[feature]:.2f}")],
+                loc="lower left", fontsize=8, framealpha=0.85)  # fmt: skip
+    left.set(title=f"feature {feature}: regions $R_i^{{[L,U)}}$ by activation level (Def. 5.2)")
+
+    right = axes[1]
+    handles = []
+    for j, feat in enumerate(toy.features):
+        colour = _REGION_COLOURS[j % len(_REGION_COLOURS)]
+        threshold = toy.thresholds[feat]
+        if np.isfinite(threshold):
+            mask = toy.faithful_mask(feat).astype(float)
+            right.contourf(toy.grid_x, toy.grid_y, mask, levels=[0.5, 1.5], colors=[colour], alpha=0.3)
+            right.contour(toy.grid_x, toy.grid_y, toy.pre_activation[feat], levels=[threshold], colors=[colour],
+                          linewidths=2)  # fmt: skip
+        label = f"feature {feat} ($L_i$={threshold:.2f})"
+        handles.append(Patch(facecolor=colour, edgecolor=colour, alpha=0.5, label=label))
+    right.scatter(toy.points[:, 0], toy.points[:, 1], **point_style)
+    right.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.85)
+    right.set(title="faithful regions $R_i^{faithful} = R_i^{[L_i,\\infty)}$ (Def. 5.3)")
+    for ax in axes:
+        ax.set(xlabel="activation dim 1", ylabel="activation dim 2", xlim=extent[:2], ylim=extent[2:], aspect="equal")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+@dataclass
+class PatternExample:
+    """One row of Fig. 2: a feature showing an evolution pattern, with its top contexts at a few checkpoints."""
+
+    #: The evolution pattern ("Maintaining", "Grouping", "Shifting", ...).
+    pattern: str
+    #: Feature index in the final SAE.
+    feature: int
+    #: ``(checkpoint step, contexts)`` for the first, a middle and the final checkpoint; in each context the
+    #: activating token is marked ``«tok»``.
+    columns: list[tuple[int, list[str]]]
+
+
+def _clip_context(text: str, width: int) -> str:
+    """One line of at most ``width`` characters, centred on the first ``«tok»`` mark when it must be cut."""
+    line = " ".join(text.replace("\n", "⏎ ").split())
+    if len(line) <= width:
+        return line
+    mark = line.find("«")
+    centre = mark if mark >= 0 else 0
+    start = max(0, min(centre - width // 2, len(line) - width))
+    clipped = line[start : start + width]
+    if start > 0:
+        clipped = "…" + clipped[1:]
+    if start + width < len(line):
+        clipped = clipped[:-1] + "…"
+    return clipped
+
+
+def pattern_table_figure(
+    examples: Sequence[PatternExample], title: str = "", max_contexts: int = 6, width: int = 56
+) -> Figure:
+    """Fig. 2 as a figure: one row per example (pattern, feature), one column per checkpoint ("step N").
+
+    Each cell lists up to ``max_contexts`` contexts, one line each, cut to ``width`` characters around the
+    activating token (marked ``«tok»``). Column headers come from the first example's steps; when the examples'
+    steps differ, each cell is also labelled with its own step.
+    """
+    if not examples:
+        raise ValueError("examples is empty: pattern_table_figure needs at least one PatternExample.")
+    n_rows = len(examples)
+    n_cols = max(len(example.columns) for example in examples)
+    steps = [step for step, _ in examples[0].columns]
+    shared = all([step for step, _ in example.columns] == steps for example in examples) and len(steps) == n_cols
+    cell_h = 0.28 + 0.17 * max_contexts
+    fig = plt.figure(figsize=(1.6 + 4.4 * n_cols, 0.6 + cell_h * n_rows), constrained_layout=True)
+    grid = fig.add_gridspec(n_rows + 1, n_cols + 1, width_ratios=[1.6] + [4.4] * n_cols,
+                            height_ratios=[0.3] + [cell_h] * n_rows)  # fmt: skip
+    for c in range(n_cols):
+        ax = fig.add_subplot(grid[0, c + 1])
+        ax.axis("off")
+        if shared:
+            ax.text(0.5, 0.3, f"step {steps[c]}", ha="center", va="center", fontsize=11, weight="bold")
+    for r, example in enumerate(examples):
+        head = fig.add_subplot(grid[r + 1, 0])
+        head.axis("off")
+        head.text(0.5, 0.5, f"{example.pattern}\nfeature {example.feature}", ha="center", va="center",
+                  fontsize=10, weight="bold", wrap=True)  # fmt: skip
+        for c in range(n_cols):
+            ax = fig.add_subplot(grid[r + 1, c + 1])
+            ax.set(xticks=[], yticks=[], facecolor="#f4f4f4" if r % 2 == 0 else "white")
+            if c >= len(example.columns):
+                continue
+            step, contexts = example.columns[c]
+            lines = [_clip_context(text, width) for text in contexts[:max_contexts]]
+            if not shared:
+                lines = [f"[step {step}]", *lines]
+            ax.text(0.01, 0.97, "\n".join(lines) if lines else "(no activating contexts)", ha="left", va="top",
+                    fontsize=7, family="monospace", transform=ax.transAxes, linespacing=1.35, clip_on=True)  # fmt: skip
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _html_context(text: str) -> str:
+    """``text`` HTML-escaped, then each ``«tok»`` turned into ``<mark>tok</mark>``."""
+    return _MARKED.sub(r"<mark>\1</mark>", html.escape(text, quote=True))
+
+
+def pattern_table_html(examples: Sequence[PatternExample], title: str = "") -> str:
+    """Fig. 2 as a standalone HTML page: the table of :func:`pattern_table_figure` with every context listed.
+
+    All text is escaped; the activating token (``«tok»``) is shown as ``<mark>tok</mark>``.
+    """
+    n_cols = max((len(example.columns) for example in examples), default=0)
+    steps = [step for step, _ in examples[0].columns] if examples else []
+    shared = all([step for step, _ in example.columns] == steps for example in examples) and len(steps) == n_cols
+    heading = html.escape(title) if title else "Feature evolution patterns"
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{heading}</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+        "th,td{border:1px solid #bbb;padding:6px;vertical-align:top}td ul{margin:0;padding-left:1.1em}"
+        "td li{font-family:monospace;font-size:0.85em;white-space:pre-wrap}mark{background:#ffd54f}</style>",
+        "</head><body>",
+        f"<h1>{heading}</h1>",
+        "<table>",
+        "<tr><th>pattern / feature</th>"
+        + "".join(f"<th>{f'step {steps[c]}' if shared else f'checkpoint {c + 1}'}</th>" for c in range(n_cols))
+        + "</tr>",
+    ]
+    for example in examples:
+        row = [f"<tr><th>{html.escape(example.pattern)}<br>feature {int(example.feature)}</th>"]
+        for c in range(n_cols):
+            if c >= len(example.columns):
+                row.append("<td></td>")
+                continue
+            step, contexts = example.columns[c]
+            label = "" if shared else f"<div><b>step {int(step)}</b></div>"
+            items = "".join(f"<li>{_html_context(text)}</li>" for text in contexts)
+            row.append(f"<td>{label}<ul>{items}</ul></td>")
+        out.append("".join(row) + "</tr>")
+    out += ["</table>", "</body></html>", ""]
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sec. 6: decoder drift, trajectories, phases
+# ----------------------------------------------------------------------------------------------
+
+#: Fig. 7's colours (the paper's): blue while unformed, dark red once formed.

@@ -1,0 +1,34 @@
+"""Recurrent initialisation (Sec. 3.2.2): SAE[k] starts from SAE[k-1]'s weights with link k's own hyperparameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sae_lens import SAE
+
+from saetrack.config import ChainConfig
+from saetrack.sae.model import SAETrackSAE, with_link_hyperparameters
+
+__all__ = [
+    "recurrent_init",
+]
+
+
+def recurrent_init(
+    previous_sae: SAE[Any],
+    chain: ChainConfig,
+    *,
+    l1_coefficient: float | None = None,
+    device: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> SAETrackSAE:
+    """Recurrent initialisation (Sec. 3.2.2): SAE[k] starts as a copy of SAE[k-1] = ``previous_sae``.
+
+    The copy takes every hyperparameter from link k — ``chain`` and ``l1_coefficient`` (default
+    ``chain.l1_coefficient``) — never from ``previous_sae``'s config (see
+    :func:`~saetrack.sae.model.with_link_hyperparameters`); ``metadata`` names link k's own checkpoint.
+    """
+    return with_link_hyperparameters(
+        previous_sae, chain, l1_coefficient=l1_coefficient, device=device, metadata=metadata
+    )

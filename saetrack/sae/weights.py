@@ -1,0 +1,114 @@
+"""The analysis view of a trained SAE.
+
+Its weights as plain tensors, feature activations (Eq. 2), decoder directions and reconstructions (Eq. 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sae_lens import SAE
+from safetensors.torch import load_file
+
+from saetrack.sae.io import SAE_CFG_FILE, SAE_WEIGHTS_FILE
+from saetrack.store import StaleArtifactError
+
+__all__ = [
+    "SAELike",
+    "SAEWeights",
+    "decode",
+    "decoder_directions",
+    "feature_activations",
+]
+
+
+@dataclass(frozen=True)
+class SAEWeights:
+    """The four tensors of a standard SAE in SAELens' layout, plus ``c`` of Eq. 2 (for analysis code)."""
+
+    W_enc: torch.Tensor  # [d_in, d_sae]
+    b_enc: torch.Tensor  # [d_sae]
+    W_dec: torch.Tensor  # [d_sae, d_in]
+    b_dec: torch.Tensor  # [d_in]
+    apply_b_dec_to_input: bool = True
+
+    @classmethod
+    def from_sae(cls, sae: SAE[Any]) -> SAEWeights:
+        """The (detached) weights of a SAELens standard SAE."""
+        return cls(
+            W_enc=sae.W_enc.detach(),
+            b_enc=sae.b_enc.detach(),
+            W_dec=sae.W_dec.detach(),
+            b_dec=sae.b_dec.detach(),
+            apply_b_dec_to_input=bool(sae.cfg.apply_b_dec_to_input),
+        )
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], device: str = "cpu") -> SAEWeights:
+        """Read the weights of a SAELens-format folder without building an SAE module."""
+        path = Path(folder)
+        cfg = json.loads((path / SAE_CFG_FILE).read_text())
+        if cfg.get("normalize_activations", "none") != "none":
+            raise StaleArtifactError(
+                f"{path}: normalize_activations = {cfg.get('normalize_activations')!r}; the raw weights of an "
+                "SAE trained with activation normalisation do not act on raw activations (SAE-Track needs 'none')."
+            )
+        tensors = load_file(str(path / SAE_WEIGHTS_FILE), device=device)
+        return cls(
+            W_enc=tensors["W_enc"],
+            b_enc=tensors["b_enc"],
+            W_dec=tensors["W_dec"],
+            b_dec=tensors["b_dec"],
+            apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+        )
+
+
+SAELike = SAE[Any] | SAEWeights | str | os.PathLike[str]
+
+
+def _as_weights(sae_or_weights: SAELike) -> SAEWeights:
+    if isinstance(sae_or_weights, SAEWeights):
+        return sae_or_weights
+    if isinstance(sae_or_weights, SAE):
+        return SAEWeights.from_sae(sae_or_weights)
+    if isinstance(sae_or_weights, str | os.PathLike):
+        return SAEWeights.load(sae_or_weights)
+    raise TypeError(f"expected a SAELens SAE, SAEWeights or a folder, got {type(sae_or_weights).__name__}.")
+
+
+@torch.no_grad()
+def feature_activations(sae_or_weights: SAELike, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Feature activations ``f(x) = ReLU((x - c * b_dec) @ W_enc + b_enc)`` (Eq. 2), shape ``[..., d_sae]``.
+
+    ``x`` (``[..., d_in]``, any float dtype, array or tensor) is cast to the weights' dtype and device.
+    """
+    w = _as_weights(sae_or_weights)
+    xt = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
+    xt = xt.to(device=w.W_enc.device, dtype=w.W_enc.dtype)
+    if xt.shape[-1] != w.W_enc.shape[0]:
+        raise ValueError(f"x has last dimension {xt.shape[-1]}, the SAE expects d_in = {w.W_enc.shape[0]}.")
+    if w.apply_b_dec_to_input:
+        xt = xt - w.b_dec
+    return torch.relu(xt @ w.W_enc + w.b_enc)
+
+
+@torch.no_grad()
+def decoder_directions(sae_or_weights: SAELike) -> torch.Tensor:
+    """Unit-normalised decoder directions ``W_dec[i] / ||W_dec[i]||``, shape ``[d_sae, d_in]``.
+
+    Row ``i`` is column ``i`` of the paper's ``W^dec`` (Eq. 1), scaled to unit length.
+    """
+    w_dec = _as_weights(sae_or_weights).W_dec
+    return w_dec / w_dec.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def decode(sae_or_weights: SAELike, feature_acts: torch.Tensor) -> torch.Tensor:
+    """Reconstruction ``x_hat = f @ W_dec + b_dec`` (Eq. 1) from feature activations ``[..., d_sae]``."""
+    w = _as_weights(sae_or_weights)
+    return feature_acts.to(w.W_dec.dtype) @ w.W_dec + w.b_dec

@@ -1,0 +1,294 @@
+"""The SAE-Track chain (Sec. 3.2.2, App. C.1) and the independent from-scratch baseline.
+
+SAE[1] is randomly initialised and trained on the first scheduled checkpoint's activations with the
+first-SAE budget; SAE[k] starts from SAE[k-1]'s weights and trains on checkpoint k's own activations
+with the link budget — forward in training time. Every link is trained with its own hyperparameters
+(rebuilt from the config on reload, so SAELens' L1 reset cannot leak in), saved as
+``chain/step{N}/`` in SAELens format, and evaluated on held-out activations of its checkpoint.
+
+A link counts as finished only once its ``manifest.json`` is written (after the SAE files, each step
+atomic), so an interrupted run resumes at the first unfinished link and never loads a half-written one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saetrack import paths, store
+from saetrack.config.base import config_hash
+from saetrack.config.run import RunConfig
+from saetrack.data.activations import ActivationCache
+from saetrack.data.cache_plan import cache_config_hash
+from saetrack.data.checkpoints import open_source
+from saetrack.sae.io import load_training_sae, save_sae
+from saetrack.sae.model import SAETrackSAE, build_sae
+from saetrack.sae.recurrent import recurrent_init
+from saetrack.stages.links import (
+    ChainTrainingError,
+    activation_scale,
+    evaluate_link,
+    link_l1_coefficient,
+    link_seed,
+    sae_metadata,
+    subsample_curve,
+    train_link,
+)
+
+__all__ = [
+    "OPTIMIZER_FILE",
+    "baseline_config_hash",
+    "chain_config_hash",
+    "load_chain",
+    "read_link_manifests",
+    "train_baselines",
+    "train_chain",
+]
+
+
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+def chain_config_hash(run: RunConfig) -> str:
+    """Hash of what the chain depends on: the activation cache's hash and the chain section."""
+    return config_hash({"cache": cache_config_hash(run), "chain": run.to_dict()["chain"], "seed": run.seed})
+
+
+def baseline_config_hash(run: RunConfig) -> str:
+    """Hash of what the baselines depend on (the same inputs as the chain; they also read chain links)."""
+    return config_hash({"chain": chain_config_hash(run), "kind": "baseline"})
+
+
+def train_chain(
+    run: RunConfig,
+    run_dir: Path,
+    *,
+    source: Any | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+    after_link: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) the SAE-Track chain of ``run`` into ``run_dir/chain`` and return the chain manifest.
+
+    Link ``p`` at checkpoint ``step``: position 0 is built with :func:`~saetrack.sae.build_sae` and trained
+    for ``chain.first_tokens`` at ``lr_first``; later links start from the previous link's weights
+    (:func:`~saetrack.sae.recurrent_init`) and train for ``chain.link_tokens`` at ``lr_link``. With
+    ``optimizer_policy="carry"`` Adam's moments pass from link to link (saved with each link so a resumed
+    run carries them too). ``after_link(step)`` runs after each finished link (tests use it to interrupt).
+    """
+
+    chain_dir = Path(run_dir) / paths.CHAIN_DIR
+    expected = chain_config_hash(run)
+    if not force and store.manifest_is_current(chain_dir, expected):
+        return store.read_manifest(chain_dir) or {}
+    cache = ActivationCache(run_dir, run)
+    source = source if source is not None else open_source(run.model, Path(run_dir))
+    chain = run.chain
+    started = time.perf_counter()
+    links: list[dict[str, Any]] = []
+    previous: SAETrackSAE | None = None
+    optimizer_state: dict[str, Any] | None = None
+    for position, step in enumerate(run.sae_steps):
+        link_dir = chain_dir / paths.step_dir_name(step)
+        done = store.read_manifest(link_dir)
+        if not force and done is not None and done.get("config_hash") == expected:
+            previous = load_training_sae(link_dir, chain, l1_coefficient=done["link"]["l1_coefficient"], device=device)
+            if chain.optimizer_policy == "carry":
+                optimizer_state = torch.load(link_dir / OPTIMIZER_FILE, weights_only=False)
+            links.append(done["link"])
+            continue
+        first = position == 0
+        data = cache.train(step)
+        scale = activation_scale(data)
+        desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
+        if not np.isfinite(scale):
+            raise ChainTrainingError(
+                f"{desc}: the cached activations contain non-finite values; rebuild the cache of step {step}. "
+                "Every finished link is kept on disk."
+            )
+        l1 = link_l1_coefficient(run, scale, cache.d_model)
+        if first or previous is None:
+            sae = build_sae(
+                cache.d_model,
+                dataclasses.replace(chain, l1_coefficient=l1),
+                seed=link_seed(run, "chain", position),
+                device=device,
+                metadata=sae_metadata(run, step),
+            )
+        else:
+            sae = recurrent_init(previous, chain, l1_coefficient=l1, device=device, metadata=sae_metadata(run, step))
+        result = train_link(
+            run,
+            sae,
+            data,
+            n_tokens=chain.tokens_for(position),
+            lr=chain.lr_first if first else chain.lr_link,
+            warmup=chain.warmup_steps_first if first else chain.warmup_steps_link,
+            seed=link_seed(run, "chain", position),
+            optimizer_state=optimizer_state if chain.optimizer_policy == "carry" else None,
+            desc=desc,
+            progress=progress,
+        )
+        quality = evaluate_link(run, result.sae, cache, step, source, device)
+        files = save_sae(result.sae, link_dir, feature_sparsity=result.feature_frequency)
+        if chain.optimizer_policy == "carry":
+            with store.atomic_path(link_dir / OPTIMIZER_FILE) as tmp:
+                torch.save(result.optimizer_state, tmp)
+        record = {
+            "position": position,
+            "step": step,
+            "initialised_from": None if first else run.sae_steps[position - 1],
+            "lr": chain.lr_first if first else chain.lr_link,
+            "activation_scale": scale,
+            "l1_coefficient": result.l1_coefficient,
+            "training": result.summary(),
+            "metrics": quality,
+        }
+        store.write_manifest(
+            link_dir,
+            stage="chain-link",
+            config={"chain": run.to_dict()["chain"], "position": position, "step": step},
+            config_hash=expected,
+            files=files,
+            timings={"train": result.wall_time_s},
+            link=record,
+            loss_curve=subsample_curve(result.loss_curve),
+        )
+        links.append(record)
+        previous, optimizer_state = result.sae, result.optimizer_state
+        if progress:
+            print(
+                f"{desc}: explained variance {quality['explained_variance']:.3f}, L0 {quality['l0']:.1f}, "
+                f"dead {quality['dead_fraction']:.1%}, CE recovered {quality['ce_recovered']:.3f}",
+                flush=True,
+            )
+        if after_link is not None:
+            after_link(step)
+    return store.write_manifest(
+        chain_dir,
+        stage="chain",
+        config={"chain": run.to_dict()["chain"], "hook_name": run.cache.hook_name},
+        config_hash=expected,
+        timings={"total": time.perf_counter() - started},
+        preset=run.preset,
+        steps=list(run.sae_steps),
+        links=links,
+    )
+
+
+def load_chain(run_dir: Path, run: RunConfig | None = None) -> dict[int, Path]:
+    """Step -> folder of every link of a finished chain, in chain order (checked against ``run`` when given)."""
+    chain_dir = Path(run_dir) / paths.CHAIN_DIR
+    manifest = store.read_manifest(chain_dir)
+    if manifest is None:
+        raise store.StaleArtifactError(f"no finished chain at {chain_dir}; run notebook 02 first.")
+    if run is not None and manifest["config_hash"] != chain_config_hash(run):
+        raise store.StaleArtifactError(
+            f"the chain at {chain_dir} was trained for another config (hash {manifest['config_hash']}, "
+            f"expected {chain_config_hash(run)}); rerun notebook 02."
+        )
+    return {step: chain_dir / paths.step_dir_name(step) for step in manifest["steps"]}
+
+
+def read_link_manifests(run_dir: Path, folder: str = paths.CHAIN_DIR) -> dict[int, dict[str, Any]]:
+    """Step -> manifest (record, metrics and loss curve) of every finished SAE under ``run_dir/folder``."""
+    base = Path(run_dir) / folder
+    manifests = {}
+    for sub in sorted(base.glob("step*")):
+        manifest = store.read_manifest(sub)
+        if manifest is not None:
+            manifests[int(sub.name.removeprefix("step"))] = manifest
+    return dict(sorted(manifests.items()))
+
+
+def train_baselines(
+    run: RunConfig,
+    run_dir: Path,
+    *,
+    source: Any | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the independent from-scratch SAEs at ``chain.baseline`` checkpoints into ``run_dir/baseline``.
+
+    Each baseline is randomly initialised and trained with the first-SAE hyperparameters for
+    ``chain.baseline_token_budget`` tokens on its checkpoint's cached training tokens (the chain link at
+    that checkpoint uses the first ``link_tokens`` of the same rows).
+    """
+
+    base_dir = Path(run_dir) / paths.BASELINE_DIR
+    expected = baseline_config_hash(run)
+    if not force and store.manifest_is_current(base_dir, expected):
+        return store.read_manifest(base_dir) or {}
+    cache = ActivationCache(run_dir, run)
+    source = source if source is not None else open_source(run.model, Path(run_dir))
+    chain = run.chain
+    started = time.perf_counter()
+    records = []
+    for step in run.baseline_steps:
+        position = run.sae_steps.index(step)
+        folder = base_dir / paths.step_dir_name(step)
+        done = store.read_manifest(folder)
+        if not force and done is not None and done.get("config_hash") == expected:
+            records.append(done["baseline"])
+            continue
+        data = cache.train(step)
+        scale = activation_scale(data)
+        l1 = link_l1_coefficient(run, scale, cache.d_model)
+        sae = build_sae(
+            cache.d_model,
+            dataclasses.replace(chain, l1_coefficient=l1),
+            seed=link_seed(run, "baseline", position),
+            device=device,
+            metadata=sae_metadata(run, step),
+        )
+        result = train_link(
+            run,
+            sae,
+            data,
+            n_tokens=chain.baseline_token_budget,
+            lr=chain.lr_first,
+            warmup=chain.warmup_steps_first,
+            seed=link_seed(run, "baseline", position),
+            optimizer_state=None,
+            desc=f"baseline at step {step}",
+            progress=progress,
+        )
+        quality = evaluate_link(run, result.sae, cache, step, source, device)
+        files = save_sae(result.sae, folder, feature_sparsity=result.feature_frequency)
+        record = {
+            "step": step,
+            "position": position,
+            "activation_scale": scale,
+            "l1_coefficient": result.l1_coefficient,
+            "training": result.summary(),
+            "metrics": quality,
+        }
+        store.write_manifest(
+            folder,
+            stage="baseline-sae",
+            config={"chain": run.to_dict()["chain"], "step": step},
+            config_hash=expected,
+            files=files,
+            timings={"train": result.wall_time_s},
+            baseline=record,
+            loss_curve=result.loss_curve,
+        )
+        records.append(record)
+    return store.write_manifest(
+        base_dir,
+        stage="baseline",
+        config={"chain": run.to_dict()["chain"]},
+        config_hash=expected,
+        timings={"total": time.perf_counter() - started},
+        steps=list(run.baseline_steps),
+        baselines=records,
+    )

@@ -1,0 +1,198 @@
+"""Chain against independent SAEs: convergence speed (the paper's "about 1/20 of the tokens") and feature agreement.
+
+*Convergence.* At each baseline checkpoint the target is the from-scratch SAE's final loss (Eq. 3,
+the trailing mean over its last :data:`SMOOTHING_STEPS` optimizer steps). A **probe** starts from the
+previous chain link (recurrent initialisation, link hyperparameters) and trains on the same
+checkpoint's tokens until its smoothed loss reaches that target, or the from-scratch budget runs out.
+Reported: the tokens the probe needed, the tokens the from-scratch SAE needed to reach the same loss,
+and their ratio. Training losses are measured on batches seen for the first time, so they estimate
+the held-out loss.
+
+*Agreement.* Features of the chain link and of the independent SAE at the same checkpoint are matched
+by decoder-direction cosine with the Hungarian algorithm; consecutive chain links are matched to see
+how far "feature i" stays feature i along the chain.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saetrack import paths, store
+from saetrack.analysis.convergence import smoothed, tokens_to_reach
+from saetrack.analysis.matching import index_stability, match_features
+from saetrack.config.base import config_hash
+from saetrack.config.run import RunConfig
+from saetrack.data.activations import ActivationCache
+from saetrack.sae.io import load_training_sae
+from saetrack.sae.recurrent import recurrent_init
+from saetrack.sae.weights import SAEWeights, feature_activations
+from saetrack.stages.chain import baseline_config_hash
+from saetrack.stages.links import link_seed, train_link
+
+__all__ = [
+    "AGREEMENT_THRESHOLD",
+    "SMOOTHING_STEPS",
+    "compare_chain_and_baselines",
+    "comparison_config_hash",
+]
+
+
+#: Optimizer steps averaged when smoothing a loss curve (the target is the smoothed from-scratch final loss).
+SMOOTHING_STEPS = 10
+#: Matched decoder cosine above which two features count as the same (reported as a fraction).
+AGREEMENT_THRESHOLD = 0.7
+
+
+def comparison_config_hash(run: RunConfig) -> str:
+    """Hash of the comparison's inputs (chain and baselines)."""
+    return config_hash({"baseline": baseline_config_hash(run), "kind": "comparison", "v": 3})
+
+
+def _probe_to_target(
+    run: RunConfig,
+    start: Any,
+    data: np.ndarray,
+    target: float,
+    budget: int,
+    position: int,
+    device: str,
+    progress: bool,
+    window_tokens: int,
+    l1_coefficient: float,
+) -> dict[str, list[float]]:
+    """Train a recurrently initialised SAE in segments until its smoothed loss reaches ``target`` or ``budget``."""
+    chain = run.chain
+    segment = max(chain.link_tokens, budget // 20)
+    sae = recurrent_init(start, chain, l1_coefficient=l1_coefficient, device=device)
+    curve: dict[str, list[float]] = {"tokens": [], "loss": []}
+    optimizer_state = None
+    seen = 0
+    while seen < budget:
+        n = min(segment, budget - seen)
+        result = train_link(
+            run,
+            sae,
+            data[seen : seen + n],
+            n_tokens=n,
+            lr=chain.lr_link,
+            warmup=chain.warmup_steps_link if seen == 0 else 0,
+            seed=link_seed(run, "probe", position) + seen,
+            optimizer_state=optimizer_state,
+            desc=f"probe at step {run.sae_steps[position]} ({seen + n:,} tokens)",
+            progress=progress,
+        )
+        curve["tokens"] += [seen + t for t in result.loss_curve["tokens"]]
+        curve["loss"] += result.loss_curve["loss"]
+        sae, optimizer_state, seen = result.sae, result.optimizer_state, seen + n
+        if tokens_to_reach(np.array(curve["tokens"]), np.array(curve["loss"]), target, window_tokens) is not None:
+            break
+    return curve
+
+
+def compare_chain_and_baselines(
+    run: RunConfig,
+    run_dir: Path,
+    *,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the convergence study and the feature-agreement analysis; write ``run_dir/comparison/manifest.json``."""
+    out = Path(run_dir) / paths.COMPARISON_DIR
+    expected = comparison_config_hash(run)
+    if not force and store.manifest_is_current(out, expected):
+        return store.read_manifest(out) or {}
+    started = time.perf_counter()
+    window_tokens = SMOOTHING_STEPS * run.chain.batch_size
+    cache = ActivationCache(run_dir, run)
+    chain_dir = Path(run_dir) / paths.CHAIN_DIR
+    base_dir = Path(run_dir) / paths.BASELINE_DIR
+    convergence = []
+    agreement = []
+    for step in run.baseline_steps:
+        position = run.sae_steps.index(step)
+        base_manifest = store.read_manifest(base_dir / paths.step_dir_name(step))
+        if base_manifest is None:
+            raise store.StaleArtifactError(f"no baseline SAE at step {step}; run train_baselines first.")
+        scratch = {k: np.asarray(v) for k, v in base_manifest["loss_curve"].items()}
+        target = float(smoothed(scratch["tokens"], scratch["loss"], window_tokens)[-1])
+        scratch_tokens = tokens_to_reach(scratch["tokens"], scratch["loss"], target, window_tokens)
+        previous_dir = chain_dir / paths.step_dir_name(run.sae_steps[position - 1])
+        previous_l1 = (store.read_manifest(previous_dir) or {})["link"]["l1_coefficient"]
+        previous = load_training_sae(previous_dir, run.chain, l1_coefficient=previous_l1)
+        probe = _probe_to_target(
+            run,
+            previous,
+            cache.train(step),
+            target,
+            run.chain.baseline_token_budget,
+            position,
+            device,
+            progress,
+            window_tokens,
+            base_manifest["baseline"]["l1_coefficient"],  # this checkpoint's coefficient, as the baseline's
+        )
+        probe_tokens = tokens_to_reach(np.array(probe["tokens"]), np.array(probe["loss"]), target, window_tokens)
+        convergence.append(
+            {
+                "step": step,
+                "target_loss": target,
+                "scratch_tokens_to_target": scratch_tokens,
+                "recurrent_tokens_to_target": probe_tokens,
+                "token_ratio": (probe_tokens / scratch_tokens) if probe_tokens and scratch_tokens else None,
+                "scratch_curve": {"tokens": scratch["tokens"].tolist(), "loss": scratch["loss"].tolist()},
+                "recurrent_curve": probe,
+            }
+        )
+        # Agreement between the chain link and the independent SAE of this checkpoint, on live features.
+        link = SAEWeights.load(chain_dir / paths.step_dir_name(step))
+        base = SAEWeights.load(base_dir / paths.step_dir_name(step))
+        heldout = cache.heldout(step)
+        live_link = _live_features(link, heldout)
+        live_base = _live_features(base, heldout)
+        match = match_features(
+            link.W_dec, base.W_dec, threshold=AGREEMENT_THRESHOLD, subset_a=live_link, subset_b=live_base
+        )
+        agreement.append(
+            {
+                "step": step,
+                "n_live_chain": len(live_link),
+                "n_live_baseline": len(live_base),
+                "mean_matched_cosine": match.mean_cosine,
+                "fraction_above_threshold": match.fraction_above,
+                "matched_cosines": np.round(match.cosines, 4).tolist(),
+            }
+        )
+    stability = []
+    for prev_step, next_step in itertools.pairwise(run.sae_steps):
+        prev = SAEWeights.load(chain_dir / paths.step_dir_name(prev_step))
+        nxt = SAEWeights.load(chain_dir / paths.step_dir_name(next_step))
+        result = index_stability(prev.W_dec, nxt.W_dec, threshold=AGREEMENT_THRESHOLD)
+        stability.append({"from_step": prev_step, "to_step": next_step, **result})
+    ratios = [c["token_ratio"] for c in convergence if c["token_ratio"] is not None]
+    return store.write_manifest(
+        out,
+        stage="comparison",
+        config={"threshold": AGREEMENT_THRESHOLD, "smoothing_steps": SMOOTHING_STEPS},
+        config_hash=expected,
+        timings={"total": time.perf_counter() - started},
+        convergence=convergence,
+        median_token_ratio=float(np.median(ratios)) if ratios else None,
+        agreement=agreement,
+        index_stability=stability,
+    )
+
+
+def _live_features(weights: SAEWeights, x: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """Indices of features active on at least one row of ``x``."""
+    alive = torch.zeros(weights.W_dec.shape[0], dtype=torch.bool)
+    for start in range(0, len(x), batch):
+        acts = feature_activations(weights, torch.as_tensor(np.asarray(x[start : start + batch]), dtype=torch.float32))
+        alive |= (acts > 0).any(dim=0)
+    return np.nonzero(alive.numpy())[0]

@@ -1,0 +1,290 @@
+"""The drift stage (notebook 04): decoder drift, formation times, trajectories and phases (paper Sec. 6, 4.1).
+
+From the chain (notebook 02) and the formation stage (notebook 03):
+
+* the cosine of every feature's decoder direction at every link with its final direction (Fig. 6a, 6b);
+* each live feature's formation time (:func:`saetrack.drift.formed_mask` rule) — Fig. 7's colours;
+* 2-D PCA trajectories of features sampled per evolution pattern (Fig. 7);
+* the phase boundaries detected on (a) the median decoder cosine to final and (b) the median concept-level
+  progress measure, both against the checkpoint index (:data:`PHASE_RULE`), and their agreement.
+
+Written to ``run_dir/drift/`` (``arrays.npz``, ``manifest.json``); skipped when the manifest matches the config.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from saetrack import paths, store
+from saetrack.analysis import drift as dr
+from saetrack.analysis.features import PATTERNS
+from saetrack.analysis.formation import checkpoint_positions
+from saetrack.config.base import config_hash
+from saetrack.config.run import RunConfig
+from saetrack.sae.weights import SAEWeights
+from saetrack.stages.chain import load_chain
+from saetrack.stages.formation import FormationResult, formation_config_hash, load_formation, median_progress
+
+__all__ = [
+    "ARRAYS_FILE",
+    "DRIFT_QUANTILES",
+    "PHASE_PROGRESS_KEY",
+    "PHASE_RULE",
+    "TRAJECTORY_PATTERNS",
+    "DriftResult",
+    "analyse_drift",
+    "decoder_stack",
+    "drift_config_hash",
+    "load_drift",
+    "summary_numbers",
+]
+
+
+ARRAYS_FILE = "arrays.npz"
+#: The change-point rule, as written into the manifest and results.
+PHASE_RULE = (
+    "boundaries = the two knots of the least-squares continuous three-segment linear fit of the curve against the "
+    "checkpoint index (each phase >= drift.min_phase_checkpoints checkpoints); curves: (a) median decoder cosine to "
+    "final over live features, (b) median activation-space progress measure of concept-level features"
+)
+#: Quantiles of the decoder cosine to final drawn as bands in Fig. 6a.
+DRIFT_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
+#: The progress measure whose concept-level median gives the second perspective on the phases.
+PHASE_PROGRESS_KEY = "activation_cosine"
+#: Evolution patterns whose features get a trajectory in Fig. 7.
+TRAJECTORY_PATTERNS: tuple[str, ...] = tuple(p for p in PATTERNS if p != "other")
+
+
+def drift_config_hash(run: RunConfig) -> str:
+    """Hash of the drift stage's inputs: the formation stage's hash (which covers the chain) and the drift section."""
+    return config_hash({"formation": formation_config_hash(run), "drift": run.to_dict()["drift"], "v": 1})
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """The arrays of a finished drift stage (T checkpoints, F features, L live features)."""
+
+    steps: np.ndarray  # [T]
+    cosine: np.ndarray  # [T, F] decoder cosine to final, every feature
+    live_features: np.ndarray  # [L]
+    quantiles: np.ndarray  # [T, len(DRIFT_QUANTILES)] over live features
+    formed: np.ndarray  # [T, L] formed_mask
+    formation_time: np.ndarray  # [L] checkpoint index, -1: never formed
+    progress_curve: np.ndarray  # [T] median concept-level progress measure (phases, perspective b)
+    drift_phases: dr.Phases
+    progress_phases: dr.Phases
+    agreement: dict[str, Any]
+    histogram_positions: np.ndarray  # checkpoint indices of Fig. 6a's histograms
+    sampled_features: np.ndarray  # Fig. 6b
+    trajectory_features: np.ndarray  # [n] Fig. 7
+    trajectory_patterns: np.ndarray  # [n]
+    trajectory_coords: np.ndarray  # [n, T, 2]
+    trajectory_variance: np.ndarray  # [n, 2] explained-variance share of PC1, PC2
+    manifest: dict[str, Any]
+
+    @property
+    def median_cosine(self) -> np.ndarray:
+        """Median decoder cosine to final over live features, per checkpoint (perspective a)."""
+        return self.quantiles[:, DRIFT_QUANTILES.index(0.5)]
+
+    def formation_time_of(self, feature: int) -> int:
+        """Formation time (checkpoint index, -1 never) of feature ``feature`` (an index into all F features)."""
+        where = np.nonzero(self.live_features == feature)[0]
+        if where.size == 0:
+            raise KeyError(f"feature {feature} is not live")
+        return int(self.formation_time[where[0]])
+
+
+def decoder_stack(folders: dict[int, Path], progress: bool = True) -> np.ndarray:
+    """``[T, F, d]`` decoder matrices of the chain's links in step order."""
+    return np.stack(
+        [
+            SAEWeights.load(folders[step]).W_dec.numpy()
+            for step in tqdm(sorted(folders), desc="decoders", disable=not progress)
+        ]
+    )
+
+
+def _trajectory_features(
+    formation: FormationResult, formation_time: np.ndarray, per_pattern: int, seed: int
+) -> tuple[list[int], list[str]]:
+    """Features per pattern for Fig. 7, drawn reproducibly among those that formed (preferring later formation).
+
+    Shifting and grouping features are drawn among those formed after the first checkpoint when there are any, so
+    the figure shows the unformed-to-formed transition the paper describes; maintaining ones among all formed.
+    """
+    live_patterns = formation.patterns[formation.live_features]
+    chosen: list[int] = []
+    kinds: list[str] = []
+    for offset, pattern in enumerate(TRAJECTORY_PATTERNS):
+        of_pattern = (live_patterns == pattern) & (formation_time >= 0)
+        later = of_pattern & (formation_time > 0)
+        pool = np.nonzero(later if pattern != "maintaining" and later.any() else of_pattern)[0]
+        picks = dr.sample_features(pool, per_pattern, seed + offset)
+        chosen += [int(formation.live_features[j]) for j in picks]
+        kinds += [pattern] * len(picks)
+    return chosen, kinds
+
+
+def analyse_drift(run: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the drift analyses over the chain and formation stage of ``run``; return the stage manifest."""
+    out = Path(run_dir) / paths.DRIFT_DIR
+    expected = drift_config_hash(run)
+    if not force and store.manifest_is_current(out, expected):
+        return store.read_manifest(out) or {}
+    cfg = run.drift
+    started = time.perf_counter()
+    formation = load_formation(run_dir, run)
+    folders = load_chain(run_dir, run)
+    steps = np.asarray(sorted(folders))
+    if len(steps) < 3 * cfg.min_phase_checkpoints:
+        raise ValueError(
+            f"the chain has {len(steps)} links; phase detection needs at least 3 * drift.min_phase_checkpoints = "
+            f"{3 * cfg.min_phase_checkpoints}."
+        )
+    decoders = decoder_stack(folders, progress)
+    cosine = dr.cosine_to_final(decoders)
+    live = np.asarray(formation.live_features, dtype=np.int64)
+    live_cos = cosine[:, live]
+    quantiles = np.nanquantile(live_cos, DRIFT_QUANTILES, axis=1).T if live.size else np.full((len(steps), 5), np.nan)
+
+    progress_live = np.asarray(formation.progress[PHASE_PROGRESS_KEY], dtype=np.float64)
+    formed = dr.formed_mask(formation.labels[:, live], formation.dominant[:, live], progress_live, cfg.formed_fraction)
+    formation_time = dr.formation_times(formed) if live.size else np.zeros(0, dtype=np.int64)
+
+    # phases are fitted against the checkpoint index, the x axis of the paper's Fig. 4 and 6 (Pythia's schedule,
+    # like the nano suite's, is log-spaced early and evenly spaced later)
+    x = np.arange(len(steps), dtype=np.float64)
+    median_cos = quantiles[:, DRIFT_QUANTILES.index(0.5)]
+    has_concept = bool((formation.final_types == "concept").any())
+    progress_curve = median_progress(formation, "concept" if has_concept else None, PHASE_PROGRESS_KEY)
+    drift_phases = dr.detect_phases(x, median_cos, cfg.min_phase_checkpoints)
+    progress_phases = dr.detect_phases(x, progress_curve, cfg.min_phase_checkpoints)
+    agreement = dr.phase_agreement(drift_phases, progress_phases, steps.tolist())
+
+    fractions = np.linspace(0.0, 1.0, cfg.n_histograms)
+    intermediate = steps[:-1] if len(steps) > cfg.n_histograms else steps
+    hist_positions = np.asarray(checkpoint_positions(intermediate, fractions), dtype=np.int64)
+    sampled = dr.sample_features(live, cfg.n_sampled_features, run.seed)
+    traj_features, traj_patterns = _trajectory_features(
+        formation, formation_time, cfg.trajectories_per_pattern, run.seed
+    )
+    projections = [dr.trajectory_projection(decoders[:, f]) for f in traj_features]
+    coords = np.stack([c for c, _ in projections]) if projections else np.zeros((0, len(steps), 2))
+    variance = np.stack([v for _, v in projections]) if projections else np.zeros((0, 2))
+
+    with store.atomic_dir(out) as tmp:
+        np.savez(
+            tmp / ARRAYS_FILE,
+            steps=steps,
+            cosine=cosine.astype(np.float32),
+            live_features=live,
+            quantiles=quantiles,
+            formed=formed,
+            formation_time=formation_time,
+            progress_curve=progress_curve,
+            drift_fit=drift_phases.fit,
+            progress_fit=progress_phases.fit,
+            histogram_positions=hist_positions,
+            sampled_features=sampled,
+            trajectory_features=np.asarray(traj_features, dtype=np.int64),
+            trajectory_patterns=np.asarray(traj_patterns, dtype=str),
+            trajectory_coords=coords,
+            trajectory_variance=variance,
+        )
+        manifest = store.write_manifest(
+            tmp,
+            stage="drift",
+            config=run.to_dict()["drift"],
+            config_hash=expected,
+            files={ARRAYS_FILE: store.file_sha256(tmp / ARRAYS_FILE)},
+            timings={"total": time.perf_counter() - started},
+            phases={
+                "rule": PHASE_RULE,
+                "drift": _phase_record(drift_phases, steps),
+                "progress": _phase_record(progress_phases, steps),
+                "agreement": agreement,
+            },
+        )
+    return manifest
+
+
+def _phase_record(phases: dr.Phases, steps: np.ndarray) -> dict[str, Any]:
+    return {
+        "emergent_index": phases.emergent,
+        "emergent_step": int(steps[phases.emergent]),
+        "convergent_index": phases.convergent,
+        "convergent_step": int(steps[phases.convergent]),
+        "sse": phases.sse,
+    }
+
+
+def _phases_from(record: dict[str, Any], fit: np.ndarray) -> dr.Phases:
+    return dr.Phases(record["emergent_index"], record["convergent_index"], fit, float(record["sse"]))
+
+
+def load_drift(run_dir: Path, run: RunConfig | None = None) -> DriftResult:
+    """The arrays of a finished drift stage (checked against ``run`` when given)."""
+    out = Path(run_dir) / paths.DRIFT_DIR
+    manifest = store.read_manifest(out)
+    if manifest is None:
+        raise store.StaleArtifactError(f"no finished drift stage at {out}; run notebook 04 first.")
+    if run is not None and manifest["config_hash"] != drift_config_hash(run):
+        raise store.StaleArtifactError(f"the drift stage at {out} was made for another config; rerun notebook 04.")
+    data = np.load(out / ARRAYS_FILE, allow_pickle=False)
+    phases = manifest["phases"]
+    arrays = {name: data[name] for name in data.files if name not in ("drift_fit", "progress_fit")}
+    return DriftResult(
+        **arrays,
+        drift_phases=_phases_from(phases["drift"], data["drift_fit"]),
+        progress_phases=_phases_from(phases["progress"], data["progress_fit"]),
+        agreement=phases["agreement"],
+        manifest=manifest,
+    )
+
+
+def summary_numbers(result: DriftResult) -> dict[str, Any]:
+    """The numbers behind Sec. 6 and the phases (issue 5), for the run's results JSON.
+
+    Median decoder cosine to final (live features) at the first, middle ((T-1)//2) and final-but-one checkpoints;
+    phase boundaries from both perspectives and their agreement; formation counts; and how far formed features are
+    still from their final direction when they form (the paper: drift continues after formation).
+    """
+    steps, median = result.steps, result.median_cosine
+    n = len(steps)
+    middle = (n - 1) // 2
+    times = result.formation_time
+    formed = times >= 0
+    live_cos = result.cosine[:, result.live_features]
+    at_formation = np.array([live_cos[t, j] for j, t in enumerate(times) if t > 0], dtype=np.float64)
+    phases = result.manifest["phases"]
+    return {
+        "median_cosine_to_final": {
+            "first": {"step": int(steps[0]), "value": float(median[0])},
+            "middle": {"step": int(steps[middle]), "value": float(median[middle])},
+            "final_but_one": {"step": int(steps[-2]), "value": float(median[-2])},
+        },
+        "phase_rule": phases["rule"],
+        "phases_from_drift": phases["drift"],
+        "phases_from_progress": phases["progress"],
+        "phase_agreement": result.agreement,
+        "formation": {
+            "live": int(times.size),
+            "formed": int(formed.sum()),
+            "never_formed": int((~formed).sum()),
+            "formed_at_first_checkpoint": int((times == 0).sum()),
+            "formed_only_at_final_checkpoint": int((times == n - 1).sum()),
+            "median_formation_step": int(np.median(steps[times[formed]])) if formed.any() else None,
+        },
+        "drift_after_formation": {
+            "features": int(at_formation.size),
+            "median_cosine_at_formation": float(np.nanmedian(at_formation)) if at_formation.size else None,
+            "share_below_0.9_at_formation": float(np.mean(at_formation < 0.9)) if at_formation.size else None,
+        },
+    }

@@ -1,0 +1,142 @@
+"""One SAE of the chain (a link, a from-scratch baseline or a convergence probe).
+
+Its seed, its L1 coefficient, training on its own tokens and its quality on held-out data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from saetrack.analysis.metrics import ce_loss_recovered, reconstruction_metrics
+from saetrack.config.run import RunConfig
+from saetrack.data.activations import ActivationCache
+from saetrack.sae.model import SAETrackSAE
+from saetrack.sae.training import NonFiniteLossError, TrainResult, train_sae
+
+__all__ = [
+    "CURVE_POINTS",
+    "DENSE_CURVE_POINTS",
+    "ChainTrainingError",
+    "activation_scale",
+    "evaluate_link",
+    "link_l1_coefficient",
+    "link_seed",
+    "sae_metadata",
+    "subsample_curve",
+    "train_link",
+]
+
+
+#: Points kept of a chain link's loss curve in its manifest (subsampled evenly, endpoints kept).
+CURVE_POINTS = 400
+
+
+#: Points logged while training (every step up to this many steps); baselines keep them all for the
+#: convergence study.
+DENSE_CURVE_POINTS = 4000
+
+
+class ChainTrainingError(RuntimeError):
+    """Training a link failed (e.g. a non-finite loss); names the link. Finished links stay on disk."""
+
+
+def link_seed(run: RunConfig, kind: str, position: int) -> int:
+    """A seed for one SAE from the run seed (``kind``: "chain", "baseline" or "probe"; ``position`` in the schedule)."""
+    kinds = {"chain": 0, "baseline": 1, "probe": 2}
+    return int(np.random.SeedSequence([run.seed, kinds[kind], position]).generate_state(1)[0])
+
+
+def activation_scale(x: np.ndarray, n_rows: int = 65_536) -> float:
+    """Mean L2 norm of the centred activations ``x - mean(x)`` over (up to) the first ``n_rows`` rows.
+
+    The denominator of the paper's normalised reconstruction loss (see ``ChainConfig.l1_scale``).
+    """
+    rows = np.asarray(x[:n_rows], dtype=np.float64)
+    return float(np.linalg.norm(rows - rows.mean(axis=0), axis=1).mean())
+
+
+def link_l1_coefficient(run: RunConfig, scale: float, d_model: int) -> float:
+    """The SAELens L1 coefficient of a link whose activations have centred norm ``scale`` (Eq. 3 with ``l1_scale``).
+
+    ``l1_scale="activation_norm"``: ``l1_coefficient * d_model * scale`` — the paper's objective, whose MSE is
+    averaged over dimensions and divided by the centred norm, rewritten for SAELens' summed MSE.
+    ``"none"``: ``l1_coefficient`` unchanged.
+    """
+    chain = run.chain
+    return chain.l1_coefficient * d_model * scale if chain.l1_scale == "activation_norm" else chain.l1_coefficient
+
+
+def subsample_curve(curve: dict[str, list[float]], n: int = CURVE_POINTS) -> dict[str, list[float]]:
+    length = len(next(iter(curve.values()), []))
+    if length <= n:
+        return curve
+    keep = np.unique(np.linspace(0, length - 1, n).round().astype(int))
+    return {k: [v[i] for i in keep] for k, v in curve.items()}
+
+
+def sae_metadata(run: RunConfig, step: int) -> dict[str, Any]:
+    model = run.model
+    return {
+        "hook_name": run.cache.hook_name,
+        "model_name": model.repo_id or f"saetrack-{run.preset}",
+        "context_size": run.cache.context_length,
+        "dataset_path": run.corpus.source if run.corpus else "",
+        "model_revision": model.revision_template.format(step=step),
+        "prepend_bos": False,
+    }
+
+
+def evaluate_link(
+    run: RunConfig,
+    sae: SAETrackSAE,
+    cache: ActivationCache,
+    step: int,
+    source: Any,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Quality of an SAE on held-out data of checkpoint ``step``: reconstruction metrics and CE loss recovered."""
+    metrics = reconstruction_metrics(sae, cache.heldout(step), batch_size=run.chain.batch_size)
+    model = source.load_hooked(step, device=device)
+    metrics.update(ce_loss_recovered(model, sae, np.asarray(cache.heldout_tokens), run.cache.hook_name))
+    return metrics
+
+
+def train_link(
+    run: RunConfig,
+    sae: SAETrackSAE,
+    data: np.ndarray,
+    *,
+    n_tokens: int,
+    lr: float,
+    warmup: int,
+    seed: int,
+    optimizer_state: dict[str, Any] | None,
+    desc: str,
+    progress: bool,
+) -> TrainResult:
+    """Train one SAE of the chain (a link, a baseline or a probe) on the first ``n_tokens`` rows of ``data``.
+
+    Each row is seen once (SAELens' trainer, via :func:`~saetrack.sae_training.train_sae`); the loss curve is
+    logged densely for the convergence study. A too-small cache or a non-finite loss raises
+    :class:`ChainTrainingError` naming ``desc`` (the link) — finished links stay on disk.
+    """
+    if n_tokens > len(data):
+        raise ChainTrainingError(f"{desc}: needs {n_tokens} training tokens but the cache holds {len(data)}.")
+    try:
+        return train_sae(
+            sae,
+            data[:n_tokens],  # exactly this link's own tokens, each seen once
+            n_tokens=n_tokens,
+            lr=lr,
+            warmup_steps=warmup,
+            batch_size=run.chain.batch_size,
+            seed=seed,
+            optimizer_state=optimizer_state,
+            progress=progress,
+            desc=desc,
+            log_every=max(1, n_tokens // run.chain.batch_size // DENSE_CURVE_POINTS),
+        )
+    except NonFiniteLossError as error:
+        raise ChainTrainingError(f"{desc}: {error} Training stopped; every finished link is kept on disk.") from error
