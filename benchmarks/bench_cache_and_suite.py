@@ -72,14 +72,14 @@ def bench_caching(preset: str, repeats: int, seed: int = 0) -> None:
 def bench_suite_training(preset: str, steps: int) -> None:
     """Print the suite trainer's training throughput in tokens/s over ``steps`` optimizer updates."""
     from saetrack.data.corpus import prepare_corpus
-    from saetrack.data.suite import _SuiteTrainer
+    from saetrack.data.suite import SuiteTrainer
 
     run = get_preset(preset, {"corpus.max_chars": 2_000_000})
     assert run.suite is not None
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         corpus_manifest = prepare_corpus(run, run_dir)
-        trainer = _SuiteTrainer(run, run_dir, "cpu", run.section_hash("corpus", "suite"), corpus_manifest)
+        trainer = SuiteTrainer(run, run_dir, "cpu", run.section_hash("corpus", "suite"), corpus_manifest)
         trainer.train_step()  # warm-up
         t0 = time.perf_counter()
         for _ in range(steps):

@@ -126,12 +126,11 @@ def _chain(shape: Shape) -> ChainConfig:
 @contextmanager
 def _autograd_path() -> Iterator[None]:
     """Inside the block, every SAETrackSAE trains on SAELens' autograd forward pass instead of the fused step."""
-    original = SAETrackSAE._fused_step_applies
-    SAETrackSAE._fused_step_applies = lambda self, sae_in: False  # type: ignore[method-assign]
+    SAETrackSAE.fused_step = False
     try:
         yield
     finally:
-        SAETrackSAE._fused_step_applies = original  # type: ignore[method-assign]
+        SAETrackSAE.fused_step = True
 
 
 def _train(shape: Shape, activations: np.ndarray, *, fused: bool = True, chunk_tokens: int | None = None) -> Any:

@@ -64,11 +64,18 @@ def resolve_run(preset: str, config_json: str = "", run_dir: str = "") -> tuple[
 
 
 @contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (tiny shapes: one thread avoids OpenMP overhead, ~5x here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, n))
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads (``None``: unchanged), restoring the old value.
+
+    Tiny shapes run faster on one thread (no OpenMP overhead); bit-identical resumption of training needs the same
+    thread count.
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads = {threads} is invalid: must be >= 1 (or None to keep {previous}).")
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(previous)

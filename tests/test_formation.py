@@ -18,7 +18,7 @@ from saetrack.analysis.formation import (
     progress_measures,
     umap_embedding,
 )
-from saetrack.analysis.progress import progress_measure, random_baseline, random_indices
+from saetrack.analysis.progress import pairwise_mean_similarity, progress_measure, random_baseline, random_indices
 from saetrack.sae.weights import SAEWeights, feature_activations
 
 METRIC_OF = {
@@ -99,17 +99,19 @@ def test_progress_measures_match_progress_module_and_ignore_chunking() -> None:
         metric = METRIC_OF[key]
         sets, everything = (acts, all_acts) if key.startswith("activation") else (codes, all_codes)
         n_random = kwargs["n_random_activation"] if key.startswith("activation") else kwargs["n_random_feature"]
-        baseline, _ = random_baseline(everything, n_random, metric, seed=3)
-        expected = progress_measure(sets, baseline, metric).numpy()
+        chosen = torch.from_numpy(random_indices(everything.shape[1], n_random, seed=3))
+        baseline = np.array([random_baseline(everything[t][chosen], metric) for t in range(len(weights))])
+        expected = np.stack(
+            [progress_measure(pairwise_mean_similarity(sets[t], metric), baseline[t]) for t in range(len(weights))]
+        )
         assert result[key].shape == (3, 9) and result[key].dtype == np.float64
         np.testing.assert_allclose(result[key], expected, rtol=1e-6, atol=1e-6, err_msg=key)
-        np.testing.assert_allclose(result[f"baseline_{key}"], baseline.numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(result[f"baseline_{key}"], baseline, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(chunked[key], result[key], rtol=0, atol=1e-12, err_msg=key)
         assert np.all(np.isfinite(result[key]))
 
 
 def test_random_baseline_uses_the_same_datapoints_at_every_step() -> None:
-    assert np.array_equal(random_indices(1000, 150, 7), random_baseline(torch.zeros(1, 1000, 1), 150, "cosine", 7)[1])
     # The same analysis array at every step: the random set (drawn once) must give the same baseline every step.
     analysis, weights = _problem(n_steps=1)
     result = progress_measures(analysis * 3, weights * 3, np.array([[0, 1]]), n_random_activation=40, seed=1)
@@ -157,10 +159,10 @@ def test_umap_embedding_is_deterministic() -> None:
     np.testing.assert_array_equal(umap_embedding(points, seed=42), first)
 
 
-def test_progress_measures_from_cache_orders_steps(tmp_path: Path) -> None:
+def test_progress_measures_over_chain_orders_steps(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    from saetrack.analysis.formation import progress_measures_from_cache
+    from saetrack.stages.formation import progress_measures_over_chain
 
     analysis, weights = _problem(n_steps=2)
     folders = {}
@@ -174,10 +176,10 @@ def test_progress_measures_from_cache_orders_steps(tmp_path: Path) -> None:
         folders[step] = folder
     cache = SimpleNamespace(steps=(10, 20), analysis=lambda s: analysis[(10, 20).index(s)])
     indices = np.array([[0, 1, 2], [3, 4, 5]])
-    got = progress_measures_from_cache(cache, folders, indices, n_random_activation=30, n_random_feature=20)
+    got = progress_measures_over_chain(cache, folders, indices, n_random_activation=30, n_random_feature=20)
     expected = progress_measures(analysis, weights, indices, n_random_activation=30, n_random_feature=20)
     np.testing.assert_array_equal(got["steps"], [10, 20])
     for key in PROGRESS_KEYS:
         np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-12)
     with pytest.raises(KeyError, match="no cached activations"):
-        progress_measures_from_cache(cache, {30: folders[10]}, indices)
+        progress_measures_over_chain(cache, {30: folders[10]}, indices)

@@ -21,11 +21,11 @@ _SCRIPT = textwrap.dedent(
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from saetrack.activations import cache_activations
-    from saetrack.chain import train_chain
     from saetrack.config import get_preset
-    from saetrack.corpus import prepare_corpus
-    from saetrack.nanolm import train_suite
+    from saetrack.data.corpus import prepare_corpus
+    from saetrack.data.suite import train_suite
+    from saetrack.stages.cache import cache_activations
+    from saetrack.stages.chain import train_chain
 
     run, run_dir, kill_in, kill_at = get_preset("smoke"), Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 

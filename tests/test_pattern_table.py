@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from saetrack.plots.formation import PatternExample, _clip_context, pattern_table_figure, pattern_table_html
+from saetrack.plots.formation import PatternExample, clip_context, pattern_table_figure, pattern_table_html
 
 STEPS = (0, 512, 143000)
 
@@ -46,10 +46,10 @@ def test_pattern_table_figure_limits_contexts_and_differing_steps() -> None:
 
 def test_clip_context_keeps_marked_token() -> None:
     text = "word " * 40 + "«target»" + " tail" * 40
-    clipped = _clip_context(text, 30)
+    clipped = clip_context(text, 30)
     assert len(clipped) == 30 and "«target»" in clipped
     assert clipped.startswith("…") and clipped.endswith("…")
-    assert _clip_context("a\nb «c»", 30) == "a⏎ b «c»"
+    assert clip_context("a\nb «c»", 30) == "a⏎ b «c»"
 
 
 def test_pattern_table_html_escapes_and_marks() -> None:

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from saetrack.analysis.progress import METRICS, pairwise_mean_similarity, progress_measure, random_baseline
+from saetrack.analysis.progress import (
+    METRICS,
+    pairwise_mean_similarity,
+    progress_measure,
+    random_baseline,
+    random_indices,
+)
 
 
 def _t(rows: list[list[float]]) -> torch.Tensor:
@@ -32,11 +38,11 @@ def _ref_sim(u: np.ndarray, v: np.ndarray, metric: str) -> float | None:
 def test_identical_vectors_similarity_one_and_progress(metric: str) -> None:
     one_set = _t([[1.0, 2.0, 0.0, 3.0]] * 4)
     assert pairwise_mean_similarity(one_set, metric).item() == pytest.approx(1.0)
-    sets = one_set.expand(3, 2, 4, 4)  # [T, F, k, d]
-    baseline = torch.tensor([0.1, 0.25, 0.5])
-    measure = progress_measure(sets, baseline, metric)
-    assert measure.shape == (3, 2)
-    torch.testing.assert_close(measure, (1.0 - baseline.double())[:, None].expand(3, 2))
+    sets = one_set.expand(2, 4, 4)  # [F, k, d]: identical vectors in every set
+    for baseline in (0.1, 0.25, 0.5):
+        measure = progress_measure(pairwise_mean_similarity(sets, metric), baseline)  # Eq. 14 / 17
+        assert measure.shape == (2,) and measure.dtype == np.float64
+        np.testing.assert_allclose(measure, [1.0 - baseline] * 2, rtol=0, atol=1e-12)
 
 
 def test_cosine_orthogonal_opposite_and_hand_example() -> None:
@@ -97,15 +103,15 @@ def test_vectorised_equals_double_loop(metric: str) -> None:
             assert got[a, b].item() == pytest.approx(sum(kept) / len(kept), abs=1e-12)
 
 
-def test_random_baseline_indices_and_shape() -> None:
-    x_all = torch.rand(4, 30, 6, generator=torch.Generator().manual_seed(4))
-    base1, idx1 = random_baseline(x_all, 10, "cosine", seed=7)
-    base2, idx2 = random_baseline(x_all, 10, "cosine", seed=7)
-    assert base1.shape == (4,)
-    np.testing.assert_array_equal(idx1, idx2)
-    torch.testing.assert_close(base1, base2)
+def test_random_baseline_is_the_mean_similarity_of_a_fixed_random_set() -> None:
+    x = torch.rand(30, 6, generator=torch.Generator().manual_seed(4))
+    idx1, idx2 = random_indices(30, 10, seed=7), random_indices(30, 10, seed=7)
+    np.testing.assert_array_equal(idx1, idx2)  # the same datapoints at every checkpoint
     assert len(set(idx1.tolist())) == 10
-    torch.testing.assert_close(base1, pairwise_mean_similarity(x_all[:, torch.from_numpy(idx1)], "cosine"))
+    subset = x[torch.from_numpy(idx1)]
+    assert random_baseline(subset, "cosine") == pytest.approx(pairwise_mean_similarity(subset, "cosine").item())
+    # two orthogonal and one opposite direction: cosines 0, 0 and -1 average to -1/3 (Eq. 16 by hand)
+    assert random_baseline(_t([[1, 0], [0, 1], [-1, 0]]), "cosine") == pytest.approx(-1 / 3)
 
 
 def test_bad_arguments_raise() -> None:
@@ -114,4 +120,6 @@ def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="n=1"):
         pairwise_mean_similarity(torch.rand(1, 4), "cosine")
     with pytest.raises(ValueError, match="n_random"):
-        random_baseline(torch.rand(2, 5, 3), 6, "cosine", seed=0)
+        random_indices(5, 6, seed=0)
+    with pytest.raises(ValueError, match="x_random"):
+        random_baseline(torch.rand(2, 5, 3), "cosine")

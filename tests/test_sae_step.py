@@ -50,8 +50,8 @@ def _step(sae: SAETrackSAE, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], l
 @pytest.mark.parametrize("decoder_norm", ["unit", "weighted"])
 def test_fused_step_equals_autograd_path(decoder_norm: str, apply_b_dec: bool) -> None:
     fused, general = _sae(decoder_norm, apply_b_dec), _sae(decoder_norm, apply_b_dec)
-    general._fused_step_applies = lambda sae_in: False  # type: ignore[method-assign]
-    assert fused._fused_step_applies(_batch())
+    general.fused_step = False
+    assert fused.fused_step_applies(_batch())
     values, grads = _step(fused, _batch())
     expected_values, expected_grads = _step(general, _batch())
     for key, value in values.items():
@@ -103,13 +103,13 @@ def test_input_gradient_matches_autograd() -> None:
 def test_hooks_or_other_norms_use_sae_lens_path() -> None:
     sae = _sae("weighted", True)
     x = _batch()
-    assert sae._fused_step_applies(x)
+    assert sae.fused_step_applies(x)
     handle = sae.hook_sae_acts_post.register_forward_hook(lambda module, args, out: out)
-    assert not sae._fused_step_applies(x)
+    assert not sae.fused_step_applies(x)
     handle.remove()
-    assert sae._fused_step_applies(x) and not sae._fused_step_applies(x[None])
+    assert sae.fused_step_applies(x) and not sae.fused_step_applies(x[None])
     sae.cfg.lp_norm = 2.0
-    assert not sae._fused_step_applies(x)
+    assert not sae.fused_step_applies(x)
 
 
 def test_unit_decoder_renormalised_after_any_in_place_change() -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "PATTERNS",
     "FeatureFilter",
     "FeatureStats",
+    "active_features",
     "classify_patterns",
     "classify_token_concept",
     "feature_statistics",
@@ -161,6 +162,15 @@ def filter_features(
     )
 
 
+def active_features(weights: SAEWeights, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """Indices of the features that are not dead on ``x`` (App. A.1): active (``f_i > 0``) on at least one row.
+
+    The single-checkpoint form of :func:`filter_features`' ``dead`` mask, used where features of one SAE are
+    compared (chain link against an independent SAE, Fig. S5).
+    """
+    return np.nonzero(~filter_features([feature_statistics(weights, x, batch_size)]).dead)[0]
+
+
 def top_k_datapoints(
     weights: SAEWeights,
     x: np.ndarray,
@@ -169,6 +179,9 @@ def top_k_datapoints(
     features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` rows of ``x`` with the highest ``f_i(x)`` (Eq. 2) for each feature, sorted descending.
+
+    Under the final SAE at the final checkpoint these are the datapoints ``D_i`` of Eq. 12 (the paper takes the
+    top 25 activations of each feature as its faithful region).
 
     Returns ``(values [F', k] float32, indices [F', k] int64)`` with ``F'`` the features in ``features`` (all by
     default) and indices rows of ``x``. Streamed with a running top-k merge (memory ``[F', k + batch_size]``).

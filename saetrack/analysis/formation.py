@@ -10,22 +10,21 @@
   the checkpoints of :func:`checkpoint_positions`.
 
 Everything works on plain arrays (one ``[N, d]`` analysis array per checkpoint, the same N datapoints at every
-checkpoint) so that it can be tested on synthetic data; :func:`progress_measures_from_cache` is the thin wrapper
-for an :class:`~saetrack.activations.ActivationCache` and a chain of SAE folders.
+checkpoint) so that it can be tested on synthetic data;
+:func:`saetrack.stages.formation.progress_measures_over_chain` is the thin wrapper for an activation source and a
+chain of SAE folders.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from saetrack.analysis.progress import pairwise_mean_similarity, random_indices
-from saetrack.data.activations import ActivationCache
+from saetrack.analysis.progress import pairwise_mean_similarity, progress_measure, random_baseline, random_indices
 from saetrack.sae.weights import SAEWeights, feature_activations
 
 __all__ = [
@@ -36,7 +35,6 @@ __all__ = [
     "activation_sets",
     "checkpoint_positions",
     "progress_measures",
-    "progress_measures_from_cache",
     "umap_embedding",
 ]
 
@@ -131,14 +129,14 @@ def _feature_set_similarities(acts: np.ndarray, weights: SAEWeights, feature_chu
 
 
 def _baselines(random_act: np.ndarray, random_feat: np.ndarray, weights: SAEWeights) -> dict[str, float]:
-    """Random-set similarities at one checkpoint (Eq. 16 in activation space, Eq. 19 in feature space)."""
+    """Random baselines at one checkpoint (Eq. 16 in activation space, Eq. 19 in feature space)."""
     out: dict[str, float] = {}
     act = torch.from_numpy(random_act)
     for key, metric in ACTIVATION_KEYS.items():
-        out[key] = float(pairwise_mean_similarity(act, metric))
+        out[key] = random_baseline(act, metric)
     codes = feature_activations(weights, torch.from_numpy(random_feat))
     for key, metric in FEATURE_KEYS.items():
-        out[key] = float(pairwise_mean_similarity(codes, metric))
+        out[key] = random_baseline(codes, metric)
     return out
 
 
@@ -158,7 +156,7 @@ def progress_measures(
     ``feature_jaccard`` and ``feature_weighted_jaccard`` are Eq. 17 with Eq. 27 / 28 / 29, the feature set
     F_i^t being SAE[t]'s encoding (Eq. 2) of A_i^t. The baseline (Eq. 16 / 19) uses the same
     ``n_random_activation`` (paper: 150) resp. ``n_random_feature`` (paper: 100) random datapoints at every
-    checkpoint, drawn with ``seed`` as :func:`saetrack.progress.random_baseline` draws them. Work is done one
+    checkpoint, drawn once with :func:`saetrack.analysis.progress.random_indices`. Work is done one
     checkpoint and ``feature_chunk`` features at a time: memory is O(F·k·d + feature_chunk·k·d_sae).
 
     Args:
@@ -193,33 +191,8 @@ def progress_measures(
         within = _feature_set_similarities(_gather(analysis, idx), weights, feature_chunk)
         for key in PROGRESS_KEYS:
             base[key][t] = baseline[key]
-            out[key][t] = within[key].numpy() - baseline[key]
+            out[key][t] = progress_measure(within[key], baseline[key])
     return {**out, **{f"baseline_{key}": val for key, val in base.items()}}
-
-
-def progress_measures_from_cache(
-    cache: ActivationCache,
-    sae_folders: Mapping[int, str | os.PathLike[str]],
-    indices: np.ndarray,
-    *,
-    device: str = "cpu",
-    **kwargs: int,
-) -> dict[str, np.ndarray]:
-    """:func:`progress_measures` over the checkpoints of ``sae_folders`` (step -> SAE folder), in step order.
-
-    Reads each step's analysis activations from ``cache`` (memory maps) and each SAE with
-    :meth:`SAEWeights.load` on ``device``; ``kwargs`` go to :func:`progress_measures`. Also returns
-    ``"steps"``: the ``[T]`` steps in the order of the rows.
-    """
-    steps = sorted(sae_folders)
-    missing = [s for s in steps if s not in cache.steps]
-    if missing:
-        raise KeyError(f"steps {missing} have an SAE but no cached activations; cached steps: {list(cache.steps)}")
-    analysis = [cache.analysis(s) for s in steps]
-    weights = [SAEWeights.load(sae_folders[s], device=device) for s in steps]
-    result = progress_measures(analysis, weights, indices, **kwargs)
-    result["steps"] = np.asarray(steps, dtype=np.int64)
-    return result
 
 
 # ----------------------------------------------------------------------------------------------

@@ -128,46 +128,25 @@ def random_indices(n_points: int, n_random: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(n_points, size=n_random, replace=False).astype(np.int64)
 
 
-def random_baseline(x_all: torch.Tensor, n_random: int, metric: str, seed: int) -> tuple[torch.Tensor, np.ndarray]:
-    """Mean pairwise similarity of a fixed random set of datapoints at each checkpoint (paper Eq. 16 / 19).
+def random_baseline(x_random: torch.Tensor, metric: str) -> float:
+    """The random baseline of one checkpoint (paper Eq. 16 in activation space, Eq. 19 in feature space).
 
-    Draws ``n_random`` distinct datapoint indices once with ``numpy.random.default_rng(seed)`` and uses the same
-    datapoints at every checkpoint.
-
-    Args:
-        x_all: ``[T, N, d]``, the same N datapoints (activations or SAE codes) at each of T checkpoints.
-        n_random: size of the random set, 2 <= n_random <= N.
-        metric: as in :func:`pairwise_mean_similarity`.
-        seed: seed of the index draw.
-
-    Returns:
-        ``(baseline [T] float64, indices [n_random] int64)``.
+    The mean pairwise similarity (Eq. 15 / 18 with Eq. 27-29) of a fixed set of random datapoints ``x_random``
+    ``[n_random, d]`` (activations, or their SAE codes) at that checkpoint. The datapoints are drawn once with
+    :func:`random_indices` and are the same at every checkpoint.
     """
     _check_metric(metric)
-    if x_all.dim() != 3:
-        raise ValueError(f"x_all must have shape [T, N, d], got shape {tuple(x_all.shape)}")
-    indices = random_indices(x_all.shape[1], n_random, seed)
-    subset = x_all[:, torch.from_numpy(indices).to(x_all.device)]
-    return pairwise_mean_similarity(subset, metric), indices
+    if x_random.dim() != 2:
+        raise ValueError(f"x_random must have shape [n_random, d], got shape {tuple(x_random.shape)}")
+    return float(pairwise_mean_similarity(x_random, metric))
 
 
-def progress_measure(sets: torch.Tensor, baseline: torch.Tensor, metric: str) -> torch.Tensor:
-    """Feature-formation progress measure M_i(t) (paper Def. 5.4, Eq. 14 / Eq. 17).
+def progress_measure(within: torch.Tensor | np.ndarray, baseline: float) -> np.ndarray:
+    """Feature-formation progress measure M_i(t) (paper Def. 5.4, Eq. 14 / Eq. 17) at one checkpoint.
 
-    M_i(t) = mean pairwise similarity of feature i's set at checkpoint t minus the random baseline at t.
-
-    Args:
-        sets: ``[T, F, k, d]``, the activation set A_i^t or feature set F_i^t (k vectors) of each of F features
-            at each of T checkpoints.
-        baseline: ``[T]``, the random-set similarity from :func:`random_baseline` with the same metric.
-        metric: as in :func:`pairwise_mean_similarity`.
-
-    Returns:
-        ``M [T, F]`` float64.
+    ``M_i(t) = S(A_i^t) - S(random set at t)``: the mean pairwise similarity inside feature i's set (``within``,
+    ``[F]``, from :func:`pairwise_mean_similarity` on the sets ``[F, k, d]``) minus the checkpoint's
+    :func:`random_baseline`. Returns ``[F]`` float64.
     """
-    if sets.dim() != 4:
-        raise ValueError(f"sets must have shape [T, F, k, d], got shape {tuple(sets.shape)}")
-    if baseline.shape != (sets.shape[0],):
-        raise ValueError(f"baseline must have shape [T={sets.shape[0]}], got shape {tuple(baseline.shape)}")
-    within = pairwise_mean_similarity(sets, metric)
-    return within - baseline.to(device=within.device, dtype=torch.float64)[:, None]
+    values = within.numpy() if isinstance(within, torch.Tensor) else np.asarray(within)
+    return values.astype(np.float64, copy=False) - baseline

@@ -1,4 +1,8 @@
-"""Checkpoint schedules: Pythia's published checkpoints, the paper's SAE schedule (Eq. 25-26), Pythia-like schedules."""
+"""Checkpoint schedules.
+
+Pythia's published checkpoints (Eq. 25), the paper's SAE schedule (Eq. 26) and Pythia-like schedules for the nano
+suite.
+"""
 
 from __future__ import annotations
 

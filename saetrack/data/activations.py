@@ -1,25 +1,28 @@
-"""The activation cache (notebook 01): residual-stream activations at ``blocks.{L}.hook_resid_pre``.
+"""Where activations come from: the one interface the chain, baselines, metrics and analyses read them through.
 
-For every checkpoint in the SAE schedule the cache holds, as memory-mappable ``.npy`` files:
+:class:`ActivationSource` is the seam: per checkpoint step, the SAE training rows of that step's link, held-out
+rows for its quality metrics, and the fixed analysis set (**the same datapoints at every checkpoint**), plus the
+token ids behind them. :func:`open_activations` returns the source of a run; today that is the on-disk cache of
+notebook 01 (:class:`ActivationCache`), and a streamed source (activations computed from each checkpoint on the fly)
+can be added behind the same interface without touching its readers.
 
-* ``analysis.npy`` — the fixed analysis set of contexts, **the same datapoints at every checkpoint**
-  (row ``c * context_length + q`` is position ``q`` of context ``c``; the token ids are in
-  ``cache/analysis_tokens.npy``). Used by the formation and drift analyses.
+The cache holds, for every checkpoint in the SAE schedule, memory-mappable ``.npy`` files:
+
+* ``analysis.npy`` — the fixed analysis set of contexts (row ``c * context_length + q`` is position ``q`` of context
+  ``c``; the token ids are in ``cache/analysis_tokens.npy``). Used by the formation and drift analyses.
 * ``heldout.npy`` — held-out contexts (``cache/heldout_tokens.npy``) for each link's quality metrics.
-* ``train.npy`` — the SAE training tokens of this checkpoint's link. Each link gets its own slice of
-  the training stream (links never share tokens); a checkpoint that also has a from-scratch baseline
-  gets enough tokens for the baseline's budget, of which the chain link uses the first rows.
+* ``train.npy`` — the SAE training tokens of this checkpoint's link. Each link gets its own slice of the training
+  stream (links never share tokens); a checkpoint that also has a from-scratch baseline gets enough tokens for the
+  baseline's budget, of which the chain link uses the first rows.
 
-The forward pass stops at layer ``L`` (``stop_at_layer``), so no block past the hook is computed.
-Each checkpoint is written into a temporary folder and renamed when complete, so an interrupted run
-resumes at the first missing checkpoint and never reads a half-written file. Every step folder records
-the weights hash of the checkpoint it came from; a cache made for another model, layer, token plan or
-set of weights raises :class:`~saetrack.store.StaleArtifactError` instead of being reused.
+It is written by :func:`saetrack.stages.cache.cache_activations`. A cache made for another model, layer, token plan
+or set of weights raises :class:`~saetrack.store.StaleArtifactError` instead of being reused.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -29,7 +32,50 @@ from saetrack.data.cache_plan import cache_config_hash
 
 __all__ = [
     "ActivationCache",
+    "ActivationSource",
+    "open_activations",
 ]
+
+
+class ActivationSource(Protocol):
+    """Activations at one hook of a model's checkpoints: what the chain and the analyses read (see module doc)."""
+
+    #: Checkpoint steps this source serves, in training order.
+    steps: tuple[int, ...]
+    hook_name: str
+    d_model: int
+    context_length: int
+
+    def train(self, step: int) -> np.ndarray:
+        """SAE training rows of the link at ``step``: ``[n_tokens, d_model]``, in training order."""
+        ...
+
+    def heldout(self, step: int) -> np.ndarray:
+        """Held-out rows at ``step`` for quality metrics: ``[n_heldout_tokens, d_model]``."""
+        ...
+
+    def analysis(self, step: int) -> np.ndarray:
+        """The fixed analysis set at ``step``: ``[n_contexts * context_length, d_model]``."""
+        ...
+
+    @property
+    def analysis_tokens(self) -> np.ndarray:
+        """Token ids of the analysis set: ``[n_contexts, context_length]``, identical at every checkpoint."""
+        ...
+
+    @property
+    def heldout_tokens(self) -> np.ndarray:
+        """Token ids of the held-out set: ``[n_contexts, context_length]``."""
+        ...
+
+    def weights_hash(self, step: int) -> str:
+        """SHA-256 of the checkpoint weights the activations of ``step`` come from."""
+        ...
+
+
+def open_activations(run: RunConfig, run_dir: Path) -> ActivationSource:
+    """The activation source of ``run`` in ``run_dir``: the activation cache, checked against the config."""
+    return ActivationCache(run_dir, run)
 
 
 class ActivationCache:

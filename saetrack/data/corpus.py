@@ -27,6 +27,7 @@ from saetrack.config.run import RunConfig
 from saetrack.data.checkpoints import open_source
 from saetrack.data.documents import collect_documents, corpus_sha256, split_documents
 from saetrack.data.tokens import build_tokenizer, load_tokenizer, separator_id, tokenize_stream, unigram_entropy
+from saetrack.stages.base import StageRun, run_stage
 
 __all__ = [
     "HELDOUT_TOKENS",
@@ -77,31 +78,14 @@ def _corpus_dir(run_dir: Path) -> Path:
     return Path(run_dir) / paths.CORPUS_DIR
 
 
-def prepare_corpus(run: RunConfig, run_dir: Path) -> dict[str, Any]:
-    """Build ``run_dir/corpus/`` (tokenizer, train and held-out token streams, manifest); return the manifest.
-
-    For the nano suite (``model.source == "suite"``) a byte-level BPE tokenizer is trained on the training
-    documents; for any other model the text is tokenized with **that model's own tokenizer**.
-    Skipped (the existing manifest is returned) when the manifest matches :func:`corpus_config_hash`.
-    Otherwise the whole folder is rebuilt in a temporary folder and renamed into place, so a killed run
-    never leaves a half-built corpus.
-    """
-    if run.corpus is None:
-        raise ValueError(f"run {run.preset!r} has no corpus section (model.source = {run.model.source!r}).")
+def _build_corpus(run: RunConfig, run_dir: Path, stage: StageRun) -> dict[str, Any]:
+    """Collect, split and tokenize the documents; write the corpus folder atomically."""
+    assert run.corpus is not None
     corpus = run.corpus
-    folder = _corpus_dir(run_dir)
-    digest = corpus_config_hash(run)
-    if store.manifest_is_current(folder, digest):
-        manifest = store.read_manifest(folder)
-        assert manifest is not None
-        log.info("corpus in %s is current; skipping", folder)
-        return manifest
-
     timings: dict[str, float] = {}
-    start = time.perf_counter()
     docs = collect_documents(corpus)
     train_docs, heldout_docs = split_documents(docs, corpus.heldout_fraction)
-    timings["collect"] = time.perf_counter() - start
+    timings["collect"] = time.perf_counter() - stage.started
 
     t0 = time.perf_counter()
     if run.model.source == "suite":
@@ -115,7 +99,7 @@ def prepare_corpus(run: RunConfig, run_dir: Path) -> dict[str, Any]:
     heldout_tokens = tokenize_stream(tokenizer, [doc.text for doc in heldout_docs])
     timings["tokenize"] = time.perf_counter() - t0
 
-    with store.atomic_dir(folder) as tmp:
+    with stage.atomic() as tmp:
         tokenizer.save_pretrained(str(tmp / paths.TOKENIZER_DIR))
         files = {
             TRAIN_TOKENS: store.save_npy(tmp / TRAIN_TOKENS, train_tokens),
@@ -123,12 +107,9 @@ def prepare_corpus(run: RunConfig, run_dir: Path) -> dict[str, Any]:
         }
         for path in sorted((tmp / paths.TOKENIZER_DIR).iterdir()):
             files[f"{paths.TOKENIZER_DIR}/{path.name}"] = store.file_sha256(path)
-        timings["total"] = time.perf_counter() - start
-        manifest = store.write_manifest(
-            tmp,
-            stage="corpus",
+        manifest = stage.finish(
+            into=tmp,
             config=run.to_dict()["corpus"],
-            config_hash=digest,
             files=files,
             timings=timings,
             source=corpus.source,
@@ -153,9 +134,28 @@ def prepare_corpus(run: RunConfig, run_dir: Path) -> dict[str, Any]:
         len(docs),
         train_tokens.size,
         heldout_tokens.size,
-        timings["total"],
+        manifest["timings_s"]["total"],
     )
     return manifest
+
+
+def prepare_corpus(run: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """Build ``run_dir/corpus/`` (tokenizer, train and held-out token streams, manifest); return the manifest.
+
+    For the nano suite (``model.source == "suite"``) a byte-level BPE tokenizer is trained on the training
+    documents; for any other model the text is tokenized with **that model's own tokenizer**.
+    Skipped (the existing manifest is returned) when the manifest matches :func:`corpus_config_hash`.
+    Otherwise the whole folder is rebuilt in a temporary folder and renamed into place, so a killed run
+    never leaves a half-built corpus.
+    """
+    if run.corpus is None:
+        raise ValueError(f"run {run.preset!r} has no corpus section (model.source = {run.model.source!r}).")
+    return run_stage(
+        Path(run_dir) / paths.CORPUS_DIR,
+        "corpus",
+        corpus_config_hash(run),
+        lambda stage: _build_corpus(run, run_dir, stage),
+    )
 
 
 def load_corpus(run_dir: Path) -> tuple[Any, np.ndarray, np.ndarray]:

@@ -40,11 +40,15 @@ from saetrack.data.nanolm import (
     lr_scheduler,
 )
 from saetrack.data.tokens import EOT_TOKEN
+from saetrack.runtime import torch_threads
+from saetrack.stages.base import StageRun, run_stage
 
 __all__ = [
     "RESUME_FILE",
     "TRAIN_LOSS_WINDOW",
     "WEIGHTS_FILE",
+    "SuiteTrainer",
+    "suite_config_hash",
     "train_suite",
 ]
 
@@ -133,20 +137,6 @@ def _copy_tokenizer(run_dir: Path, folder: Path) -> None:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the body with ``torch.set_num_threads(threads)`` (``None``: unchanged), restoring the old value."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads = {threads} is invalid: must be >= 1 (or None to keep {previous}).")
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def train_suite(
     run: RunConfig,
     run_dir: Path,
@@ -166,11 +156,19 @@ def train_suite(
     Returns the manifest (per-checkpoint losses and weight hashes, final held-out loss, unigram entropy,
     tokens/s, timings).
     """
-    with _torch_threads(threads):
-        return _train_suite(run, Path(run_dir), progress, device, on_checkpoint)
+    suite = run.suite
+    if suite is None or run.corpus is None:
+        raise ValueError(f"run {run.preset!r} has no suite/corpus section (model.source = {run.model.source!r}).")
+    with torch_threads(threads):
+        return run_stage(
+            _model_dir(Path(run_dir)),
+            "suite",
+            suite_config_hash(run),
+            lambda stage: _train_suite(run, Path(run_dir), stage, progress, device, on_checkpoint),
+        )
 
 
-class _SuiteTrainer:
+class SuiteTrainer:
     """The state of one training session: model, optimizer, scheduler, loss history and saved checkpoints."""
 
     def __init__(self, run: RunConfig, run_dir: Path, device: str, digest: str, corpus_manifest: dict[str, Any]):
@@ -265,21 +263,15 @@ class _SuiteTrainer:
 def _train_suite(
     run: RunConfig,
     run_dir: Path,
+    stage: StageRun,
     progress: bool,
     device: str,
     on_checkpoint: Callable[[int, dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
-    """Body of :func:`train_suite` (thread count already set)."""
+    """Body of :func:`train_suite` (thread count already set, suite not current)."""
     suite = run.suite
-    if suite is None or run.corpus is None:
-        raise ValueError(f"run {run.preset!r} has no suite/corpus section (model.source = {run.model.source!r}).")
-    folder = _model_dir(run_dir)
-    digest = run.section_hash("corpus", "suite")
-    if store.manifest_is_current(folder, digest):
-        manifest = store.read_manifest(folder)
-        assert manifest is not None
-        log.info("model suite in %s is current; skipping", folder)
-        return manifest
+    assert suite is not None
+    folder, digest = stage.folder, stage.config_hash
     corpus_manifest = store.read_manifest(Path(run_dir) / paths.CORPUS_DIR)
     if corpus_manifest is None or corpus_manifest.get("config_hash") != run.section_hash("corpus"):
         where = Path(run_dir) / paths.CORPUS_DIR
@@ -287,8 +279,7 @@ def _train_suite(
             f"{where} holds no corpus for this config; run prepare_corpus(run, run_dir) first."
         )
 
-    start_time = time.perf_counter()
-    trainer = _SuiteTrainer(run, run_dir, device, digest, corpus_manifest)
+    trainer = SuiteTrainer(run, run_dir, device, digest, corpus_manifest)
     trainer.restore_or_clear()
     folder.mkdir(parents=True, exist_ok=True)
     _copy_tokenizer(run_dir, folder)
@@ -318,13 +309,12 @@ def _train_suite(
             if trainer.step in checkpoints:
                 save()
 
-    trainer.timings["total"] = time.perf_counter() - start_time
-    manifest = _write_manifest(trainer)
+    manifest = _write_manifest(trainer, stage)
     (folder / RESUME_FILE).unlink(missing_ok=True)
     return manifest
 
 
-def _write_manifest(trainer: _SuiteTrainer) -> dict[str, Any]:
+def _write_manifest(trainer: SuiteTrainer, stage: StageRun) -> dict[str, Any]:
     """Write and return the suite manifest (stage "suite") of a finished training run."""
     run, suite, folder, records = trainer.run, trainer.suite, trainer.folder, trainer.records
     saved = [r["step"] for r in records]
@@ -338,11 +328,8 @@ def _write_manifest(trainer: _SuiteTrainer) -> dict[str, Any]:
         log.warning("model: %d checkpoints have the same weights as another checkpoint", duplicates)
     config = run.to_dict()
     timings = trainer.timings
-    return store.write_manifest(
-        folder,
-        stage="suite",
+    return stage.finish(
         config={"corpus": config["corpus"], "suite": config["suite"]},
-        config_hash=trainer.digest,
         files=files,
         timings=timings,
         checkpoint_steps=saved,
@@ -363,3 +350,8 @@ def _write_manifest(trainer: _SuiteTrainer) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # Figure
 # ----------------------------------------------------------------------------------------------
+
+
+def suite_config_hash(run: RunConfig) -> str:
+    """Hash the model suite's manifest carries: the corpus and suite sections (and the seed)."""
+    return run.section_hash("corpus", "suite")

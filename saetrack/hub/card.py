@@ -77,56 +77,20 @@ def _model_section(run: RunConfig, cache_manifest: Mapping[str, Any] | None) -> 
     return lines
 
 
-def model_card(
-    run: RunConfig,
-    chain_manifest: Mapping[str, Any],
-    *,
-    repo_id: str | None = None,
-    cache_manifest: Mapping[str, Any] | None = None,
-    sae_cfg: Mapping[str, Any] | None = None,
-) -> str:
-    """The model card (``README.md``) of a pushed chain: YAML front matter, provenance, hyperparameters, metrics.
-
-    ``chain_manifest`` is the chain's ``manifest.json`` (its ``links`` give the per-link metrics table);
-    ``cache_manifest`` the run's ``cache/manifest.json`` (resolved Hub commits of the model, when recorded);
-    ``sae_cfg`` the first link's SAELens ``cfg.json`` (dictionary size and architecture).
-    """
-    repo = repo_id or "<owner>/<name>"
-    chain = run.chain
-    hook = run.cache.hook_name
-    links = list(chain_manifest.get("links", []))
-    steps = [int(s) for s in chain_manifest.get("steps", run.sae_steps)]
+def _front_matter(run: RunConfig) -> list[str]:
+    """The card's YAML front matter: library, tags and the base model."""
     tags = ["sae-track", "sparse-autoencoder", "saelens", "saetrack", "interpretability", "training-dynamics"]
     front = ["---", "library_name: saelens", "tags:", *(f"- {tag}" for tag in tags)]
     if run.model.source == "hub" and run.model.repo_id:
         front.append(f"base_model: {run.model.repo_id}")
     front.append("---")
-    model_name = run.model.repo_id if run.model.source == "hub" else f"saetrack-{run.preset}"
-    lines = [
-        *front,
-        "",
-        f"# SAE-Track chain: `{model_name}`, `{hook}`",
-        "",
-        "A chain of sparse autoencoders over a language model's training checkpoints, trained with "
-        "[saetrack](https://arxiv.org/abs/2412.17626) (SAE-Track, Xu et al., *Tracking the Feature Dynamics in LLM "
-        "Training*). The first SAE is randomly initialised; every later link starts from the previous link's "
-        "weights and trains on its own checkpoint's activations, so feature *i* of one link is (mostly) feature "
-        "*i* of the next.",
-        "",
-        f"- preset: `{run.preset}`, seed {run.seed}, {len(steps)} links, "
-        f"chain config hash `{chain_manifest.get('config_hash')}`",
-        "",
-        *_model_section(run, cache_manifest),
-        "",
-        "## Hook",
-        "",
-        f"`{hook}` (the residual stream entering block {run.cache.layer}), read from the model **without weight "
-        "processing** (no LayerNorm folding or centring): it equals the Hugging Face model's "
-        f"`hidden_states[{run.cache.layer}]`. Context length {run.cache.context_length}, no BOS prepended.",
-        "",
-        "## SAE hyperparameters",
-        "",
-    ]
+    return front
+
+
+def _hyperparameter_section(run: RunConfig, steps: list[int], sae_cfg: Mapping[str, Any] | None) -> list[str]:
+    """The SAE's hyperparameters (every chain field) and the token budgets of the first and later links."""
+    chain = run.chain
+    lines = ["## SAE hyperparameters", ""]
     if sae_cfg:
         lines += [
             f"SAELens `{sae_cfg.get('architecture', 'standard')}` SAE, d_in {sae_cfg.get('d_in')}, "
@@ -146,6 +110,13 @@ def model_card(
         f"- every later link (initialised from the previous link): {chain.link_tokens:,} tokens",
         f"- batch size {chain.batch_size} tokens; each training token is seen once",
         "",
+    ]
+    return lines
+
+
+def _metrics_section(links: list[Mapping[str, Any]]) -> list[str]:
+    """The per-link quality table (explained variance, L0, dead and dense shares, CE recovered)."""
+    lines = [
         "## Per-link metrics",
         "",
         "Held-out activations of each link's own checkpoint (CE recovered: n/a where the clean and zero-ablation "
@@ -161,8 +132,13 @@ def model_card(
             f"| {_fmt(m.get('l0'), '.1f')} | {_fmt(m.get('dead_fraction'), '.1f', 100)} "
             f"| {_fmt(m.get('dense_fraction'), '.1f', 100)} | {_fmt(m.get('ce_recovered'), '.3f')} |"
         )
+    return lines
+
+
+def _loading_section(repo: str, steps: list[int]) -> list[str]:
+    """How to load one link with SAELens and the whole chain with saetrack, and the files of the repo."""
     first = f"step{steps[0]}" if steps else "step0"
-    lines += [
+    return [
         "",
         "## How to load",
         "",
@@ -199,4 +175,51 @@ def model_card(
         f"- `{INDEX_FILE}`: the full run config, the layout version and the SHA-256 of every other file",
         "",
     ]
+
+
+def model_card(
+    run: RunConfig,
+    chain_manifest: Mapping[str, Any],
+    *,
+    repo_id: str | None = None,
+    cache_manifest: Mapping[str, Any] | None = None,
+    sae_cfg: Mapping[str, Any] | None = None,
+) -> str:
+    """The model card (``README.md``) of a pushed chain: YAML front matter, provenance, hyperparameters, metrics.
+
+    ``chain_manifest`` is the chain's ``manifest.json`` (its ``links`` give the per-link metrics table);
+    ``cache_manifest`` the run's ``cache/manifest.json`` (resolved Hub commits of the model, when recorded);
+    ``sae_cfg`` the first link's SAELens ``cfg.json`` (dictionary size and architecture).
+    """
+    repo = repo_id or "<owner>/<name>"
+    hook = run.cache.hook_name
+    links = list(chain_manifest.get("links", []))
+    steps = [int(s) for s in chain_manifest.get("steps", run.sae_steps)]
+    model_name = run.model.repo_id if run.model.source == "hub" else f"saetrack-{run.preset}"
+    lines = [
+        *_front_matter(run),
+        "",
+        f"# SAE-Track chain: `{model_name}`, `{hook}`",
+        "",
+        "A chain of sparse autoencoders over a language model's training checkpoints, trained with "
+        "[saetrack](https://arxiv.org/abs/2412.17626) (SAE-Track, Xu et al., *Tracking the Feature Dynamics in LLM "
+        "Training*). The first SAE is randomly initialised; every later link starts from the previous link's "
+        "weights and trains on its own checkpoint's activations, so feature *i* of one link is (mostly) feature "
+        "*i* of the next.",
+        "",
+        f"- preset: `{run.preset}`, seed {run.seed}, {len(steps)} links, "
+        f"chain config hash `{chain_manifest.get('config_hash')}`",
+        "",
+        *_model_section(run, cache_manifest),
+        "",
+        "## Hook",
+        "",
+        f"`{hook}` (the residual stream entering block {run.cache.layer}), read from the model **without weight "
+        "processing** (no LayerNorm folding or centring): it equals the Hugging Face model's "
+        f"`hidden_states[{run.cache.layer}]`. Context length {run.cache.context_length}, no BOS prepended.",
+        "",
+    ]
+    lines += _hyperparameter_section(run, steps, sae_cfg)
+    lines += _metrics_section(links)
+    lines += _loading_section(repo, steps)
     return "\n".join(lines)

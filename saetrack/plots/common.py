@@ -36,6 +36,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "03": ("fig03_feature_regions", "Feature regions with activation levels and faithful regions (toy 2-D)"),
     "04": ("fig04_umap", "UMAP of activation sets of token- and concept-level features across checkpoints"),
     "05": ("fig05_progress_measure", "Progress measure in activation and feature space"),
+    "05p": ("fig05p_progress_measure_phases", "Progress measure (cosine) with the phases detected in notebook 04"),
     "06a": ("fig06a_decoder_cosine_distribution", "Decoder cosine to final: distribution per checkpoint"),
     "06b": ("fig06b_decoder_cosine_features", "Decoder cosine to final: sampled features"),
     "07": ("fig07_trajectories", "Feature trajectories of decoder vectors"),

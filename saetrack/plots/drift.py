@@ -60,6 +60,8 @@ def drift_distribution_figure(
 ) -> Figure:
     """Fig. 6a (checkpoint-centric): decoder cosine to final of every live feature at each checkpoint.
 
+    The scale study draws the same figure per size (Fig. 11 and 15).
+
     Top: histograms (log count) at ``histogram_positions``. Bottom: the 5-95% and 25-75% bands and the median of
     ``quantiles`` ([T, 5] at 5/25/50/75/95%) against step + 1, with the phases detected on the median shaded and
     ``other_phases`` (from the progress measure) as dashed lines. ``cosine`` is ``[T, L]`` over live features.
@@ -140,6 +142,8 @@ def trajectories_figure(
     title: str = "",
 ) -> Figure:
     """Fig. 7: trajectories (Def. 6.1) of decoder directions, one panel per feature, projected to 2-D.
+
+    The scale study draws the same figure per size (Fig. 12 and 16).
 
     ``coords`` is ``[n, T, 2]`` (PCA per feature, see :func:`saetrack.drift.trajectory_projection`) with the
     explained-variance shares ``variance`` [n, 2]. Segments before the feature's formation checkpoint

@@ -26,6 +26,7 @@ __all__ = [
     "PROGRESS_TITLES",
     "TYPE_STYLE",
     "PatternExample",
+    "clip_context",
     "feature_regions_figure",
     "pattern_table_figure",
     "pattern_table_html",
@@ -61,6 +62,8 @@ def progress_figure(
     other_phases: Any | None = None,
 ) -> Figure:
     """Fig. 5 (``keys`` = activation and feature cosine) and Fig. 8 (Jaccard variants): progress measure M_i(t).
+
+    The scale study draws the same figure per size (Fig. 10 and 14).
 
     One panel per key; x is checkpoint step + 1 on a log axis. ``feature_types`` [F] holds "token" or "concept"
     per feature (other labels are left out). For each type, ``n_lines`` features drawn reproducibly with ``seed``
@@ -100,6 +103,8 @@ def umap_figure(
     title: str = "",
 ) -> Figure:
     """Fig. 4: UMAP of the activation sets A_i^t of a few features, one panel per checkpoint (fitted separately).
+
+    The scale study draws the same figure per size (Fig. 9 and 13).
 
     ``embeddings[j]`` [n, 2] are the points at checkpoint ``steps[j]``; ``point_feature`` [n] says which feature
     each point belongs to (the same points in every panel); ``feature_types`` maps a feature to "token" (circles)
@@ -200,7 +205,7 @@ class PatternExample:
     columns: list[tuple[int, list[str]]]
 
 
-def _clip_context(text: str, width: int) -> str:
+def clip_context(text: str, width: int) -> str:
     """One line of at most ``width`` characters, centred on the first ``«tok»`` mark when it must be cut."""
     line = " ".join(text.replace("\n", "⏎ ").split())
     if len(line) <= width:
@@ -251,7 +256,7 @@ def pattern_table_figure(
             if c >= len(example.columns):
                 continue
             step, contexts = example.columns[c]
-            lines = [_clip_context(text, width) for text in contexts[:max_contexts]]
+            lines = [clip_context(text, width) for text in contexts[:max_contexts]]
             if not shared:
                 lines = [f"[step {step}]", *lines]
             ax.text(0.01, 0.97, "\n".join(lines) if lines else "(no activating contexts)", ha="left", va="top",

@@ -1,4 +1,4 @@
-"""Saving and reloading SAEs in SAELens' on-disk format, with each link's own hyperparameters re-applied (the L1 trap)."""
+"""Saving and reloading SAEs in SAELens' on-disk format, with each link's own hyperparameters re-applied."""
 
 from __future__ import annotations
 

@@ -84,6 +84,9 @@ class SAETrackSAE(StandardTrainingSAE):
     """SAELens' ``StandardTrainingSAE`` with the optional unit-norm decoder constraint of Eq. 5."""
 
     cfg: SAETrackSAEConfig  # type: ignore[assignment]
+    #: Use the fused training step (:mod:`saetrack.sae.step`) whenever it computes exactly what SAELens' forward
+    #: pass would; ``False`` always takes SAELens' autograd path (benchmarks and tests compare the two).
+    fused_step: bool = True
 
     def __init__(self, cfg: SAETrackSAEConfig, use_error_term: bool = False) -> None:
         super().__init__(cfg, use_error_term)
@@ -118,7 +121,7 @@ class SAETrackSAE(StandardTrainingSAE):
         """
         if self.unit_norm_decoder:
             self.unit_norm.ensure_normalized(self.W_dec)  # usually a no-op: train_sae rescales after every step
-        if not self._fused_step_applies(step_input.sae_in):
+        if not self.fused_step_applies(step_input.sae_in):
             if self.unit_norm_decoder:
                 self.unit_norm.attach_gradient_projection(self.W_dec)
             return super().training_forward_pass(step_input)
@@ -147,14 +150,15 @@ class SAETrackSAE(StandardTrainingSAE):
             losses={"mse_loss": mse_loss, "l1_loss": l1_loss},
         )
 
-    def _fused_step_applies(self, sae_in: torch.Tensor) -> bool:
+    def fused_step_applies(self, sae_in: torch.Tensor) -> bool:
         """Whether :func:`standard_sae_step` computes exactly what SAELens' forward pass would for ``sae_in``."""
         hooked = any(
             point._forward_hooks or point._forward_pre_hooks
             for point in (self.hook_sae_input, self.hook_sae_acts_pre, self.hook_sae_acts_post, self.hook_sae_recons)
         )
         return (
-            self.cfg.lp_norm == 1.0
+            self.fused_step
+            and self.cfg.lp_norm == 1.0
             and self.cfg.normalize_activations == "none"
             and not self.hook_z_reshaping_mode
             and not hooked

@@ -25,6 +25,9 @@ def recurrent_init(
 ) -> SAETrackSAE:
     """Recurrent initialisation (Sec. 3.2.2): SAE[k] starts as a copy of SAE[k-1] = ``previous_sae``.
 
+    Theorem 3.1 (Eq. 7, training-step continuity) is its motivation: activations move little between nearby
+    checkpoints, so the previous link's dictionary is a good start for the next.
+
     The copy takes every hyperparameter from link k — ``chain`` and ``l1_coefficient`` (default
     ``chain.l1_coefficient``) — never from ``previous_sae``'s config (see
     :func:`~saetrack.sae.model.with_link_hyperparameters`); ``metadata`` names link k's own checkpoint.

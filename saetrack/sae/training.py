@@ -20,16 +20,13 @@ How the trainer is made to honour what SAE-Track needs:
   Adam. For ``"carry"`` the caller passes the previous link's ``TrainResult.optimizer_state``; only its
   per-parameter moments (``exp_avg``, ``exp_avg_sq``, ``step``) are loaded, while the learning rate and
   schedule stay this link's (a plain ``load_state_dict`` would also overwrite the learning rate).
-* **Unit-norm decoder** (Eq. 5): :class:`~saetrack.sae.SAETrackSAE` projects the decoder gradient and
-  renormalises rows before a forward pass if they changed since; here an optimizer post-step hook
-  renormalises after every step, so the weights returned and saved are exactly unit-norm.
+* **Unit-norm decoder** (Eq. 5): the SAE's :class:`~saetrack.sae.unit_norm.UnitNormDecoder` keeps the
+  constraint; here it is also attached to the optimizer, which rescales the rows after every step, so the
+  weights returned and saved are exactly unit-norm.
 
-Speed (the nano preset's SAE, d_in 128 -> d_sae 1024, batch 256, 2 CPU threads;
-``benchmarks/bench_sae_training.py``, interleaved best of rounds): a ``SAETrainer.step`` takes about 3.4 ms,
-0.60-0.63 of this machine's 2048^3 float32 matmul rate counting the step's 12 BDF model FLOPs (0.50-0.52
-counting the 10 BDF the fused step of :mod:`saetrack.sae_step` performs), against 4.1 ms for the same trainer
-on SAELens' autograd forward pass; PyTorch's fused Adam (:func:`_use_fused_adam`) saves another 0.2-0.3 ms.
-A bare loop with the same maths and no SAELens is only about 1.1x faster again, so SAELens' trainer is kept.
+The step uses the fused training step of :mod:`saetrack.sae.step` and PyTorch's fused Adam
+(:func:`_use_fused_adam`); ``benchmarks/bench_sae_training.py`` measures both against SAELens' autograd path side
+by side and prints the rates.
 """
 
 from __future__ import annotations

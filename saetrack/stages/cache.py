@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +14,30 @@ from tqdm.auto import tqdm
 
 from saetrack import paths, store
 from saetrack.config.run import RunConfig
-from saetrack.data.cache_plan import NUMPY_DTYPES, TORCH_DTYPES, cache_config_hash, check_disk_space, plan_tokens
+from saetrack.data.cache_plan import (
+    NUMPY_DTYPES,
+    TORCH_DTYPES,
+    TokenPlan,
+    cache_config_hash,
+    check_disk_space,
+    plan_tokens,
+)
 from saetrack.data.checkpoints import open_source
-from saetrack.data.corpus import load_corpus
+from saetrack.data.corpus import corpus_config_hash, load_corpus
 from saetrack.data.integrity import warn_on_duplicates
+from saetrack.data.suite import suite_config_hash
 from saetrack.data.tokens import contexts
+from saetrack.stages.base import StageRun, run_stage
 
 __all__ = [
     "cache_activations",
+    "output_hashes",
     "residual_at_layer",
 ]
 
 
 def residual_at_layer(model: Any, tokens: torch.Tensor, layer: int) -> torch.Tensor:
-    """``blocks.{layer}.hook_resid_pre`` of a transformer_lens model, stopping the forward pass there.
+    """The activation ``x^(l, C, q, t)`` of Eq. 6: ``blocks.{layer}.hook_resid_pre``, stopping the forward pass there.
 
     ``model(tokens, stop_at_layer=layer)`` runs the embedding and blocks ``0 .. layer-1`` only and
     returns the residual stream entering block ``layer`` — no compute past the hook.
@@ -55,6 +65,133 @@ def _fill_activations(
         out[begin * ctx : (begin + len(batch)) * ctx] = resid.reshape(-1, resid.shape[-1])
 
 
+@dataclass(frozen=True)
+class _CacheInputs:
+    """What every checkpoint of the cache shares: the token plan, the token streams and the fixed context sets."""
+
+    plan: TokenPlan
+    train_stream: np.ndarray
+    analysis_tokens: np.ndarray
+    heldout_tokens: np.ndarray
+
+
+def _cache_checkpoint(
+    run: RunConfig, stage: StageRun, inputs: _CacheInputs, checkpoints: Any, step: int, device: str, progress: bool
+) -> dict[str, Any]:
+    """Run checkpoint ``step``'s model up to the hooked layer on the three token sets; write its part atomically."""
+    t0 = time.perf_counter()
+    model = checkpoints.load_hooked(step, device=device)
+    weights_hash = checkpoints.weights_hash(step)
+    d_model = int(model.cfg.d_model)
+    ctx = inputs.plan.context_length
+    start, n_train = inputs.plan.train[step]
+    train_tokens = contexts(inputs.train_stream, start, n_train, ctx)
+    token_sets = (("analysis", inputs.analysis_tokens), ("heldout", inputs.heldout_tokens), ("train", train_tokens))
+    with stage.part(paths.step_dir_name(step)) as tmp:
+        files = {}
+        for name, toks in token_sets:
+            out = np.lib.format.open_memmap(
+                tmp / f"{name}.npy", mode="w+", dtype=NUMPY_DTYPES[run.cache.dtype], shape=(toks.size, d_model)
+            )
+            _fill_activations(
+                model,
+                toks,
+                out,
+                run.cache.layer,
+                run.cache.batch_contexts,
+                device,
+                TORCH_DTYPES[run.cache.dtype],
+                f"step {step} {name}",
+                progress,
+            )
+            out.flush()
+            del out
+            files[f"{name}.npy"] = store.file_sha256(tmp / f"{name}.npy")
+        files["train_tokens.npy"] = store.save_npy(tmp / "train_tokens.npy", train_tokens.astype(np.int32))
+        return stage.write_part_manifest(
+            tmp,
+            stage="cache-step",
+            config={
+                "step": step,
+                "layer": run.cache.layer,
+                "hook_name": run.cache.hook_name,
+                "train_span": [start, n_train],
+            },
+            files=files,
+            timings={"total": time.perf_counter() - t0},
+            step=step,
+            weights_sha256=weights_hash,
+            d_model=d_model,
+            dtype=run.cache.dtype,
+            shapes={
+                "analysis": [inputs.analysis_tokens.size, d_model],
+                "heldout": [inputs.heldout_tokens.size, d_model],
+                "train": [train_tokens.size, d_model],
+            },
+        )
+
+
+def _build_cache(
+    run: RunConfig,
+    run_dir: Path,
+    stage: StageRun,
+    checkpoints: Any,
+    device: str,
+    progress: bool,
+    after_step: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    cache_dir = stage.folder
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if run.model.d_model is not None:
+        check_disk_space(run, cache_dir, run.model.d_model)
+    plan = plan_tokens(run)
+    _, train_stream, heldout_stream = load_corpus(run_dir)
+    ctx = plan.context_length
+    inputs = _CacheInputs(
+        plan,
+        train_stream,
+        contexts(heldout_stream, plan.analysis[0], plan.analysis[1], ctx),
+        contexts(heldout_stream, plan.heldout[0], plan.heldout[1], ctx),
+    )
+    token_files = {
+        "analysis_tokens.npy": store.save_npy(
+            cache_dir / "analysis_tokens.npy", inputs.analysis_tokens.astype(np.int32)
+        ),
+        "heldout_tokens.npy": store.save_npy(cache_dir / "heldout_tokens.npy", inputs.heldout_tokens.astype(np.int32)),
+    }
+    wrapped = {
+        "train": sum(n for _, n in plan.train.values()) * ctx > len(train_stream),
+        "heldout": (plan.heldout[0] + plan.heldout[1]) * ctx > len(heldout_stream),
+    }
+    checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
+    steps_summary: dict[str, Any] = {}
+    weights_hashes: dict[int, str] = {}
+    for step in tqdm(run.sae_steps, desc="caching checkpoints", disable=not progress):
+        manifest = stage.finished_part(paths.step_dir_name(step))
+        if manifest is None:
+            manifest = _cache_checkpoint(run, stage, inputs, checkpoints, step, device, progress)
+            if after_step is not None:
+                after_step(step)
+        weights_hashes[step] = manifest["weights_sha256"]
+        steps_summary[str(step)] = _step_summary(manifest)
+
+    duplicates = warn_on_duplicates(weights_hashes)
+    first = store.read_manifest(cache_dir / paths.step_dir_name(run.sae_steps[0])) or {}
+    return stage.finish(
+        config={"cache": run.to_dict()["cache"], "plan": plan.to_dict(), "model": checkpoints.describe()},
+        files=token_files,
+        preset=run.preset,
+        hook_name=run.cache.hook_name,
+        layer=run.cache.layer,
+        d_model=first.get("d_model"),
+        dtype=run.cache.dtype,
+        steps=list(run.sae_steps),
+        per_step=steps_summary,
+        duplicate_weights=duplicates,
+        wrapped=wrapped,
+    )
+
+
 def cache_activations(
     run: RunConfig,
     run_dir: Path,
@@ -65,119 +202,19 @@ def cache_activations(
     progress: bool = True,
     after_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Cache the activations of every SAE checkpoint of ``run`` into ``run_dir/cache`` and return the manifest.
+    """Cache the activations at ``blocks.{L}.hook_resid_pre`` of every SAE checkpoint into ``run_dir/cache``.
 
-    Skips the stage when its manifest matches the config; otherwise resumes at the first checkpoint whose
-    folder is missing. ``force`` rebuilds everything. ``after_step`` is called after each finished
-    checkpoint (used by tests to simulate an interruption).
+    Returns the cache manifest. Skipped when current with the config; otherwise resumes at the first checkpoint
+    whose folder is missing. ``force`` rebuilds everything. ``source`` is the checkpoint source (default: the
+    run's model); ``after_step`` is called after each newly cached checkpoint (tests use it to interrupt).
     """
-
-    cache_dir = Path(run_dir) / paths.CACHE_DIR
-    expected = cache_config_hash(run)
-    if not force and store.manifest_is_current(cache_dir, expected):
-        return store.read_manifest(cache_dir) or {}
-    if force and cache_dir.exists():
-        shutil.rmtree(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    if run.model.d_model is not None:
-        check_disk_space(run, cache_dir, run.model.d_model)
-
-    started = time.perf_counter()
-    plan = plan_tokens(run)
-    _, train_stream, heldout_stream = load_corpus(run_dir)
-    ctx = plan.context_length
-    analysis_tokens = contexts(heldout_stream, plan.analysis[0], plan.analysis[1], ctx)
-    heldout_tokens = contexts(heldout_stream, plan.heldout[0], plan.heldout[1], ctx)
-    token_files = {
-        "analysis_tokens.npy": store.save_npy(cache_dir / "analysis_tokens.npy", analysis_tokens.astype(np.int32)),
-        "heldout_tokens.npy": store.save_npy(cache_dir / "heldout_tokens.npy", heldout_tokens.astype(np.int32)),
-    }
-    train_contexts_needed = sum(n for _, n in plan.train.values())
-    wrapped = {
-        "train": train_contexts_needed * ctx > len(train_stream),
-        "heldout": (plan.heldout[0] + plan.heldout[1]) * ctx > len(heldout_stream),
-    }
-
-    source = source if source is not None else open_source(run.model, Path(run_dir))
-    layer = run.cache.layer
-    store_dtype = TORCH_DTYPES[run.cache.dtype]
-    np_dtype = NUMPY_DTYPES[run.cache.dtype]
-    steps_summary: dict[str, Any] = {}
-    weights_hashes: dict[int, str] = {}
-    for step in tqdm(run.sae_steps, desc="caching checkpoints", disable=not progress):
-        step_dir = cache_dir / paths.step_dir_name(step)
-        existing = store.read_manifest(step_dir)
-        if existing is not None and existing.get("config_hash") == expected:
-            weights_hashes[step] = existing["weights_sha256"]
-            steps_summary[str(step)] = _step_summary(existing)
-            continue
-        t0 = time.perf_counter()
-        model = source.load_hooked(step, device=device)
-        weights_hashes[step] = source.weights_hash(step)
-        d_model = int(model.cfg.d_model)
-        start, n_train = plan.train[step]
-        train_tokens = contexts(train_stream, start, n_train, ctx)
-        with store.atomic_dir(step_dir) as tmp:
-            files = {}
-            for name, toks in (("analysis", analysis_tokens), ("heldout", heldout_tokens), ("train", train_tokens)):
-                out = np.lib.format.open_memmap(
-                    tmp / f"{name}.npy", mode="w+", dtype=np_dtype, shape=(toks.size, d_model)
-                )
-                _fill_activations(
-                    model,
-                    toks,
-                    out,
-                    layer,
-                    run.cache.batch_contexts,
-                    device,
-                    store_dtype,
-                    f"step {step} {name}",
-                    progress,
-                )
-                out.flush()
-                del out
-                files[f"{name}.npy"] = store.file_sha256(tmp / f"{name}.npy")
-            files["train_tokens.npy"] = store.save_npy(tmp / "train_tokens.npy", train_tokens.astype(np.int32))
-            manifest = store.write_manifest(
-                tmp,
-                stage="cache-step",
-                config={"step": step, "layer": layer, "hook_name": run.cache.hook_name, "train_span": [start, n_train]},
-                config_hash=expected,
-                files=files,
-                timings={"total": time.perf_counter() - t0},
-                step=step,
-                weights_sha256=weights_hashes[step],
-                d_model=d_model,
-                dtype=run.cache.dtype,
-                shapes={
-                    "analysis": [analysis_tokens.size, d_model],
-                    "heldout": [heldout_tokens.size, d_model],
-                    "train": [train_tokens.size, d_model],
-                },
-            )
-        steps_summary[str(step)] = _step_summary(manifest)
-        del model
-        if after_step is not None:
-            after_step(step)
-
-    duplicates = warn_on_duplicates(weights_hashes)
-    first = store.read_manifest(cache_dir / paths.step_dir_name(run.sae_steps[0])) or {}
-    return store.write_manifest(
-        cache_dir,
-        stage="cache",
-        config={"cache": run.to_dict()["cache"], "plan": plan.to_dict(), "model": source.describe()},
-        config_hash=expected,
-        files=token_files,
-        timings={"total": time.perf_counter() - started},
-        preset=run.preset,
-        hook_name=run.cache.hook_name,
-        layer=layer,
-        d_model=first.get("d_model"),
-        dtype=run.cache.dtype,
-        steps=list(run.sae_steps),
-        per_step=steps_summary,
-        duplicate_weights=duplicates,
-        wrapped=wrapped,
+    return run_stage(
+        Path(run_dir) / paths.CACHE_DIR,
+        "cache",
+        cache_config_hash(run),
+        lambda stage: _build_cache(run, run_dir, stage, source, device, progress, after_step),
+        force=force,
+        clear_on_force=True,
     )
 
 
@@ -187,3 +224,12 @@ def _step_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "shapes": manifest["shapes"],
         "seconds": manifest["timings_s"].get("total"),
     }
+
+
+def output_hashes(run: RunConfig) -> dict[str, str]:
+    """Output folder -> config hash of notebook 01: the corpus, the nano suite (local presets) and the cache."""
+    hashes = {paths.CORPUS_DIR: corpus_config_hash(run)}
+    if run.model.source == "suite":
+        hashes[paths.MODEL_DIR] = suite_config_hash(run)
+    hashes[paths.CACHE_DIR] = cache_config_hash(run)
+    return hashes

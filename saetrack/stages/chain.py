@@ -13,7 +13,6 @@ atomic), so an interrupted run resumes at the first unfinished link and never lo
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,14 @@ import torch
 from saetrack import paths, store
 from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
-from saetrack.data.activations import ActivationCache
+from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.data.cache_plan import cache_config_hash
-from saetrack.data.checkpoints import open_source
+from saetrack.data.checkpoints import CheckpointSource, open_source
 from saetrack.sae.io import load_training_sae, save_sae
 from saetrack.sae.model import SAETrackSAE, build_sae
 from saetrack.sae.recurrent import recurrent_init
+from saetrack.sae.training import TrainResult
+from saetrack.stages.base import StageRun, run_stage
 from saetrack.stages.links import (
     ChainTrainingError,
     activation_scale,
@@ -46,6 +47,7 @@ __all__ = [
     "baseline_config_hash",
     "chain_config_hash",
     "load_chain",
+    "output_hashes",
     "read_link_manifests",
     "train_baselines",
     "train_chain",
@@ -65,6 +67,131 @@ def baseline_config_hash(run: RunConfig) -> str:
     return config_hash({"chain": chain_config_hash(run), "kind": "baseline"})
 
 
+def _link_record(
+    run: RunConfig, position: int, step: int, scale: float, result: TrainResult, quality: dict[str, float]
+) -> dict[str, Any]:
+    first = position == 0
+    return {
+        "position": position,
+        "step": step,
+        "initialised_from": None if first else run.sae_steps[position - 1],
+        "lr": run.chain.lr_first if first else run.chain.lr_link,
+        "activation_scale": scale,
+        "l1_coefficient": result.l1_coefficient,
+        "training": result.summary(),
+        "metrics": quality,
+    }
+
+
+def _train_link_at(
+    run: RunConfig,
+    stage: StageRun,
+    activations: ActivationSource,
+    checkpoints: CheckpointSource,
+    position: int,
+    previous: SAETrackSAE | None,
+    optimizer_state: dict[str, Any] | None,
+    device: str,
+    progress: bool,
+) -> tuple[dict[str, Any], TrainResult]:
+    """Train, evaluate and save link ``position``: from scratch when first, else recurrently initialised."""
+    chain, step = run.chain, run.sae_steps[position]
+    first = position == 0
+    data = activations.train(step)
+    scale = activation_scale(data)
+    desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
+    if not np.isfinite(scale):
+        raise ChainTrainingError(
+            f"{desc}: the cached activations contain non-finite values; rebuild the cache of step {step}. "
+            "Every finished link is kept on disk."
+        )
+    l1 = link_l1_coefficient(run, scale, activations.d_model)
+    if first or previous is None:
+        sae = build_sae(
+            activations.d_model,
+            dataclasses.replace(chain, l1_coefficient=l1),
+            seed=link_seed(run, "chain", position),
+            device=device,
+            metadata=sae_metadata(run, step),
+        )
+    else:  # Sec. 3.2.2: SAE[k] starts from SAE[k-1], with link k's own hyperparameters
+        sae = recurrent_init(previous, chain, l1_coefficient=l1, device=device, metadata=sae_metadata(run, step))
+    result = train_link(
+        run,
+        sae,
+        data,
+        n_tokens=chain.tokens_for(position),
+        lr=chain.lr_first if first else chain.lr_link,
+        warmup=chain.warmup_steps_first if first else chain.warmup_steps_link,
+        seed=link_seed(run, "chain", position),
+        optimizer_state=optimizer_state if chain.optimizer_policy == "carry" else None,
+        desc=desc,
+        progress=progress,
+    )
+    quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
+    link_dir = stage.folder / paths.step_dir_name(step)
+    files = save_sae(result.sae, link_dir, feature_sparsity=result.feature_frequency)
+    if chain.optimizer_policy == "carry":
+        with store.atomic_path(link_dir / OPTIMIZER_FILE) as tmp:
+            torch.save(result.optimizer_state, tmp)
+    record = _link_record(run, position, step, scale, result, quality)
+    stage.write_part_manifest(  # last: the link counts as finished only from here on
+        link_dir,
+        stage="chain-link",
+        config={"chain": run.to_dict()["chain"], "position": position, "step": step},
+        files=files,
+        timings={"train": result.wall_time_s},
+        link=record,
+        loss_curve=subsample_curve(result.loss_curve),
+    )
+    if progress:
+        print(
+            f"{desc}: explained variance {quality['explained_variance']:.3f}, L0 {quality['l0']:.1f}, "
+            f"dead {quality['dead_fraction']:.1%}, CE recovered {quality['ce_recovered']:.3f}",
+            flush=True,
+        )
+    return record, result
+
+
+def _build_chain(
+    run: RunConfig,
+    run_dir: Path,
+    stage: StageRun,
+    checkpoints: CheckpointSource | None,
+    device: str,
+    progress: bool,
+    after_link: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    activations = open_activations(run, run_dir)
+    checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
+    links: list[dict[str, Any]] = []
+    previous: SAETrackSAE | None = None
+    optimizer_state: dict[str, Any] | None = None
+    for position, step in enumerate(run.sae_steps):
+        name = paths.step_dir_name(step)
+        done = stage.finished_part(name)
+        if done is not None:
+            l1 = done["link"]["l1_coefficient"]
+            previous = load_training_sae(stage.folder / name, run.chain, l1_coefficient=l1, device=device)
+            if run.chain.optimizer_policy == "carry":
+                optimizer_state = torch.load(stage.folder / name / OPTIMIZER_FILE, weights_only=False)
+            links.append(done["link"])
+            continue
+        record, result = _train_link_at(
+            run, stage, activations, checkpoints, position, previous, optimizer_state, device, progress
+        )
+        links.append(record)
+        previous, optimizer_state = result.sae, result.optimizer_state
+        if after_link is not None:
+            after_link(step)
+    return stage.finish(
+        config={"chain": run.to_dict()["chain"], "hook_name": run.cache.hook_name},
+        preset=run.preset,
+        steps=list(run.sae_steps),
+        links=links,
+    )
+
+
 def train_chain(
     run: RunConfig,
     run_dir: Path,
@@ -75,111 +202,21 @@ def train_chain(
     progress: bool = True,
     after_link: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) the SAE-Track chain of ``run`` into ``run_dir/chain`` and return the chain manifest.
+    """Train (or resume) the SAE-Track chain of ``run`` (Sec. 3.2.2) into ``run_dir/chain``; return its manifest.
 
-    Link ``p`` at checkpoint ``step``: position 0 is built with :func:`~saetrack.sae.build_sae` and trained
+    Link ``p`` at checkpoint ``step``: position 0 is built with :func:`~saetrack.sae.model.build_sae` and trained
     for ``chain.first_tokens`` at ``lr_first``; later links start from the previous link's weights
-    (:func:`~saetrack.sae.recurrent_init`) and train for ``chain.link_tokens`` at ``lr_link``. With
+    (:func:`~saetrack.sae.recurrent.recurrent_init`) and train for ``chain.link_tokens`` at ``lr_link``. With
     ``optimizer_policy="carry"`` Adam's moments pass from link to link (saved with each link so a resumed
-    run carries them too). ``after_link(step)`` runs after each finished link (tests use it to interrupt).
+    run carries them too). ``source`` is the checkpoint source (default: the run's model) used for the CE-loss
+    metric; ``after_link(step)`` runs after each finished link (tests use it to interrupt).
     """
-
-    chain_dir = Path(run_dir) / paths.CHAIN_DIR
-    expected = chain_config_hash(run)
-    if not force and store.manifest_is_current(chain_dir, expected):
-        return store.read_manifest(chain_dir) or {}
-    cache = ActivationCache(run_dir, run)
-    source = source if source is not None else open_source(run.model, Path(run_dir))
-    chain = run.chain
-    started = time.perf_counter()
-    links: list[dict[str, Any]] = []
-    previous: SAETrackSAE | None = None
-    optimizer_state: dict[str, Any] | None = None
-    for position, step in enumerate(run.sae_steps):
-        link_dir = chain_dir / paths.step_dir_name(step)
-        done = store.read_manifest(link_dir)
-        if not force and done is not None and done.get("config_hash") == expected:
-            previous = load_training_sae(link_dir, chain, l1_coefficient=done["link"]["l1_coefficient"], device=device)
-            if chain.optimizer_policy == "carry":
-                optimizer_state = torch.load(link_dir / OPTIMIZER_FILE, weights_only=False)
-            links.append(done["link"])
-            continue
-        first = position == 0
-        data = cache.train(step)
-        scale = activation_scale(data)
-        desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
-        if not np.isfinite(scale):
-            raise ChainTrainingError(
-                f"{desc}: the cached activations contain non-finite values; rebuild the cache of step {step}. "
-                "Every finished link is kept on disk."
-            )
-        l1 = link_l1_coefficient(run, scale, cache.d_model)
-        if first or previous is None:
-            sae = build_sae(
-                cache.d_model,
-                dataclasses.replace(chain, l1_coefficient=l1),
-                seed=link_seed(run, "chain", position),
-                device=device,
-                metadata=sae_metadata(run, step),
-            )
-        else:
-            sae = recurrent_init(previous, chain, l1_coefficient=l1, device=device, metadata=sae_metadata(run, step))
-        result = train_link(
-            run,
-            sae,
-            data,
-            n_tokens=chain.tokens_for(position),
-            lr=chain.lr_first if first else chain.lr_link,
-            warmup=chain.warmup_steps_first if first else chain.warmup_steps_link,
-            seed=link_seed(run, "chain", position),
-            optimizer_state=optimizer_state if chain.optimizer_policy == "carry" else None,
-            desc=desc,
-            progress=progress,
-        )
-        quality = evaluate_link(run, result.sae, cache, step, source, device)
-        files = save_sae(result.sae, link_dir, feature_sparsity=result.feature_frequency)
-        if chain.optimizer_policy == "carry":
-            with store.atomic_path(link_dir / OPTIMIZER_FILE) as tmp:
-                torch.save(result.optimizer_state, tmp)
-        record = {
-            "position": position,
-            "step": step,
-            "initialised_from": None if first else run.sae_steps[position - 1],
-            "lr": chain.lr_first if first else chain.lr_link,
-            "activation_scale": scale,
-            "l1_coefficient": result.l1_coefficient,
-            "training": result.summary(),
-            "metrics": quality,
-        }
-        store.write_manifest(
-            link_dir,
-            stage="chain-link",
-            config={"chain": run.to_dict()["chain"], "position": position, "step": step},
-            config_hash=expected,
-            files=files,
-            timings={"train": result.wall_time_s},
-            link=record,
-            loss_curve=subsample_curve(result.loss_curve),
-        )
-        links.append(record)
-        previous, optimizer_state = result.sae, result.optimizer_state
-        if progress:
-            print(
-                f"{desc}: explained variance {quality['explained_variance']:.3f}, L0 {quality['l0']:.1f}, "
-                f"dead {quality['dead_fraction']:.1%}, CE recovered {quality['ce_recovered']:.3f}",
-                flush=True,
-            )
-        if after_link is not None:
-            after_link(step)
-    return store.write_manifest(
-        chain_dir,
-        stage="chain",
-        config={"chain": run.to_dict()["chain"], "hook_name": run.cache.hook_name},
-        config_hash=expected,
-        timings={"total": time.perf_counter() - started},
-        preset=run.preset,
-        steps=list(run.sae_steps),
-        links=links,
+    return run_stage(
+        Path(run_dir) / paths.CHAIN_DIR,
+        "chain",
+        chain_config_hash(run),
+        lambda stage: _build_chain(run, run_dir, stage, source, device, progress, after_link),
+        force=force,
     )
 
 
@@ -208,6 +245,78 @@ def read_link_manifests(run_dir: Path, folder: str = paths.CHAIN_DIR) -> dict[in
     return dict(sorted(manifests.items()))
 
 
+def _train_baseline_at(
+    run: RunConfig,
+    stage: StageRun,
+    activations: ActivationSource,
+    checkpoints: CheckpointSource,
+    step: int,
+    device: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train, evaluate and save the independent from-scratch SAE at ``step``."""
+    chain = run.chain
+    position = run.sae_steps.index(step)
+    data = activations.train(step)
+    scale = activation_scale(data)
+    l1 = link_l1_coefficient(run, scale, activations.d_model)
+    sae = build_sae(
+        activations.d_model,
+        dataclasses.replace(chain, l1_coefficient=l1),
+        seed=link_seed(run, "baseline", position),
+        device=device,
+        metadata=sae_metadata(run, step),
+    )
+    result = train_link(
+        run,
+        sae,
+        data,
+        n_tokens=chain.baseline_token_budget,
+        lr=chain.lr_first,
+        warmup=chain.warmup_steps_first,
+        seed=link_seed(run, "baseline", position),
+        optimizer_state=None,
+        desc=f"baseline at step {step}",
+        progress=progress,
+    )
+    quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
+    folder = stage.folder / paths.step_dir_name(step)
+    files = save_sae(result.sae, folder, feature_sparsity=result.feature_frequency)
+    record = {
+        "step": step,
+        "position": position,
+        "activation_scale": scale,
+        "l1_coefficient": result.l1_coefficient,
+        "training": result.summary(),
+        "metrics": quality,
+    }
+    stage.write_part_manifest(
+        folder,
+        stage="baseline-sae",
+        config={"chain": run.to_dict()["chain"], "step": step},
+        files=files,
+        timings={"train": result.wall_time_s},
+        baseline=record,
+        loss_curve=result.loss_curve,
+    )
+    return record
+
+
+def _build_baselines(
+    run: RunConfig, run_dir: Path, stage: StageRun, checkpoints: Any, device: str, progress: bool
+) -> dict[str, Any]:
+    activations = open_activations(run, run_dir)
+    checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
+    records = []
+    for step in run.baseline_steps:
+        done = stage.finished_part(paths.step_dir_name(step))
+        if done is not None:
+            records.append(done["baseline"])
+            continue
+        records.append(_train_baseline_at(run, stage, activations, checkpoints, step, device, progress))
+    return stage.finish(config={"chain": run.to_dict()["chain"]}, steps=list(run.baseline_steps), baselines=records)
+
+
 def train_baselines(
     run: RunConfig,
     run_dir: Path,
@@ -220,75 +329,18 @@ def train_baselines(
     """Train the independent from-scratch SAEs at ``chain.baseline`` checkpoints into ``run_dir/baseline``.
 
     Each baseline is randomly initialised and trained with the first-SAE hyperparameters for
-    ``chain.baseline_token_budget`` tokens on its checkpoint's cached training tokens (the chain link at
-    that checkpoint uses the first ``link_tokens`` of the same rows).
+    ``chain.baseline_token_budget`` tokens on its checkpoint's training tokens (the chain link at that checkpoint
+    uses the first ``link_tokens`` of the same rows). Finished baselines are kept when the run is resumed.
     """
-
-    base_dir = Path(run_dir) / paths.BASELINE_DIR
-    expected = baseline_config_hash(run)
-    if not force and store.manifest_is_current(base_dir, expected):
-        return store.read_manifest(base_dir) or {}
-    cache = ActivationCache(run_dir, run)
-    source = source if source is not None else open_source(run.model, Path(run_dir))
-    chain = run.chain
-    started = time.perf_counter()
-    records = []
-    for step in run.baseline_steps:
-        position = run.sae_steps.index(step)
-        folder = base_dir / paths.step_dir_name(step)
-        done = store.read_manifest(folder)
-        if not force and done is not None and done.get("config_hash") == expected:
-            records.append(done["baseline"])
-            continue
-        data = cache.train(step)
-        scale = activation_scale(data)
-        l1 = link_l1_coefficient(run, scale, cache.d_model)
-        sae = build_sae(
-            cache.d_model,
-            dataclasses.replace(chain, l1_coefficient=l1),
-            seed=link_seed(run, "baseline", position),
-            device=device,
-            metadata=sae_metadata(run, step),
-        )
-        result = train_link(
-            run,
-            sae,
-            data,
-            n_tokens=chain.baseline_token_budget,
-            lr=chain.lr_first,
-            warmup=chain.warmup_steps_first,
-            seed=link_seed(run, "baseline", position),
-            optimizer_state=None,
-            desc=f"baseline at step {step}",
-            progress=progress,
-        )
-        quality = evaluate_link(run, result.sae, cache, step, source, device)
-        files = save_sae(result.sae, folder, feature_sparsity=result.feature_frequency)
-        record = {
-            "step": step,
-            "position": position,
-            "activation_scale": scale,
-            "l1_coefficient": result.l1_coefficient,
-            "training": result.summary(),
-            "metrics": quality,
-        }
-        store.write_manifest(
-            folder,
-            stage="baseline-sae",
-            config={"chain": run.to_dict()["chain"], "step": step},
-            config_hash=expected,
-            files=files,
-            timings={"train": result.wall_time_s},
-            baseline=record,
-            loss_curve=result.loss_curve,
-        )
-        records.append(record)
-    return store.write_manifest(
-        base_dir,
-        stage="baseline",
-        config={"chain": run.to_dict()["chain"]},
-        config_hash=expected,
-        timings={"total": time.perf_counter() - started},
-        steps=list(run.baseline_steps),
-        baselines=records,
+    return run_stage(
+        Path(run_dir) / paths.BASELINE_DIR,
+        "baseline",
+        baseline_config_hash(run),
+        lambda stage: _build_baselines(run, run_dir, stage, source, device, progress),
+        force=force,
     )
+
+
+def output_hashes(run: RunConfig) -> dict[str, str]:
+    """Output folder -> config hash of the chain and the from-scratch baselines (notebook 02)."""
+    return {paths.CHAIN_DIR: chain_config_hash(run), paths.BASELINE_DIR: baseline_config_hash(run)}

@@ -8,30 +8,30 @@ Reported: the tokens the probe needed, the tokens the from-scratch SAE needed to
 and their ratio. Training losses are measured on batches seen for the first time, so they estimate
 the held-out loss.
 
-*Agreement.* Features of the chain link and of the independent SAE at the same checkpoint are matched
-by decoder-direction cosine with the Hungarian algorithm; consecutive chain links are matched to see
-how far "feature i" stays feature i along the chain.
+*Agreement.* Active (not dead, App. A.1) features of the chain link and of the independent SAE at the same
+checkpoint are matched by decoder-direction cosine with the Hungarian algorithm; consecutive chain links are matched
+to see how far "feature i" stays feature i along the chain.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from saetrack import paths, store
 from saetrack.analysis.convergence import smoothed, tokens_to_reach
+from saetrack.analysis.features import active_features
 from saetrack.analysis.matching import index_stability, match_features
 from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
-from saetrack.data.activations import ActivationCache
+from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.sae.io import load_training_sae
 from saetrack.sae.recurrent import recurrent_init
-from saetrack.sae.weights import SAEWeights, feature_activations
+from saetrack.sae.weights import SAEWeights
+from saetrack.stages.base import StageRun, run_stage
 from saetrack.stages.chain import baseline_config_hash
 from saetrack.stages.links import link_seed, train_link
 
@@ -40,6 +40,7 @@ __all__ = [
     "SMOOTHING_STEPS",
     "compare_chain_and_baselines",
     "comparison_config_hash",
+    "output_hashes",
 ]
 
 
@@ -95,6 +96,91 @@ def _probe_to_target(
     return curve
 
 
+def _convergence_at(
+    run: RunConfig, run_dir: Path, source: ActivationSource, step: int, device: str, progress: bool
+) -> dict[str, Any]:
+    """Tokens a recurrently initialised SAE and the from-scratch SAE of ``step`` need to reach the latter's loss."""
+    window_tokens = SMOOTHING_STEPS * run.chain.batch_size
+    position = run.sae_steps.index(step)
+    base_manifest = store.read_manifest(Path(run_dir) / paths.BASELINE_DIR / paths.step_dir_name(step))
+    if base_manifest is None:
+        raise store.StaleArtifactError(f"no baseline SAE at step {step}; run train_baselines first.")
+    scratch = {k: np.asarray(v) for k, v in base_manifest["loss_curve"].items()}
+    target = float(smoothed(scratch["tokens"], scratch["loss"], window_tokens)[-1])
+    scratch_tokens = tokens_to_reach(scratch["tokens"], scratch["loss"], target, window_tokens)
+    previous_dir = Path(run_dir) / paths.CHAIN_DIR / paths.step_dir_name(run.sae_steps[position - 1])
+    previous_l1 = (store.read_manifest(previous_dir) or {})["link"]["l1_coefficient"]
+    previous = load_training_sae(previous_dir, run.chain, l1_coefficient=previous_l1)
+    probe = _probe_to_target(
+        run,
+        previous,
+        source.train(step),
+        target,
+        run.chain.baseline_token_budget,
+        position,
+        device,
+        progress,
+        window_tokens,
+        base_manifest["baseline"]["l1_coefficient"],  # this checkpoint's coefficient, as the baseline's
+    )
+    probe_tokens = tokens_to_reach(np.array(probe["tokens"]), np.array(probe["loss"]), target, window_tokens)
+    return {
+        "step": step,
+        "target_loss": target,
+        "scratch_tokens_to_target": scratch_tokens,
+        "recurrent_tokens_to_target": probe_tokens,
+        "token_ratio": (probe_tokens / scratch_tokens) if probe_tokens and scratch_tokens else None,
+        "scratch_curve": {"tokens": scratch["tokens"].tolist(), "loss": scratch["loss"].tolist()},
+        "recurrent_curve": probe,
+    }
+
+
+def _agreement_at(run_dir: Path, source: ActivationSource, step: int) -> dict[str, Any]:
+    """Hungarian matching of the chain link and the independent SAE of ``step`` on their active features."""
+    link = SAEWeights.load(Path(run_dir) / paths.CHAIN_DIR / paths.step_dir_name(step))
+    base = SAEWeights.load(Path(run_dir) / paths.BASELINE_DIR / paths.step_dir_name(step))
+    heldout = source.heldout(step)
+    active_link = active_features(link, heldout)
+    active_base = active_features(base, heldout)
+    match = match_features(
+        link.W_dec, base.W_dec, threshold=AGREEMENT_THRESHOLD, subset_a=active_link, subset_b=active_base
+    )
+    return {
+        "step": step,
+        "n_active_chain": len(active_link),
+        "n_active_baseline": len(active_base),
+        "mean_matched_cosine": match.mean_cosine,
+        "fraction_above_threshold": match.fraction_above,
+        "matched_cosines": np.round(match.cosines, 4).tolist(),
+    }
+
+
+def _chain_index_stability(run: RunConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """How far feature i of one link stays feature i of the next (Hungarian matching of consecutive links)."""
+    chain_dir = Path(run_dir) / paths.CHAIN_DIR
+    stability = []
+    for prev_step, next_step in itertools.pairwise(run.sae_steps):
+        prev = SAEWeights.load(chain_dir / paths.step_dir_name(prev_step))
+        nxt = SAEWeights.load(chain_dir / paths.step_dir_name(next_step))
+        result = index_stability(prev.W_dec, nxt.W_dec, threshold=AGREEMENT_THRESHOLD)
+        stability.append({"from_step": prev_step, "to_step": next_step, **result})
+    return stability
+
+
+def _build_comparison(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
+    source = open_activations(run, run_dir)
+    convergence = [_convergence_at(run, run_dir, source, step, device, progress) for step in run.baseline_steps]
+    agreement = [_agreement_at(run_dir, source, step) for step in run.baseline_steps]
+    ratios = [c["token_ratio"] for c in convergence if c["token_ratio"] is not None]
+    return stage.finish(
+        config={"threshold": AGREEMENT_THRESHOLD, "smoothing_steps": SMOOTHING_STEPS},
+        convergence=convergence,
+        median_token_ratio=float(np.median(ratios)) if ratios else None,
+        agreement=agreement,
+        index_stability=_chain_index_stability(run, run_dir),
+    )
+
+
 def compare_chain_and_baselines(
     run: RunConfig,
     run_dir: Path,
@@ -103,96 +189,19 @@ def compare_chain_and_baselines(
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the convergence study and the feature-agreement analysis; write ``run_dir/comparison/manifest.json``."""
-    out = Path(run_dir) / paths.COMPARISON_DIR
-    expected = comparison_config_hash(run)
-    if not force and store.manifest_is_current(out, expected):
-        return store.read_manifest(out) or {}
-    started = time.perf_counter()
-    window_tokens = SMOOTHING_STEPS * run.chain.batch_size
-    cache = ActivationCache(run_dir, run)
-    chain_dir = Path(run_dir) / paths.CHAIN_DIR
-    base_dir = Path(run_dir) / paths.BASELINE_DIR
-    convergence = []
-    agreement = []
-    for step in run.baseline_steps:
-        position = run.sae_steps.index(step)
-        base_manifest = store.read_manifest(base_dir / paths.step_dir_name(step))
-        if base_manifest is None:
-            raise store.StaleArtifactError(f"no baseline SAE at step {step}; run train_baselines first.")
-        scratch = {k: np.asarray(v) for k, v in base_manifest["loss_curve"].items()}
-        target = float(smoothed(scratch["tokens"], scratch["loss"], window_tokens)[-1])
-        scratch_tokens = tokens_to_reach(scratch["tokens"], scratch["loss"], target, window_tokens)
-        previous_dir = chain_dir / paths.step_dir_name(run.sae_steps[position - 1])
-        previous_l1 = (store.read_manifest(previous_dir) or {})["link"]["l1_coefficient"]
-        previous = load_training_sae(previous_dir, run.chain, l1_coefficient=previous_l1)
-        probe = _probe_to_target(
-            run,
-            previous,
-            cache.train(step),
-            target,
-            run.chain.baseline_token_budget,
-            position,
-            device,
-            progress,
-            window_tokens,
-            base_manifest["baseline"]["l1_coefficient"],  # this checkpoint's coefficient, as the baseline's
-        )
-        probe_tokens = tokens_to_reach(np.array(probe["tokens"]), np.array(probe["loss"]), target, window_tokens)
-        convergence.append(
-            {
-                "step": step,
-                "target_loss": target,
-                "scratch_tokens_to_target": scratch_tokens,
-                "recurrent_tokens_to_target": probe_tokens,
-                "token_ratio": (probe_tokens / scratch_tokens) if probe_tokens and scratch_tokens else None,
-                "scratch_curve": {"tokens": scratch["tokens"].tolist(), "loss": scratch["loss"].tolist()},
-                "recurrent_curve": probe,
-            }
-        )
-        # Agreement between the chain link and the independent SAE of this checkpoint, on live features.
-        link = SAEWeights.load(chain_dir / paths.step_dir_name(step))
-        base = SAEWeights.load(base_dir / paths.step_dir_name(step))
-        heldout = cache.heldout(step)
-        live_link = _live_features(link, heldout)
-        live_base = _live_features(base, heldout)
-        match = match_features(
-            link.W_dec, base.W_dec, threshold=AGREEMENT_THRESHOLD, subset_a=live_link, subset_b=live_base
-        )
-        agreement.append(
-            {
-                "step": step,
-                "n_live_chain": len(live_link),
-                "n_live_baseline": len(live_base),
-                "mean_matched_cosine": match.mean_cosine,
-                "fraction_above_threshold": match.fraction_above,
-                "matched_cosines": np.round(match.cosines, 4).tolist(),
-            }
-        )
-    stability = []
-    for prev_step, next_step in itertools.pairwise(run.sae_steps):
-        prev = SAEWeights.load(chain_dir / paths.step_dir_name(prev_step))
-        nxt = SAEWeights.load(chain_dir / paths.step_dir_name(next_step))
-        result = index_stability(prev.W_dec, nxt.W_dec, threshold=AGREEMENT_THRESHOLD)
-        stability.append({"from_step": prev_step, "to_step": next_step, **result})
-    ratios = [c["token_ratio"] for c in convergence if c["token_ratio"] is not None]
-    return store.write_manifest(
-        out,
-        stage="comparison",
-        config={"threshold": AGREEMENT_THRESHOLD, "smoothing_steps": SMOOTHING_STEPS},
-        config_hash=expected,
-        timings={"total": time.perf_counter() - started},
-        convergence=convergence,
-        median_token_ratio=float(np.median(ratios)) if ratios else None,
-        agreement=agreement,
-        index_stability=stability,
+    """The convergence study and the feature agreement of chain and independent SAEs (Sec. 3.2.2, Fig. S4-S5).
+
+    Writes ``run_dir/comparison/manifest.json``; skipped when it is current with this config.
+    """
+    return run_stage(
+        Path(run_dir) / paths.COMPARISON_DIR,
+        "comparison",
+        comparison_config_hash(run),
+        lambda stage: _build_comparison(run, run_dir, stage, device, progress),
+        force=force,
     )
 
 
-def _live_features(weights: SAEWeights, x: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """Indices of features active on at least one row of ``x``."""
-    alive = torch.zeros(weights.W_dec.shape[0], dtype=torch.bool)
-    for start in range(0, len(x), batch):
-        acts = feature_activations(weights, torch.as_tensor(np.asarray(x[start : start + batch]), dtype=torch.float32))
-        alive |= (acts > 0).any(dim=0)
-    return np.nonzero(alive.numpy())[0]
+def output_hashes(run: RunConfig) -> dict[str, str]:
+    """Output folder -> config hash of the convergence and agreement study (notebook 02)."""
+    return {paths.COMPARISON_DIR: comparison_config_hash(run)}

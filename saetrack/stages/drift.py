@@ -13,7 +13,6 @@ Written to ``run_dir/drift/`` (``arrays.npz``, ``manifest.json``); skipped when 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from saetrack.analysis.formation import checkpoint_positions
 from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
 from saetrack.sae.weights import SAEWeights
+from saetrack.stages.base import StageRun, run_stage
 from saetrack.stages.chain import load_chain
 from saetrack.stages.formation import FormationResult, formation_config_hash, load_formation, median_progress
 
@@ -42,6 +42,7 @@ __all__ = [
     "decoder_stack",
     "drift_config_hash",
     "load_drift",
+    "output_hashes",
     "summary_numbers",
 ]
 
@@ -132,23 +133,11 @@ def _trajectory_features(
     return chosen, kinds
 
 
-def analyse_drift(run: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the drift analyses over the chain and formation stage of ``run``; return the stage manifest."""
-    out = Path(run_dir) / paths.DRIFT_DIR
-    expected = drift_config_hash(run)
-    if not force and store.manifest_is_current(out, expected):
-        return store.read_manifest(out) or {}
+def _drift_arrays(
+    run: RunConfig, formation: FormationResult, decoders: np.ndarray, steps: np.ndarray
+) -> dict[str, Any]:
+    """Decoder cosine to final (Fig. 6a/6b), formation times and the phases from drift and progress (Sec. 4.1, 6)."""
     cfg = run.drift
-    started = time.perf_counter()
-    formation = load_formation(run_dir, run)
-    folders = load_chain(run_dir, run)
-    steps = np.asarray(sorted(folders))
-    if len(steps) < 3 * cfg.min_phase_checkpoints:
-        raise ValueError(
-            f"the chain has {len(steps)} links; phase detection needs at least 3 * drift.min_phase_checkpoints = "
-            f"{3 * cfg.min_phase_checkpoints}."
-        )
-    decoders = decoder_stack(folders, progress)
     cosine = dr.cosine_to_final(decoders)
     live = np.asarray(formation.live_features, dtype=np.int64)
     live_cos = cosine[:, live]
@@ -166,29 +155,55 @@ def analyse_drift(run: RunConfig, run_dir: Path, *, force: bool = False, progres
     progress_curve = median_progress(formation, "concept" if has_concept else None, PHASE_PROGRESS_KEY)
     drift_phases = dr.detect_phases(x, median_cos, cfg.min_phase_checkpoints)
     progress_phases = dr.detect_phases(x, progress_curve, cfg.min_phase_checkpoints)
+    return {
+        "cosine": cosine,
+        "live": live,
+        "quantiles": quantiles,
+        "formed": formed,
+        "formation_time": formation_time,
+        "progress_curve": progress_curve,
+        "drift_phases": drift_phases,
+        "progress_phases": progress_phases,
+    }
+
+
+def _build_drift(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool) -> dict[str, Any]:
+    """Compute the drift analyses over the chain and the formation stage, and write the stage folder atomically."""
+    cfg = run.drift
+    formation = load_formation(run_dir, run)
+    folders = load_chain(run_dir, run)
+    steps = np.asarray(sorted(folders))
+    if len(steps) < 3 * cfg.min_phase_checkpoints:
+        raise ValueError(
+            f"the chain has {len(steps)} links; phase detection needs at least 3 * drift.min_phase_checkpoints = "
+            f"{3 * cfg.min_phase_checkpoints}."
+        )
+    decoders = decoder_stack(folders, progress)
+    a = _drift_arrays(run, formation, decoders, steps)
+    drift_phases, progress_phases = a["drift_phases"], a["progress_phases"]
     agreement = dr.phase_agreement(drift_phases, progress_phases, steps.tolist())
 
     fractions = np.linspace(0.0, 1.0, cfg.n_histograms)
     intermediate = steps[:-1] if len(steps) > cfg.n_histograms else steps
     hist_positions = np.asarray(checkpoint_positions(intermediate, fractions), dtype=np.int64)
-    sampled = dr.sample_features(live, cfg.n_sampled_features, run.seed)
+    sampled = dr.sample_features(a["live"], cfg.n_sampled_features, run.seed)
     traj_features, traj_patterns = _trajectory_features(
-        formation, formation_time, cfg.trajectories_per_pattern, run.seed
+        formation, a["formation_time"], cfg.trajectories_per_pattern, run.seed
     )
     projections = [dr.trajectory_projection(decoders[:, f]) for f in traj_features]
     coords = np.stack([c for c, _ in projections]) if projections else np.zeros((0, len(steps), 2))
     variance = np.stack([v for _, v in projections]) if projections else np.zeros((0, 2))
 
-    with store.atomic_dir(out) as tmp:
+    with stage.atomic() as tmp:
         np.savez(
             tmp / ARRAYS_FILE,
             steps=steps,
-            cosine=cosine.astype(np.float32),
-            live_features=live,
-            quantiles=quantiles,
-            formed=formed,
-            formation_time=formation_time,
-            progress_curve=progress_curve,
+            cosine=a["cosine"].astype(np.float32),
+            live_features=a["live"],
+            quantiles=a["quantiles"],
+            formed=a["formed"],
+            formation_time=a["formation_time"],
+            progress_curve=a["progress_curve"],
             drift_fit=drift_phases.fit,
             progress_fit=progress_phases.fit,
             histogram_positions=hist_positions,
@@ -198,13 +213,10 @@ def analyse_drift(run: RunConfig, run_dir: Path, *, force: bool = False, progres
             trajectory_coords=coords,
             trajectory_variance=variance,
         )
-        manifest = store.write_manifest(
-            tmp,
-            stage="drift",
+        manifest = stage.finish(
+            into=tmp,
             config=run.to_dict()["drift"],
-            config_hash=expected,
             files={ARRAYS_FILE: store.file_sha256(tmp / ARRAYS_FILE)},
-            timings={"total": time.perf_counter() - started},
             phases={
                 "rule": PHASE_RULE,
                 "drift": _phase_record(drift_phases, steps),
@@ -213,6 +225,20 @@ def analyse_drift(run: RunConfig, run_dir: Path, *, force: bool = False, progres
             },
         )
     return manifest
+
+
+def analyse_drift(run: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the drift analyses (Sec. 6; Fig. 6a, 6b, 7; phases) over the chain and formation stage of ``run``.
+
+    Returns the stage manifest; skipped when ``run_dir/drift`` is current with this config.
+    """
+    return run_stage(
+        Path(run_dir) / paths.DRIFT_DIR,
+        "drift",
+        drift_config_hash(run),
+        lambda stage: _build_drift(run, run_dir, stage, progress),
+        force=force,
+    )
 
 
 def _phase_record(phases: dr.Phases, steps: np.ndarray) -> dict[str, Any]:
@@ -288,3 +314,8 @@ def summary_numbers(result: DriftResult) -> dict[str, Any]:
             "share_below_0.9_at_formation": float(np.mean(at_formation < 0.9)) if at_formation.size else None,
         },
     }
+
+
+def output_hashes(run: RunConfig) -> dict[str, str]:
+    """Output folder -> config hash of the drift stage."""
+    return {paths.DRIFT_DIR: drift_config_hash(run)}

@@ -14,7 +14,8 @@ manifest matches the config.
 from __future__ import annotations
 
 import json
-import time
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ from saetrack.analysis import features as fx
 from saetrack.analysis import formation as fm
 from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
-from saetrack.data.activations import ActivationCache
+from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.data.corpus import load_corpus
 from saetrack.sae.weights import SAEWeights
+from saetrack.stages.base import StageRun, run_stage
 from saetrack.stages.chain import chain_config_hash, load_chain
 
 __all__ = [
@@ -41,6 +43,8 @@ __all__ = [
     "formation_config_hash",
     "load_formation",
     "median_progress",
+    "output_hashes",
+    "progress_measures_over_chain",
     "summary_numbers",
     "top_contexts",
 ]
@@ -91,27 +95,27 @@ def _select_umap_features(
     return chosen
 
 
-def analyse_formation(run: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the formation analyses over the chain of ``run`` and return the stage manifest."""
+@dataclass(frozen=True)
+class _CheckpointFeatures:
+    """Per-checkpoint feature tables of the chain on the analysis set (T checkpoints, F features, k datapoints)."""
 
-    out = Path(run_dir) / paths.FORMATION_DIR
-    expected = formation_config_hash(run)
-    if not force and store.manifest_is_current(out, expected):
-        return store.read_manifest(out) or {}
+    stats: list[fx.FeatureStats]
+    labels: np.ndarray  # [T, F]
+    dominant: np.ndarray  # [T, F]
+    top_values: np.ndarray  # [T, F, k] float32
+    top_indices: np.ndarray  # [T, F, k] int64
+
+
+def _features_per_checkpoint(
+    run: RunConfig, source: ActivationSource, folders: dict[int, Path], steps: list[int], progress: bool
+) -> _CheckpointFeatures:
+    """Statistics, top-k datapoints and token/concept labels (Def. 4.1-4.2) of every feature of every link."""
     cfg = run.formation
-    started = time.perf_counter()
-    cache = ActivationCache(run_dir, run)
-    folders = load_chain(run_dir, run)
-    steps = sorted(folders)
-    n_steps = len(steps)
-    tokens_flat = np.asarray(cache.analysis_tokens).reshape(-1)
-    middle = min(n_steps - 1, max(1, round(MIDDLE_FRACTION * (n_steps - 1))))
-    example_positions = sorted({0, middle, n_steps - 1})
-
-    stats, labels, dominant, top_indices, all_values, all_indices = [], [], [], {}, [], []
-    for position, step in enumerate(tqdm(steps, desc="features per checkpoint", disable=not progress)):
+    tokens_flat = np.asarray(source.analysis_tokens).reshape(-1)
+    stats, labels, dominant, all_values, all_indices = [], [], [], [], []
+    for step in tqdm(steps, desc="features per checkpoint", disable=not progress):
         weights = SAEWeights.load(folders[step])
-        x = np.asarray(cache.analysis(step))
+        x = np.asarray(source.analysis(step))
         stats.append(fx.feature_statistics(weights, x))
         values, indices = fx.top_k_datapoints(weights, x, k=cfg.top_k)
         label, dom, _ = fx.classify_token_concept(values, indices, tokens_flat, cfg.token_share, cfg.min_active)
@@ -119,17 +123,110 @@ def analyse_formation(run: RunConfig, run_dir: Path, *, force: bool = False, pro
         dominant.append(dom)
         all_values.append(values.astype(np.float32))
         all_indices.append(indices.astype(np.int64))
-        if position in example_positions:
-            top_indices[position] = (values, indices)
-    labels_arr, dominant_arr = np.array(labels), np.array(dominant)
-    flt = fx.filter_features(stats, min_density=cfg.min_density)
+    return _CheckpointFeatures(stats, np.array(labels), np.array(dominant), np.stack(all_values), np.stack(all_indices))
+
+
+def _umap_sets(
+    run: RunConfig,
+    source: ActivationSource,
+    steps: list[int],
+    chosen: list[int],
+    final_indices: np.ndarray,
+    live: np.ndarray,
+    progress: bool,
+) -> tuple[list[int], np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Fig. 4: UMAP embeddings of the ``chosen`` features' activation sets at six checkpoints.
+
+    Returns the checkpoint positions, the analysis rows, each row's feature and one ``[n, 2]`` embedding per position.
+    """
+    cfg = run.formation
+    positions = fm.checkpoint_positions(steps)
+    live_pos = {int(f): j for j, f in enumerate(live)}
+    rows = np.concatenate([final_indices[live_pos[f]] for f in chosen]) if chosen else np.zeros(0, dtype=np.int64)
+    point_feature = np.repeat(chosen, cfg.top_k) if chosen else np.zeros(0, dtype=np.int64)
+    embeddings = [
+        fm.umap_embedding(np.asarray(source.analysis(steps[p]))[rows], seed=cfg.umap_seed)
+        for p in tqdm(positions, desc="UMAP per checkpoint", disable=not progress or not chosen)
+    ] if len(rows) > 2 else []  # fmt: skip
+    return positions, rows, point_feature, embeddings
+
+
+def _pattern_examples(
+    run: RunConfig,
+    run_dir: Path,
+    source: ActivationSource,
+    tables: _CheckpointFeatures,
+    patterns: np.ndarray,
+    live: np.ndarray,
+    final_progress: np.ndarray,
+    example_positions: list[int],
+    steps: list[int],
+) -> list[dict[str, Any]]:
+    """Fig. 2: example features of each evolution pattern with their top contexts at a few checkpoints."""
+    cfg = run.formation
+    tokenizer = load_corpus(run_dir)[0]
+    analysis_tokens = np.asarray(source.analysis_tokens)
+    examples = []
+    picks = fx.pick_examples(patterns[live], final_progress, cfg.examples_per_pattern, run.seed)
+    for pattern in ("maintaining", "shifting", "grouping"):
+        for j in picks.get(pattern, []):
+            feature = int(live[j])
+            columns = []
+            for position in example_positions:
+                values, indices = tables.top_values[position], tables.top_indices[position]
+                active = indices[feature][values[feature] > 0][: cfg.contexts_per_cell]
+                columns.append(
+                    [int(steps[position]), [fx.render_context(tokenizer, analysis_tokens, int(i))[0] for i in active]]
+                )
+            examples.append({"pattern": pattern, "feature": feature, "columns": columns})
+    return examples
+
+
+def progress_measures_over_chain(
+    source: ActivationSource,
+    sae_folders: Mapping[int, str | os.PathLike[str]],
+    indices: np.ndarray,
+    *,
+    device: str = "cpu",
+    **kwargs: int,
+) -> dict[str, np.ndarray]:
+    """Progress measures (Def. 5.4, Eq. 14-19) over the chain ``sae_folders`` (step -> SAE folder), in step order.
+
+    Reads each step's analysis activations from ``source`` and each SAE with :meth:`SAEWeights.load` on
+    ``device``; ``kwargs`` go to :func:`saetrack.analysis.formation.progress_measures`. Also returns ``"steps"``:
+    the ``[T]`` steps in the order of the rows.
+    """
+    steps = sorted(sae_folders)
+    missing = [s for s in steps if s not in source.steps]
+    if missing:
+        raise KeyError(f"steps {missing} have an SAE but no cached activations; cached steps: {list(source.steps)}")
+    analysis = [source.analysis(s) for s in steps]
+    weights = [SAEWeights.load(sae_folders[s], device=device) for s in steps]
+    result = fm.progress_measures(analysis, weights, indices, **kwargs)
+    result["steps"] = np.asarray(steps, dtype=np.int64)
+    return result
+
+
+def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool) -> dict[str, Any]:
+    """Compute every formation analysis over the chain and write the stage folder atomically."""
+    cfg = run.formation
+    source = open_activations(run, run_dir)
+    folders = load_chain(run_dir, run)
+    steps = sorted(folders)
+    n_steps = len(steps)
+    middle = min(n_steps - 1, max(1, round(MIDDLE_FRACTION * (n_steps - 1))))
+    example_positions = sorted({0, middle, n_steps - 1})
+
+    tables = _features_per_checkpoint(run, source, folders, steps, progress)
+    labels_arr, dominant_arr = tables.labels, tables.dominant
+    flt = fx.filter_features(tables.stats, min_density=cfg.min_density)
     live = np.nonzero(flt.live)[0]
     patterns = np.full(labels_arr.shape[1], "excluded", dtype=object)
     patterns[live] = fx.classify_patterns(labels_arr[:, live], dominant_arr[:, live])
 
-    final_indices = top_indices[n_steps - 1][1][live]  # D_i (Eq. 12)
-    measures = fm.progress_measures_from_cache(
-        cache,
+    final_indices = tables.top_indices[n_steps - 1][live]  # D_i (Eq. 12)
+    measures = progress_measures_over_chain(
+        source,
         folders,
         final_indices,
         n_random_activation=cfg.n_random_activation,
@@ -137,41 +234,20 @@ def analyse_formation(run: RunConfig, run_dir: Path, *, force: bool = False, pro
         seed=run.seed,
     )
     final_types = labels_arr[-1, live]
-
     chosen = _select_umap_features(final_types, measures["activation_cosine"][-1], live, run)
-    positions = fm.checkpoint_positions(steps)
-    live_pos = {int(f): j for j, f in enumerate(live)}
-    rows = np.concatenate([final_indices[live_pos[f]] for f in chosen]) if chosen else np.zeros(0, dtype=np.int64)
-    point_feature = np.repeat(chosen, cfg.top_k) if chosen else np.zeros(0, dtype=np.int64)
-    embeddings = [
-        fm.umap_embedding(np.asarray(cache.analysis(steps[p]))[rows], seed=cfg.umap_seed)
-        for p in tqdm(positions, desc="UMAP per checkpoint", disable=not progress or not chosen)
-    ] if len(rows) > 2 else []  # fmt: skip
+    positions, _, point_feature, embeddings = _umap_sets(run, source, steps, chosen, final_indices, live, progress)
+    examples = _pattern_examples(
+        run, run_dir, source, tables, patterns, live, measures["activation_cosine"][-1], example_positions, steps
+    )
 
-    tokenizer = load_corpus(run_dir)[0]
-    analysis_tokens = np.asarray(cache.analysis_tokens)
-    examples = []
-    picks = fx.pick_examples(patterns[live], measures["activation_cosine"][-1], cfg.examples_per_pattern, run.seed)
-    for pattern in ("maintaining", "shifting", "grouping"):
-        for j in picks.get(pattern, []):
-            feature = int(live[j])
-            columns = []
-            for position in example_positions:
-                values, indices = top_indices[position]
-                active = indices[feature][values[feature] > 0][: cfg.contexts_per_cell]
-                columns.append(
-                    [int(steps[position]), [fx.render_context(tokenizer, analysis_tokens, int(i))[0] for i in active]]
-                )
-            examples.append({"pattern": pattern, "feature": feature, "columns": columns})
-
-    with store.atomic_dir(out) as tmp:
+    with stage.atomic() as tmp:
         np.savez(
             tmp / ARRAYS_FILE,
             steps=np.asarray(steps),
             labels=labels_arr.astype(str),
             dominant=dominant_arr,
-            top_values=np.stack(all_values),
-            top_indices=np.stack(all_indices),
+            top_values=tables.top_values,
+            top_indices=tables.top_indices,
             live=flt.live,
             patterns=patterns.astype(str),
             live_features=live,
@@ -184,13 +260,10 @@ def analyse_formation(run: RunConfig, run_dir: Path, *, force: bool = False, pro
         )
         (tmp / EXAMPLES_FILE).write_text(json.dumps(examples, indent=1, ensure_ascii=False))
         files = {name: store.file_sha256(tmp / name) for name in (ARRAYS_FILE, EXAMPLES_FILE)}
-        manifest = store.write_manifest(
-            tmp,
-            stage="formation",
+        manifest = stage.finish(
+            into=tmp,
             config=run.to_dict()["formation"],
-            config_hash=expected,
             files=files,
-            timings={"total": time.perf_counter() - started},
             filter_counts=flt.counts(),
             pattern_counts=fx.pattern_counts(patterns[live]),
             label_counts={
@@ -199,6 +272,20 @@ def analyse_formation(run: RunConfig, run_dir: Path, *, force: bool = False, pro
             umap_features={str(f): str(labels_arr[-1, f]) for f in chosen},
         )
     return manifest
+
+
+def analyse_formation(run: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the formation analyses (Sec. 4-5; Fig. 2, 4, 5, 8) over the chain of ``run``; return the stage manifest.
+
+    Skipped when ``run_dir/formation`` is current with this config (see :func:`saetrack.stages.base.run_stage`).
+    """
+    return run_stage(
+        Path(run_dir) / paths.FORMATION_DIR,
+        "formation",
+        formation_config_hash(run),
+        lambda stage: _build_formation(run, run_dir, stage, progress),
+        force=force,
+    )
 
 
 def load_formation(run_dir: Path, run: RunConfig | None = None) -> FormationResult:
@@ -285,3 +372,8 @@ def summary_numbers(result: FormationResult) -> dict[str, Any]:
             "concept_rise": None if first_concept is None or final_concept is None else final_concept - first_concept,
         }
     return out
+
+
+def output_hashes(run: RunConfig) -> dict[str, str]:
+    """Output folder -> config hash of the formation stage."""
+    return {paths.FORMATION_DIR: formation_config_hash(run)}

@@ -11,7 +11,8 @@ import numpy as np
 
 from saetrack.analysis.metrics import ce_loss_recovered, reconstruction_metrics
 from saetrack.config.run import RunConfig
-from saetrack.data.activations import ActivationCache
+from saetrack.data.activations import ActivationSource
+from saetrack.data.checkpoints import CheckpointSource
 from saetrack.sae.model import SAETrackSAE
 from saetrack.sae.training import NonFiniteLossError, TrainResult, train_sae
 
@@ -91,15 +92,16 @@ def sae_metadata(run: RunConfig, step: int) -> dict[str, Any]:
 def evaluate_link(
     run: RunConfig,
     sae: SAETrackSAE,
-    cache: ActivationCache,
+    activations: ActivationSource,
     step: int,
-    source: Any,
+    checkpoints: CheckpointSource,
     device: str = "cpu",
 ) -> dict[str, float]:
-    """Quality of an SAE on held-out data of checkpoint ``step``: reconstruction metrics and CE loss recovered."""
-    metrics = reconstruction_metrics(sae, cache.heldout(step), batch_size=run.chain.batch_size)
-    model = source.load_hooked(step, device=device)
-    metrics.update(ce_loss_recovered(model, sae, np.asarray(cache.heldout_tokens), run.cache.hook_name))
+    """Quality of an SAE on held-out data of checkpoint ``step`` (App. C.1): reconstruction metrics and CE loss
+    recovered, the model of ``step`` coming from ``checkpoints``."""
+    metrics = reconstruction_metrics(sae, activations.heldout(step), batch_size=run.chain.batch_size)
+    model = checkpoints.load_hooked(step, device=device)
+    metrics.update(ce_loss_recovered(model, sae, np.asarray(activations.heldout_tokens), run.cache.hook_name))
     return metrics
 
 

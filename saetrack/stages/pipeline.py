@@ -14,17 +14,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from saetrack import paths, store
 from saetrack.config.run import RunConfig
-from saetrack.data.cache_plan import cache_config_hash
-from saetrack.data.corpus import corpus_config_hash
 from saetrack.notebooks import notebook_parameters, run_notebook
-from saetrack.stages.chain import baseline_config_hash, chain_config_hash
-from saetrack.stages.comparison import comparison_config_hash
-from saetrack.stages.drift import drift_config_hash
-from saetrack.stages.formation import formation_config_hash
-from saetrack.stages.scale import scale_config_hash
+from saetrack.stages import cache as cache_stage
+from saetrack.stages import chain as chain_stage
+from saetrack.stages import comparison as comparison_stage
+from saetrack.stages import drift as drift_stage
+from saetrack.stages import formation as formation_stage
+from saetrack.stages import scale as scale_stage
+from saetrack.stages.base import current_manifest
 
 __all__ = [
     "STAGES",
@@ -36,18 +37,10 @@ __all__ = [
 
 
 def stage_hashes(run: RunConfig) -> dict[str, str]:
-    """Output folder (relative to the run directory) -> the config hash its manifest must carry."""
-
-    hashes: dict[str, str] = {paths.CORPUS_DIR: corpus_config_hash(run)}
-    if run.model.source == "suite":
-        hashes[paths.MODEL_DIR] = run.section_hash("corpus", "suite")
-    hashes[paths.CACHE_DIR] = cache_config_hash(run)
-    hashes[paths.CHAIN_DIR] = chain_config_hash(run)
-    hashes[paths.BASELINE_DIR] = baseline_config_hash(run)
-    hashes[paths.COMPARISON_DIR] = comparison_config_hash(run)
-    hashes[paths.FORMATION_DIR] = formation_config_hash(run)
-    hashes[paths.DRIFT_DIR] = drift_config_hash(run)
-    hashes[paths.SCALE_DIR] = scale_config_hash(run)
+    """Output folder (relative to the run directory) -> the config hash its manifest must carry, for every stage."""
+    hashes: dict[str, str] = {}
+    for stage in STAGES:
+        hashes.update(stage.output_hashes(run))
     return hashes
 
 
@@ -59,14 +52,20 @@ class Stage:
     notebook: str
     #: Names of the stages whose artifacts this stage reads.
     inputs: tuple[str, ...]
-    #: Folders (relative to the run directory) this stage writes, each with a manifest.
-    outputs: Callable[[RunConfig], tuple[str, ...]]
+    #: The stage modules whose outputs this notebook writes; each has ``output_hashes(run) -> {folder: hash}``.
+    modules: tuple[ModuleType, ...]
     description: str
+
+    def outputs(self, run: RunConfig) -> tuple[str, ...]:
+        """Folders (relative to the run directory) this stage writes, each with a manifest."""
+        return tuple(self.output_hashes(run))
 
     def output_hashes(self, run: RunConfig) -> dict[str, str]:
         """The config hash each of this stage's output folders must carry to count as current."""
-        hashes = stage_hashes(run)
-        return {folder: hashes[folder] for folder in self.outputs(run)}
+        hashes: dict[str, str] = {}
+        for module in self.modules:
+            hashes.update(module.output_hashes(run))
+        return hashes
 
     def marker(self, run_dir: Path) -> Path:
         """The file written when this stage's notebook finished: ``notebooks/<notebook>.done.json``."""
@@ -75,7 +74,7 @@ class Stage:
     def outputs_current(self, run: RunConfig, run_dir: Path) -> bool:
         """Whether every output folder holds a finished manifest made with this config."""
         return all(
-            store.manifest_is_current(Path(run_dir) / folder, digest)
+            current_manifest(Path(run_dir) / folder, digest) is not None
             for folder, digest in self.output_hashes(run).items()
         )
 
@@ -94,47 +93,41 @@ class Stage:
         store.write_json(self.marker(run_dir), {"outputs": self.output_hashes(run), "seconds": round(seconds, 1)})
 
 
-def _cache_outputs(run: RunConfig) -> tuple[str, ...]:
-    if run.model.source == "suite":
-        return (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR)
-    return (paths.CORPUS_DIR, paths.CACHE_DIR)
-
-
 #: The stages in execution order.
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="cache",
         notebook="01_cache_activations.ipynb",
         inputs=(),
-        outputs=_cache_outputs,
+        modules=(cache_stage,),
         description="corpus and tokenizer, the nano model suite (local presets), activation cache",
     ),
     Stage(
         name="chain",
         notebook="02_train_chain.ipynb",
         inputs=("cache",),
-        outputs=lambda run: (paths.CHAIN_DIR, paths.BASELINE_DIR, paths.COMPARISON_DIR),
+        modules=(chain_stage, comparison_stage),
         description="SAE-Track chain, independent baselines, convergence study and feature agreement",
     ),
     Stage(
         name="formation",
         notebook="03_feature_formation.ipynb",
         inputs=("cache", "chain"),
-        outputs=lambda run: (paths.FORMATION_DIR,),
+        modules=(formation_stage,),
         description="feature phases, patterns, regions, UMAP and progress measures (Fig. 2, 3, 4, 5, 8)",
     ),
     Stage(
         name="drift",
         notebook="04_feature_drift.ipynb",
         inputs=("chain", "formation"),
-        outputs=lambda run: (paths.DRIFT_DIR,),
+        modules=(drift_stage,),
         description="decoder drift, formation times, trajectories and phases (Fig. 6a, 6b, 7; phases on Fig. 5)",
     ),
     Stage(
         name="scale",
         notebook="05_scale_study.ipynb",
         inputs=("drift",),
-        outputs=lambda run: (paths.SCALE_DIR,),
+        modules=(scale_stage,),
         description="the pipeline over the scale study's model sizes; per-size figures (Fig. 9-16) and a summary",
     ),
 )

@@ -21,6 +21,7 @@ from saetrack.config.base import config_hash
 from saetrack.config.presets import get_preset
 from saetrack.config.run import RunConfig
 from saetrack.sae.weights import SAEWeights
+from saetrack.stages.base import StageRun
 from saetrack.stages.chain import load_chain, read_link_manifests
 from saetrack.stages.drift import drift_config_hash, load_drift
 from saetrack.stages.drift import summary_numbers as drift_numbers
@@ -35,10 +36,11 @@ __all__ = [
     "figure_keys",
     "load_size",
     "non_embedding_parameters",
+    "output_hashes",
     "scale_config_hash",
     "size_runs",
     "summary_numbers",
-    "write_manifest",
+    "write_summary",
 ]
 
 
@@ -186,16 +188,20 @@ def summary_numbers(results: Sequence[SizeResult]) -> dict[str, Any]:
     return {"sizes": sizes}
 
 
-def write_manifest(run: RunConfig, run_dir: Path, numbers: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """Write the scale stage's manifest (its config hash covers every size's drift stage) and return it."""
-    out = Path(run_dir) / paths.SCALE_DIR
-    with store.atomic_dir(out) as tmp:
+def write_summary(run: RunConfig, run_dir: Path, numbers: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Write the scale stage's folder (``summary.json`` and the manifest, whose config hash covers every size's
+    drift stage) atomically and return the manifest; ``seconds`` is the notebook's time for the whole study."""
+    stage = StageRun(Path(run_dir) / paths.SCALE_DIR, "scale", scale_config_hash(run))
+    with stage.atomic() as tmp:
         store.write_json(tmp / "summary.json", numbers)
-        return store.write_manifest(
-            tmp,
-            stage="scale",
+        return stage.finish(
+            into=tmp,
             config={"presets": list(run.scale.presets)},
-            config_hash=scale_config_hash(run),
             files={"summary.json": store.file_sha256(tmp / "summary.json")},
             timings={"total": seconds},
         )
+
+
+def output_hashes(run: RunConfig) -> dict[str, str]:
+    """Output folder -> config hash of the scale stage."""
+    return {paths.SCALE_DIR: scale_config_hash(run)}
