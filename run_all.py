@@ -6,12 +6,15 @@
     python run_all.py --force              # rebuild stages whose outputs are already current
     python run_all.py --rerun              # re-execute the notebooks from finished outputs (regenerates figures)
     python run_all.py --set chain.l1_coefficient=1e-3   # override a config field (validated)
+    python run_all.py --quiet              # only the stage lines, not the notebooks' output and progress bars
     python run_all.py --push-to-hub me/saetrack-nano    # then push the trained chain to the Hub
     python run_all.py --preset pythia-410m-l4 --chain-from-hub me/chain --chain-revision <commit>
                                            # analyse a chain downloaded from the Hub instead of training one
 
-Stages whose outputs match the config are skipped (and say so); an interrupted run resumes. Executed notebooks go
-to ``runs/<preset>/notebooks/``; figures to ``figures/<preset>/``. The Hub token comes from ``HF_TOKEN`` or
+Stages whose outputs match the config are skipped (and say so); an interrupted run resumes. While a stage runs, its
+notebook's printed output and progress bars stream here, each line prefixed with ``  <preset>:<stage> | `` (on a
+terminal the bars redraw in place; in a log file or a pipe a bar shows one line every few seconds). Executed
+notebooks go to ``runs/<preset>/notebooks/``; figures to ``figures/<preset>/``. The Hub token comes from ``HF_TOKEN`` or
 ``hf auth login`` and is never printed or written anywhere.
 """
 
@@ -75,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FIELD=VALUE",
         help="override a config field by dotted name (repeatable)",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only the stage lines, not each notebook's printed output and progress bars",
+    )
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', or 'auto' (default)")
     parser.add_argument("--run-dir", default="", help="run directory (default: runs/<preset>)")
     hub = parser.add_argument_group("Hugging Face Hub")
@@ -123,7 +131,17 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
 
     try:
-        run_stages(run, run_dir, only=args.only, skip=skip, force=args.force, rerun=args.rerun, device=device, log=log)
+        run_stages(
+            run,
+            run_dir,
+            only=args.only,
+            skip=skip,
+            force=args.force,
+            rerun=args.rerun,
+            device=device,
+            log=log,
+            echo=not args.quiet,
+        )
     except NotebookFailed as error:
         print(f"saetrack: FAILED\n{error}", file=sys.stderr, flush=True)
         return 1

@@ -13,6 +13,7 @@ from saetrack import paths
 from saetrack.notebooks import NotebookFailed, run_notebook
 from saetrack.plots.common import FIGURES
 from saetrack.stages.pipeline import STAGES
+from saetrack.stages.scale_runner import STREAM_ECHO_EVERY_S, _echo_line
 
 sys.path.insert(0, str(paths.REPO_ROOT))
 import run_all
@@ -51,6 +52,9 @@ def test_run_all_smoke_writes_every_figure_and_a_second_run_does_nothing(capsys)
     first = capsys.readouterr().out
     for stage in STAGES:
         assert f"[smoke:{stage.name}] done in" in first
+        assert f"\n  smoke:{stage.name} | " in first  # the notebook's output, streamed while it ran
+    assert "\r" not in first  # progress bars arrive as whole lines (not a terminal)
+    assert "    (smoke-s) [smoke-s:cache] running" in first  # the scale study's sizes, through its notebook
     figures = paths.figures_dir("smoke")
     missing = [
         f"{stem}{suffix}"
@@ -71,6 +75,16 @@ def test_run_all_smoke_writes_every_figure_and_a_second_run_does_nothing(capsys)
         assert f"[smoke:{stage.name}] up to date, nothing to do" in second
     assert "running" not in second
     assert {p: p.stat().st_mtime_ns for p in executed} == executed  # no notebook executed again
+
+
+def test_scale_children_echo_stage_lines_and_a_streamed_line_now_and_then() -> None:
+    assert _echo_line("[smoke-s:cache] running 01_cache_activations.ipynb: ...\n", 0.0, 0.0)
+    assert _echo_line("saetrack: finished in 3.0 s\n", 0.0, 0.0)
+    assert not _echo_line("[IPKernelApp] WARNING | something\n", 0.0, 0.0)
+    streamed = "  smoke-s:chain | link 3/8 (step 2):  40%|####      | 2/5 [00:02<00:03]\n"
+    assert _echo_line(streamed, STREAM_ECHO_EVERY_S, 0.0)
+    assert not _echo_line(streamed, STREAM_ECHO_EVERY_S - 1.0, 0.0)
+    assert not _echo_line("a traceback line\n", STREAM_ECHO_EVERY_S, 0.0)
 
 
 def test_a_second_run_all_on_the_same_run_directory_is_refused(tmp_path: Path, capsys) -> None:

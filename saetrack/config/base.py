@@ -21,10 +21,12 @@ class ConfigError(ValueError):
 
 
 def fail(owner: str, name: str, value: Any, allowed: str) -> None:
+    """Raise :class:`ConfigError` naming ``owner.name``, the bad ``value`` and what is ``allowed``."""
     raise ConfigError(f"{owner}.{name} = {value!r} is invalid: {allowed}.")
 
 
 def require_positive(owner: str, values: Mapping[str, float | int]) -> None:
+    """Raise :class:`ConfigError` for the first of ``values`` (field name -> value) that is not > 0."""
     for name, value in values.items():
         if not value > 0:
             fail(owner, name, value, "must be > 0")

@@ -150,6 +150,8 @@ def adamw_optimizer(model: Any, suite: SuiteConfig) -> torch.optim.AdamW:
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, suite: SuiteConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Pythia's schedule for the nano suite: linear warm-up then cosine decay (:func:`learning_rate_factor`)."""
+
     def factor(update: int) -> float:
         return learning_rate_factor(suite, update)
 

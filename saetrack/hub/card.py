@@ -17,6 +17,7 @@ __all__ = [
 
 
 def sae_lens_version() -> str:
+    """The installed sae-lens version (named in the model card), or ``"unknown"``."""
     try:
         return metadata.version("sae-lens")
     except metadata.PackageNotFoundError:  # pragma: no cover - sae_lens is a hard dependency

@@ -70,6 +70,7 @@ def validate_repo_id(repo_id: str) -> str:
 
 
 def check_commit(revision: str) -> str:
+    """``revision`` unchanged if it is a 40-hex commit hash; otherwise a ValueError saying how to find one."""
     if not isinstance(revision, str) or not COMMIT_HASH.match(revision.lower()):
         raise ValueError(
             f"revision = {revision!r} is not a commit hash: a chain is loaded pinned to the 40-hex commit it was "
@@ -81,6 +82,7 @@ def check_commit(revision: str) -> str:
 
 
 def safe_relative(rel: str) -> PurePosixPath:
+    """``rel`` as a relative POSIX path inside the chain folder; absolute or ``..`` paths raise ChainIntegrityError."""
     path = PurePosixPath(rel)
     if path.is_absolute() or not path.parts or any(part in ("", ".", "..") for part in path.parts):
         raise ChainIntegrityError(f"{INDEX_FILE} lists the unsafe path {rel!r}; refusing to use this chain.")

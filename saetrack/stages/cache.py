@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from saetrack import paths, store
 from saetrack.config.run import RunConfig
+from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.data.cache_plan import (
     NUMPY_DTYPES,
     TORCH_DTYPES,
@@ -31,6 +32,7 @@ from saetrack.stages.base import StageRun, run_stage
 
 __all__ = [
     "cache_activations",
+    "load_cache",
     "output_hashes",
     "residual_at_layer",
 ]
@@ -224,6 +226,11 @@ def _step_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "shapes": manifest["shapes"],
         "seconds": manifest["timings_s"].get("total"),
     }
+
+
+def load_cache(run: RunConfig, run_dir: Path) -> ActivationSource:
+    """The finished activation cache of ``run`` (checked against its config) as an :class:`ActivationSource`."""
+    return open_activations(run, run_dir)
 
 
 def output_hashes(run: RunConfig) -> dict[str, str]:

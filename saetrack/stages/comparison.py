@@ -40,6 +40,7 @@ __all__ = [
     "SMOOTHING_STEPS",
     "compare_chain_and_baselines",
     "comparison_config_hash",
+    "load_comparison",
     "output_hashes",
 ]
 
@@ -200,6 +201,17 @@ def compare_chain_and_baselines(
         lambda stage: _build_comparison(run, run_dir, stage, device, progress),
         force=force,
     )
+
+
+def load_comparison(run_dir: Path, run: RunConfig | None = None) -> dict[str, Any]:
+    """The manifest of a finished comparison (convergence, agreement, index stability), checked against ``run``."""
+    out = Path(run_dir) / paths.COMPARISON_DIR
+    manifest = store.read_manifest(out)
+    if manifest is None:
+        raise store.StaleArtifactError(f"no finished comparison at {out}; run notebook 02 first.")
+    if run is not None and manifest["config_hash"] != comparison_config_hash(run):
+        raise store.StaleArtifactError(f"the comparison at {out} was made for another config; rerun notebook 02.")
+    return manifest
 
 
 def output_hashes(run: RunConfig) -> dict[str, str]:

@@ -70,6 +70,7 @@ def link_l1_coefficient(run: RunConfig, scale: float, d_model: int) -> float:
 
 
 def subsample_curve(curve: dict[str, list[float]], n: int = CURVE_POINTS) -> dict[str, list[float]]:
+    """At most ``n`` points of a loss curve, evenly spaced, endpoints kept (each key subsampled alike)."""
     length = len(next(iter(curve.values()), []))
     if length <= n:
         return curve
@@ -78,6 +79,7 @@ def subsample_curve(curve: dict[str, list[float]], n: int = CURVE_POINTS) -> dic
 
 
 def sae_metadata(run: RunConfig, step: int) -> dict[str, Any]:
+    """SAELens metadata of the SAE at ``step``: hook, model name and this checkpoint's revision, context size."""
     model = run.model
     return {
         "hook_name": run.cache.hook_name,

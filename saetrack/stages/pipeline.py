@@ -152,13 +152,17 @@ def run_stages(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     outputs_only: bool = False,
+    echo: bool = True,
 ) -> float:
     """Run (or skip, when current) the pipeline's stages for ``run`` in order; return the seconds taken.
 
     ``only`` restricts to some stages, ``skip`` leaves some out; ``force`` rebuilds current outputs, ``rerun``
     re-executes the notebooks of current stages without rebuilding (regenerates figures); ``outputs_only`` counts a
     stage as current when its outputs are, whether or not its notebook finished (figures drawn). Each stage logs one
-    line when it starts and one with its time when it ends. A failing notebook raises
+    line when it starts and one with its time when it ends; in between, with ``echo``, its notebook's printed output
+    and progress bars stream to ``sys.stdout`` as they come, each line prefixed with ``  <preset>:<stage> | ``
+    (:class:`saetrack.notebooks.OutputEcho`); the scale stage's notebook, which runs the other sizes' pipelines and
+    prints their stage lines, always streams. A failing notebook raises
     :class:`saetrack.notebooks.NotebookFailed` naming the notebook, cell, error and partly executed copy.
     """
 
@@ -175,9 +179,13 @@ def run_stages(
             log(f"[{run.preset}:{stage.name}] up to date, nothing to do (outputs match the config)")
             continue
         log(f"[{run.preset}:{stage.name}] running {stage.notebook}: {stage.description} ...")
-        # the scale stage runs whole pipelines of other sizes: its cells' output (their stage lines) is echoed
-        echo = sys.stdout if stage.name == "scale" else None
-        result = run_notebook(stage.notebook, notebook_parameters(run, run_dir, force, device), run_dir, echo=echo)
+        result = run_notebook(
+            stage.notebook,
+            notebook_parameters(run, run_dir, force, device),
+            run_dir,
+            echo=sys.stdout if echo or stage.name == "scale" else None,
+            label=f"{run.preset}:{stage.name}",
+        )
         stage.mark_done(run, run_dir, result.seconds)
         log(f"[{run.preset}:{stage.name}] done in {result.seconds:.1f} s -> {result.output}")
     return time.perf_counter() - started
