@@ -6,10 +6,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
 
 from saetrack.config import RunConfig, get_preset
+
+pytest.register_assert_rewrite("tests.sigkill")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -55,3 +58,23 @@ def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_suite(run, run_dir, progress=False)
     cache_activations(run, run_dir, progress=False)
     return run_dir
+
+
+@pytest.fixture
+def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach the Hub: huggingface_hub reads ``constants.HF_HUB_OFFLINE`` at call time."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="session")
+def sigkill_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Hashes of the smoke pipeline (suite, cache, chain) run straight through in a subprocess, once.
+
+    The interruption tests of the suite, the cache and the chain compare a killed-and-resumed run against it.
+    """
+    from tests.sigkill import artifact_hashes, run_pipeline
+
+    run_dir = tmp_path_factory.mktemp("straight")
+    assert run_pipeline(run_dir, "none", -1) == 0
+    return artifact_hashes(run_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +44,43 @@ def test_truncated_manifest_is_reported(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text('{"stage": ')
     with pytest.raises(store.StaleArtifactError, match="not valid JSON"):
         store.read_manifest(tmp_path)
+
+
+def test_file_sha256_by_hand_in_chunks(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 1000
+    (tmp_path / "blob").write_bytes(data)
+    assert store.file_sha256(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
+    assert store.file_sha256(tmp_path / "blob", chunk=7) == hashlib.sha256(data).hexdigest()
+
+
+def test_json_round_trip_of_numpy_paths_and_tuples(tmp_path: Path) -> None:
+    payload = {"a": np.float32(0.5), "b": np.arange(3), "c": Path("x/y"), "d": (1, 2), "e": np.int64(7)}
+    store.write_json(tmp_path / "sub" / "r.json", payload)  # missing folders are made
+    assert store.read_json(tmp_path / "sub" / "r.json") == {"a": 0.5, "b": [0, 1, 2], "c": "x/y", "d": [1, 2], "e": 7}
+    with pytest.raises(TypeError, match="cannot serialise object"):
+        store.write_json(tmp_path / "bad.json", {"x": object()})
+    assert not (tmp_path / "bad.json").exists() and [p.name for p in tmp_path.iterdir()] == ["sub"]
+
+
+def test_save_npy_returns_the_files_hash(tmp_path: Path) -> None:
+    digest = store.save_npy(tmp_path / "a.npy", np.arange(6, dtype=np.int16).reshape(2, 3))
+    assert digest == store.file_sha256(tmp_path / "a.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.arange(6).reshape(2, 3))
+    with pytest.raises(ValueError):
+        store.save_npy(tmp_path / "o.npy", np.array([object()]))  # no pickles
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_manifest_fields_and_missing_files(tmp_path: Path) -> None:
+    assert store.read_manifest(tmp_path) is None
+    assert not store.manifest_is_current(tmp_path, "h1")
+    (tmp_path / "f.txt").write_text("x")
+    manifest = store.write_manifest(tmp_path, stage="s", config={"k": (1, 2)}, config_hash="h1",
+                                    files={"f.txt": store.file_sha256(tmp_path / "f.txt")},
+                                    timings={"total": 1.23456}, result=[3])  # fmt: skip
+    assert manifest["timings_s"] == {"total": 1.235} and manifest["result"] == [3]
+    assert manifest["finished_at"].endswith("Z") and manifest["stage"] == "s"
+    assert store.read_manifest(tmp_path)["config"] == {"k": [1, 2]}
+    (tmp_path / "f.txt").unlink()
+    assert store.manifest_is_current(tmp_path, "h1")  # without re-hashing, a missing file goes unnoticed
+    assert not store.manifest_is_current(tmp_path, "h1", verify_files=True)

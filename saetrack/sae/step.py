@@ -13,7 +13,7 @@ is computed as a full ``[batch, d_sae] @ [d_sae, d_in]`` product that is then su
 
 That is five ``B x D x F`` products per step (10 BDF FLOPs) where autograd runs six (12 BDF). The L1 weights
 ``w`` enter as an input, so for Eq. 4 (``w_i = lambda ||W_dec[i]||``) autograd carries their gradient on to
-``W_dec``, and for Eq. 5 they are the constant ``lambda``. ``tests/test_sae_step.py`` checks losses and every
+``W_dec``, and for Eq. 5 they are the constant ``lambda``. ``tests/sae/test_step.py`` checks losses and every
 gradient against autograd on SAELens' own ``StandardTrainingSAE`` in float64.
 """
 

@@ -85,7 +85,7 @@ class Stage:
             return False
         try:
             return store.read_json(marker).get("outputs") == self.output_hashes(run)
-        except (OSError, ValueError):
+        except (OSError, ValueError, store.StaleArtifactError):
             return False
 
     def mark_done(self, run: RunConfig, run_dir: Path, seconds: float) -> None:

@@ -1,0 +1,123 @@
+"""saetrack.analysis.formation: activation sets, progress measures along a chain, checkpoint positions, UMAP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from saetrack.analysis.formation import (
+    PROGRESS_KEYS,
+    activation_sets,
+    checkpoint_positions,
+    progress_measures,
+    umap_embedding,
+)
+from saetrack.analysis.progress import pairwise_mean_similarity, progress_measure, random_baseline, random_indices
+from saetrack.sae.weights import feature_activations
+from tests.analysis.helpers import chain_problem
+
+METRIC_OF = {
+    "activation_cosine": "cosine",
+    "feature_cosine": "cosine",
+    "feature_jaccard": "jaccard",
+    "feature_weighted_jaccard": "weighted_jaccard",
+}
+
+
+def test_activation_sets_gathers_rows_at_every_step() -> None:
+    analysis = [np.arange(12, dtype=np.float32).reshape(6, 2) + 100 * t for t in range(3)]
+    indices = np.array([[5, 0, 2], [1, 1, 4]])
+    sets = activation_sets(analysis, indices)
+    assert sets.shape == (3, 2, 3, 2) and sets.dtype == np.float32
+    for t in range(3):
+        for i in range(2):
+            for j in range(3):
+                np.testing.assert_array_equal(sets[t, i, j], analysis[t][indices[i, j]])
+    np.testing.assert_array_equal(sets[2, 0, 0], [210.0, 211.0])
+
+
+def test_activation_sets_rejects_bad_input() -> None:
+    analysis = [np.zeros((5, 2), dtype=np.float32)] * 2
+    with pytest.raises(ValueError, match="indices must lie in"):
+        activation_sets(analysis, np.array([[0, 5]]))
+    with pytest.raises(ValueError, match="same shape"):
+        activation_sets([analysis[0], np.zeros((4, 2), dtype=np.float32)], np.array([[0, 1]]))
+
+
+def test_identical_datapoints_give_one_minus_baseline() -> None:
+    analysis, weights = chain_problem()
+    analysis[1][7] = analysis[1][3] * 2.5  # same direction at step 1 only
+    indices = np.array([[3, 7], [10, 11]])
+    result = progress_measures(analysis, weights, indices, n_random_activation=40, n_random_feature=30)
+    base = result["baseline_activation_cosine"]
+    assert result["activation_cosine"][1, 0] == pytest.approx(1.0 - base[1], abs=1e-6)
+    assert result["activation_cosine"][0, 0] < 1.0 - base[0] - 1e-3  # random vectors at the other steps
+    # Repeating one datapoint k times: every pair is identical, so within-set similarity is exactly 1.
+    result = progress_measures(analysis, weights, np.array([[4, 4, 4, 4]]), n_random_activation=40)
+    np.testing.assert_allclose(result["activation_cosine"][:, 0], 1.0 - result["baseline_activation_cosine"])
+    np.testing.assert_allclose(result["feature_cosine"][:, 0], 1.0 - result["baseline_feature_cosine"])
+
+
+def test_progress_measures_match_progress_module_and_ignore_chunking() -> None:
+    analysis, weights = chain_problem()
+    rng = np.random.default_rng(5)
+    indices = np.stack([rng.choice(200, size=6, replace=False) for _ in range(9)])
+    kwargs = {"n_random_activation": 50, "n_random_feature": 20, "seed": 3}
+    result = progress_measures(analysis, weights, indices, feature_chunk=1000, **kwargs)
+    chunked = progress_measures(analysis, weights, indices, feature_chunk=1, **kwargs)
+
+    acts = torch.from_numpy(activation_sets(analysis, indices))  # [T, F, k, d]
+    codes = torch.stack([feature_activations(w, acts[t]) for t, w in enumerate(weights)])
+    all_acts = torch.from_numpy(np.stack(analysis))  # [T, N, d]
+    all_codes = torch.stack([feature_activations(w, all_acts[t]) for t, w in enumerate(weights)])
+    for key in PROGRESS_KEYS:
+        metric = METRIC_OF[key]
+        sets, everything = (acts, all_acts) if key.startswith("activation") else (codes, all_codes)
+        n_random = kwargs["n_random_activation"] if key.startswith("activation") else kwargs["n_random_feature"]
+        chosen = torch.from_numpy(random_indices(everything.shape[1], n_random, seed=3))
+        baseline = np.array([random_baseline(everything[t][chosen], metric) for t in range(len(weights))])
+        expected = np.stack(
+            [progress_measure(pairwise_mean_similarity(sets[t], metric), baseline[t]) for t in range(len(weights))]
+        )
+        assert result[key].shape == (3, 9) and result[key].dtype == np.float64
+        np.testing.assert_allclose(result[key], expected, rtol=1e-6, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(result[f"baseline_{key}"], baseline, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(chunked[key], result[key], rtol=0, atol=1e-12, err_msg=key)
+        assert np.all(np.isfinite(result[key]))
+
+
+def test_random_baseline_uses_the_same_datapoints_at_every_step() -> None:
+    # The same analysis array at every step: the random set (drawn once) must give the same baseline every step.
+    analysis, weights = chain_problem(n_steps=1)
+    result = progress_measures(analysis * 3, weights * 3, np.array([[0, 1]]), n_random_activation=40, seed=1)
+    again = progress_measures(analysis * 3, weights * 3, np.array([[0, 1]]), n_random_activation=40, seed=1)
+    other = progress_measures(analysis * 3, weights * 3, np.array([[0, 1]]), n_random_activation=40, seed=2)
+    for key in PROGRESS_KEYS:
+        base = result[f"baseline_{key}"]
+        assert base.shape == (3,) and np.all(base == base[0]), key
+        np.testing.assert_array_equal(again[f"baseline_{key}"], base)
+        assert not np.allclose(other[f"baseline_{key}"], base), key
+
+
+def test_checkpoint_positions() -> None:
+    paper = list(range(12)) + list(range(13, 33, 2)) + list(range(33, 153, 20))  # Eq. 26, 28 SAEs
+    assert checkpoint_positions(list(range(154))) == [0, 5, 10, 15, 60, 153]
+    positions = checkpoint_positions(paper)
+    assert len(positions) == 6 and len(set(positions)) == 6
+    assert positions == sorted(positions) and positions[0] == 0 and positions[-1] == 27
+    assert positions == [0, 1, 2, 3, 11, 27]
+    assert checkpoint_positions([0, 1, 2, 3, 4, 5, 6]) == [0, 1, 2, 3, 4, 6]
+    assert checkpoint_positions([1, 2, 3]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="strictly increasing"):
+        checkpoint_positions([0, 2, 1])
+
+
+@pytest.mark.slow
+def test_umap_embedding_is_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 16)) * 5
+    points = np.concatenate([c + rng.standard_normal((20, 16)) for c in centres])
+    first = umap_embedding(points, seed=42)
+    assert first.shape == (60, 2) and np.all(np.isfinite(first))
+    np.testing.assert_array_equal(umap_embedding(points, seed=42), first)

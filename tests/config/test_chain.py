@@ -1,0 +1,45 @@
+"""The chain section: schedule and baselines, token budgets per link, the allowed choices."""
+
+from __future__ import annotations
+
+import pytest
+
+from saetrack.config import ChainConfig, ConfigError
+
+
+def test_baseline_must_be_in_schedule() -> None:
+    with pytest.raises(ConfigError, match=r"chain\.baseline"):
+        ChainConfig(schedule=(0, 1, 2), baseline=(5,))
+
+
+def test_token_budgets_of_links_and_baselines() -> None:
+    chain = ChainConfig(schedule=(0, 2, 4), first_tokens=1000, link_tokens=50)
+    assert [chain.tokens_for(p) for p in range(3)] == [1000, 50, 50]
+    assert chain.baseline_token_budget == 1000  # default: as many tokens as the first SAE
+    assert ChainConfig(schedule=(0,), baseline_tokens=300).baseline_token_budget == 300
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"schedule": ()}, r"chain\.schedule = \(\) .*at least one"),
+        ({"schedule": (0, 2, 1)}, r"strictly ascending"),
+        ({"schedule": (0, 0, 1)}, r"strictly ascending"),
+        ({"schedule": (-1, 0)}, r"non-negative"),
+        ({"schedule": (0,), "l1_scale": "rms"}, r"chain\.l1_scale = 'rms'"),
+        ({"schedule": (0,), "decoder_norm": "l2"}, r"chain\.decoder_norm = 'l2' .*Eq\. 5"),
+        ({"schedule": (0,), "optimizer_policy": "reuse"}, r"chain\.optimizer_policy"),
+        ({"schedule": (0,), "warmup_steps_link": -1}, r"chain\.warmup_steps_link = -1 .*>= 0"),
+        ({"schedule": (0,), "baseline_tokens": 0}, r"chain\.baseline_tokens = 0 .*> 0"),
+        ({"schedule": (0,), "batch_size": 0}, r"chain\.batch_size = 0 .*> 0"),
+    ],
+)
+def test_invalid_values_are_named(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        ChainConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_defaults_are_the_papers_choices() -> None:
+    chain = ChainConfig(schedule=(0,))
+    assert (chain.decoder_norm, chain.l1_scale, chain.optimizer_policy) == ("unit", "activation_norm", "fresh")
+    assert chain.apply_b_dec_to_input and chain.l1_coefficient == 8e-5

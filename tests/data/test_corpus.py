@@ -1,0 +1,89 @@
+"""The corpus stage: deterministic streams, skipped when current, decoded back to its documents, local sources."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saetrack import paths, store
+from saetrack.config import RunConfig, get_preset
+from saetrack.data.corpus import corpus_config_hash, load_corpus, prepare_corpus
+from saetrack.data.documents import EOT_TOKEN, collect_documents, split_documents
+from saetrack.data.tokens import unigram_entropy
+
+
+def test_corpus_is_deterministic(smoke: RunConfig, built: tuple[Path, dict], tmp_path: Path) -> None:
+    _, first = built
+    second = prepare_corpus(smoke, tmp_path)
+    assert second["corpus_sha256"] == first["corpus_sha256"]
+    assert second["files"] == first["files"]  # token streams and tokenizer files, byte for byte
+    assert first["n_chars"] == smoke.corpus.max_chars
+    assert first["python_version"]
+
+
+def test_current_corpus_is_skipped(smoke: RunConfig, built: tuple[Path, dict]) -> None:
+    run_dir, manifest = built
+    assert prepare_corpus(smoke, run_dir)["finished_at"] == manifest["finished_at"]
+    assert store.manifest_is_current(run_dir / "corpus", smoke.section_hash("corpus"), verify_files=True)
+
+
+def test_streams_decode_to_documents(smoke: RunConfig, built: tuple[Path, dict]) -> None:
+    run_dir, manifest = built
+    tokenizer, train_tokens, heldout_tokens = load_corpus(run_dir)
+    assert train_tokens.dtype == np.uint16 and heldout_tokens.dtype == np.uint16
+    assert isinstance(train_tokens, np.memmap)
+    assert (len(train_tokens), len(heldout_tokens)) == (manifest["n_train_tokens"], manifest["n_heldout_tokens"])
+    _, heldout = split_documents(collect_documents(smoke.corpus), smoke.corpus.heldout_fraction)
+    assert tokenizer.decode(heldout_tokens.tolist()) == EOT_TOKEN.join(doc.text for doc in heldout)
+    eot = tokenizer.convert_tokens_to_ids(EOT_TOKEN)
+    assert int((np.asarray(train_tokens) == eot).sum()) == manifest["n_train_documents"] - 1
+
+
+def test_heldout_entropy_recorded(built: tuple[Path, dict]) -> None:
+    run_dir, manifest = built
+    _, _, heldout = load_corpus(run_dir)
+    assert manifest["heldout_unigram_entropy"] == pytest.approx(unigram_entropy(heldout))
+    assert 3.0 < manifest["heldout_unigram_entropy"] < math.log(512)
+
+
+def test_local_folder_source(tmp_path: Path) -> None:
+    folder = tmp_path / "texts"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(6):
+        (folder / f"doc{i}.txt").write_text(f"Document {i}: the quick brown fox jumps over the lazy dog.\n" * 20)
+    (folder / "sub" / "notes.md").write_text("# Notes\n\nSome *markdown* text.\n")
+    (folder / "data.bin").write_bytes(b"\x00\x01")
+    run = get_preset("smoke").with_overrides({"corpus.source": str(folder), "corpus.vocab_size": 300})
+    docs = collect_documents(run.corpus)
+    assert [d.name for d in docs] == [*(f"doc{i}.txt" for i in range(6)), "sub/notes.md"]
+    manifest = prepare_corpus(run, tmp_path / "run")
+    assert manifest["n_documents"] == 7 and manifest["n_heldout_documents"] >= 1
+    tokenizer, train, _ = load_corpus(tmp_path / "run")
+    assert "quick brown fox" in tokenizer.decode(train[:200].tolist())
+
+
+def test_load_corpus_before_prepare_raises(tmp_path: Path) -> None:
+    with pytest.raises(store.StaleArtifactError, match="prepare_corpus"):
+        load_corpus(tmp_path)
+
+
+def test_local_checkpoints_are_tokenized_with_their_own_tokenizer(
+    smoke: RunConfig, smoke_run_dir: Path, tmp_path: Path
+) -> None:
+    local = smoke.with_overrides({"model.source": "local", "model.local_path": str(smoke_run_dir / paths.MODEL_DIR)})
+    manifest = prepare_corpus(local, tmp_path)
+    assert manifest["tokenizer_source"] == "local"
+    for name in ("train_tokens.npy", "heldout_tokens.npy"):  # the suite's own tokenizer gives the same streams
+        np.testing.assert_array_equal(
+            np.load(tmp_path / paths.CORPUS_DIR / name), np.load(smoke_run_dir / paths.CORPUS_DIR / name)
+        )
+
+
+def test_corpus_hash_covers_the_model_only_when_its_tokenizer_is_used(smoke: RunConfig) -> None:
+    assert corpus_config_hash(smoke) == smoke.section_hash("corpus")  # the suite trains its own tokenizer
+    local = smoke.with_overrides({"model.source": "local", "model.local_path": "elsewhere"})
+    assert corpus_config_hash(local) == local.section_hash("corpus", "model") != corpus_config_hash(smoke)
+    assert corpus_config_hash(smoke.with_overrides({"chain.l1_coefficient": 1.0})) == corpus_config_hash(smoke)

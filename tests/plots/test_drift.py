@@ -1,0 +1,85 @@
+"""Figures of feature drift (Fig. 6a, 6b, 7) and the phase shading, drawn from small hand-made arrays."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.colors import to_rgba
+
+from saetrack.analysis.drift import PHASE_NAMES, Phases
+from saetrack.plots.drift import (
+    FORMED_COLOUR,
+    PHASE_COLOURS,
+    UNFORMED_COLOUR,
+    drift_distribution_figure,
+    drift_features_figure,
+    shade_phases,
+    trajectories_figure,
+)
+
+STEPS = [0, 1, 2, 4, 8, 16]  # x = step + 1 = 1, 2, 3, 5, 9, 17
+PHASES = Phases(emergent=2, convergent=4, fit=np.linspace(0, 1, 6), sse=0.0)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_shade_phases_spans_each_phase_and_marks_the_other_boundaries() -> None:
+    _, ax = plt.subplots()
+    shade_phases(ax, STEPS, PHASES, other=Phases(1, 3, np.zeros(6), 0.0), other_label="from progress")
+    spans = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches]
+    assert spans == [(1.0, 3.0), (3.0, 9.0), (9.0, 17.0)]  # from a phase's first checkpoint to the next phase's
+    assert [p.get_label() for p in ax.patches] == list(PHASE_NAMES)
+    assert [to_rgba(p.get_facecolor())[:3] for p in ax.patches] == [to_rgba(c)[:3] for c in PHASE_COLOURS]
+    assert [line.get_xdata()[0] for line in ax.lines] == [2.0, 5.0]  # the other boundaries, dashed
+    assert ax.lines[0].get_label() == "from progress" and ax.lines[1].get_label().startswith("_")
+    _, bare = plt.subplots()
+    shade_phases(bare, STEPS, PHASES, label=False)
+    assert not bare.lines and bare.get_legend_handles_labels() == ([], [])  # unlabelled: no legend entries
+
+
+def test_drift_distribution_has_a_histogram_per_position_and_the_quantile_bands() -> None:
+    cosine = np.tile(np.linspace(0.0, 1.0, 6)[:, None], (1, 10))
+    cosine[0, 0] = np.nan  # left out of the histogram
+    quantiles = np.tile(np.linspace(0.0, 1.0, 6)[:, None], (1, 5)) + np.array([-0.2, -0.1, 0.0, 0.1, 0.2])
+    fig = drift_distribution_figure(STEPS, cosine, quantiles, [0, 3, 5], PHASES, title="drift")
+    *hists, bottom = fig.axes
+    assert [ax.get_title() for ax in hists] == ["step 0", "step 4", "step 16"]
+    assert sum(p.get_height() for p in hists[0].patches) == 9  # ten features, one NaN
+    median, fit = bottom.lines[:2]
+    np.testing.assert_array_equal(median.get_xdata(), np.array(STEPS) + 1)
+    np.testing.assert_allclose(median.get_ydata(), quantiles[:, 2])
+    np.testing.assert_allclose(fit.get_ydata(), PHASES.fit)
+    assert bottom.get_xscale() == "log" and fig._suptitle.get_text() == "drift"
+
+
+def test_drift_features_one_panel_per_sampled_feature() -> None:
+    cosine = np.stack([np.linspace(0.2, 1.0, 6), np.linspace(0.5, 1.0, 6), np.ones(6)], axis=1)
+    fig = drift_features_figure(STEPS, cosine, [5, 9, 11], [4, None, 0], PHASES)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["feature 5", "feature 9 (never formed)", "feature 11"]
+    first = fig.axes[0]
+    np.testing.assert_allclose(first.lines[0].get_ydata(), cosine[:, 0])
+    assert first.lines[1].get_xdata()[0] == 5  # formed at step 4: a line at step + 1
+    assert len(fig.axes[1].lines) == 1  # never formed: no formation line
+    assert len(drift_features_figure(STEPS, cosine[:, :1], [5], [None], PHASES).axes) == 1
+
+
+def test_trajectories_colour_segments_by_formation() -> None:
+    coords = np.stack(
+        [np.stack([np.arange(6.0), np.zeros(6)], axis=1), np.stack([np.zeros(6), np.arange(6.0)], axis=1)]
+    )
+    variance = np.array([[0.8, 0.1], [0.6, 0.3]])
+    fig = trajectories_figure(STEPS, coords, variance, [3, 7], ["shifting", "grouping"], [2, -1])
+    first, second = fig.axes
+    assert first.get_title() == "feature 3 (shifting)\nformed at step 2"
+    assert second.get_title() == "feature 7 (grouping)\nnever formed"
+    assert first.get_xlabel() == "PC1 (80% var.)" and second.get_ylabel() == "PC2 (30% var.)"
+    colours = [line.get_color() for line in first.lines]
+    assert colours == [UNFORMED_COLOUR] * 2 + [FORMED_COLOUR] * 3  # segments from checkpoint 2 on are formed
+    assert {line.get_color() for line in second.lines} == {UNFORMED_COLOUR}
+    np.testing.assert_array_equal(first.lines[0].get_xdata(), [0.0, 1.0])

@@ -1,0 +1,131 @@
+"""Figures of the formation stage: Fig. 2 (as a figure and an HTML table), Fig. 3, Fig. 4 and Fig. 5/8."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from saetrack import plots
+from saetrack.analysis.drift import Phases
+from saetrack.analysis.regions import ToyRegions, toy_feature_regions
+from saetrack.plots.formation import (
+    PatternExample,
+    clip_context,
+    feature_regions_figure,
+    pattern_table_figure,
+    pattern_table_html,
+)
+
+STEPS = (0, 512, 143000)
+
+
+def _examples() -> list[PatternExample]:
+    contexts = ["the «cat» sat", "a <b>bold</b> «x» & y", "in 1987 the «company» said", "«The» start"]
+    return [
+        PatternExample(pattern, 10 * (i + 1), [(step, contexts[: 2 + i]) for step in STEPS])
+        for i, pattern in enumerate(["Maintaining", "Grouping", "Shifting"])
+    ]
+
+
+def _figure_texts(fig: Figure) -> list[str]:
+    return [text.get_text() for ax in fig.axes for text in ax.texts] + [text.get_text() for text in fig.texts]
+
+
+def test_pattern_table_figure_headers() -> None:
+    fig = pattern_table_figure(_examples(), title="Fig. 2")
+    texts = _figure_texts(fig)
+    for step in STEPS:
+        assert texts.count(f"step {step}") == 1
+    for pattern, feature in [("Maintaining", 10), ("Grouping", 20), ("Shifting", 30)]:
+        assert texts.count(f"{pattern}\nfeature {feature}") == 1
+    assert "Fig. 2" in texts
+    # 3 column headers + 3 row headers + 9 cells
+    assert len(fig.axes) == 3 + 3 + 9
+    cell = next(t for t in texts if t.startswith("the «cat» sat") and t.count("\n") == 3)
+    assert cell.split("\n") == ["the «cat» sat", "a <b>bold</b> «x» & y", "in 1987 the «company» said", "«The» start"]
+
+
+def test_pattern_table_figure_limits_contexts_and_differing_steps() -> None:
+    many = PatternExample("Grouping", 1, [(5, [f"ctx {k} «t»" for k in range(10)])])
+    other = PatternExample("Shifting", 2, [(7, ["«y»"])])
+    texts = _figure_texts(pattern_table_figure([many, other], max_contexts=6))
+    listing = next(t for t in texts if "ctx 0" in t)
+    assert listing.split("\n") == ["[step 5]"] + [f"ctx {k} «t»" for k in range(6)]
+    assert "[step 7]\n«y»" in texts
+
+
+def test_clip_context_keeps_marked_token() -> None:
+    text = "word " * 40 + "«target»" + " tail" * 40
+    clipped = clip_context(text, 30)
+    assert len(clipped) == 30 and "«target»" in clipped
+    assert clipped.startswith("…") and clipped.endswith("…")
+    assert clip_context("a\nb «c»", 30) == "a⏎ b «c»"
+
+
+def test_pattern_table_html_escapes_and_marks() -> None:
+    page = pattern_table_html(_examples(), title="Patterns <1>")
+    assert page.startswith("<!DOCTYPE html>")
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold</b>" not in page
+    assert "<mark>x</mark>" in page and "«" not in page and "»" not in page
+    assert "&amp; y" in page
+    assert "Patterns &lt;1&gt;" in page
+    for step in STEPS:
+        assert f"<th>step {step}</th>" in page
+    assert page.count("<tr>") == 4
+    assert "Maintaining<br>feature 10" in page
+
+
+def test_progress_figure_has_a_panel_per_key_and_a_median_per_type() -> None:
+    rng = np.random.default_rng(0)
+    steps = [0, 1, 2, 4, 8, 100]
+    measures = {key: rng.random((len(steps), 40)) for key in plots.PROGRESS_TITLES}
+    types = np.array(["token"] * 25 + ["concept"] * 10 + ["inactive"] * 5)
+    fig = plots.progress_figure(steps, measures, types, n_lines=3)
+    assert len(fig.axes) == 2
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["token-level: median of 25", "concept-level: median of 10"]
+    median = next(line for line in fig.axes[0].lines if line.get_linewidth() == 3)
+    np.testing.assert_allclose(median.get_ydata(), np.median(measures["activation_cosine"][:, :25], axis=1))
+    fig8 = plots.progress_figure(steps, measures, types, keys=("feature_jaccard", "feature_weighted_jaccard"))
+    assert [ax.get_title() for ax in fig8.axes] == [plots.PROGRESS_TITLES["feature_jaccard"],
+                                                     plots.PROGRESS_TITLES["feature_weighted_jaccard"]]  # fmt: skip
+
+
+def test_umap_figure_has_a_panel_per_checkpoint_and_marks_types() -> None:
+    rng = np.random.default_rng(1)
+    point_feature = np.repeat([3, 7], 5)
+    embeddings = [rng.standard_normal((10, 2)) for _ in range(6)]
+    fig = plots.umap_figure(embeddings, [0, 5, 10, 15, 60, 153], point_feature, {3: "token", 7: "concept"})
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == [f"checkpoint step {s}" for s in (0, 5, 10, 15, 60, 153)]
+    labels = [t.get_text() for t in visible[0].get_legend().get_texts()]
+    assert labels == ["#3 (token)", "#7 (concept)"]
+
+
+@pytest.fixture(scope="module")
+def toy(one_thread: None) -> ToyRegions:
+    """The toy 2-D SAE of Sec. 5.1 at a small size (as in tests/analysis/test_regions.py)."""
+    return toy_feature_regions(seed=0, d_sae=6, n=1500, n_steps=400, grid_size=60)
+
+
+def test_feature_regions_figure_has_two_main_axes(toy: ToyRegions) -> None:
+    fig = feature_regions_figure(toy, title="toy")
+    assert isinstance(fig, Figure)
+    main = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(main) == 2
+    assert "Def. 5.2" in main[0].get_title() and "Def. 5.3" in main[1].get_title()
+    assert main[0].get_xlabel() and main[1].get_ylabel()
+
+
+def test_progress_figure_shades_phases_and_skips_missing_types() -> None:
+    steps = [0, 1, 2, 4, 8, 16]
+    measures = {"activation_cosine": np.tile(np.linspace(0, 1, 6)[:, None], (1, 4))}
+    phases = Phases(emergent=2, convergent=4, fit=np.zeros(6), sse=0.0)
+    fig = plots.progress_figure(steps, measures, np.array(["concept"] * 4), keys=("activation_cosine",),
+                                phases=phases, other_phases=Phases(1, 3, np.zeros(6), 0.0))  # fmt: skip
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:3] == ["Initialization & Warmup", "Emergent", "Convergent"]
+    assert "concept-level: median of 4" in labels and not any(label.startswith("token-level") for label in labels)
+    assert len(ax.patches) == 3  # the three shaded phases
