@@ -26,7 +26,7 @@ from typing import Any
 
 from saetrack import store
 
-__all__ = ["StageRun", "current_manifest", "run_stage"]
+__all__ = ["StageRun", "current_manifest", "finished_manifest", "run_stage"]
 
 
 def current_manifest(folder: Path, config_hash: str) -> dict[str, Any] | None:
@@ -34,6 +34,23 @@ def current_manifest(folder: Path, config_hash: str) -> dict[str, Any] | None:
     if not store.manifest_is_current(folder, config_hash):
         return None
     return store.read_manifest(folder)
+
+
+def finished_manifest(folder: Path, config_hash: str | None, what: str, notebook: str) -> dict[str, Any]:
+    """The manifest of a finished ``what`` in ``folder`` for a typed loader; made with ``config_hash`` when given.
+
+    A missing manifest or another config raises :class:`~saetrack.store.StaleArtifactError` naming the folder and
+    the notebook (``notebook``, e.g. ``"02"``) to run, so no loader reads outputs made for another config.
+    """
+    manifest = store.read_manifest(folder)
+    if manifest is None:
+        raise store.StaleArtifactError(f"no finished {what} at {folder}; run notebook {notebook} first.")
+    if config_hash is not None and manifest.get("config_hash") != config_hash:
+        raise store.StaleArtifactError(
+            f"the {what} at {folder} was made for another config (hash {manifest.get('config_hash')}, expected "
+            f"{config_hash}); rerun notebook {notebook}."
+        )
+    return manifest
 
 
 @dataclass

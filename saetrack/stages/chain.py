@@ -30,7 +30,7 @@ from saetrack.sae.io import load_training_sae, save_sae
 from saetrack.sae.model import SAETrackSAE, build_sae
 from saetrack.sae.recurrent import recurrent_init
 from saetrack.sae.training import TrainResult
-from saetrack.stages.base import StageRun, run_stage
+from saetrack.stages.base import StageRun, finished_manifest, run_stage
 from saetrack.stages.links import (
     ChainTrainingError,
     activation_scale,
@@ -223,14 +223,7 @@ def train_chain(
 def load_chain(run_dir: Path, run: RunConfig | None = None) -> dict[int, Path]:
     """Step -> folder of every link of a finished chain, in chain order (checked against ``run`` when given)."""
     chain_dir = Path(run_dir) / paths.CHAIN_DIR
-    manifest = store.read_manifest(chain_dir)
-    if manifest is None:
-        raise store.StaleArtifactError(f"no finished chain at {chain_dir}; run notebook 02 first.")
-    if run is not None and manifest["config_hash"] != chain_config_hash(run):
-        raise store.StaleArtifactError(
-            f"the chain at {chain_dir} was trained for another config (hash {manifest['config_hash']}, "
-            f"expected {chain_config_hash(run)}); rerun notebook 02."
-        )
+    manifest = finished_manifest(chain_dir, chain_config_hash(run) if run else None, "chain", "02")
     return {step: chain_dir / paths.step_dir_name(step) for step in manifest["steps"]}
 
 

@@ -31,7 +31,7 @@ from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.sae.io import load_training_sae
 from saetrack.sae.recurrent import recurrent_init
 from saetrack.sae.weights import SAEWeights
-from saetrack.stages.base import StageRun, run_stage
+from saetrack.stages.base import StageRun, finished_manifest, run_stage
 from saetrack.stages.chain import baseline_config_hash
 from saetrack.stages.links import link_seed, train_link
 
@@ -206,12 +206,7 @@ def compare_chain_and_baselines(
 def load_comparison(run_dir: Path, run: RunConfig | None = None) -> dict[str, Any]:
     """The manifest of a finished comparison (convergence, agreement, index stability), checked against ``run``."""
     out = Path(run_dir) / paths.COMPARISON_DIR
-    manifest = store.read_manifest(out)
-    if manifest is None:
-        raise store.StaleArtifactError(f"no finished comparison at {out}; run notebook 02 first.")
-    if run is not None and manifest["config_hash"] != comparison_config_hash(run):
-        raise store.StaleArtifactError(f"the comparison at {out} was made for another config; rerun notebook 02.")
-    return manifest
+    return finished_manifest(out, comparison_config_hash(run) if run else None, "comparison", "02")
 
 
 def output_hashes(run: RunConfig) -> dict[str, str]:

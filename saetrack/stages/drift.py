@@ -27,7 +27,7 @@ from saetrack.analysis.formation import checkpoint_positions
 from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
 from saetrack.sae.weights import SAEWeights
-from saetrack.stages.base import StageRun, run_stage
+from saetrack.stages.base import StageRun, finished_manifest, run_stage
 from saetrack.stages.chain import load_chain
 from saetrack.stages.formation import FormationResult, formation_config_hash, load_formation, median_progress
 
@@ -258,11 +258,7 @@ def _phases_from(record: dict[str, Any], fit: np.ndarray) -> dr.Phases:
 def load_drift(run_dir: Path, run: RunConfig | None = None) -> DriftResult:
     """The arrays of a finished drift stage (checked against ``run`` when given)."""
     out = Path(run_dir) / paths.DRIFT_DIR
-    manifest = store.read_manifest(out)
-    if manifest is None:
-        raise store.StaleArtifactError(f"no finished drift stage at {out}; run notebook 04 first.")
-    if run is not None and manifest["config_hash"] != drift_config_hash(run):
-        raise store.StaleArtifactError(f"the drift stage at {out} was made for another config; rerun notebook 04.")
+    manifest = finished_manifest(out, drift_config_hash(run) if run else None, "drift stage", "04")
     data = np.load(out / ARRAYS_FILE, allow_pickle=False)
     phases = manifest["phases"]
     arrays = {name: data[name] for name in data.files if name not in ("drift_fit", "progress_fit")}

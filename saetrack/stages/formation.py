@@ -31,7 +31,7 @@ from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.data.corpus import load_corpus
 from saetrack.sae.weights import SAEWeights
-from saetrack.stages.base import StageRun, run_stage
+from saetrack.stages.base import StageRun, finished_manifest, run_stage
 from saetrack.stages.chain import chain_config_hash, load_chain
 
 __all__ = [
@@ -291,11 +291,7 @@ def analyse_formation(run: RunConfig, run_dir: Path, *, force: bool = False, pro
 def load_formation(run_dir: Path, run: RunConfig | None = None) -> FormationResult:
     """The arrays and examples of a finished formation stage (checked against ``run`` when given)."""
     out = Path(run_dir) / paths.FORMATION_DIR
-    manifest = store.read_manifest(out)
-    if manifest is None:
-        raise store.StaleArtifactError(f"no finished formation stage at {out}; run notebook 03 first.")
-    if run is not None and manifest["config_hash"] != formation_config_hash(run):
-        raise store.StaleArtifactError(f"the formation stage at {out} was made for another config; rerun notebook 03.")
+    manifest = finished_manifest(out, formation_config_hash(run) if run else None, "formation stage", "03")
     data = np.load(out / ARRAYS_FILE, allow_pickle=False)
     progress = {k.removeprefix("progress__"): data[k] for k in data.files if k.startswith("progress__")}
     umap_features = data["umap_features"].tolist()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from saetrack import paths, store
-from saetrack.stages.base import StageRun, current_manifest, run_stage
+from saetrack.stages.base import StageRun, current_manifest, finished_manifest, run_stage
 
 
 def _builder(calls: list[StageRun], seen: dict[str, Any] | None = None):
@@ -93,3 +93,14 @@ def test_finish_records_the_total_time_into_the_folder_asked(tmp_path: Path) -> 
     assert sorted(p.name for p in (tmp_path / "formation").iterdir()) == ["a.txt", paths.MANIFEST]
     given = StageRun(tmp_path / "other", "other", "h1").finish(config={}, timings={"total": 7.0})
     assert given["timings_s"]["total"] == 7.0  # a given total wins
+
+
+def test_finished_manifest_names_the_folder_and_the_notebook_to_run(tmp_path: Path) -> None:
+    folder = tmp_path / "drift"
+    with pytest.raises(store.StaleArtifactError, match=r"no finished drift stage at .*drift; run notebook 04 first"):
+        finished_manifest(folder, "h1", "drift stage", "04")
+    store.write_manifest(folder, stage="drift", config={}, config_hash="h1")
+    assert finished_manifest(folder, "h1", "drift stage", "04")["config_hash"] == "h1"
+    assert finished_manifest(folder, None, "drift stage", "04")["stage"] == "drift"  # no config to check against
+    with pytest.raises(store.StaleArtifactError, match=r"another config \(hash h1, expected h2\); rerun notebook 04"):
+        finished_manifest(folder, "h2", "drift stage", "04")
