@@ -10,10 +10,15 @@ byte-level BPE tokenizer is trained on the training documents only, and both spl
 1-D token streams (documents joined by ``<|endoftext|>``). :func:`prepare_corpus` writes everything to
 ``run_dir/corpus/`` with a manifest; :func:`load_corpus` reads it back; :func:`contexts` cuts fixed-length
 contexts from a stream so each consumer can take its own disjoint slice.
+
+An ``hf:`` corpus for a model other than the nano suite (the paper's presets) is too large for memory: it is
+streamed from the dataset and tokenized with the model's own tokenizer straight into token files of exactly
+the size the cache stage cuts (:mod:`saetrack.data.hf_stream`, :func:`streamed_token_budget`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -23,10 +28,20 @@ from typing import Any
 import numpy as np
 
 from saetrack import paths, store
+from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
-from saetrack.data.checkpoints import open_source
-from saetrack.data.documents import collect_documents, corpus_sha256, split_documents
-from saetrack.data.tokens import build_tokenizer, load_tokenizer, separator_id, tokenize_stream, unigram_entropy
+from saetrack.data.cache_plan import plan_tokens
+from saetrack.data.checkpoints import CONFIG_FILE, open_source
+from saetrack.data.documents import CorpusSourceError, collect_documents, corpus_sha256, split_documents
+from saetrack.data.hf_stream import HELDOUT_TOKENS, TRAIN_TOKENS, stream_token_corpus
+from saetrack.data.tokens import (
+    build_tokenizer,
+    load_tokenizer,
+    separator_id,
+    token_dtype,
+    tokenize_stream,
+    unigram_entropy,
+)
 from saetrack.stages.base import StageRun, run_stage
 
 __all__ = [
@@ -35,13 +50,12 @@ __all__ = [
     "corpus_config_hash",
     "load_corpus",
     "prepare_corpus",
+    "streamed_token_budget",
+    "streams_from_dataset",
 ]
 
 
 log = logging.getLogger(__name__)
-
-TRAIN_TOKENS = "train_tokens.npy"
-HELDOUT_TOKENS = "heldout_tokens.npy"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,9 +73,50 @@ HELDOUT_TOKENS = "heldout_tokens.npy"
 # ----------------------------------------------------------------------------------------------
 
 
+def streams_from_dataset(run: RunConfig) -> bool:
+    """Whether the corpus stage streams the token files from a dataset (:func:`stream_token_corpus`).
+
+    So it does for an ``hf:`` source tokenized with the studied model's own tokenizer (any model source but the
+    nano suite): such corpora (the paper's) are too large to hold in memory. The nano suite reads its ``hf:``
+    documents into memory, since it trains its tokenizer on them.
+    """
+    assert run.corpus is not None
+    return run.corpus.source.startswith("hf:") and run.model.source != "suite"
+
+
+def streamed_token_budget(run: RunConfig) -> tuple[int, int]:
+    """``(train, held-out)`` tokens a streamed corpus holds: exactly what the cache stage cuts from each stream.
+
+    Training: every link's contexts of :func:`~saetrack.data.cache_plan.plan_tokens`; held-out: the analysis and
+    held-out contexts; times the context length. So no consumer ever wraps around a streamed corpus.
+    """
+    plan = plan_tokens(run)
+    ctx = plan.context_length
+    n_train = sum(n_contexts for _, n_contexts in plan.train.values()) * ctx
+    return n_train, (plan.analysis[1] + plan.heldout[1]) * ctx
+
+
 def corpus_config_hash(run: RunConfig) -> str:
-    """Hash the corpus stage's manifest carries: the corpus section, plus the model when its tokenizer is used."""
-    return run.section_hash("corpus") if run.model.source == "suite" else run.section_hash("corpus", "model")
+    """Hash the corpus stage's manifest carries: the corpus section, plus the model when its tokenizer is used.
+
+    A streamed corpus (:func:`streams_from_dataset`) also depends on the token budget
+    (:func:`streamed_token_budget`), so a bigger budget rebuilds it.
+    """
+    if run.model.source == "suite":
+        return run.section_hash("corpus")
+    if not streams_from_dataset(run):
+        return run.section_hash("corpus", "model")
+    data = run.to_dict()
+    n_train, n_heldout = streamed_token_budget(run)
+    return config_hash(
+        {
+            "seed": run.seed,
+            "corpus": data["corpus"],
+            "model": data["model"],
+            "n_train_tokens": n_train,
+            "n_heldout_tokens": n_heldout,
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,9 +133,76 @@ def _corpus_dir(run_dir: Path) -> Path:
     return Path(run_dir) / paths.CORPUS_DIR
 
 
-def _build_corpus(run: RunConfig, run_dir: Path, stage: StageRun) -> dict[str, Any]:
+def _save_tokenizer(tokenizer: Any, folder: Path, files: dict[str, str]) -> None:
+    """Save ``tokenizer`` into ``folder/tokenizer/`` and add its files' hashes to ``files``."""
+    tokenizer.save_pretrained(str(folder / paths.TOKENIZER_DIR))
+    for path in sorted((folder / paths.TOKENIZER_DIR).iterdir()):
+        files[f"{paths.TOKENIZER_DIR}/{path.name}"] = store.file_sha256(path)
+
+
+def _check_vocab(run: RunConfig, source: Any, tokenizer: Any) -> None:
+    """Raise :class:`CorpusSourceError` unless every token id of ``tokenizer`` fits the model's embedding."""
+    config_file = source.checkpoint_dir(run.sae_steps[0]) / CONFIG_FILE
+    vocab_size = json.loads(config_file.read_text()).get("vocab_size")
+    if vocab_size is None or len(tokenizer) > int(vocab_size):
+        raise CorpusSourceError(
+            f"the tokenizer of {source.name} has {len(tokenizer):,} tokens but the model has vocab_size = "
+            f"{vocab_size} ({config_file}): its token ids would not fit the model's embedding. Use the model's "
+            "own tokenizer (the tokenizer files of the same suite)."
+        )
+
+
+def _build_streamed_corpus(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool) -> dict[str, Any]:
+    """Stream an ``hf:`` dataset into the token files with the model's tokenizer (:func:`stream_token_corpus`)."""
+    assert run.corpus is not None
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    source = open_source(run.model, Path(run_dir))
+    tokenizer = source.tokenizer()
+    _check_vocab(run, source, tokenizer)
+    timings["tokenizer"] = time.perf_counter() - t0
+    n_train, n_heldout = streamed_token_budget(run)
+    with stage.atomic() as tmp:
+        t0 = time.perf_counter()
+        facts = stream_token_corpus(run.corpus, tokenizer, n_train, n_heldout, tmp, progress)
+        timings["tokenize"] = time.perf_counter() - t0
+        files = {name: store.file_sha256(tmp / name) for name in (TRAIN_TOKENS, HELDOUT_TOKENS)}
+        _save_tokenizer(tokenizer, tmp, files)
+        train_tokens = np.load(tmp / TRAIN_TOKENS, mmap_mode="r")
+        heldout_tokens = np.load(tmp / HELDOUT_TOKENS, mmap_mode="r")
+        manifest = stage.finish(
+            into=tmp,
+            config=run.to_dict()["corpus"],
+            files=files,
+            timings=timings,
+            source=run.corpus.source,
+            python_version=sys.version,
+            streamed=True,
+            **facts,
+            vocab_size=len(tokenizer),
+            tokenizer_source=run.model.source,
+            separator_token_id=separator_id(tokenizer),
+            token_dtype=str(token_dtype(len(tokenizer))),
+            heldout_unigram_entropy=unigram_entropy(heldout_tokens),
+            train_unigram_entropy=unigram_entropy(train_tokens),
+        )
+        del train_tokens, heldout_tokens
+    log.info(
+        "corpus: streamed %d documents of %s into %d train / %d held-out tokens in %.1f s",
+        facts["n_documents"],
+        run.corpus.source,
+        n_train,
+        n_heldout,
+        manifest["timings_s"]["total"],
+    )
+    return manifest
+
+
+def _build_corpus(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool) -> dict[str, Any]:
     """Collect, split and tokenize the documents; write the corpus folder atomically."""
     assert run.corpus is not None
+    if streams_from_dataset(run):
+        return _build_streamed_corpus(run, run_dir, stage, progress)
     corpus = run.corpus
     timings: dict[str, float] = {}
     docs = collect_documents(corpus)
@@ -100,13 +222,11 @@ def _build_corpus(run: RunConfig, run_dir: Path, stage: StageRun) -> dict[str, A
     timings["tokenize"] = time.perf_counter() - t0
 
     with stage.atomic() as tmp:
-        tokenizer.save_pretrained(str(tmp / paths.TOKENIZER_DIR))
         files = {
             TRAIN_TOKENS: store.save_npy(tmp / TRAIN_TOKENS, train_tokens),
             HELDOUT_TOKENS: store.save_npy(tmp / HELDOUT_TOKENS, heldout_tokens),
         }
-        for path in sorted((tmp / paths.TOKENIZER_DIR).iterdir()):
-            files[f"{paths.TOKENIZER_DIR}/{path.name}"] = store.file_sha256(path)
+        _save_tokenizer(tokenizer, tmp, files)
         manifest = stage.finish(
             into=tmp,
             config=run.to_dict()["corpus"],
@@ -139,11 +259,12 @@ def _build_corpus(run: RunConfig, run_dir: Path, stage: StageRun) -> dict[str, A
     return manifest
 
 
-def prepare_corpus(run: RunConfig, run_dir: Path) -> dict[str, Any]:
+def prepare_corpus(run: RunConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Build ``run_dir/corpus/`` (tokenizer, train and held-out token streams, manifest); return the manifest.
 
     For the nano suite (``model.source == "suite"``) a byte-level BPE tokenizer is trained on the training
-    documents; for any other model the text is tokenized with **that model's own tokenizer**.
+    documents; for any other model the text is tokenized with **that model's own tokenizer** (an ``hf:`` source
+    is then streamed, see :func:`streams_from_dataset`; ``progress`` shows its tqdm bar).
     Skipped (the existing manifest is returned) when the manifest matches :func:`corpus_config_hash`.
     Otherwise the whole folder is rebuilt in a temporary folder and renamed into place, so a killed run
     never leaves a half-built corpus.
@@ -154,7 +275,7 @@ def prepare_corpus(run: RunConfig, run_dir: Path) -> dict[str, Any]:
         Path(run_dir) / paths.CORPUS_DIR,
         "corpus",
         corpus_config_hash(run),
-        lambda stage: _build_corpus(run, run_dir, stage),
+        lambda stage: _build_corpus(run, run_dir, stage, progress),
     )
 
 

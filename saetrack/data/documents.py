@@ -7,10 +7,12 @@ documents by a hash of their names.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sysconfig
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from saetrack import paths
 from saetrack.config.data import CorpusConfig
@@ -22,7 +24,9 @@ __all__ = [
     "collect_documents",
     "corpus_sha256",
     "is_heldout",
+    "open_hf_texts",
     "split_documents",
+    "update_corpus_digest",
 ]
 
 
@@ -126,24 +130,50 @@ def _local_documents(source: str) -> list[Document]:
     )
 
 
-def _hf_documents(name: str, split: str, column: str) -> list[Document]:
-    """Rows of a Hugging Face dataset (network needed unless it is already in the local datasets cache)."""
+def open_hf_texts(name: str, split: str, column: str) -> Iterator[str | None]:
+    """The ``column`` values of split ``split`` of the Hugging Face dataset ``name``, streamed in dataset order.
+
+    ``name`` is a Hub dataset (network needed unless it is in the local datasets cache) or a local folder in the
+    Hub's layout (``data/*.parquet`` shards, ``*.jsonl`` files...). The dataset is opened with
+    ``datasets.load_dataset(..., streaming=True)``, so rows are read lazily and never all held in memory. Opening
+    it and checking that ``column`` exists happen here, eagerly: a failure raises one
+    :class:`CorpusSourceError` (the dataset cannot be loaded, or it has no such column, naming those it has).
+    Values are yielded as stored (empty or missing texts included, so that positions are row indices).
+    """
     try:
         import datasets
 
-        data = datasets.load_dataset(name, split=split)
+        data = datasets.load_dataset(name, split=split, streaming=True)
+        rows = iter(data)
+        first = next(rows, None)
     except Exception as error:  # the library raises many types (connection, not found, offline mode)
         raise CorpusSourceError(
             f"corpus.source = 'hf:{name}': could not load split {split!r} of the Hugging Face dataset {name!r} "
             f"({type(error).__name__}: {error}). The 'hf:' source needs network access to the Hub (or the dataset "
-            "in the local datasets cache); offline, use source='stdlib' or a local text file or folder."
+            "in the local datasets cache, or a local folder in the Hub's layout); offline, use source='stdlib' or "
+            "a local text file or folder."
         ) from error
-    if column not in data.column_names:
+    columns = data.column_names
+    if columns is None:
+        columns = list(first) if first is not None else []
+    if column not in columns:
         raise CorpusSourceError(
-            f"corpus.hf_text_column = {column!r} is invalid: dataset {name!r} has columns {data.column_names}."
+            f"corpus.hf_text_column = {column!r} is invalid: split {split!r} of dataset {name!r} has no column "
+            f"{column!r}; its columns are {list(columns)}."
         )
-    width = len(str(len(data)))
-    return [Document(f"hf:{name}/{i:0{width}d}", text) for i, text in enumerate(data[column]) if text]
+    return _column_values(itertools.chain([first] if first is not None else [], rows), column)
+
+
+def _column_values(rows: Iterable[dict], column: str) -> Iterator[str | None]:
+    for row in rows:
+        yield row[column]
+
+
+def _hf_documents(name: str, split: str, column: str) -> list[Document]:
+    """Non-empty rows of a Hugging Face dataset as documents ``hf:<name>/<row index, zero-padded>``."""
+    texts = list(open_hf_texts(name, split, column))
+    width = len(str(len(texts)))
+    return [Document(f"hf:{name}/{i:0{width}d}", text) for i, text in enumerate(texts) if text]
 
 
 def _cap_documents(docs: Sequence[Document], max_chars: int | None) -> list[Document]:
@@ -186,11 +216,16 @@ def collect_documents(corpus: CorpusConfig) -> list[Document]:
     return _cap_documents(docs, corpus.max_chars)
 
 
+def update_corpus_digest(digest: Any, docs: Iterable[Document]) -> None:
+    """Feed ``docs`` to the running hash ``digest`` (a ``hashlib`` object) as :func:`corpus_sha256` hashes them."""
+    for doc in docs:
+        digest.update(doc.name.encode() + b"\0" + doc.text.encode("utf-8", errors="replace") + b"\0")
+
+
 def corpus_sha256(docs: Iterable[Document]) -> str:
     """SHA-256 of the concatenated corpus (each document's name and text, NUL-separated, in the given order)."""
     digest = hashlib.sha256()
-    for doc in docs:
-        digest.update(doc.name.encode() + b"\0" + doc.text.encode("utf-8", errors="replace") + b"\0")
+    update_corpus_digest(digest, docs)
     return digest.hexdigest()
 
 

@@ -28,8 +28,10 @@ __all__ = [
 ]
 
 
-#: Special token separating documents in the token streams (Pythia's end-of-text token).
 log = logging.getLogger(__name__)
+
+#: Tokens counted at once by :func:`unigram_entropy` (128 MiB of int64).
+_COUNT_CHUNK = 1 << 24
 
 
 def build_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
@@ -102,12 +104,20 @@ def unigram_entropy(tokens: np.ndarray) -> float:
     """Entropy in nats of the empirical unigram distribution of ``tokens``: ``-sum_v p_v ln p_v``.
 
     This is the cross-entropy of the best context-free model of the stream; a language model's held-out
-    loss (also in nats) should fall far below it.
+    loss (also in nats) should fall far below it. Tokens are counted in chunks, so a memory-mapped stream of
+    any length is never copied whole.
     """
     flat = np.asarray(tokens).reshape(-1)
     if flat.size == 0:
         raise ValueError("unigram_entropy needs at least one token; got an empty array.")
-    counts = np.bincount(flat.astype(np.int64))
+    counts = np.zeros(0, dtype=np.int64)
+    for start in range(0, flat.size, _COUNT_CHUNK):  # in chunks: a memory-mapped stream may exceed memory
+        chunk = np.bincount(np.asarray(flat[start : start + _COUNT_CHUNK], dtype=np.int64))
+        if chunk.size > counts.size:
+            chunk[: counts.size] += counts
+            counts = chunk
+        else:
+            counts[: chunk.size] += chunk
     p = counts[counts > 0] / flat.size
     return float(-(p * np.log(p)).sum())
 

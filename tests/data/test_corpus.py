@@ -10,7 +10,8 @@ import pytest
 
 from saetrack import paths, store
 from saetrack.config import RunConfig, get_preset
-from saetrack.data.corpus import corpus_config_hash, load_corpus, prepare_corpus
+from saetrack.data import tokens
+from saetrack.data.corpus import corpus_config_hash, load_corpus, prepare_corpus, streams_from_dataset
 from saetrack.data.documents import EOT_TOKEN, collect_documents, split_documents
 from saetrack.data.tokens import unigram_entropy
 
@@ -87,3 +88,24 @@ def test_corpus_hash_covers_the_model_only_when_its_tokenizer_is_used(smoke: Run
     local = smoke.with_overrides({"model.source": "local", "model.local_path": "elsewhere"})
     assert corpus_config_hash(local) == local.section_hash("corpus", "model") != corpus_config_hash(smoke)
     assert corpus_config_hash(smoke.with_overrides({"chain.l1_coefficient": 1.0})) == corpus_config_hash(smoke)
+
+
+def test_hashes_of_unstreamed_corpora_are_unchanged() -> None:
+    # the hashes before streamed corpora existed: existing run directories stay current
+    assert corpus_config_hash(get_preset("smoke")) == "671e37acdf28ead8"
+    assert corpus_config_hash(get_preset("nano")) == "c4d34b3819ce6a75"
+    local = get_preset("smoke").with_overrides({"model.source": "local", "model.local_path": "elsewhere"})
+    assert corpus_config_hash(local) == "e5cce0abaa88fafa" and not streams_from_dataset(local)
+    suite_hf = get_preset("smoke").with_overrides({"corpus.source": "hf:x/y"})
+    assert corpus_config_hash(suite_hf) == "593e49e5011f1a1c" and not streams_from_dataset(suite_hf)
+
+
+def test_unigram_entropy_counts_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = np.random.default_rng(0).integers(0, 300, size=10_001).astype(np.uint16)
+    stream[0], stream[-1] = 999, 1500  # chunks with more and fewer distinct ids than the counts so far
+    whole = unigram_entropy(stream)
+    monkeypatch.setattr(tokens, "_COUNT_CHUNK", 1000)
+    assert unigram_entropy(stream) == pytest.approx(whole, rel=1e-12)
+    counts = np.bincount(stream)
+    p = counts[counts > 0] / stream.size
+    assert whole == pytest.approx(float(-(p * np.log(p)).sum()), rel=1e-12)

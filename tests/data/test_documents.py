@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
+import datasets
 import pytest
 
 from saetrack.config import RunConfig, get_preset
@@ -15,7 +17,9 @@ from saetrack.data.documents import (
     collect_documents,
     corpus_sha256,
     is_heldout,
+    open_hf_texts,
     split_documents,
+    update_corpus_digest,
 )
 
 
@@ -115,6 +119,10 @@ def test_corpus_sha256_by_hand_and_held_out_hash() -> None:
     expected = hashlib.sha256(b"a\0xy\0" + b"b\0" + "é".encode() + b"\0").hexdigest()
     assert corpus_sha256(docs) == expected
     assert corpus_sha256(reversed(docs)) != expected  # the order is part of the corpus
+    running = hashlib.sha256()
+    for doc in docs:  # document by document, as a streamed corpus hashes them
+        update_corpus_digest(running, [doc])
+    assert running.hexdigest() == expected
     value = int.from_bytes(hashlib.sha256(b"stdlib/json/__init__.py").digest()[:8], "big") / 2**64
     assert is_heldout("stdlib/json/__init__.py", value + 1e-9) and not is_heldout("stdlib/json/__init__.py", value)
     assert not is_heldout("anything", 0.0) and is_heldout("anything", 1.0)
@@ -129,3 +137,27 @@ def test_split_keeps_order_and_needs_two_documents() -> None:
     assert len(train_all) == 1 and len(held_all) == 2
     with pytest.raises(CorpusSourceError, match="at least 2"):
         split_documents(docs[:1], 0.1)
+
+
+def test_hf_dataset_documents_are_read_streaming(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    rows = [{"text": "" if i == 3 else f"row {i} text", "n": i} for i in range(12)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    calls = []
+    load = datasets.load_dataset
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", spy)
+    assert list(open_hf_texts(str(folder), "train", "text")) == [row["text"] for row in rows]
+    docs = collect_documents(_local(folder, **{"corpus.source": f"hf:{folder}"}).corpus)
+    assert all(call["streaming"] for call in calls)
+    # the names of the in-memory reading: zero-padded row indices; the empty row is dropped
+    assert [(d.name, d.text) for d in docs] == [(f"hf:{folder}/{i:02d}", f"row {i} text") for i in range(12) if i != 3]
+    with pytest.raises(CorpusSourceError, match=r"'body'.*columns are \['text', 'n'\]"):
+        open_hf_texts(str(folder), "train", "body")
