@@ -149,6 +149,7 @@ def progress_measures(
     n_random_feature: int = 100,
     seed: int = 0,
     feature_chunk: int = 256,
+    progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Progress measures M_i(t) (Def. 5.4) of F features at T checkpoints, in activation and feature space.
 
@@ -167,6 +168,7 @@ def progress_measures(
         n_random_feature: size of the random set in feature space.
         seed: seed of the random-set draws.
         feature_chunk: features encoded and compared at once.
+        progress: show a progress bar over the checkpoints.
 
     Returns:
         ``{key: [T, F] float64}`` for each key of :data:`PROGRESS_KEYS` and ``{"baseline_" + key: [T] float64}``.
@@ -186,7 +188,7 @@ def progress_measures(
     out = {key: np.empty((n_steps, n_features), dtype=np.float64) for key in PROGRESS_KEYS}
     base = {key: np.empty(n_steps, dtype=np.float64) for key in PROGRESS_KEYS}
     steps = zip(analysis_by_step, weights_by_step, strict=True)
-    for t, (analysis, weights) in enumerate(tqdm(steps, total=n_steps, desc="progress measures")):
+    for t, (analysis, weights) in enumerate(tqdm(steps, total=n_steps, desc="progress measures", disable=not progress)):
         baseline = _baselines(_gather(analysis, rand_act), _gather(analysis, rand_feat), weights)
         within = _feature_set_similarities(_gather(analysis, idx), weights, feature_chunk)
         for key in PROGRESS_KEYS:

@@ -12,10 +12,12 @@ from saetrack.config.base import fail, require_positive
 from saetrack.config.schedules import pythia_like_steps
 
 __all__ = [
+    "CACHE_HASH_DEFAULTS",
     "CacheConfig",
     "CorpusConfig",
     "ModelConfig",
     "SuiteConfig",
+    "hashed_cache_section",
 ]
 
 
@@ -161,6 +163,19 @@ class CacheConfig:
     batch_contexts: int = 32
     #: Storage dtype of cached activations.
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    #: ``"cached"``: notebook 01 writes every checkpoint's activations to disk and the chain reads them;
+    #: ``"streamed"``: nothing of size tokens x d_model is written - each link runs its checkpoint's model on its
+    #: own slice of the token stream on the fly (forward stopped at the hooked layer) into a shuffling buffer,
+    #: and the analysis stages compute one checkpoint's analysis set at a time. The paper presets stream.
+    mode: Literal["cached", "streamed"] = "cached"
+    #: Rows shuffled together (the training buffer): a link's rows are cut, in token order, into blocks of this
+    #: many rows and each block is permuted (seeded). ``None``: the whole link is one block (a global shuffle).
+    buffer_tokens: int | None = None
+    #: The model forward's compute dtype: ``"bfloat16"`` runs it under autocast (activations returned in float32;
+    #: the SAE keeps float32 master weights).
+    forward_dtype: Literal["float32", "bfloat16"] = "float32"
+    #: Allow TF32 matmuls on CUDA (faster on Ampere and later; about 1e-3 relative error in the forward).
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         if self.layer < 0:
@@ -176,7 +191,33 @@ class CacheConfig:
         )
         if self.dtype not in ("float32", "float16", "bfloat16"):
             fail("cache", "dtype", self.dtype, "one of 'float32', 'float16', 'bfloat16'")
+        if self.mode not in ("cached", "streamed"):
+            fail("cache", "mode", self.mode, "one of 'cached', 'streamed'")
+        if self.buffer_tokens is not None:
+            require_positive("cache", {"buffer_tokens": self.buffer_tokens})
+        if self.forward_dtype not in ("float32", "bfloat16"):
+            fail("cache", "forward_dtype", self.forward_dtype, "one of 'float32', 'bfloat16'")
 
     @property
     def hook_name(self) -> str:
         return f"blocks.{self.layer}.hook_resid_pre"
+
+    @property
+    def streamed(self) -> bool:
+        """Whether activations are computed on the fly instead of read from the on-disk cache."""
+        return self.mode == "streamed"
+
+
+#: Fields added to :class:`CacheConfig` after runs were made: left out of the config hashes while at these
+#: defaults, so run directories made before them stay current.
+CACHE_HASH_DEFAULTS: dict[str, object] = {
+    "mode": "cached",
+    "buffer_tokens": None,
+    "forward_dtype": "float32",
+    "tf32": False,
+}
+
+
+def hashed_cache_section(section: dict[str, object]) -> dict[str, object]:
+    """The cache section as config hashes see it: :data:`CACHE_HASH_DEFAULTS` fields dropped while at default."""
+    return {k: v for k, v in section.items() if not (k in CACHE_HASH_DEFAULTS and CACHE_HASH_DEFAULTS[k] == v)}

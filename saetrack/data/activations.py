@@ -2,9 +2,12 @@
 
 :class:`ActivationSource` is the seam: per checkpoint step, the SAE training rows of that step's link, held-out
 rows for its quality metrics, and the fixed analysis set (**the same datapoints at every checkpoint**), plus the
-token ids behind them. :func:`open_activations` returns the source of a run; today that is the on-disk cache of
-notebook 01 (:class:`ActivationCache`), and a streamed source (activations computed from each checkpoint on the fly)
-can be added behind the same interface without touching its readers.
+token ids behind them. :func:`open_activations` returns the source of a run: the on-disk cache of notebook 01
+(:class:`ActivationCache`, ``cache.mode="cached"``) or activations computed from each checkpoint on the fly
+(:class:`~saetrack.data.stream.StreamedActivations`, ``cache.mode="streamed"``). Training reads a link's rows as
+shuffled batches (:meth:`ActivationSource.train_batches`); both sources shuffle with
+:func:`~saetrack.data.shuffle.block_shuffled_batches` when ``cache.buffer_tokens`` is set, so the same rows in the
+same order train the same SAE on either path.
 
 The cache holds, for every checkpoint in the SAE schedule, memory-mappable ``.npy`` files:
 
@@ -16,19 +19,27 @@ The cache holds, for every checkpoint in the SAE schedule, memory-mappable ``.np
   baseline's budget, of which the chain link uses the first rows.
 
 It is written by :func:`saetrack.stages.cache.cache_activations`. A cache made for another model, layer, token plan
-or set of weights raises :class:`~saetrack.store.StaleArtifactError` instead of being reused.
+or set of weights raises :class:`~saetrack.store.StaleArtifactError` instead of being reused, and every file is
+re-hashed against its manifest the first time it is read, so a file altered on disk is named before anything trains
+on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from saetrack import paths, store
 from saetrack.config.run import RunConfig
 from saetrack.data.cache_plan import cache_config_hash
+from saetrack.data.checkpoints import CheckpointSource
+from saetrack.data.shuffle import block_shuffled_batches
+from saetrack.data.stream import StreamedActivations
+from saetrack.sae.training import CHUNK_BYTES, shuffled_batches
 
 __all__ = [
     "ActivationCache",
@@ -46,8 +57,22 @@ class ActivationSource(Protocol):
     d_model: int
     context_length: int
 
-    def train(self, step: int) -> np.ndarray:
-        """SAE training rows of the link at ``step``: ``[n_tokens, d_model]``, in training order."""
+    def train_batches(
+        self,
+        step: int,
+        *,
+        start: int = 0,
+        n_tokens: int,
+        batch_size: int,
+        seed: int,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> Iterator[torch.Tensor]:
+        """Endless shuffled ``[batch_size, d_model]`` batches of the link's training rows from ``start`` on."""
+        ...
+
+    def train_head(self, step: int, n_rows: int) -> np.ndarray:
+        """The first ``n_rows`` training rows of the link at ``step`` (fewer if its slice is shorter)."""
         ...
 
     def heldout(self, step: int) -> np.ndarray:
@@ -73,8 +98,13 @@ class ActivationSource(Protocol):
         ...
 
 
-def open_activations(run: RunConfig, run_dir: Path) -> ActivationSource:
-    """The activation source of ``run`` in ``run_dir``: the activation cache, checked against the config."""
+def open_activations(
+    run: RunConfig, run_dir: Path, checkpoints: CheckpointSource | None = None, device: str = "cpu"
+) -> ActivationSource:
+    """The activation source of ``run`` in ``run_dir``, checked against the config: the on-disk cache, or (when
+    ``cache.mode="streamed"``) the checkpoints' models run on the fly on ``device``."""
+    if run.cache.streamed:
+        return StreamedActivations(run, run_dir, checkpoints, device)
     return ActivationCache(run_dir, run)
 
 
@@ -101,6 +131,8 @@ class ActivationCache:
                 "rerun notebook 01 with force to rebuild it."
             )
         self.manifest = manifest
+        self.buffer_tokens = run.cache.buffer_tokens if run is not None else None
+        self._verified: set[Path] = set()
         self.steps: tuple[int, ...] = tuple(manifest["steps"])
         self.layer: int = manifest["layer"]
         self.hook_name: str = manifest["hook_name"]
@@ -132,10 +164,27 @@ class ActivationCache:
                 f"cannot read {path} ({error}); the cache is corrupt, rebuild it."
             ) from error
 
+    def _verified_path(self, folder: Path, name: str) -> Path:
+        """``folder / name``, re-hashed against ``folder``'s manifest the first time it is read."""
+        path = folder / name
+        if path not in self._verified:
+            digest = (store.read_manifest(folder) or {}).get("files", {}).get(name)
+            if digest is None:
+                raise store.StaleArtifactError(
+                    f"{path} has no recorded hash in {folder}/manifest.json; rebuild the cache."
+                )
+            if not path.exists() or store.file_sha256(path) != digest:
+                raise store.StaleArtifactError(
+                    f"{path} was changed on disk after it was written (its SHA-256 is not the one recorded in "
+                    f"{folder}/manifest.json); rebuild the cache (rerun notebook 01 with force)."
+                )
+            self._verified.add(path)
+        return path
+
     def _step_file(self, step: int, name: str) -> np.ndarray:
         if step not in self.steps:
             raise KeyError(f"step {step} is not cached; cached steps: {list(self.steps)}")
-        array = self._load(self.dir / paths.step_dir_name(step) / f"{name}.npy")
+        array = self._load(self._verified_path(self.dir / paths.step_dir_name(step), f"{name}.npy"))
         expected = self.manifest["per_step"][str(step)]["shapes"].get(name)
         if expected is not None and list(array.shape) != expected:
             raise store.StaleArtifactError(
@@ -147,6 +196,44 @@ class ActivationCache:
         """Training activations of the link at ``step``: ``[n_tokens, d_model]``."""
         return self._step_file(step, "train")
 
+    def train_head(self, step: int, n_rows: int) -> np.ndarray:
+        """The first ``n_rows`` training rows of the link at ``step`` (fewer if its slice is shorter)."""
+        return self.train(step)[:n_rows]
+
+    def train_batches(
+        self,
+        step: int,
+        *,
+        start: int = 0,
+        n_tokens: int,
+        batch_size: int,
+        seed: int,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> Iterator[torch.Tensor]:
+        """Shuffled batches of the cached rows ``[start, start + n_tokens)`` of the link at ``step``.
+
+        ``buffer_tokens=None``: one global shuffle per pass (:func:`~saetrack.sae.training.shuffled_batches`);
+        otherwise the block shuffle of :func:`~saetrack.data.shuffle.block_shuffled_batches`, as streamed.
+        """
+        data = self.train(step)
+        if start < 0 or start + n_tokens > len(data):
+            raise ValueError(
+                f"rows [{start}, {start + n_tokens}) of step {step} were asked for, but the cache holds {len(data)}."
+            )
+        rows = data[start : start + n_tokens]
+        if self.buffer_tokens is None:
+            return shuffled_batches(rows, batch_size, seed=seed, dtype=dtype, device=device)
+        chunk = max(1, CHUNK_BYTES // (4 * self.d_model))
+
+        def in_order() -> Iterator[torch.Tensor]:
+            for begin in range(0, len(rows), chunk):
+                yield torch.from_numpy(np.ascontiguousarray(rows[begin : begin + chunk]))
+
+        return block_shuffled_batches(
+            in_order, batch_size, buffer_rows=self.buffer_tokens, seed=seed, dtype=dtype, device=device
+        )
+
     def heldout(self, step: int) -> np.ndarray:
         """Held-out activations at ``step`` (for quality metrics): ``[n_heldout_tokens, d_model]``."""
         return self._step_file(step, "heldout")
@@ -157,17 +244,17 @@ class ActivationCache:
 
     def train_tokens(self, step: int) -> np.ndarray:
         """Token ids of the link's training contexts: ``[n_contexts, context_length]``."""
-        return self._load(self.dir / paths.step_dir_name(step) / "train_tokens.npy")
+        return self._load(self._verified_path(self.dir / paths.step_dir_name(step), "train_tokens.npy"))
 
     @property
     def analysis_tokens(self) -> np.ndarray:
         """Token ids of the analysis set: ``[n_contexts, context_length]`` (identical at every checkpoint)."""
-        return self._load(self.dir / "analysis_tokens.npy")
+        return self._load(self._verified_path(self.dir, "analysis_tokens.npy"))
 
     @property
     def heldout_tokens(self) -> np.ndarray:
         """Token ids of the held-out set: ``[n_contexts, context_length]``."""
-        return self._load(self.dir / "heldout_tokens.npy")
+        return self._load(self._verified_path(self.dir, "heldout_tokens.npy"))
 
     def weights_hash(self, step: int) -> str:
         """SHA-256 of the checkpoint weights the activations of ``step`` were computed from."""

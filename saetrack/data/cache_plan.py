@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from saetrack.config.base import config_hash
+from saetrack.config.data import hashed_cache_section
 from saetrack.config.run import RunConfig
 
 __all__ = [
@@ -92,13 +93,21 @@ class TokenPlan:
         }
 
 
+def _link_rows(run: RunConfig, n_tokens: int) -> int:
+    """Rows an SAE trained for ``n_tokens`` tokens reads: streamed, whole batches (one pass, no wrap-around)."""
+    if not run.cache.streamed:
+        return n_tokens
+    return math.ceil(n_tokens / run.chain.batch_size) * run.chain.batch_size
+
+
 def plan_tokens(run: RunConfig) -> TokenPlan:
     """Allocate contexts: the analysis and held-out sets from the held-out stream, one training slice per link.
 
     Link ``p`` of the chain needs ``chain.tokens_for(p)`` tokens; a checkpoint that also gets a baseline
     needs ``chain.baseline_token_budget``. Slices follow each other in chain order, so no two links
     see the same training tokens (streams shorter than the plan wrap around; :func:`cache_activations`
-    records when that happens).
+    records when that happens). Streamed (``cache.mode="streamed"``), a link's slice is rounded up to whole SAE
+    batches, so each row is read once and no slice is run through the model twice.
     """
     ctx = run.cache.context_length
     n_heldout = math.ceil(run.cache.heldout_tokens / ctx)
@@ -106,9 +115,9 @@ def plan_tokens(run: RunConfig) -> TokenPlan:
     start = 0
     baseline_steps = set(run.baseline_steps)
     for position, step in enumerate(run.sae_steps):
-        tokens = run.chain.tokens_for(position)
+        tokens = _link_rows(run, run.chain.tokens_for(position))
         if step in baseline_steps:
-            tokens = max(tokens, run.chain.baseline_token_budget)
+            tokens = max(tokens, _link_rows(run, run.chain.baseline_token_budget))
         n_contexts = math.ceil(tokens / ctx)
         train[step] = (start, n_contexts)
         start += n_contexts
@@ -121,14 +130,17 @@ def plan_tokens(run: RunConfig) -> TokenPlan:
 
 
 def cache_config_hash(run: RunConfig) -> str:
-    """Hash of everything the cache depends on: corpus, model suite, model source, cache section and token plan."""
+    """Hash of everything the cache depends on: corpus, model suite, model source, cache section and token plan.
+
+    ``cache.buffer_tokens`` is left out: it orders the training rows, not what is cached (the chain's hash has it).
+    """
     data = run.to_dict()
     payload = {
         "seed": run.seed,
         "corpus": data["corpus"],
         "suite": data["suite"],
         "model": data["model"],
-        "cache": data["cache"],
+        "cache": {k: v for k, v in hashed_cache_section(data["cache"]).items() if k != "buffer_tokens"},
         "plan": plan_tokens(run).to_dict(),
     }
     return config_hash(payload)

@@ -272,9 +272,17 @@ def sae_trainer(
     return trainer
 
 
+def _checked_batches(batches: Iterator[torch.Tensor], batch_size: int, d_in: int) -> Iterator[torch.Tensor]:
+    """``batches`` passed through, each checked to be ``[batch_size, d_in]``."""
+    for batch in batches:
+        if tuple(batch.shape) != (batch_size, d_in):
+            raise ValueError(f"a training batch has shape {tuple(batch.shape)}, expected [{batch_size}, {d_in}].")
+        yield batch
+
+
 def train_sae(
     sae: SAETrackSAE,
-    activations: ArrayLike,
+    activations: ArrayLike | Iterator[torch.Tensor],
     *,
     n_tokens: int,
     lr: float,
@@ -289,6 +297,9 @@ def train_sae(
 ) -> TrainResult:
     """Train ``sae`` in place on rows of ``activations`` for ``ceil(n_tokens / batch_size)`` steps (Eq. 3).
 
+    ``activations`` is a ``[n_tokens, d_in]`` array (shuffled here) or an iterator of ready ``[batch_size, d_in]``
+    batches on the SAE's device (an activation source's ``train_batches``).
+
     Uses SAELens' ``SAETrainer`` (Adam, betas 0.9/0.999, constant lr after ``warmup_steps`` linear warm-up,
     gradient-norm clipping at 1.0) with the L1 coefficient of ``sae.cfg``. Batches come from
     :func:`shuffled_batches` seeded with ``seed``; the same seed, data and starting weights give
@@ -302,15 +313,17 @@ def train_sae(
             raise ValueError(f"{name} = {value!r} is invalid: must be > 0.")
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps = {warmup_steps!r} is invalid: must be >= 0.")
-    if activations.ndim != 2 or activations.shape[1] != sae.cfg.d_in:
-        raise ValueError(
-            f"activations have shape {tuple(activations.shape)}, expected [n_tokens, d_in={sae.cfg.d_in}]."
-        )
     n_steps = math.ceil(n_tokens / batch_size)
-    device = str(sae.device)
-    data = shuffled_batches(
-        activations, batch_size, seed=seed, chunk_tokens=chunk_tokens, dtype=sae.dtype, device=device
-    )
+    if isinstance(activations, np.ndarray | torch.Tensor):
+        if activations.ndim != 2 or activations.shape[1] != sae.cfg.d_in:
+            raise ValueError(
+                f"activations have shape {tuple(activations.shape)}, expected [n_tokens, d_in={sae.cfg.d_in}]."
+            )
+        data = shuffled_batches(
+            activations, batch_size, seed=seed, chunk_tokens=chunk_tokens, dtype=sae.dtype, device=str(sae.device)
+        )
+    else:
+        data = _checked_batches(activations, batch_size, sae.cfg.d_in)
     trainer = sae_trainer(sae, data, n_steps=n_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps)
     if optimizer_state is not None:
         _carry_moments(trainer.optimizer, optimizer_state)

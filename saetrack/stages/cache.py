@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -9,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from saetrack import paths, store
@@ -25,6 +25,7 @@ from saetrack.data.cache_plan import (
 )
 from saetrack.data.checkpoints import open_source
 from saetrack.data.corpus import corpus_config_hash, load_corpus
+from saetrack.data.forward import residual_at_layer, residual_chunks
 from saetrack.data.integrity import warn_on_duplicates
 from saetrack.data.suite import suite_config_hash
 from saetrack.data.tokens import contexts
@@ -32,39 +33,31 @@ from saetrack.stages.base import StageRun, run_stage
 
 __all__ = [
     "cache_activations",
+    "checkpoint_width",
     "load_cache",
     "output_hashes",
     "residual_at_layer",
 ]
 
 
-def residual_at_layer(model: Any, tokens: torch.Tensor, layer: int) -> torch.Tensor:
-    """The activation ``x^(l, C, q, t)`` of Eq. 6: ``blocks.{layer}.hook_resid_pre``, stopping the forward pass there.
-
-    ``model(tokens, stop_at_layer=layer)`` runs the embedding and blocks ``0 .. layer-1`` only and
-    returns the residual stream entering block ``layer`` — no compute past the hook.
-    """
-    with torch.inference_mode():
-        return model(tokens, stop_at_layer=layer)
-
-
 def _fill_activations(
-    model: Any,
-    tokens: np.ndarray,
-    out: np.ndarray,
-    layer: int,
-    batch_contexts: int,
-    device: str,
-    store_dtype: torch.dtype,
-    desc: str,
-    progress: bool,
+    run: RunConfig, model: Any, tokens: np.ndarray, out: np.ndarray, device: str, desc: str, progress: bool
 ) -> None:
-    """Write the layer-``layer`` residuals of ``tokens`` [n, ctx] into ``out`` [n * ctx, d], batch by batch."""
-    n_contexts, ctx = tokens.shape
-    for begin in tqdm(range(0, n_contexts, batch_contexts), desc=desc, disable=not progress, leave=False):
-        batch = torch.as_tensor(np.asarray(tokens[begin : begin + batch_contexts], dtype=np.int64), device=device)
-        resid = residual_at_layer(model, batch, layer).to(store_dtype).float().cpu().numpy()
-        out[begin * ctx : (begin + len(batch)) * ctx] = resid.reshape(-1, resid.shape[-1])
+    """Write the Eq. 6 activations of ``tokens`` [n, ctx] into ``out`` [n * ctx, d], batch by batch."""
+    chunks = residual_chunks(
+        model,
+        tokens,
+        run.cache.layer,
+        batch_contexts=run.cache.batch_contexts,
+        device=device,
+        store_dtype=TORCH_DTYPES[run.cache.dtype],
+        forward_dtype=run.cache.forward_dtype,
+    )
+    total = -(-len(tokens) // run.cache.batch_contexts)
+    row = 0
+    for chunk in tqdm(chunks, total=total, desc=desc, disable=not progress, leave=False):
+        out[row : row + len(chunk)] = chunk.cpu().numpy()
+        row += len(chunk)
 
 
 @dataclass(frozen=True)
@@ -95,17 +88,7 @@ def _cache_checkpoint(
             out = np.lib.format.open_memmap(
                 tmp / f"{name}.npy", mode="w+", dtype=NUMPY_DTYPES[run.cache.dtype], shape=(toks.size, d_model)
             )
-            _fill_activations(
-                model,
-                toks,
-                out,
-                run.cache.layer,
-                run.cache.batch_contexts,
-                device,
-                TORCH_DTYPES[run.cache.dtype],
-                f"step {step} {name}",
-                progress,
-            )
+            _fill_activations(run, model, toks, out, device, f"step {step} {name}", progress)
             out.flush()
             del out
             files[f"{name}.npy"] = store.file_sha256(tmp / f"{name}.npy")
@@ -194,6 +177,53 @@ def _build_cache(
     )
 
 
+def _streamed_plan(run: RunConfig, run_dir: Path, stage: StageRun, checkpoints: Any, progress: bool) -> dict[str, Any]:
+    """Streamed mode: no activations are written - only the token sets, the plan and each checkpoint's hash.
+
+    The links, the held-out metrics and the analyses compute activations from these on the fly
+    (:class:`~saetrack.data.stream.StreamedActivations`), checking every checkpoint against the hash recorded here.
+    """
+    cache_dir = stage.folder
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_tokens(run)
+    _, train_stream, heldout_stream = load_corpus(run_dir)
+    ctx = plan.context_length
+    analysis_tokens = contexts(heldout_stream, plan.analysis[0], plan.analysis[1], ctx)
+    heldout_tokens = contexts(heldout_stream, plan.heldout[0], plan.heldout[1], ctx)
+    files = {
+        "analysis_tokens.npy": store.save_npy(cache_dir / "analysis_tokens.npy", analysis_tokens.astype(np.int32)),
+        "heldout_tokens.npy": store.save_npy(cache_dir / "heldout_tokens.npy", heldout_tokens.astype(np.int32)),
+    }
+    checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
+    hashes = {
+        step: checkpoints.weights_hash(step)
+        for step in tqdm(run.sae_steps, desc="hashing checkpoints", disable=not progress)
+    }
+    d_model = run.model.d_model or checkpoint_width(checkpoints.checkpoint_dir(run.sae_steps[0]))
+    return stage.finish(
+        config={"cache": run.to_dict()["cache"], "plan": plan.to_dict(), "model": checkpoints.describe()},
+        files=files,
+        preset=run.preset,
+        mode="streamed",
+        hook_name=run.cache.hook_name,
+        layer=run.cache.layer,
+        d_model=d_model,
+        dtype=run.cache.dtype,
+        steps=list(run.sae_steps),
+        per_step={str(step): {"weights_sha256": hashes[step], "train_span": list(plan.train[step])} for step in hashes},
+        duplicate_weights=warn_on_duplicates(hashes),
+        wrapped={
+            "train": sum(n for _, n in plan.train.values()) * ctx > len(train_stream),
+            "heldout": (plan.heldout[0] + plan.heldout[1]) * ctx > len(heldout_stream),
+        },
+    )
+
+
+def checkpoint_width(folder: Path) -> int:
+    """``d_model`` (``hidden_size``) of the Hugging Face checkpoint in ``folder``, read from its ``config.json``."""
+    return int(json.loads((Path(folder) / "config.json").read_text())["hidden_size"])
+
+
 def cache_activations(
     run: RunConfig,
     run_dir: Path,
@@ -206,6 +236,10 @@ def cache_activations(
 ) -> dict[str, Any]:
     """Cache the activations at ``blocks.{L}.hook_resid_pre`` of every SAE checkpoint into ``run_dir/cache``.
 
+    With ``cache.mode="streamed"`` nothing of size tokens x d_model is written: the folder gets the analysis and
+    held-out token sets, the token plan and every checkpoint's weights hash, and later stages run the models on
+    the fly (:class:`~saetrack.data.stream.StreamedActivations`).
+
     Returns the cache manifest. Skipped when current with the config; otherwise resumes at the first checkpoint
     whose folder is missing. ``force`` rebuilds everything. ``source`` is the checkpoint source (default: the
     run's model); ``after_step`` is called after each newly cached checkpoint (tests use it to interrupt).
@@ -214,7 +248,11 @@ def cache_activations(
         Path(run_dir) / paths.CACHE_DIR,
         "cache",
         cache_config_hash(run),
-        lambda stage: _build_cache(run, run_dir, stage, source, device, progress, after_step),
+        lambda stage: (
+            _streamed_plan(run, run_dir, stage, source, progress)
+            if run.cache.streamed
+            else _build_cache(run, run_dir, stage, source, device, progress, after_step)
+        ),
         force=force,
         clear_on_force=True,
     )

@@ -32,6 +32,7 @@ from saetrack.sae.recurrent import recurrent_init
 from saetrack.sae.training import TrainResult
 from saetrack.stages.base import StageRun, finished_manifest, run_stage
 from saetrack.stages.links import (
+    ACTIVATION_SCALE_ROWS,
     ChainTrainingError,
     activation_scale,
     evaluate_link,
@@ -58,8 +59,11 @@ OPTIMIZER_FILE = "optimizer.pt"
 
 
 def chain_config_hash(run: RunConfig) -> str:
-    """Hash of what the chain depends on: the activation cache's hash and the chain section."""
-    return config_hash({"cache": cache_config_hash(run), "chain": run.to_dict()["chain"], "seed": run.seed})
+    """Hash of what the chain depends on: the activation cache's hash, the chain section and the shuffle buffer."""
+    payload = {"cache": cache_config_hash(run), "chain": run.to_dict()["chain"], "seed": run.seed}
+    if run.cache.buffer_tokens is not None:
+        payload["buffer_tokens"] = run.cache.buffer_tokens
+    return config_hash(payload)
 
 
 def baseline_config_hash(run: RunConfig) -> str:
@@ -97,12 +101,12 @@ def _train_link_at(
     """Train, evaluate and save link ``position``: from scratch when first, else recurrently initialised."""
     chain, step = run.chain, run.sae_steps[position]
     first = position == 0
-    data = activations.train(step)
-    scale = activation_scale(data)
+    scale = activation_scale(activations.train_head(step, ACTIVATION_SCALE_ROWS))
     desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
     if not np.isfinite(scale):
         raise ChainTrainingError(
-            f"{desc}: the cached activations contain non-finite values; rebuild the cache of step {step}. "
+            f"{desc}: the activations of step {step} contain non-finite values (check the checkpoint; when cached, "
+            "rebuild its cache). "
             "Every finished link is kept on disk."
         )
     l1 = link_l1_coefficient(run, scale, activations.d_model)
@@ -119,7 +123,8 @@ def _train_link_at(
     result = train_link(
         run,
         sae,
-        data,
+        activations,
+        step,
         n_tokens=chain.tokens_for(position),
         lr=chain.lr_first if first else chain.lr_link,
         warmup=chain.warmup_steps_first if first else chain.warmup_steps_link,
@@ -162,8 +167,8 @@ def _build_chain(
     progress: bool,
     after_link: Callable[[int], None] | None,
 ) -> dict[str, Any]:
-    activations = open_activations(run, run_dir)
     checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
+    activations = open_activations(run, run_dir, checkpoints, device)
     links: list[dict[str, Any]] = []
     previous: SAETrackSAE | None = None
     optimizer_state: dict[str, Any] | None = None
@@ -250,8 +255,7 @@ def _train_baseline_at(
     """Train, evaluate and save the independent from-scratch SAE at ``step``."""
     chain = run.chain
     position = run.sae_steps.index(step)
-    data = activations.train(step)
-    scale = activation_scale(data)
+    scale = activation_scale(activations.train_head(step, ACTIVATION_SCALE_ROWS))
     l1 = link_l1_coefficient(run, scale, activations.d_model)
     sae = build_sae(
         activations.d_model,
@@ -263,7 +267,8 @@ def _train_baseline_at(
     result = train_link(
         run,
         sae,
-        data,
+        activations,
+        step,
         n_tokens=chain.baseline_token_budget,
         lr=chain.lr_first,
         warmup=chain.warmup_steps_first,
@@ -298,8 +303,8 @@ def _train_baseline_at(
 def _build_baselines(
     run: RunConfig, run_dir: Path, stage: StageRun, checkpoints: Any, device: str, progress: bool
 ) -> dict[str, Any]:
-    activations = open_activations(run, run_dir)
     checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
+    activations = open_activations(run, run_dir, checkpoints, device)
     records = []
     for step in run.baseline_steps:
         done = stage.finished_part(paths.step_dir_name(step))

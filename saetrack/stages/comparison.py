@@ -59,7 +59,7 @@ def comparison_config_hash(run: RunConfig) -> str:
 def _probe_to_target(
     run: RunConfig,
     start: Any,
-    data: np.ndarray,
+    source: ActivationSource,
     target: float,
     budget: int,
     position: int,
@@ -80,7 +80,9 @@ def _probe_to_target(
         result = train_link(
             run,
             sae,
-            data[seen : seen + n],
+            source,
+            run.sae_steps[position],
+            start=seen,
             n_tokens=n,
             lr=chain.lr_link,
             warmup=chain.warmup_steps_link if seen == 0 else 0,
@@ -115,7 +117,7 @@ def _convergence_at(
     probe = _probe_to_target(
         run,
         previous,
-        source.train(step),
+        source,
         target,
         run.chain.baseline_token_budget,
         position,
@@ -169,7 +171,7 @@ def _chain_index_stability(run: RunConfig, run_dir: Path) -> list[dict[str, Any]
 
 
 def _build_comparison(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
-    source = open_activations(run, run_dir)
+    source = open_activations(run, run_dir, device=device)
     convergence = [_convergence_at(run, run_dir, source, step, device, progress) for step in run.baseline_steps]
     agreement = [_agreement_at(run_dir, source, step) for step in run.baseline_steps]
     ratios = [c["token_ratio"] for c in convergence if c["token_ratio"] is not None]

@@ -106,24 +106,48 @@ class _CheckpointFeatures:
     top_indices: np.ndarray  # [T, F, k] int64
 
 
-def _features_per_checkpoint(
+def _checkpoint_pass(
     run: RunConfig, source: ActivationSource, folders: dict[int, Path], steps: list[int], progress: bool
-) -> _CheckpointFeatures:
-    """Statistics, top-k datapoints and token/concept labels (Def. 4.1-4.2) of every feature of every link."""
+) -> tuple[_CheckpointFeatures, dict[str, np.ndarray]]:
+    """One pass over the checkpoints, the final one first, each checkpoint's analysis set read once and dropped.
+
+    At checkpoint t: every feature's statistics, top-k datapoints and token/concept label (Def. 4.1-4.2) under
+    SAE[t], and the progress measures (Eq. 14-19) of every feature's D_i - fixed at the final checkpoint, which is
+    why it comes first (Eq. 12) - with their random baselines. Returns the tables and ``{key: [T, F]}`` measures.
+    """
     cfg = run.formation
     tokens_flat = np.asarray(source.analysis_tokens).reshape(-1)
-    stats, labels, dominant, all_values, all_indices = [], [], [], [], []
-    for step in tqdm(steps, desc="features per checkpoint", disable=not progress):
-        weights = SAEWeights.load(folders[step])
-        x = np.asarray(source.analysis(step))
-        stats.append(fx.feature_statistics(weights, x))
+    order = [len(steps) - 1, *range(len(steps) - 1)]
+    rows: dict[int, tuple[fx.FeatureStats, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    measures: dict[int, dict[str, np.ndarray]] = {}
+    final_indices: np.ndarray | None = None
+    for position in tqdm(order, desc="analysis per checkpoint", disable=not progress):
+        weights = SAEWeights.load(folders[steps[position]])
+        x = source.analysis(steps[position])
         values, indices = fx.top_k_datapoints(weights, x, k=cfg.top_k)
         label, dom, _ = fx.classify_token_concept(values, indices, tokens_flat, cfg.token_share, cfg.min_active)
-        labels.append(label)
-        dominant.append(dom)
-        all_values.append(values.astype(np.float32))
-        all_indices.append(indices.astype(np.int64))
-    return _CheckpointFeatures(stats, np.array(labels), np.array(dominant), np.stack(all_values), np.stack(all_indices))
+        rows[position] = (fx.feature_statistics(weights, x), label, dom, values.astype(np.float32), indices)
+        final_indices = indices if final_indices is None else final_indices  # D_i (Eq. 12)
+        measures[position] = fm.progress_measures(
+            [x],
+            [weights],
+            final_indices,
+            n_random_activation=cfg.n_random_activation,
+            n_random_feature=cfg.n_random_feature,
+            seed=run.seed,
+            progress=False,
+        )
+        del x
+    ordered = [rows[p] for p in range(len(steps))]
+    tables = _CheckpointFeatures(
+        [r[0] for r in ordered],
+        np.array([r[1] for r in ordered]),
+        np.array([r[2] for r in ordered]),
+        np.stack([r[3] for r in ordered]),
+        np.stack([r[4].astype(np.int64) for r in ordered]),
+    )
+    keys = measures[0].keys()
+    return tables, {key: np.concatenate([measures[p][key] for p in range(len(steps))]) for key in keys}
 
 
 def _umap_sets(
@@ -207,32 +231,25 @@ def progress_measures_over_chain(
     return result
 
 
-def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool) -> dict[str, Any]:
+def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
     """Compute every formation analysis over the chain and write the stage folder atomically."""
     cfg = run.formation
-    source = open_activations(run, run_dir)
+    source = open_activations(run, run_dir, device=device)
     folders = load_chain(run_dir, run)
     steps = sorted(folders)
     n_steps = len(steps)
     middle = min(n_steps - 1, max(1, round(MIDDLE_FRACTION * (n_steps - 1))))
     example_positions = sorted({0, middle, n_steps - 1})
 
-    tables = _features_per_checkpoint(run, source, folders, steps, progress)
+    tables, all_measures = _checkpoint_pass(run, source, folders, steps, progress)
     labels_arr, dominant_arr = tables.labels, tables.dominant
     flt = fx.filter_features(tables.stats, min_density=cfg.min_density)
     live = np.nonzero(flt.live)[0]
     patterns = np.full(labels_arr.shape[1], "excluded", dtype=object)
     patterns[live] = fx.classify_patterns(labels_arr[:, live], dominant_arr[:, live])
 
-    final_indices = tables.top_indices[n_steps - 1][live]  # D_i (Eq. 12)
-    measures = progress_measures_over_chain(
-        source,
-        folders,
-        final_indices,
-        n_random_activation=cfg.n_random_activation,
-        n_random_feature=cfg.n_random_feature,
-        seed=run.seed,
-    )
+    final_indices = tables.top_indices[n_steps - 1][live]  # D_i (Eq. 12) of the live features
+    measures = {k: v if k.startswith("baseline_") else v[:, live] for k, v in all_measures.items()}
     final_types = labels_arr[-1, live]
     chosen = _select_umap_features(final_types, measures["activation_cosine"][-1], live, run)
     positions, _, point_feature, embeddings = _umap_sets(run, source, steps, chosen, final_indices, live, progress)
@@ -274,16 +291,20 @@ def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, progress: b
     return manifest
 
 
-def analyse_formation(run: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
+def analyse_formation(
+    run: RunConfig, run_dir: Path, *, device: str = "cpu", force: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """Run the formation analyses (Sec. 4-5; Fig. 2, 4, 5, 8) over the chain of ``run``; return the stage manifest.
 
-    Skipped when ``run_dir/formation`` is current with this config (see :func:`saetrack.stages.base.run_stage`).
+    One checkpoint's analysis set is read (or, streamed, computed on ``device``) at a time: nothing of size
+    tokens x d_model x checkpoints is held. Skipped when ``run_dir/formation`` is current with this config (see
+    :func:`saetrack.stages.base.run_stage`).
     """
     return run_stage(
         Path(run_dir) / paths.FORMATION_DIR,
         "formation",
         formation_config_hash(run),
-        lambda stage: _build_formation(run, run_dir, stage, progress),
+        lambda stage: _build_formation(run, run_dir, stage, device, progress),
         force=force,
     )
 

@@ -17,6 +17,7 @@ from saetrack.sae.model import SAETrackSAE
 from saetrack.sae.training import NonFiniteLossError, TrainResult, train_sae
 
 __all__ = [
+    "ACTIVATION_SCALE_ROWS",
     "CURVE_POINTS",
     "DENSE_CURVE_POINTS",
     "ChainTrainingError",
@@ -49,7 +50,11 @@ def link_seed(run: RunConfig, kind: str, position: int) -> int:
     return int(np.random.SeedSequence([run.seed, kinds[kind], position]).generate_state(1)[0])
 
 
-def activation_scale(x: np.ndarray, n_rows: int = 65_536) -> float:
+#: Rows of a link's training slice its activation scale is measured on (:func:`activation_scale`).
+ACTIVATION_SCALE_ROWS = 65_536
+
+
+def activation_scale(x: np.ndarray, n_rows: int = ACTIVATION_SCALE_ROWS) -> float:
     """Mean L2 norm of the centred activations ``x - mean(x)`` over (up to) the first ``n_rows`` rows.
 
     The denominator of the paper's normalised reconstruction loss (see ``ChainConfig.l1_scale``).
@@ -110,8 +115,10 @@ def evaluate_link(
 def train_link(
     run: RunConfig,
     sae: SAETrackSAE,
-    data: np.ndarray,
+    activations: ActivationSource,
+    step: int,
     *,
+    start: int = 0,
     n_tokens: int,
     lr: float,
     warmup: int,
@@ -120,18 +127,26 @@ def train_link(
     desc: str,
     progress: bool,
 ) -> TrainResult:
-    """Train one SAE of the chain (a link, a baseline or a probe) on the first ``n_tokens`` rows of ``data``.
+    """Train one SAE of the chain (a link, a baseline or a probe) on rows ``[start, start + n_tokens)`` of the link
+    at ``step`` - cached or streamed, shuffled by the source (:meth:`ActivationSource.train_batches`).
 
-    Each row is seen once (SAELens' trainer, via :func:`~saetrack.sae_training.train_sae`); the loss curve is
-    logged densely for the convergence study. A too-small cache or a non-finite loss raises
-    :class:`ChainTrainingError` naming ``desc`` (the link) — finished links stay on disk.
+    Each row is seen once (SAELens' trainer, via :func:`~saetrack.sae.training.train_sae`); the loss curve is
+    logged densely for the convergence study. Too few rows or a non-finite loss raises
+    :class:`ChainTrainingError` naming ``desc`` (the link) - finished links stay on disk.
     """
-    if n_tokens > len(data):
-        raise ChainTrainingError(f"{desc}: needs {n_tokens} training tokens but the cache holds {len(data)}.")
     try:
+        batches = activations.train_batches(
+            step,
+            start=start,
+            n_tokens=n_tokens,
+            batch_size=run.chain.batch_size,
+            seed=seed,
+            dtype=sae.dtype,
+            device=str(sae.device),
+        )
         return train_sae(
             sae,
-            data[:n_tokens],  # exactly this link's own tokens, each seen once
+            batches,
             n_tokens=n_tokens,
             lr=lr,
             warmup_steps=warmup,
@@ -144,3 +159,5 @@ def train_link(
         )
     except NonFiniteLossError as error:
         raise ChainTrainingError(f"{desc}: {error} Training stopped; every finished link is kept on disk.") from error
+    except ValueError as error:
+        raise ChainTrainingError(f"{desc}: {error} Every finished link is kept on disk.") from error

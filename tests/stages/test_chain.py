@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from saetrack.stages.chain import (
     train_chain,
 )
 from saetrack.stages.links import ChainTrainingError, activation_scale, link_l1_coefficient
+from saetrack.store import StaleArtifactError
 from tests.sigkill import assert_resumes_after_sigkill
 
 
@@ -88,7 +90,9 @@ def test_interrupted_chain_resumes_to_identical_weights(run, chain_run_dir: Path
         assert ours[step]["files"] == reference[step]["files"], step
 
 
-def test_non_finite_loss_names_the_link_and_keeps_finished_links(run, chain_run_dir: Path, tmp_path: Path) -> None:
+def test_a_cache_file_altered_on_disk_is_named_before_training_and_finished_links_are_kept(
+    run, chain_run_dir: Path, tmp_path: Path
+) -> None:
     work = tmp_path / "run"
     for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR):
         shutil.copytree(chain_run_dir / folder, work / folder)
@@ -97,7 +101,7 @@ def test_non_finite_loss_names_the_link_and_keeps_finished_links(run, chain_run_
     poisoned = np.load(train_file)
     poisoned[:] = np.inf
     np.save(train_file, poisoned)
-    with pytest.raises(ChainTrainingError, match=rf"link 3/\d+ \(step {bad_step}\).*non-finite"):
+    with pytest.raises(StaleArtifactError, match=rf"{re.escape(str(train_file))} was changed on disk"):
         train_chain(run, work, progress=False)
     assert sorted(read_link_manifests(work)) == list(run.sae_steps[:2])
 

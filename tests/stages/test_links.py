@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from saetrack.config import RunConfig
+from saetrack.config import RunConfig, get_preset
+from saetrack.data.activations import ActivationCache
 from saetrack.sae.model import build_sae
 from saetrack.stages.links import (
     ChainTrainingError,
@@ -69,8 +70,12 @@ def test_sae_metadata_names_the_links_own_checkpoint(run) -> None:
     assert sae_metadata(hub, 3)["model_name"] == "org/m" and sae_metadata(hub, 3)["dataset_path"] == ""
 
 
-def test_a_link_with_too_few_cached_tokens_is_refused(run) -> None:
-    sae = build_sae(4, run.chain, seed=0)
-    with pytest.raises(ChainTrainingError, match=r"link 2/8 \(step 1\): needs 600 training tokens .*holds 512"):
-        train_link(run, sae, np.zeros((512, 4), dtype=np.float32), n_tokens=600, lr=1e-3, warmup=0, seed=0,
-                   optimizer_state=None, desc="link 2/8 (step 1)", progress=False)  # fmt: skip
+def test_a_link_with_too_few_cached_tokens_is_refused(smoke_run_dir) -> None:
+    run = get_preset("smoke")
+    cache = ActivationCache(smoke_run_dir, run)
+    step = run.sae_steps[1]
+    held = len(cache.train(step))
+    sae = build_sae(cache.d_model, run.chain, seed=0)
+    with pytest.raises(ChainTrainingError, match=rf"link 2/8 \(step {step}\): rows \[0, {held + 1}\).*holds {held}"):
+        train_link(run, sae, cache, step, n_tokens=held + 1, lr=1e-3, warmup=0, seed=0,
+                   optimizer_state=None, desc=f"link 2/8 (step {step})", progress=False)  # fmt: skip

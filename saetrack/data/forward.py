@@ -1,0 +1,74 @@
+"""The model forward that makes an activation (Eq. 6): residual stream entering block ``l``, in batches of contexts.
+
+Both activation paths run it the same way - the cache (notebook 01) writes its output to disk, the streamed source
+feeds it to the SAE - so the same contexts in the same batches give the same activations on either path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "FORWARD_DTYPES",
+    "forward_context",
+    "residual_at_layer",
+    "residual_chunks",
+]
+
+
+#: ``cache.forward_dtype`` -> the autocast dtype of the model forward (``None``: plain float32).
+FORWARD_DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+def residual_at_layer(model: Any, tokens: torch.Tensor, layer: int) -> torch.Tensor:
+    """The activation ``x^(l, C, q, t)`` of Eq. 6: ``blocks.{layer}.hook_resid_pre``, stopping the forward pass there.
+
+    ``model(tokens, stop_at_layer=layer)`` runs the embedding and blocks ``0 .. layer-1`` only and
+    returns the residual stream entering block ``layer`` - no compute past the hook.
+    """
+    with torch.inference_mode():
+        return model(tokens, stop_at_layer=layer)
+
+
+def forward_context(
+    device: str | torch.device, forward_dtype: str = "float32"
+) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context of the model forward: bfloat16 autocast on ``device`` when asked, else a no-op."""
+    dtype = FORWARD_DTYPES[forward_dtype]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def residual_chunks(
+    model: Any,
+    tokens: np.ndarray,
+    layer: int,
+    *,
+    batch_contexts: int,
+    device: str | torch.device,
+    store_dtype: torch.dtype = torch.float32,
+    forward_dtype: str = "float32",
+    first_context: int = 0,
+) -> Iterator[torch.Tensor]:
+    """Eq. 6 activations of ``tokens`` ``[n_contexts, ctx]``: one float32 ``[rows, d]`` tensor per batch, on ``device``.
+
+    Batches are ``batch_contexts`` contexts counted from context 0 (so skipping to ``first_context`` keeps the same
+    batch boundaries, and thus bit-identical activations); values are rounded through ``store_dtype`` as the cache
+    stores them. Rows are ``c * ctx + q`` in the order of the contexts.
+    """
+    n_contexts, _ = tokens.shape
+    begin = (first_context // batch_contexts) * batch_contexts
+    for start in range(begin, n_contexts, batch_contexts):
+        batch = torch.as_tensor(np.asarray(tokens[start : start + batch_contexts], dtype=np.int64), device=device)
+        with forward_context(device, forward_dtype):
+            resid = residual_at_layer(model, batch, layer)
+        resid = resid.to(store_dtype).float().clone()  # a normal tensor (autograd may save it), not an inference one
+        if start < first_context:
+            resid = resid[first_context - start :]
+        yield resid.reshape(-1, resid.shape[-1])

@@ -1,0 +1,203 @@
+"""Streamed activations (``cache.mode="streamed"``): each checkpoint's model run on the fly, nothing large on disk.
+
+:class:`StreamedActivations` serves the same :class:`~saetrack.data.activations.ActivationSource` interface as the
+on-disk cache. A link's training rows are its own slice of the corpus's training token stream (the token plan of
+:func:`~saetrack.data.cache_plan.plan_tokens`, the same slice the cache would store) run through the checkpoint's
+model up to the hooked layer (:func:`~saetrack.data.forward.residual_chunks`, the cache's own batches) into the
+training buffer of :func:`~saetrack.data.shuffle.block_shuffled_batches` on the SAE's device. The held-out and
+analysis sets are computed for one checkpoint at a time and kept only until another checkpoint is asked for.
+
+Before anything is computed the source checks its inputs: the token-stream files against the corpus manifest's
+hashes, and each checkpoint's weights against the hash notebook 01 recorded for that step - a file changed on disk
+after it was written is named, not trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saetrack import paths, store
+from saetrack.config.run import RunConfig
+from saetrack.data.cache_plan import TORCH_DTYPES, cache_config_hash, plan_tokens
+from saetrack.data.checkpoints import CheckpointSource, open_source
+from saetrack.data.corpus import TRAIN_TOKENS, load_corpus
+from saetrack.data.forward import residual_chunks
+from saetrack.data.shuffle import block_shuffled_batches
+from saetrack.data.tokens import contexts
+
+__all__ = [
+    "StreamedActivations",
+    "verify_files",
+]
+
+
+def verify_files(folder: Path, names: list[str] | None = None) -> None:
+    """Re-hash the files a finished stage's manifest in ``folder`` lists (all, or ``names``); raise on a mismatch.
+
+    Raises :class:`~saetrack.store.StaleArtifactError` naming the first file that is missing or whose SHA-256 is
+    not the one recorded when it was written.
+    """
+    manifest = store.read_manifest(folder) or {}
+    recorded = manifest.get("files", {})
+    for name in names if names is not None else sorted(recorded):
+        path = folder / name
+        if name not in recorded:
+            raise store.StaleArtifactError(f"{path} has no recorded hash in {folder / 'manifest.json'}.")
+        if not path.exists() or store.file_sha256(path) != recorded[name]:
+            raise store.StaleArtifactError(
+                f"{path} was changed on disk after it was written (its SHA-256 is not the one in "
+                f"{folder / 'manifest.json'}); rebuild it (rerun its notebook with force) instead of training on it."
+            )
+
+
+class StreamedActivations:
+    """Activations of a run's checkpoints computed on the fly (module doc); an ``ActivationSource``."""
+
+    def __init__(
+        self, run: RunConfig, run_dir: Path, checkpoints: CheckpointSource | None = None, device: str = "cpu"
+    ) -> None:
+        self.run, self.device = run, device
+        self.dir = Path(run_dir) / paths.CACHE_DIR
+        manifest = store.read_manifest(self.dir)
+        if manifest is None or manifest.get("config_hash") != cache_config_hash(run):
+            raise store.StaleArtifactError(
+                f"no finished token plan for this config at {self.dir}; run notebook 01 "
+                "(or `python run_all.py --only cache`) first."
+            )
+        self.manifest = manifest
+        self.steps: tuple[int, ...] = tuple(manifest["steps"])
+        self.hook_name: str = run.cache.hook_name
+        self.d_model: int = int(manifest["d_model"])
+        self.context_length: int = run.cache.context_length
+        self.plan = plan_tokens(run)
+        corpus_dir = Path(run_dir) / paths.CORPUS_DIR
+        verify_files(corpus_dir, [TRAIN_TOKENS])
+        verify_files(self.dir)
+        _, self._train_stream, _ = load_corpus(run_dir)
+        self.checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
+        self._model: tuple[int, Any] | None = None
+        self._sets: dict[str, tuple[int, np.ndarray]] = {}
+
+    # -- the checkpoint's model ------------------------------------------------------------------
+    def model(self, step: int) -> Any:
+        """The hooked model of ``step`` on the source's device (one kept at a time), its weights hash checked."""
+        if self._model is None or self._model[0] != step:
+            self._model = None
+            expected = self.weights_hash(step)
+            actual = self.checkpoints.weights_hash(step)
+            if actual != expected:
+                raise store.StaleArtifactError(
+                    f"the weights of checkpoint step {step} ({self.checkpoints.checkpoint_dir(step)}) hash to "
+                    f"{actual[:12]}..., not {expected[:12]}... as when notebook 01 planned this run; the checkpoint "
+                    "changed - rerun notebook 01 with force."
+                )
+            if self.run.cache.tf32 and str(self.device).startswith("cuda"):
+                torch.backends.cuda.matmul.allow_tf32 = True
+            self._model = (step, self.checkpoints.load_hooked(step, device=self.device))
+        return self._model[1]
+
+    def _rows(self, step: int, tokens: np.ndarray, first_row: int, n_rows: int) -> Iterator[torch.Tensor]:
+        """Rows ``[first_row, first_row + n_rows)`` of the activations of ``tokens`` at ``step``, in order."""
+        ctx = self.context_length
+        chunks = residual_chunks(
+            self.model(step),
+            tokens,
+            self.run.cache.layer,
+            batch_contexts=self.run.cache.batch_contexts,
+            device=self.device,
+            store_dtype=TORCH_DTYPES[self.run.cache.dtype],
+            forward_dtype=self.run.cache.forward_dtype,
+            first_context=first_row // ctx,
+        )
+        skip, left = first_row % ctx, n_rows
+        for chunk in chunks:
+            chunk = chunk[skip : left + skip]
+            skip, left = 0, left - len(chunk)
+            yield chunk
+            if left <= 0:
+                return
+
+    def train_tokens(self, step: int) -> np.ndarray:
+        """Token ids of the link's training contexts: ``[n_contexts, context_length]`` (its slice of the stream)."""
+        start, n_contexts = self.plan.train[step]
+        return contexts(self._train_stream, start, n_contexts, self.context_length)
+
+    def _check_rows(self, step: int, start: int, n_tokens: int) -> int:
+        available = self.plan.train[step][1] * self.context_length
+        if start < 0 or start + n_tokens > available:
+            raise ValueError(
+                f"rows [{start}, {start + n_tokens}) of step {step}'s training slice were asked for, but the token "
+                f"plan gives it {available} tokens."
+            )
+        return available
+
+    def train_head(self, step: int, n_rows: int) -> np.ndarray:
+        """The first ``n_rows`` (at most the slice) training rows of the link at ``step``, float32 on the host."""
+        n = min(n_rows, self.plan.train[step][1] * self.context_length)
+        return torch.cat([c.cpu() for c in self._rows(step, self.train_tokens(step), 0, n)]).numpy()
+
+    def train_batches(
+        self,
+        step: int,
+        *,
+        start: int = 0,
+        n_tokens: int,
+        batch_size: int,
+        seed: int,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> Iterator[torch.Tensor]:
+        """SAE batches of the link's rows ``[start, start + n_tokens)``, streamed and shuffled (module doc).
+
+        Reads whole batches (``n_tokens`` rounded up) when the slice has the rows, so one pass feeds every step.
+        """
+        available = self._check_rows(step, start, n_tokens)
+        whole = -(-n_tokens // batch_size) * batch_size
+        n_rows = whole if start + whole <= available else n_tokens
+        tokens = self.train_tokens(step)
+        return block_shuffled_batches(
+            lambda: self._rows(step, tokens, start, n_rows),
+            batch_size,
+            buffer_rows=self.run.cache.buffer_tokens or n_rows,
+            seed=seed,
+            dtype=dtype,
+            device=device,
+        )
+
+    def _token_set(self, name: str, step: int) -> np.ndarray:
+        if step not in self.steps:
+            raise KeyError(f"step {step} is not in the run's schedule; steps: {list(self.steps)}")
+        kept = self._sets.get(name)
+        if kept is None or kept[0] != step:
+            self._sets.pop(name, None)
+            tokens = np.asarray(self.analysis_tokens if name == "analysis" else self.heldout_tokens)
+            rows = torch.cat([c.cpu() for c in self._rows(step, tokens, 0, tokens.size)]).numpy()
+            self._sets[name] = (step, rows)
+        return self._sets[name][1]
+
+    def heldout(self, step: int) -> np.ndarray:
+        """Held-out activations at ``step``: ``[n_heldout_tokens, d_model]``, computed now (kept for one step)."""
+        return self._token_set("heldout", step)
+
+    def analysis(self, step: int) -> np.ndarray:
+        """The analysis set at ``step``: ``[n_contexts * context_length, d_model]``, computed now (one step kept)."""
+        return self._token_set("analysis", step)
+
+    @property
+    def analysis_tokens(self) -> np.ndarray:
+        """Token ids of the analysis set: ``[n_contexts, context_length]``, identical at every checkpoint."""
+        return np.load(self.dir / "analysis_tokens.npy", mmap_mode="r")
+
+    @property
+    def heldout_tokens(self) -> np.ndarray:
+        """Token ids of the held-out set: ``[n_contexts, context_length]``."""
+        return np.load(self.dir / "heldout_tokens.npy", mmap_mode="r")
+
+    def weights_hash(self, step: int) -> str:
+        """SHA-256 of the checkpoint weights of ``step`` as recorded by notebook 01."""
+        return str(self.manifest["per_step"][str(step)]["weights_sha256"])
