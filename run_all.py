@@ -7,6 +7,7 @@
     python run_all.py --rerun              # re-execute the notebooks from finished outputs (regenerates figures)
     python run_all.py --set chain.l1_coefficient=1e-3   # override a config field (validated)
     python run_all.py --quiet              # only the stage lines, not the notebooks' output and progress bars
+    python run_all.py --preset pythia-410m-l4 --plan   # print the resource plan of the whole run and stop
     python run_all.py --push-to-hub me/saetrack-nano    # then push the trained chain to the Hub
     python run_all.py --preset pythia-410m-l4 --chain-from-hub me/chain --chain-revision <commit>
                                            # analyse a chain downloaded from the Hub instead of training one
@@ -31,6 +32,7 @@ from typing import IO, Any
 from saetrack import paths
 from saetrack.config import DEFAULT_PRESET, PRESETS, ConfigError, get_preset
 from saetrack.notebooks import NotebookFailed
+from saetrack.resources import ResourceError, check_fits, format_plan, machine_limits, measure_rates, plan_run
 from saetrack.runtime import resolve_device
 from saetrack.stages.pipeline import STAGES, run_stages
 
@@ -84,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
         help="print only the stage lines, not each notebook's printed output and progress bars",
     )
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', or 'auto' (default)")
+    parser.add_argument(
+        "--plan", action="store_true", help="print the resource plan of the run (nothing is loaded or run) and stop"
+    )
+    parser.add_argument(
+        "--ignore-resources",
+        action="store_true",
+        help="go on even when the resource plan says the run does not fit this machine",
+    )
     parser.add_argument("--run-dir", default="", help="run directory (default: runs/<preset>)")
     hub = parser.add_argument_group("Hugging Face Hub")
     hub.add_argument("--push-to-hub", metavar="REPO", default="", help="push the finished chain to this repo")
@@ -112,6 +122,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--chain-from-hub REPO and --chain-revision COMMIT go together (a chain is loaded pinned).")
 
     run_dir = paths.run_dir(run.preset) if not args.run_dir else Path(args.run_dir).resolve()
+    rates = measure_rates(device)
+    limits = machine_limits(run_dir, device)
+    stages = plan_run(run, rates)
+    if args.plan:
+        print(format_plan(run, stages, rates, limits))
+        return 0
+    try:
+        check_fits(stages, limits)
+    except ResourceError as error:
+        if not args.ignore_resources:
+            print(f"saetrack: {error}\n{format_plan(run, stages, rates, limits)}", file=sys.stderr)
+            return 2
+        print(f"saetrack: warning (--ignore-resources): {error}", file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_run_dir(run_dir)
     if lock is None:

@@ -98,3 +98,12 @@ def test_a_second_run_all_on_the_same_run_directory_is_refused(tmp_path: Path, c
     again = run_all._lock_run_dir(tmp_path)  # released with the first holder
     assert again is not None
     again.close()
+
+
+def test_plan_prints_the_resource_plan_of_a_paper_preset_without_running_anything(capsys) -> None:
+    assert run_all.main(["--preset", "pythia-410m-l4", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "resource plan of preset pythia-410m-l4 (streamed activations" in out
+    for stage in ("corpus", "cache", "chain", "formation", "drift", "total"):
+        assert f"\n{stage}" in out
+    assert not (paths.run_dir("pythia-410m-l4") / "corpus").exists()

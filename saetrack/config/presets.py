@@ -157,8 +157,10 @@ def _pythia(size: str, layer: int) -> RunConfig:
     n_layers, d_model = _PYTHIA_SIZES[size]
     return RunConfig(
         preset=f"pythia-{size}-l{layer}",
-        # the paper's analysis text; tokenized with the model's own tokenizer (no tokenizer is trained)
-        corpus=CorpusConfig(source="hf:NeelNanda/pile-10k"),
+        # the deduplicated Pile Pythia-deduped was trained on (the paper streams it), read through `datasets` in
+        # streaming mode and tokenized with the model's own tokenizer; documents held out by name hash give the
+        # analysis and held-out sets (the paper's analysis text, pile-10k, is the first 10k documents of the Pile)
+        corpus=CorpusConfig(source="hf:EleutherAI/the_pile_deduplicated"),
         model=ModelConfig(
             source="hub",
             repo_id=f"EleutherAI/pythia-{size}-deduped",
@@ -166,7 +168,15 @@ def _pythia(size: str, layer: int) -> RunConfig:
             n_layers=n_layers,
             d_model=d_model,
         ),
-        cache=CacheConfig(layer=layer, context_length=128, analysis_contexts=32_768, heldout_tokens=262_144),
+        # streamed: the paper's budgets cannot be cached (about 7 TB for 160m); the buffer shuffles 2^20 rows
+        cache=CacheConfig(
+            layer=layer,
+            context_length=128,
+            analysis_contexts=32_768,
+            heldout_tokens=262_144,
+            mode="streamed",
+            buffer_tokens=1 << 20,
+        ),
         chain=ChainConfig(
             schedule=PAPER_SAE_SCHEDULE,
             baseline=_baseline_indices(PAPER_SAE_SCHEDULE, 5),

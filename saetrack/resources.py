@@ -1,0 +1,233 @@
+"""The resource plan of a run: before any work, what each stage will process and need, and whether it fits.
+
+For every stage: the tokens it runs through the model (forward passes), the SAE training tokens, the disk, host
+memory and device memory it needs at its peak, and a projected time. Everything is computed from the config alone
+(no model, dataset or tokenizer is loaded) and from two rates measured on this machine when the plan is made: the
+device's float32 matmul rate at an SAE step's shape and at a model forward's shape (:func:`measure_rates`). A
+projection is ``FLOPs / measured rate``: the FLOPs of a model forward up to the hooked layer (``2 x parameters``
+per token: attention and MLP of the blocks before the hook) and of an SAE training step (``12 x d_in x d_sae`` per
+token, the forward and backward matmuls). It ignores data loading and elementwise work, so it is a lower bound;
+``benchmarks/bench_streaming.py`` measures whole runs.
+
+:func:`check_fits` refuses (:class:`ResourceError`, one message with the numbers) when a stage needs more disk,
+host memory or device memory than the machine has; ``run_all.py --ignore-resources`` goes on anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from saetrack.config.run import RunConfig
+from saetrack.data.cache_plan import NUMPY_DTYPES, plan_tokens
+
+__all__ = [
+    "Rates",
+    "ResourceError",
+    "StagePlan",
+    "check_fits",
+    "format_plan",
+    "machine_limits",
+    "measure_rates",
+    "plan_run",
+]
+
+GB = 1e9
+
+
+class ResourceError(RuntimeError):
+    """A stage needs more disk, host memory or device memory than the machine has (the message has the numbers)."""
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Measured float32 matmul rates of a device (FLOP/s) at an SAE step's and a model forward's shapes."""
+
+    device: str
+    sae_flops: float
+    forward_flops: float
+
+
+@dataclass
+class StagePlan:
+    """What one stage will do and need (bytes; tokens; seconds projected from :class:`Rates`)."""
+
+    stage: str
+    forward_tokens: int = 0
+    sae_tokens: int = 0
+    disk: int = 0
+    host: int = 0
+    device: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _shapes(run: RunConfig) -> tuple[int, int, int, int]:
+    """``(d_model, n_layers, vocab, d_sae)`` from the config (the suite's, or the model section's)."""
+    d_model = run.model.d_model or (run.suite.d_model if run.suite else 0)
+    n_layers = run.model.n_layers or (run.suite.n_layers if run.suite else 0)
+    if not d_model or not n_layers:
+        raise ResourceError(f"preset {run.preset!r} does not state model.d_model and model.n_layers; cannot plan.")
+    vocab = run.corpus.vocab_size if run.suite and run.corpus else 50_304  # Pythia's embedding rows
+    return d_model, n_layers, vocab, run.chain.expansion_factor * d_model
+
+
+def measure_rates(device: str = "cpu", d_model: int = 512, d_sae: int = 4096, batch: int = 1024) -> Rates:
+    """Measure the float32 matmul rate of ``device`` at an SAE step's shape and a forward's shape (best of 3)."""
+
+    def rate(m: int, k: int, n: int) -> float:
+        a = torch.randn(m, k, device=device)
+        b = torch.randn(k, n, device=device)
+        best = float("inf")
+        for _ in range(3):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            a @ b
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        return 2 * m * k * n / best
+
+    return Rates(device, rate(batch, d_model, d_sae), rate(batch, d_model, 4 * d_model))
+
+
+def _sae_bytes(d_model: int, d_sae: int) -> int:
+    """Bytes of one saved SAE (float32 encoder, decoder, biases, sparsity)."""
+    return 4 * (2 * d_model * d_sae + 2 * d_sae + d_model)
+
+
+def _forward_flops_per_token(run: RunConfig, d_model: int) -> float:
+    """FLOPs per token of a forward pass up to the hooked layer: ``2 x 12 d_model^2`` per block before it."""
+    return 2 * 12 * d_model**2 * max(run.cache.layer, 1)
+
+
+def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
+    """The resource plan of every stage of ``run`` (module doc), from the config and the measured ``rates``."""
+    d_model, n_layers, vocab, d_sae = _shapes(run)
+    plan = plan_tokens(run)
+    ctx, n_ckpt = plan.context_length, len(run.sae_steps)
+    train_tokens = sum(n for _, n in plan.train.values()) * ctx
+    analysis_tokens = plan.analysis[1] * ctx
+    heldout_tokens = plan.heldout[1] * ctx
+    row = d_model * NUMPY_DTYPES[run.cache.dtype].itemsize
+    fwd = _forward_flops_per_token(run, d_model) / rates.forward_flops
+    sae_step = 12 * d_model * d_sae / rates.sae_flops
+    params = 12 * d_model**2 * n_layers + 2 * vocab * d_model
+    token_bytes = 2 if vocab < 65_536 else 4
+    chain_tokens = sum(run.chain.tokens_for(p) for p in range(n_ckpt))
+    baseline_tokens = run.chain.baseline_token_budget * len(run.baseline_steps)
+    buffer_rows = run.cache.buffer_tokens or max(run.chain.first_tokens, run.chain.baseline_token_budget)
+    sae_device = 4 * _sae_bytes(d_model, d_sae) + 3 * 4 * run.chain.batch_size * d_sae  # weights, grads, Adam, acts
+
+    corpus = StagePlan("corpus", disk=(train_tokens + analysis_tokens + heldout_tokens) * token_bytes)
+    cache = StagePlan("cache")
+    if run.model.source == "hub":
+        cache.disk += n_ckpt * 2 * params  # float16 checkpoints in the Hugging Face cache
+        cache.notes.append(f"downloads {n_ckpt} float16 checkpoints into the Hugging Face cache (counted in disk)")
+    per_ckpt = (analysis_tokens + heldout_tokens) * n_ckpt
+    if run.cache.streamed:
+        cache.notes.append("streamed: no activations written; later stages run the models on the fly")
+    else:
+        cache.forward_tokens = per_ckpt + train_tokens
+        cache.disk += (per_ckpt + train_tokens) * row
+        cache.seconds = cache.forward_tokens * fwd
+    streamed_fwd = chain_tokens + baseline_tokens + heldout_tokens * (n_ckpt + len(run.baseline_steps))
+    chain = StagePlan(
+        "chain",
+        forward_tokens=streamed_fwd if run.cache.streamed else 0,
+        sae_tokens=chain_tokens + baseline_tokens,
+        disk=(n_ckpt + len(run.baseline_steps)) * _sae_bytes(d_model, d_sae),
+        host=heldout_tokens * d_model * 4 + 4 * params,
+        device=sae_device + (4 * buffer_rows * d_model + 4 * params if run.cache.streamed else 0),
+    )
+    chain.seconds = chain.sae_tokens * sae_step + chain.forward_tokens * fwd
+    k = run.formation.top_k
+    formation = StagePlan(
+        "formation",
+        forward_tokens=analysis_tokens * (n_ckpt + 6) if run.cache.streamed else 0,
+        disk=n_ckpt * d_sae * k * 12,
+        host=analysis_tokens * d_model * 4 + d_sae * k * d_model * 4 + n_ckpt * d_sae * k * 12,
+        device=4 * params if run.cache.streamed else 0,
+    )
+    formation.seconds = (
+        formation.forward_tokens * fwd + 3 * n_ckpt * analysis_tokens * 2 * d_model * d_sae / rates.sae_flops
+    )
+    drift = StagePlan("drift", host=n_ckpt * d_sae * d_model * 4 * 2, disk=n_ckpt * d_sae * 8 * 4)
+    if not run.cache.streamed:
+        formation.notes.append("reads the cached analysis set of one checkpoint at a time")
+    return [corpus, cache, chain, formation, drift]
+
+
+def machine_limits(run_dir: Path, device: str) -> dict[str, int]:
+    """Free disk at ``run_dir``, physical host memory and (CUDA) device memory, in bytes."""
+    folder = Path(run_dir)
+    while not folder.exists():
+        folder = folder.parent
+    limits = {
+        "disk": shutil.disk_usage(folder).free,
+        "host": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        limits["device"] = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return limits
+
+
+def check_fits(stages: list[StagePlan], limits: dict[str, int]) -> None:
+    """Raise :class:`ResourceError` naming every stage and resource whose need exceeds the machine's ``limits``."""
+    total_disk = sum(s.disk for s in stages)
+    problems = []
+    if total_disk > 0.9 * limits["disk"]:
+        problems.append(f"disk: the run needs {total_disk / GB:,.1f} GB, {limits['disk'] / GB:,.1f} GB are free")
+    for s in stages:
+        for key in ("host", "device"):
+            need = getattr(s, key)
+            if key in limits and need > 0.9 * limits[key]:
+                problems.append(
+                    f"{s.stage}: needs {need / GB:,.1f} GB of {key} memory, the machine has {limits[key] / GB:,.1f} GB"
+                )
+    if problems:
+        raise ResourceError(
+            "the run does not fit this machine: " + "; ".join(problems) + ". Lower the budgets (--set), use a "
+            "bigger machine, or pass --ignore-resources to go on anyway."
+        )
+
+
+def _human_time(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_plan(run: RunConfig, stages: list[StagePlan], rates: Rates, limits: dict[str, int]) -> str:
+    """The plan as a table: one line per stage, totals, the machine's limits and where the rates come from."""
+    lines = [
+        f"resource plan of preset {run.preset} ({run.cache.mode} activations, hook {run.cache.hook_name})",
+        f"{'stage':<10} {'model fwd tokens':>17} {'SAE tokens':>14} {'disk GB':>9} {'host GB':>9} "
+        f"{'device GB':>10} {'projected':>10}   (memory: peak of the stage)",
+    ]
+    for s in stages:
+        lines.append(
+            f"{s.stage:<10} {s.forward_tokens:>17,} {s.sae_tokens:>14,} {s.disk / GB:>9.2f} {s.host / GB:>9.2f} "
+            f"{s.device / GB:>10.2f} {_human_time(s.seconds):>10}"
+        )
+        lines += [f"{'':<10} - {note}" for note in s.notes]
+    lines.append(
+        f"{'total':<10} {sum(s.forward_tokens for s in stages):>17,} {sum(s.sae_tokens for s in stages):>14,} "
+        f"{sum(s.disk for s in stages) / GB:>9.2f} {max(s.host for s in stages) / GB:>9.2f} "
+        f"{max(s.device for s in stages) / GB:>10.2f} {_human_time(sum(s.seconds for s in stages)):>10}"
+    )
+    have = ", ".join(f"{k} {v / GB:,.1f} GB" for k, v in limits.items())
+    lines.append(f"this machine: {have}")
+    lines.append(
+        f"rates measured now on {rates.device}: {rates.sae_flops / 1e9:,.0f} GFLOP/s at an SAE step's shape, "
+        f"{rates.forward_flops / 1e9:,.0f} GFLOP/s at a forward's; times are FLOPs / rate (a lower bound)"
+    )
+    return "\n".join(lines)
