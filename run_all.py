@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from saetrack import paths
+from saetrack import paths, store
 from saetrack.config import DEFAULT_PRESET, PRESETS, ConfigError, get_preset
 from saetrack.notebooks import NotebookFailed
 from saetrack.resources import ResourceError, check_fits, format_plan, machine_limits, measure_rates, plan_run
@@ -144,9 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     skip: tuple[str, ...] = ()
     if args.chain_from_hub:
-        from saetrack.hub import layout as hub
+        from saetrack import hub
 
-        folders = hub.load_hub_chain(args.chain_from_hub, args.chain_revision, run_dir, run)
+        try:
+            folders = hub.load_hub_chain(args.chain_from_hub, args.chain_revision, run_dir, run)
+        except (ValueError, OSError, store.StaleArtifactError) as error:  # one message, no traceback
+            print(
+                f"saetrack: cannot load the chain {args.chain_from_hub}@{args.chain_revision}: {error}", file=sys.stderr
+            )
+            return 2
         print(f"[chain] {len(folders)} links installed from {args.chain_from_hub}@{args.chain_revision}", flush=True)
         skip = ("chain",)
 
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"saetrack: finished in {time.perf_counter() - started:.1f} s; figures in {paths.figures_dir(run.preset)}")
 
     if args.push_to_hub:
-        from saetrack.hub import layout as hub
+        from saetrack import hub
 
         commit = hub.push_chain(
             run_dir,

@@ -107,3 +107,11 @@ def test_plan_prints_the_resource_plan_of_a_paper_preset_without_running_anythin
     for stage in ("corpus", "cache", "chain", "formation", "drift", "total"):
         assert f"\n{stage}" in out
     assert not (paths.run_dir("pythia-410m-l4") / "corpus").exists()
+
+
+def test_a_hub_chain_pinned_to_a_branch_is_one_clear_message(tmp_path: Path, capsys, hub_offline) -> None:
+    argv = ["--preset", "smoke", "--run-dir", str(tmp_path / "run"), "--chain-from-hub", "me/chain"]
+    assert run_all.main([*argv, "--chain-revision", "main"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("saetrack: cannot load the chain me/chain@main:") and "Traceback" not in err
+    assert "40" in err  # names what a pin must be
