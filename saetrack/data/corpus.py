@@ -42,7 +42,7 @@ from saetrack.data.tokens import (
     tokenize_stream,
     unigram_entropy,
 )
-from saetrack.stages.base import StageRun, run_stage
+from saetrack.stages.base import StageRun, current_manifest, run_stage
 
 __all__ = [
     "HELDOUT_TOKENS",
@@ -99,22 +99,23 @@ def streamed_token_budget(run: RunConfig) -> tuple[int, int]:
 def corpus_config_hash(run: RunConfig) -> str:
     """Hash the corpus stage's manifest carries: the corpus section, plus the model when its tokenizer is used.
 
-    A streamed corpus (:func:`streams_from_dataset`) also depends on the token budget
-    (:func:`streamed_token_budget`), so a bigger budget rebuilds it.
+    A streamed corpus (:func:`streams_from_dataset`) also depends on its held-out budget; its training budget is
+    not hashed but checked by :func:`prepare_corpus` (a corpus holding fewer training tokens than needed is rebuilt,
+    one built without them - for a chain installed from the Hub - serves the analysis stages).
     """
     if run.model.source == "suite":
         return run.section_hash("corpus")
     if not streams_from_dataset(run):
         return run.section_hash("corpus", "model")
     data = run.to_dict()
-    n_train, n_heldout = streamed_token_budget(run)
+    _, n_heldout = streamed_token_budget(run)
     return config_hash(
         {
             "seed": run.seed,
             "corpus": data["corpus"],
             "model": data["model"],
-            "n_train_tokens": n_train,
             "n_heldout_tokens": n_heldout,
+            "streamed": True,
         }
     )
 
@@ -152,7 +153,9 @@ def _check_vocab(run: RunConfig, source: Any, tokenizer: Any) -> None:
         )
 
 
-def _build_streamed_corpus(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool) -> dict[str, Any]:
+def _build_streamed_corpus(
+    run: RunConfig, run_dir: Path, stage: StageRun, progress: bool, n_train: int
+) -> dict[str, Any]:
     """Stream an ``hf:`` dataset into the token files with the model's tokenizer (:func:`stream_token_corpus`)."""
     assert run.corpus is not None
     timings: dict[str, float] = {}
@@ -161,7 +164,7 @@ def _build_streamed_corpus(run: RunConfig, run_dir: Path, stage: StageRun, progr
     tokenizer = source.tokenizer()
     _check_vocab(run, source, tokenizer)
     timings["tokenizer"] = time.perf_counter() - t0
-    n_train, n_heldout = streamed_token_budget(run)
+    _, n_heldout = streamed_token_budget(run)
     with stage.atomic() as tmp:
         t0 = time.perf_counter()
         facts = stream_token_corpus(run.corpus, tokenizer, n_train, n_heldout, tmp, progress)
@@ -184,7 +187,7 @@ def _build_streamed_corpus(run: RunConfig, run_dir: Path, stage: StageRun, progr
             separator_token_id=separator_id(tokenizer),
             token_dtype=str(token_dtype(len(tokenizer))),
             heldout_unigram_entropy=unigram_entropy(heldout_tokens),
-            train_unigram_entropy=unigram_entropy(train_tokens),
+            train_unigram_entropy=unigram_entropy(train_tokens) if train_tokens.size else None,
         )
         del train_tokens, heldout_tokens
     log.info(
@@ -198,11 +201,11 @@ def _build_streamed_corpus(run: RunConfig, run_dir: Path, stage: StageRun, progr
     return manifest
 
 
-def _build_corpus(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool) -> dict[str, Any]:
+def _build_corpus(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool, n_train: int) -> dict[str, Any]:
     """Collect, split and tokenize the documents; write the corpus folder atomically."""
     assert run.corpus is not None
     if streams_from_dataset(run):
-        return _build_streamed_corpus(run, run_dir, stage, progress)
+        return _build_streamed_corpus(run, run_dir, stage, progress, n_train)
     corpus = run.corpus
     timings: dict[str, float] = {}
     docs = collect_documents(corpus)
@@ -259,23 +262,31 @@ def _build_corpus(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool
     return manifest
 
 
-def prepare_corpus(run: RunConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+def prepare_corpus(
+    run: RunConfig, run_dir: Path, progress: bool = True, training_tokens: bool = True
+) -> dict[str, Any]:
     """Build ``run_dir/corpus/`` (tokenizer, train and held-out token streams, manifest); return the manifest.
 
     For the nano suite (``model.source == "suite"``) a byte-level BPE tokenizer is trained on the training
     documents; for any other model the text is tokenized with **that model's own tokenizer** (an ``hf:`` source
     is then streamed, see :func:`streams_from_dataset`; ``progress`` shows its tqdm bar).
-    Skipped (the existing manifest is returned) when the manifest matches :func:`corpus_config_hash`.
-    Otherwise the whole folder is rebuilt in a temporary folder and renamed into place, so a killed run
-    never leaves a half-built corpus.
+    Skipped (the existing manifest is returned) when the manifest matches :func:`corpus_config_hash` - and, when
+    streamed, holds the training tokens needed. ``training_tokens=False`` (a chain installed from the Hub: nothing
+    to train) streams only the held-out text the analyses read. Otherwise the whole folder is rebuilt in a temporary
+    folder and renamed into place, so a killed run never leaves a half-built corpus.
     """
     if run.corpus is None:
         raise ValueError(f"run {run.preset!r} has no corpus section (model.source = {run.model.source!r}).")
+    folder = Path(run_dir) / paths.CORPUS_DIR
+    digest = corpus_config_hash(run)
+    n_train = streamed_token_budget(run)[0] if training_tokens else 0
+    current = current_manifest(folder, digest) if streams_from_dataset(run) else None
     return run_stage(
-        Path(run_dir) / paths.CORPUS_DIR,
+        folder,
         "corpus",
-        corpus_config_hash(run),
-        lambda stage: _build_corpus(run, run_dir, stage, progress),
+        digest,
+        lambda stage: _build_corpus(run, run_dir, stage, progress, n_train),
+        force=current is not None and int(current.get("n_train_tokens", 0)) < n_train,
     )
 
 

@@ -182,8 +182,11 @@ def stream_token_corpus(
     """
     if not corpus.source.startswith("hf:"):
         raise ValueError(f"corpus.source = {corpus.source!r} is invalid here: stream_token_corpus reads 'hf:' sources.")
-    if n_train_tokens <= 0 or n_heldout_tokens <= 0:
-        raise ValueError(f"n_train_tokens = {n_train_tokens}, n_heldout_tokens = {n_heldout_tokens}: both must be > 0.")
+    if n_train_tokens < 0 or n_heldout_tokens <= 0:
+        raise ValueError(
+            f"n_train_tokens = {n_train_tokens}, n_heldout_tokens = {n_heldout_tokens}: need >= 0 training tokens "
+            "(0: the held-out text only) and > 0 held-out tokens."
+        )
     name = corpus.source[3:]
     texts = open_hf_texts(name, corpus.hf_split, corpus.hf_text_column)
     dtype = token_dtype(len(tokenizer))

@@ -128,6 +128,11 @@ class StreamedActivations:
         return contexts(self._train_stream, start, n_contexts, self.context_length)
 
     def _check_rows(self, step: int, start: int, n_tokens: int) -> int:
+        if len(self._train_stream) == 0:
+            raise ValueError(
+                "the corpus holds no training tokens: it was built for analysing a chain installed from the Hub. "
+                "Remove the chain folder and rerun notebook 01 to stream the training tokens."
+            )
         available = self.plan.train[step][1] * self.context_length
         if start < 0 or start + n_tokens > available:
             raise ValueError(
@@ -138,7 +143,7 @@ class StreamedActivations:
 
     def train_head(self, step: int, n_rows: int) -> np.ndarray:
         """The first ``n_rows`` (at most the slice) training rows of the link at ``step``, float32 on the host."""
-        n = min(n_rows, self.plan.train[step][1] * self.context_length)
+        n = min(n_rows, self._check_rows(step, 0, 0))
         return torch.cat([c.cpu() for c in self._rows(step, self.train_tokens(step), 0, n)]).numpy()
 
     def train_batches(

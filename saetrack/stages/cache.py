@@ -213,7 +213,8 @@ def _streamed_plan(run: RunConfig, run_dir: Path, stage: StageRun, checkpoints: 
         per_step={str(step): {"weights_sha256": hashes[step], "train_span": list(plan.train[step])} for step in hashes},
         duplicate_weights=warn_on_duplicates(hashes),
         wrapped={
-            "train": sum(n for _, n in plan.train.values()) * ctx > len(train_stream),
+            # None: the corpus holds no training tokens (a chain installed from the Hub is only analysed)
+            "train": sum(n for _, n in plan.train.values()) * ctx > len(train_stream) if len(train_stream) else None,
             "heldout": (plan.heldout[0] + plan.heldout[1]) * ctx > len(heldout_stream),
         },
     )

@@ -47,6 +47,7 @@ __all__ = [
     "OPTIMIZER_FILE",
     "baseline_config_hash",
     "chain_config_hash",
+    "chain_installed",
     "load_chain",
     "output_hashes",
     "read_link_manifests",
@@ -223,6 +224,11 @@ def train_chain(
         lambda stage: _build_chain(run, run_dir, stage, source, device, progress, after_link),
         force=force,
     )
+
+
+def chain_installed(run: RunConfig, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds the finished chain of ``run`` (trained here, or installed from the Hub)."""
+    return store.manifest_is_current(Path(run_dir) / paths.CHAIN_DIR, chain_config_hash(run))
 
 
 def load_chain(run_dir: Path, run: RunConfig | None = None) -> dict[int, Path]:

@@ -179,8 +179,8 @@ def test_missing_column_names_the_available_ones(tokenizer: object, tmp_path: Pa
 def test_unreadable_dataset_is_one_clear_error(tokenizer: object, tmp_path: Path) -> None:
     with pytest.raises(CorpusSourceError, match=r"could not load split 'train'.*needs network access"):
         stream_token_corpus(_corpus(tmp_path / "nowhere"), tokenizer, 10, 10, tmp_path / "out")
-    with pytest.raises(ValueError, match="both must be > 0"):
-        stream_token_corpus(_corpus(tmp_path / "nowhere"), tokenizer, 0, 10, tmp_path / "out")
+    with pytest.raises(ValueError, match="> 0 held-out tokens"):
+        stream_token_corpus(_corpus(tmp_path / "nowhere"), tokenizer, 10, 0, tmp_path / "out")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,10 +232,24 @@ def test_prepare_corpus_streams_with_the_models_tokenizer(tokenizer: object, tmp
         assert context_wraps(len(train), start, n_contexts, 32) == 0
     assert prepare_corpus(run, run_dir, progress=False)["finished_at"] == manifest["finished_at"]  # current
     bigger = _local_run(suite, data, **{"chain.link_tokens": 512})
-    assert corpus_config_hash(bigger) != corpus_config_hash(run)
+    assert corpus_config_hash(bigger) == corpus_config_hash(run)  # the training budget is checked, not hashed
     rebuilt = prepare_corpus(bigger, run_dir, progress=False)
     assert rebuilt["n_train_tokens"] == streamed_token_budget(bigger)[0] > n_train
     assert len(load_corpus(run_dir)[1]) == rebuilt["n_train_tokens"]
+    assert prepare_corpus(run, run_dir, progress=False)["finished_at"] == rebuilt["finished_at"]  # enough tokens
+
+
+def test_a_corpus_for_a_hub_chain_streams_only_the_heldout_text(tokenizer: object, tmp_path: Path) -> None:
+    data = _parquet_dataset(tmp_path / "ds", _texts(n_rows=800, seed=4))
+    suite = tmp_path / "suite"
+    build_suite(suite, {step: step + 1 for step in get_preset("smoke").model.checkpoint_steps})
+    run = _local_run(suite, data)
+    manifest = prepare_corpus(run, tmp_path / "run", progress=False, training_tokens=False)
+    _, train, held = load_corpus(tmp_path / "run")
+    assert manifest["n_train_tokens"] == len(train) == 0
+    assert len(held) == streamed_token_budget(run)[1]
+    trained = prepare_corpus(run, tmp_path / "run", progress=False)  # training needs the tokens: rebuilt
+    assert trained["n_train_tokens"] == streamed_token_budget(run)[0] > 0
 
 
 @pytest.mark.usefixtures("hub_offline", "one_thread")
