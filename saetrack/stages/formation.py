@@ -106,73 +106,83 @@ class _CheckpointFeatures:
     top_indices: np.ndarray  # [T, F, k] int64
 
 
-def _checkpoint_pass(
+def _feature_tables(
     run: RunConfig, source: ActivationSource, folders: dict[int, Path], steps: list[int], progress: bool
-) -> tuple[_CheckpointFeatures, dict[str, np.ndarray]]:
-    """One pass over the checkpoints, the final one first, each checkpoint's analysis set read once and dropped.
+) -> _CheckpointFeatures:
+    """Statistics, top-k datapoints and token/concept labels (Def. 4.1-4.2) of every feature of every link.
 
-    At checkpoint t: every feature's statistics, top-k datapoints and token/concept label (Def. 4.1-4.2) under
-    SAE[t], and the progress measures (Eq. 14-19) of every feature's D_i - fixed at the final checkpoint, which is
-    why it comes first (Eq. 12) - with their random baselines. Returns the tables and ``{key: [T, F]}`` measures.
+    One checkpoint's analysis set is read (streamed: computed) at a time and dropped before the next.
     """
     cfg = run.formation
     tokens_flat = np.asarray(source.analysis_tokens).reshape(-1)
-    order = [len(steps) - 1, *range(len(steps) - 1)]
-    rows: dict[int, tuple[fx.FeatureStats, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-    measures: dict[int, dict[str, np.ndarray]] = {}
-    final_indices: np.ndarray | None = None
-    for position in tqdm(order, desc="analysis per checkpoint", disable=not progress):
-        weights = SAEWeights.load(folders[steps[position]])
-        x = source.analysis(steps[position])
+    stats, labels, dominant, all_values, all_indices = [], [], [], [], []
+    for step in tqdm(steps, desc="features per checkpoint", disable=not progress):
+        weights = SAEWeights.load(folders[step])
+        x = source.analysis(step)
+        stats.append(fx.feature_statistics(weights, x))
         values, indices = fx.top_k_datapoints(weights, x, k=cfg.top_k)
         label, dom, _ = fx.classify_token_concept(values, indices, tokens_flat, cfg.token_share, cfg.min_active)
-        rows[position] = (fx.feature_statistics(weights, x), label, dom, values.astype(np.float32), indices)
-        final_indices = indices if final_indices is None else final_indices  # D_i (Eq. 12)
-        measures[position] = fm.progress_measures(
+        labels.append(label)
+        dominant.append(dom)
+        all_values.append(values.astype(np.float32))
+        all_indices.append(indices.astype(np.int64))
+        del x
+    return _CheckpointFeatures(stats, np.array(labels), np.array(dominant), np.stack(all_values), np.stack(all_indices))
+
+
+@dataclass(frozen=True)
+class _ProgressPass:
+    """What the second pass over the checkpoints gives: progress measures and the activations UMAP embeds."""
+
+    measures: dict[str, np.ndarray]  # key -> [T, L]; "baseline_<key>" -> [T]
+    chosen: list[int]  # the features Fig. 4 draws
+    point_feature: np.ndarray  # [n] the feature of each UMAP point
+    umap_points: dict[int, np.ndarray]  # checkpoint position -> [n, d] activations of the chosen features' D_i
+
+
+def _progress_pass(
+    run: RunConfig,
+    source: ActivationSource,
+    folders: dict[int, Path],
+    steps: list[int],
+    live: np.ndarray,
+    final_types: np.ndarray,
+    final_indices: np.ndarray,
+    progress: bool,
+) -> _ProgressPass:
+    """Progress measures (Def. 5.4, Eq. 14-19) of the live features at every checkpoint, the final one first.
+
+    The final checkpoint's measures choose Fig. 4's features; the activations of their D_i (Eq. 12-13) are kept at
+    the checkpoints UMAP draws. One checkpoint's analysis set is held at a time.
+    """
+    cfg = run.formation
+    positions = set(fm.checkpoint_positions(steps))
+    per: dict[int, dict[str, np.ndarray]] = {}
+    chosen: list[int] = []
+    rows = np.zeros(0, dtype=np.int64)
+    umap_points: dict[int, np.ndarray] = {}
+    order = [len(steps) - 1, *range(len(steps) - 1)]
+    for position in tqdm(order, desc="progress measures per checkpoint", disable=not progress):
+        x = source.analysis(steps[position])
+        per[position] = fm.progress_measures(
             [x],
-            [weights],
+            [SAEWeights.load(folders[steps[position]])],
             final_indices,
             n_random_activation=cfg.n_random_activation,
             n_random_feature=cfg.n_random_feature,
             seed=run.seed,
             progress=False,
         )
+        if position == len(steps) - 1:
+            chosen = _select_umap_features(final_types, per[position]["activation_cosine"][-1], live, run)
+            live_pos = {int(f): j for j, f in enumerate(live)}
+            rows = np.concatenate([final_indices[live_pos[f]] for f in chosen]) if chosen else rows
+        if position in positions and len(rows) > 2:
+            umap_points[position] = np.asarray(x)[rows]
         del x
-    ordered = [rows[p] for p in range(len(steps))]
-    tables = _CheckpointFeatures(
-        [r[0] for r in ordered],
-        np.array([r[1] for r in ordered]),
-        np.array([r[2] for r in ordered]),
-        np.stack([r[3] for r in ordered]),
-        np.stack([r[4].astype(np.int64) for r in ordered]),
-    )
-    keys = measures[0].keys()
-    return tables, {key: np.concatenate([measures[p][key] for p in range(len(steps))]) for key in keys}
-
-
-def _umap_sets(
-    run: RunConfig,
-    source: ActivationSource,
-    steps: list[int],
-    chosen: list[int],
-    final_indices: np.ndarray,
-    live: np.ndarray,
-    progress: bool,
-) -> tuple[list[int], np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Fig. 4: UMAP embeddings of the ``chosen`` features' activation sets at six checkpoints.
-
-    Returns the checkpoint positions, the analysis rows, each row's feature and one ``[n, 2]`` embedding per position.
-    """
-    cfg = run.formation
-    positions = fm.checkpoint_positions(steps)
-    live_pos = {int(f): j for j, f in enumerate(live)}
-    rows = np.concatenate([final_indices[live_pos[f]] for f in chosen]) if chosen else np.zeros(0, dtype=np.int64)
+    measures = {key: np.concatenate([per[p][key] for p in range(len(steps))]) for key in per[0]}
     point_feature = np.repeat(chosen, cfg.top_k) if chosen else np.zeros(0, dtype=np.int64)
-    embeddings = [
-        fm.umap_embedding(np.asarray(source.analysis(steps[p]))[rows], seed=cfg.umap_seed)
-        for p in tqdm(positions, desc="UMAP per checkpoint", disable=not progress or not chosen)
-    ] if len(rows) > 2 else []  # fmt: skip
-    return positions, rows, point_feature, embeddings
+    return _ProgressPass(measures, chosen, point_feature, umap_points)
 
 
 def _pattern_examples(
@@ -241,18 +251,22 @@ def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str
     middle = min(n_steps - 1, max(1, round(MIDDLE_FRACTION * (n_steps - 1))))
     example_positions = sorted({0, middle, n_steps - 1})
 
-    tables, all_measures = _checkpoint_pass(run, source, folders, steps, progress)
+    tables = _feature_tables(run, source, folders, steps, progress)
     labels_arr, dominant_arr = tables.labels, tables.dominant
     flt = fx.filter_features(tables.stats, min_density=cfg.min_density)
     live = np.nonzero(flt.live)[0]
     patterns = np.full(labels_arr.shape[1], "excluded", dtype=object)
     patterns[live] = fx.classify_patterns(labels_arr[:, live], dominant_arr[:, live])
 
-    final_indices = tables.top_indices[n_steps - 1][live]  # D_i (Eq. 12) of the live features
-    measures = {k: v if k.startswith("baseline_") else v[:, live] for k, v in all_measures.items()}
+    final_indices = tables.top_indices[n_steps - 1][live]  # D_i (Eq. 12)
     final_types = labels_arr[-1, live]
-    chosen = _select_umap_features(final_types, measures["activation_cosine"][-1], live, run)
-    positions, _, point_feature, embeddings = _umap_sets(run, source, steps, chosen, final_indices, live, progress)
+    second = _progress_pass(run, source, folders, steps, live, final_types, final_indices, progress)
+    measures, chosen, point_feature = second.measures, second.chosen, second.point_feature
+    positions = fm.checkpoint_positions(steps)
+    embeddings = [
+        fm.umap_embedding(second.umap_points[p], seed=cfg.umap_seed)
+        for p in tqdm(positions, desc="UMAP per checkpoint", disable=not progress or not second.umap_points)
+    ] if second.umap_points else []  # fmt: skip
     examples = _pattern_examples(
         run, run_dir, source, tables, patterns, live, measures["activation_cosine"][-1], example_positions, steps
     )
