@@ -150,14 +150,14 @@ def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
     k = run.formation.top_k
     formation = StagePlan(
         "formation",
-        forward_tokens=analysis_tokens * (n_ckpt + 6) if run.cache.streamed else 0,
+        forward_tokens=2 * analysis_tokens * n_ckpt if run.cache.streamed else 0,
         disk=n_ckpt * d_sae * k * 12,
         host=analysis_tokens * d_model * 4 + d_sae * k * d_model * 4 + n_ckpt * d_sae * k * 12,
-        device=4 * params if run.cache.streamed else 0,
+        device=(4 * params if run.cache.streamed else 0) + _sae_bytes(d_model, d_sae) + 256 * k * d_sae * 4 * 3,
     )
-    formation.seconds = (
-        formation.forward_tokens * fwd + 3 * n_ckpt * analysis_tokens * 2 * d_model * d_sae / rates.sae_flops
-    )
+    encode = 2 * analysis_tokens * 2 * d_model * d_sae  # two passes encode the analysis set
+    similarities = 2 * d_sae * k * d_model * d_sae + 8 * d_sae * k * k * d_sae  # Eq. 15/18 over every feature's D_i
+    formation.seconds = formation.forward_tokens * fwd + n_ckpt * (encode + similarities) / rates.sae_flops
     drift = StagePlan("drift", host=n_ckpt * d_sae * d_model * 4 * 2, disk=n_ckpt * d_sae * 8 * 4)
     if not run.cache.streamed:
         formation.notes.append("reads the cached analysis set of one checkpoint at a time")

@@ -64,9 +64,9 @@ def check_disk_space(run: RunConfig, folder: Path, d_model: int) -> int:
             f"the activation cache of preset {run.preset!r} needs {need / 1e9:,.1f} GB "
             f"({run.chain.first_tokens:,} first-SAE tokens, {run.chain.link_tokens:,} per later link, "
             f"d_model {d_model}, {run.cache.dtype}) but only {free / 1e9:,.1f} GB are free at {folder}. "
-            "Lower chain.first_tokens / chain.link_tokens, store float16 (cache.dtype), or point "
-            "SAETRACK_RUNS at a bigger disk. (The paper's 300M + 15M-token budgets cannot be cached; they need "
-            "activations computed on the fly, which this version does not implement.)"
+            "Stream the activations instead (--set cache.mode=streamed: nothing of this size is written), lower "
+            "chain.first_tokens / chain.link_tokens, store float16 (cache.dtype), or point SAETRACK_RUNS at a "
+            "bigger disk."
         )
     return need
 

@@ -107,17 +107,18 @@ class _CheckpointFeatures:
 
 
 def _feature_tables(
-    run: RunConfig, source: ActivationSource, folders: dict[int, Path], steps: list[int], progress: bool
+    run: RunConfig, source: ActivationSource, folders: dict[int, Path], steps: list[int], device: str, progress: bool
 ) -> _CheckpointFeatures:
     """Statistics, top-k datapoints and token/concept labels (Def. 4.1-4.2) of every feature of every link.
 
-    One checkpoint's analysis set is read (streamed: computed) at a time and dropped before the next.
+    One checkpoint's analysis set is read (streamed: computed) at a time and dropped before the next; the SAE
+    encodes on ``device``.
     """
     cfg = run.formation
     tokens_flat = np.asarray(source.analysis_tokens).reshape(-1)
     stats, labels, dominant, all_values, all_indices = [], [], [], [], []
     for step in tqdm(steps, desc="features per checkpoint", disable=not progress):
-        weights = SAEWeights.load(folders[step])
+        weights = SAEWeights.load(folders[step], device=device)
         x = source.analysis(step)
         stats.append(fx.feature_statistics(weights, x))
         values, indices = fx.top_k_datapoints(weights, x, k=cfg.top_k)
@@ -148,6 +149,7 @@ def _progress_pass(
     live: np.ndarray,
     final_types: np.ndarray,
     final_indices: np.ndarray,
+    device: str,
     progress: bool,
 ) -> _ProgressPass:
     """Progress measures (Def. 5.4, Eq. 14-19) of the live features at every checkpoint, the final one first.
@@ -166,7 +168,7 @@ def _progress_pass(
         x = source.analysis(steps[position])
         per[position] = fm.progress_measures(
             [x],
-            [SAEWeights.load(folders[steps[position]])],
+            [SAEWeights.load(folders[steps[position]], device=device)],
             final_indices,
             n_random_activation=cfg.n_random_activation,
             n_random_feature=cfg.n_random_feature,
@@ -251,7 +253,7 @@ def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str
     middle = min(n_steps - 1, max(1, round(MIDDLE_FRACTION * (n_steps - 1))))
     example_positions = sorted({0, middle, n_steps - 1})
 
-    tables = _feature_tables(run, source, folders, steps, progress)
+    tables = _feature_tables(run, source, folders, steps, device, progress)
     labels_arr, dominant_arr = tables.labels, tables.dominant
     flt = fx.filter_features(tables.stats, min_density=cfg.min_density)
     live = np.nonzero(flt.live)[0]
@@ -260,7 +262,7 @@ def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str
 
     final_indices = tables.top_indices[n_steps - 1][live]  # D_i (Eq. 12)
     final_types = labels_arr[-1, live]
-    second = _progress_pass(run, source, folders, steps, live, final_types, final_indices, progress)
+    second = _progress_pass(run, source, folders, steps, live, final_types, final_indices, device, progress)
     measures, chosen, point_feature = second.measures, second.chosen, second.point_feature
     positions = fm.checkpoint_positions(steps)
     embeddings = [
@@ -310,9 +312,9 @@ def analyse_formation(
 ) -> dict[str, Any]:
     """Run the formation analyses (Sec. 4-5; Fig. 2, 4, 5, 8) over the chain of ``run``; return the stage manifest.
 
-    One checkpoint's analysis set is read (or, streamed, computed on ``device``) at a time: nothing of size
-    tokens x d_model x checkpoints is held. Skipped when ``run_dir/formation`` is current with this config (see
-    :func:`saetrack.stages.base.run_stage`).
+    One checkpoint's analysis set is read (or, streamed, computed on ``device``) at a time and the SAEs encode on
+    ``device``: nothing of size tokens x d_model x checkpoints is held. Skipped when ``run_dir/formation`` is
+    current with this config (see :func:`saetrack.stages.base.run_stage`).
     """
     return run_stage(
         Path(run_dir) / paths.FORMATION_DIR,
