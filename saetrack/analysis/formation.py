@@ -10,9 +10,9 @@
   the checkpoints of :func:`checkpoint_positions`.
 
 Everything works on plain arrays (one ``[N, d]`` analysis array per checkpoint, the same N datapoints at every
-checkpoint) so that it can be tested on synthetic data;
-:func:`saetrack.stages.formation.progress_measures_over_chain` is the thin wrapper for an activation source and a
-chain of SAE folders.
+checkpoint) so that it can be tested on synthetic data. Checkpoints are independent (the random sets are drawn from
+the seed alone), so :mod:`saetrack.stages.formation` calls :func:`progress_measures` one checkpoint at a time and
+never holds two analysis sets.
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ manifest matches the config.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +42,6 @@ __all__ = [
     "load_formation",
     "median_progress",
     "output_hashes",
-    "progress_measures_over_chain",
     "summary_numbers",
     "top_contexts",
 ]
@@ -216,31 +213,6 @@ def _pattern_examples(
                 )
             examples.append({"pattern": pattern, "feature": feature, "columns": columns})
     return examples
-
-
-def progress_measures_over_chain(
-    source: ActivationSource,
-    sae_folders: Mapping[int, str | os.PathLike[str]],
-    indices: np.ndarray,
-    *,
-    device: str = "cpu",
-    **kwargs: int,
-) -> dict[str, np.ndarray]:
-    """Progress measures (Def. 5.4, Eq. 14-19) over the chain ``sae_folders`` (step -> SAE folder), in step order.
-
-    Reads each step's analysis activations from ``source`` and each SAE with :meth:`SAEWeights.load` on
-    ``device``; ``kwargs`` go to :func:`saetrack.analysis.formation.progress_measures`. Also returns ``"steps"``:
-    the ``[T]`` steps in the order of the rows.
-    """
-    steps = sorted(sae_folders)
-    missing = [s for s in steps if s not in source.steps]
-    if missing:
-        raise KeyError(f"steps {missing} have an SAE but no cached activations; cached steps: {list(source.steps)}")
-    analysis = [source.analysis(s) for s in steps]
-    weights = [SAEWeights.load(sae_folders[s], device=device) for s in steps]
-    result = fm.progress_measures(analysis, weights, indices, **kwargs)
-    result["steps"] = np.asarray(steps, dtype=np.int64)
-    return result
 
 
 def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:

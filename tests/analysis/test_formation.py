@@ -87,6 +87,17 @@ def test_progress_measures_match_progress_module_and_ignore_chunking() -> None:
         assert np.all(np.isfinite(result[key]))
 
 
+def test_one_checkpoint_at_a_time_gives_the_same_measures_as_all_at_once() -> None:
+    analysis, weights = chain_problem(n_steps=3)
+    indices = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+    kwargs = dict(n_random_activation=30, n_random_feature=20, seed=4)
+    together = progress_measures(analysis, weights, indices, **kwargs)
+    for t, (x, w) in enumerate(zip(analysis, weights, strict=True)):
+        alone = progress_measures([x], [w], indices, progress=False, **kwargs)
+        for key, value in together.items():
+            np.testing.assert_array_equal(alone[key][0], value[t], err_msg=f"{key} at checkpoint {t}")
+
+
 def test_random_baseline_uses_the_same_datapoints_at_every_step() -> None:
     # The same analysis array at every step: the random set (drawn once) must give the same baseline every step.
     analysis, weights = chain_problem(n_steps=1)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from safetensors.torch import save_file
 
 from saetrack import paths, store
-from saetrack.analysis.formation import PROGRESS_KEYS, progress_measures
+from saetrack.analysis.formation import PROGRESS_KEYS
 from saetrack.config import RunConfig
 from saetrack.data.corpus import load_corpus
 from saetrack.stages.chain import chain_config_hash
@@ -21,11 +18,9 @@ from saetrack.stages.formation import (
     load_formation,
     median_progress,
     output_hashes,
-    progress_measures_over_chain,
     summary_numbers,
     top_contexts,
 )
-from tests.analysis.helpers import chain_problem
 
 
 def _result(progress: np.ndarray, final_types: list[str]) -> FormationResult:
@@ -93,28 +88,6 @@ def test_formation_stage_end_to_end_at_smoke_size(run: RunConfig, formation_run:
     assert all("«" in text and "<mark>" in html for _, text, html in contexts)
     with pytest.raises(store.StaleArtifactError, match="another config"):
         load_formation(work, run.with_overrides({"formation.top_k": 10}))
-
-
-def test_progress_measures_over_chain_orders_steps(tmp_path: Path) -> None:
-    analysis, weights = chain_problem(n_steps=2)
-    folders = {}
-    for step, w in zip((20, 10), reversed(weights), strict=True):  # step 10 <-> weights[0]
-        folder = tmp_path / f"sae_{step}"
-        folder.mkdir()
-        (folder / "cfg.json").write_text(json.dumps({"apply_b_dec_to_input": True, "normalize_activations": "none"}))
-        save_file(
-            {"W_enc": w.W_enc, "b_enc": w.b_enc, "W_dec": w.W_dec, "b_dec": w.b_dec}, folder / "sae_weights.safetensors"
-        )
-        folders[step] = folder
-    cache = SimpleNamespace(steps=(10, 20), analysis=lambda s: analysis[(10, 20).index(s)])
-    indices = np.array([[0, 1, 2], [3, 4, 5]])
-    got = progress_measures_over_chain(cache, folders, indices, n_random_activation=30, n_random_feature=20)
-    expected = progress_measures(analysis, weights, indices, n_random_activation=30, n_random_feature=20)
-    np.testing.assert_array_equal(got["steps"], [10, 20])
-    for key in PROGRESS_KEYS:
-        np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-12)
-    with pytest.raises(KeyError, match="no cached activations"):
-        progress_measures_over_chain(cache, {30: folders[10]}, indices)
 
 
 def test_median_progress_by_final_type() -> None:
