@@ -40,6 +40,15 @@ def resolve_device(device: str = "auto") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but no CUDA GPU is visible; use 'cpu' or 'auto'.")
+    if device.startswith("cuda:"):
+        index, count = device.partition(":")[2], torch.cuda.device_count()
+        if not index.isdigit() or int(index) >= count:
+            raise ValueError(f"device={device!r} is not there: this machine has {count} CUDA GPU(s), 'cuda:0' to "
+                             f"'cuda:{count - 1}'.")  # fmt: skip
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' was asked for but no Apple GPU is available; use 'cpu' or 'auto'.")
+    elif device not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={device!r} is invalid: use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
     return device
 
 

@@ -31,7 +31,12 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match=r"device='cuda:1' was asked for but no CUDA GPU is visible"):
         resolve_device("cuda:1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+    with pytest.raises(ValueError, match=r"device='cuda:2' is not there: this machine has 2 CUDA GPU"):
+        resolve_device("cuda:2")
+    with pytest.raises(ValueError, match=r"device='tpu' is invalid"):
+        resolve_device("tpu")
 
 
 def test_resolve_run_from_a_preset_or_a_config_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -123,3 +123,24 @@ def test_a_changed_token_file_or_checkpoint_is_named_before_streaming(both_modes
     weights.write_bytes(bytes(data))
     with pytest.raises(StaleArtifactError, match=rf"weights of checkpoint step {step}.*rerun notebook 01"):
         open_activations(streamed_run, work).train_head(step, 10)
+
+
+def test_an_interrupted_streamed_chain_resumes_to_the_same_weights(both_modes, tmp_path: Path) -> None:
+    _, _, streamed_run, streamed = both_modes
+    work = tmp_path / "run"
+    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR):
+        shutil.copytree(streamed / folder, work / folder)
+    stop_at = streamed_run.sae_steps[2]
+
+    def interrupt(step: int) -> None:
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_chain(streamed_run, work, progress=False, after_link=interrupt)
+    assert len(list((work / paths.CHAIN_DIR).glob("step*/manifest.json"))) == 3  # finished links kept
+    train_chain(streamed_run, work, progress=False)
+    for step in streamed_run.sae_steps:
+        rel = Path(paths.CHAIN_DIR) / paths.step_dir_name(step) / "sae_weights.safetensors"
+        a, b = load_file(streamed / rel), load_file(work / rel)
+        assert all(np.array_equal(a[k], b[k]) for k in a), step
