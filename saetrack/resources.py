@@ -150,9 +150,12 @@ def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
     k = run.formation.top_k
     formation = StagePlan(
         "formation",
-        forward_tokens=2 * analysis_tokens * n_ckpt if run.cache.streamed else 0,
+        # streamed: the analysis set's rows are computed when read: two full passes (statistics, top-k), one for the
+        # datapoints D_i, and the random and UMAP rows
+        forward_tokens=4 * analysis_tokens * n_ckpt if run.cache.streamed else 0,
         disk=n_ckpt * d_sae * k * 12,
-        host=analysis_tokens * d_model * 4 + d_sae * k * d_model * 4 + n_ckpt * d_sae * k * 12,
+        # streamed: one forward batch of the analysis set at a time; cached: its memory map (paged, not counted)
+        host=d_sae * k * d_model * 4 + n_ckpt * d_sae * k * 12 + 8192 * (d_model + d_sae) * 8,
         device=(4 * params if run.cache.streamed else 0) + _sae_bytes(d_model, d_sae) + 256 * k * d_sae * 4 * 3,
     )
     encode = 2 * analysis_tokens * 2 * d_model * d_sae  # two passes encode the analysis set

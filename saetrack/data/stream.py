@@ -4,8 +4,9 @@
 on-disk cache. A link's training rows are its own slice of the corpus's training token stream (the token plan of
 :func:`~saetrack.data.cache_plan.plan_tokens`, the same slice the cache would store) run through the checkpoint's
 model up to the hooked layer (:func:`~saetrack.data.forward.residual_chunks`, the cache's own batches) into the
-training buffer of :func:`~saetrack.data.shuffle.block_shuffled_batches` on the SAE's device. The held-out and
-analysis sets are computed for one checkpoint at a time and kept only until another checkpoint is asked for.
+training buffer of :func:`~saetrack.data.shuffle.block_shuffled_batches` on the SAE's device. The held-out set is
+computed for one checkpoint at a time and kept until another is asked for; the analysis set is a
+:class:`LazyActivations` view whose rows are computed when read, so it is never held whole.
 
 Before anything is computed the source checks its inputs: the token-stream files against the corpus manifest's
 hashes, and each checkpoint's weights against the hash notebook 01 recorded for that step - a file changed on disk
@@ -31,6 +32,7 @@ from saetrack.data.shuffle import block_shuffled_batches
 from saetrack.data.tokens import contexts
 
 __all__ = [
+    "LazyActivations",
     "StreamedActivations",
     "verify_files",
 ]
@@ -53,6 +55,58 @@ def verify_files(folder: Path, names: list[str] | None = None) -> None:
                 f"{path} was changed on disk after it was written (its SHA-256 is not the one in "
                 f"{folder / 'manifest.json'}); rebuild it (rerun its notebook with force) instead of training on it."
             )
+
+
+class LazyActivations:
+    """A checkpoint's activations of a fixed token set, computed only for the rows read (a read-only ``[N, d]`` view).
+
+    Indexed like the memory map of the cache - a slice, or an array of row indices - it runs the model on just the
+    contexts holding those rows, in the same batches as a full pass (so the values are bit-identical), and keeps the
+    last batch it computed. The analyses read it in slices of a few thousand rows and gather their datapoints from
+    it: host memory stays at one batch plus what they gather, whatever the size of the set.
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, source: StreamedActivations, step: int, tokens: np.ndarray) -> None:
+        self._source, self._step, self._tokens = source, step, tokens
+        self.shape = (int(tokens.size), source.d_model)
+        self._batch_rows = source.run.cache.batch_contexts * source.context_length
+        self._kept: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _batch(self, index: int) -> np.ndarray:
+        """Rows of forward batch ``index`` (``batch_contexts`` contexts), computed or kept from the last call."""
+        if self._kept is None or self._kept[0] != index:
+            first = index * self._batch_rows
+            n = min(self._batch_rows, self.shape[0] - first)
+            rows = torch.cat([c.cpu() for c in self._source._rows(self._step, self._tokens, first, n)]).numpy()
+            self._kept = (index, rows)
+        return self._kept[1]
+
+    def __getitem__(self, key: slice | np.ndarray | list[int]) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, stride = key.indices(self.shape[0])
+            rows = np.arange(start, stop, stride, dtype=np.int64)
+        else:
+            rows = np.asarray(key, dtype=np.int64).reshape(-1)
+            if rows.size and (rows.min() < -self.shape[0] or rows.max() >= self.shape[0]):
+                raise IndexError(f"row index out of range for {self.shape[0]} rows.")
+            rows = rows % self.shape[0]
+        out = np.empty((rows.size, self.shape[1]), dtype=np.float32)
+        batch_of = rows // self._batch_rows
+        for index in np.unique(batch_of):
+            chosen = np.nonzero(batch_of == index)[0]
+            out[chosen] = self._batch(int(index))[rows[chosen] - index * self._batch_rows]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """Every row (the whole set in memory: only for small sets and tests)."""
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
 
 
 class StreamedActivations:
@@ -180,7 +234,7 @@ class StreamedActivations:
         kept = self._sets.get(name)
         if kept is None or kept[0] != step:
             self._sets.pop(name, None)
-            tokens = np.asarray(self.analysis_tokens if name == "analysis" else self.heldout_tokens)
+            tokens = np.asarray(self.heldout_tokens)
             rows = torch.cat([c.cpu() for c in self._rows(step, tokens, 0, tokens.size)]).numpy()
             self._sets[name] = (step, rows)
         return self._sets[name][1]
@@ -189,9 +243,12 @@ class StreamedActivations:
         """Held-out activations at ``step``: ``[n_heldout_tokens, d_model]``, computed now (kept for one step)."""
         return self._token_set("heldout", step)
 
-    def analysis(self, step: int) -> np.ndarray:
-        """The analysis set at ``step``: ``[n_contexts * context_length, d_model]``, computed now (one step kept)."""
-        return self._token_set("analysis", step)
+    def analysis(self, step: int) -> LazyActivations:
+        """The analysis set at ``step`` as a :class:`LazyActivations` view ``[n_contexts * context_length, d_model]``:
+        rows are computed when read, so the whole set is never held."""
+        if step not in self.steps:
+            raise KeyError(f"step {step} is not in the run's schedule; steps: {list(self.steps)}")
+        return LazyActivations(self, step, np.asarray(self.analysis_tokens))
 
     @property
     def analysis_tokens(self) -> np.ndarray:

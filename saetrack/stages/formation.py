@@ -177,7 +177,7 @@ def _progress_pass(
             live_pos = {int(f): j for j, f in enumerate(live)}
             rows = np.concatenate([final_indices[live_pos[f]] for f in chosen]) if chosen else rows
         if position in positions and len(rows) > 2:
-            umap_points[position] = np.asarray(x)[rows]
+            umap_points[position] = np.asarray(x[rows])
         del x
     measures = {key: np.concatenate([per[p][key] for p in range(len(steps))]) for key in per[0]}
     point_feature = np.repeat(chosen, cfg.top_k) if chosen else np.zeros(0, dtype=np.int64)

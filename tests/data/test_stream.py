@@ -15,7 +15,7 @@ from saetrack import paths
 from saetrack.config import get_preset
 from saetrack.data.activations import ActivationCache, open_activations
 from saetrack.data.corpus import TRAIN_TOKENS
-from saetrack.data.stream import StreamedActivations
+from saetrack.data.stream import LazyActivations, StreamedActivations
 from saetrack.stages.cache import cache_activations
 from saetrack.stages.chain import train_chain
 from saetrack.stages.drift import analyse_drift
@@ -144,3 +144,17 @@ def test_an_interrupted_streamed_chain_resumes_to_the_same_weights(both_modes, t
         rel = Path(paths.CHAIN_DIR) / paths.step_dir_name(step) / "sae_weights.safetensors"
         a, b = load_file(streamed / rel), load_file(work / rel)
         assert all(np.array_equal(a[k], b[k]) for k in a), step
+
+
+def test_the_lazy_analysis_view_reads_rows_like_the_cache(both_modes) -> None:
+    run, cached, streamed_run, streamed = both_modes
+    step = run.sae_steps[3]
+    full = np.asarray(ActivationCache(cached, run).analysis(step))
+    lazy = open_activations(streamed_run, streamed).analysis(step)
+    assert isinstance(lazy, LazyActivations) and lazy.shape == full.shape and lazy.ndim == 2
+    np.testing.assert_array_equal(lazy[100:1300], full[100:1300])
+    rows = np.random.default_rng(0).choice(len(full), size=300, replace=False)
+    np.testing.assert_array_equal(lazy[rows], full[rows])
+    np.testing.assert_array_equal(lazy[[-1]], full[[-1]])
+    with pytest.raises(IndexError, match="out of range"):
+        lazy[np.array([len(full)])]
