@@ -23,6 +23,7 @@ import torch
 __all__ = [
     "block_shuffled_batches",
     "blocks_of",
+    "full_batches",
 ]
 
 
@@ -43,6 +44,17 @@ def blocks_of(chunks: Iterator[torch.Tensor], block_rows: int) -> Iterator[torch
                 pending, n_pending = [], 0
     if n_pending:
         yield pending[0] if len(pending) == 1 else torch.cat(pending)
+
+
+def full_batches(
+    rows: torch.Tensor, leftover: torch.Tensor | None, batch_size: int
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """``leftover`` then ``rows`` cut into whole ``[batch_size, d]`` batches, and the rows left for the next batch."""
+    if leftover is not None:
+        rows = torch.cat([leftover, rows])
+    n_full = rows.shape[0] // batch_size
+    batches = [rows[b * batch_size : (b + 1) * batch_size] for b in range(n_full)]
+    return batches, (rows[n_full * batch_size :] if rows.shape[0] % batch_size else None)
 
 
 def block_shuffled_batches(
@@ -70,12 +82,7 @@ def block_shuffled_batches(
         for block in blocks_of(rows(), buffer_rows):
             n_seen += block.shape[0]
             order = torch.as_tensor(rng.permutation(block.shape[0]), device=block.device)
-            shuffled = block[order].to(device=device, dtype=dtype)
-            if leftover is not None:
-                shuffled = torch.cat([leftover, shuffled])
-            n_full = shuffled.shape[0] // batch_size
-            for b in range(n_full):
-                yield shuffled[b * batch_size : (b + 1) * batch_size]
-            leftover = shuffled[n_full * batch_size :] if shuffled.shape[0] % batch_size else None
+            batches, leftover = full_batches(block[order].to(device=device, dtype=dtype), leftover, batch_size)
+            yield from batches
         if n_seen == 0:
             raise ValueError("the link has no rows to train on (its row stream is empty).")

@@ -45,6 +45,7 @@ from sae_lens import LoggingConfig, SAETrainer
 from sae_lens.config import SAETrainerConfig
 from tqdm.auto import tqdm
 
+from saetrack.data.shuffle import full_batches
 from saetrack.sae.model import SAETrackSAE
 
 __all__ = [
@@ -168,12 +169,8 @@ def shuffled_batches(
             restore = np.empty_like(order)
             restore[order] = np.arange(order.size)
             rows = rows[torch.as_tensor(restore, device=rows.device)].to(device=device, dtype=dtype)
-            if leftover is not None:
-                rows = torch.cat([leftover, rows])
-            n_full = rows.shape[0] // batch_size
-            for b in range(n_full):
-                yield rows[b * batch_size : (b + 1) * batch_size]
-            leftover = rows[n_full * batch_size :] if rows.shape[0] % batch_size else None
+            batches, leftover = full_batches(rows, leftover, batch_size)
+            yield from batches
 
 
 def synthetic_activations(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from saetrack.data.shuffle import block_shuffled_batches, blocks_of
+from saetrack.data.shuffle import block_shuffled_batches, blocks_of, full_batches
 from saetrack.sae.training import shuffled_batches
 
 
@@ -50,6 +50,14 @@ def test_one_block_is_the_global_shuffle_of_shuffled_batches_across_passes() -> 
     reference = shuffled_batches(x, 16, seed=7)
     for _ in range(10):  # past the end of the first pass: leftovers and the second permutation agree too
         assert torch.equal(next(ours), next(reference))
+
+
+def test_full_batches_carries_the_leftover_rows() -> None:
+    x = torch.arange(7, dtype=torch.float32).reshape(7, 1)
+    batches, leftover = full_batches(x, None, 3)
+    assert [b.reshape(-1).tolist() for b in batches] == [[0, 1, 2], [3, 4, 5]] and leftover.reshape(-1).tolist() == [6]
+    batches, leftover = full_batches(x[:2], leftover, 3)
+    assert [b.reshape(-1).tolist() for b in batches] == [[6, 0, 1]] and leftover is None
 
 
 def test_an_empty_link_is_refused() -> None:
