@@ -143,11 +143,31 @@ def manifest_is_current(folder: str | os.PathLike[str], config_hash: str, verify
     if manifest is None or manifest.get("config_hash") != config_hash:
         return False
     if verify_files:
-        for rel, digest in manifest.get("files", {}).items():
-            path = Path(folder) / rel
-            if not path.exists() or file_sha256(path) != digest:
-                return False
+        try:
+            check_files(folder)
+        except StaleArtifactError:
+            return False
     return True
+
+
+def check_files(folder: str | os.PathLike[str], names: list[str] | None = None) -> None:
+    """Re-hash the files ``folder``'s manifest lists (all, or ``names``) against it; raise on the first mismatch.
+
+    Raises :class:`StaleArtifactError` naming the first file that is missing or whose SHA-256 is not the one
+    recorded when it was written, so nothing is read from a file changed on disk afterwards.
+    """
+    folder = Path(folder)
+    recorded = (read_manifest(folder) or {}).get("files", {})
+    for name in names if names is not None else sorted(recorded):
+        path = folder / name
+        if name not in recorded:
+            raise StaleArtifactError(f"{path} has no recorded hash in {folder / MANIFEST}; rebuild it.")
+        if not path.exists() or file_sha256(path) != recorded[name]:
+            raise StaleArtifactError(
+                f"{path} was changed on disk after it was written, or is missing (missing or corrupt: its SHA-256 is "
+                f"not the one recorded in {folder / MANIFEST}); rebuild it - rerun its notebook with force - instead "
+                "of reading it."
+            )
 
 
 def _json_default(value: Any) -> Any:

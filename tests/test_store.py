@@ -84,3 +84,18 @@ def test_manifest_fields_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "f.txt").unlink()
     assert store.manifest_is_current(tmp_path, "h1")  # without re-hashing, a missing file goes unnoticed
     assert not store.manifest_is_current(tmp_path, "h1", verify_files=True)
+
+
+def test_check_files_names_a_changed_or_missing_file(tmp_path: Path) -> None:
+    digest = store.save_npy(tmp_path / "a.npy", np.arange(4))
+    store.write_manifest(tmp_path, stage="s", config={}, config_hash="h1", files={"a.npy": digest})
+    store.check_files(tmp_path)
+    store.check_files(tmp_path, ["a.npy"])
+    with pytest.raises(store.StaleArtifactError, match=r"b\.npy has no recorded hash"):
+        store.check_files(tmp_path, ["b.npy"])
+    np.save(tmp_path / "a.npy", np.arange(5))
+    with pytest.raises(store.StaleArtifactError, match=r"a\.npy was changed on disk after it was written"):
+        store.check_files(tmp_path)
+    (tmp_path / "a.npy").unlink()
+    with pytest.raises(store.StaleArtifactError, match="missing or corrupt"):
+        store.check_files(tmp_path)

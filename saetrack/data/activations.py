@@ -143,18 +143,9 @@ class ActivationCache:
 
     def verify(self) -> None:
         """Re-hash every cached file against the manifests; raise on the first mismatch."""
-        for rel, digest in self.manifest["files"].items():
-            self._check(self.dir / rel, digest)
+        store.check_files(self.dir)
         for step in self.steps:
-            step_dir = self.dir / paths.step_dir_name(step)
-            step_manifest = store.read_manifest(step_dir) or {}
-            for rel, digest in step_manifest.get("files", {}).items():
-                self._check(step_dir / rel, digest)
-
-    @staticmethod
-    def _check(path: Path, digest: str) -> None:
-        if not path.exists() or store.file_sha256(path) != digest:
-            raise store.StaleArtifactError(f"{path} is missing or corrupt (hash mismatch); rebuild the cache.")
+            store.check_files(self.dir / paths.step_dir_name(step))
 
     def _load(self, path: Path) -> np.ndarray:
         try:
@@ -168,16 +159,7 @@ class ActivationCache:
         """``folder / name``, re-hashed against ``folder``'s manifest the first time it is read."""
         path = folder / name
         if path not in self._verified:
-            digest = (store.read_manifest(folder) or {}).get("files", {}).get(name)
-            if digest is None:
-                raise store.StaleArtifactError(
-                    f"{path} has no recorded hash in {folder}/manifest.json; rebuild the cache."
-                )
-            if not path.exists() or store.file_sha256(path) != digest:
-                raise store.StaleArtifactError(
-                    f"{path} was changed on disk after it was written (its SHA-256 is not the one recorded in "
-                    f"{folder}/manifest.json); rebuild the cache (rerun notebook 01 with force)."
-                )
+            store.check_files(folder, [name])
             self._verified.add(path)
         return path
 

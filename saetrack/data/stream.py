@@ -34,27 +34,7 @@ from saetrack.data.tokens import contexts
 __all__ = [
     "LazyActivations",
     "StreamedActivations",
-    "verify_files",
 ]
-
-
-def verify_files(folder: Path, names: list[str] | None = None) -> None:
-    """Re-hash the files a finished stage's manifest in ``folder`` lists (all, or ``names``); raise on a mismatch.
-
-    Raises :class:`~saetrack.store.StaleArtifactError` naming the first file that is missing or whose SHA-256 is
-    not the one recorded when it was written.
-    """
-    manifest = store.read_manifest(folder) or {}
-    recorded = manifest.get("files", {})
-    for name in names if names is not None else sorted(recorded):
-        path = folder / name
-        if name not in recorded:
-            raise store.StaleArtifactError(f"{path} has no recorded hash in {folder / 'manifest.json'}.")
-        if not path.exists() or store.file_sha256(path) != recorded[name]:
-            raise store.StaleArtifactError(
-                f"{path} was changed on disk after it was written (its SHA-256 is not the one in "
-                f"{folder / 'manifest.json'}); rebuild it (rerun its notebook with force) instead of training on it."
-            )
 
 
 class LazyActivations:
@@ -130,12 +110,12 @@ class StreamedActivations:
         self.context_length: int = run.cache.context_length
         self.plan = plan_tokens(run)
         corpus_dir = Path(run_dir) / paths.CORPUS_DIR
-        verify_files(corpus_dir, [TRAIN_TOKENS])
-        verify_files(self.dir)
+        store.check_files(corpus_dir, [TRAIN_TOKENS])
+        store.check_files(self.dir)
         _, self._train_stream, _ = load_corpus(run_dir)
         self.checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
         self._model: tuple[int, Any] | None = None
-        self._sets: dict[str, tuple[int, np.ndarray]] = {}
+        self._heldout: tuple[int, np.ndarray] | None = None
 
     # -- the checkpoint's model ------------------------------------------------------------------
     def model(self, step: int) -> Any:
@@ -228,20 +208,16 @@ class StreamedActivations:
             device=device,
         )
 
-    def _token_set(self, name: str, step: int) -> np.ndarray:
-        if step not in self.steps:
-            raise KeyError(f"step {step} is not in the run's schedule; steps: {list(self.steps)}")
-        kept = self._sets.get(name)
-        if kept is None or kept[0] != step:
-            self._sets.pop(name, None)
-            tokens = np.asarray(self.heldout_tokens)
-            rows = torch.cat([c.cpu() for c in self._rows(step, tokens, 0, tokens.size)]).numpy()
-            self._sets[name] = (step, rows)
-        return self._sets[name][1]
-
     def heldout(self, step: int) -> np.ndarray:
         """Held-out activations at ``step``: ``[n_heldout_tokens, d_model]``, computed now (kept for one step)."""
-        return self._token_set("heldout", step)
+        if step not in self.steps:
+            raise KeyError(f"step {step} is not in the run's schedule; steps: {list(self.steps)}")
+        if self._heldout is None or self._heldout[0] != step:
+            self._heldout = None
+            tokens = np.asarray(self.heldout_tokens)
+            rows = torch.cat([c.cpu() for c in self._rows(step, tokens, 0, tokens.size)]).numpy()
+            self._heldout = (step, rows)
+        return self._heldout[1]
 
     def analysis(self, step: int) -> LazyActivations:
         """The analysis set at ``step`` as a :class:`LazyActivations` view ``[n_contexts * context_length, d_model]``:
