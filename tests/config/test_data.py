@@ -8,7 +8,7 @@ from saetrack.config import CacheConfig, ConfigError, CorpusConfig, ModelConfig,
 
 
 def test_corpus_config_bounds() -> None:
-    assert CorpusConfig().source == "stdlib"
+    assert CorpusConfig().source == "sotu"
     for kwargs, match in [
         ({"heldout_fraction": 0.5}, r"corpus\.heldout_fraction = 0\.5 .*\(0, 0\.5\)"),
         ({"heldout_fraction": 0.0}, r"corpus\.heldout_fraction"),

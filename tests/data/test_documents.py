@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from saetrack.config import RunConfig, get_preset
+from saetrack.config import CorpusConfig, RunConfig, get_preset
 from saetrack.data.documents import (
     EOT_TOKEN,
     CorpusSourceError,
@@ -24,7 +24,7 @@ from saetrack.data.documents import (
 
 
 def test_stdlib_excludes_tests_and_site_packages() -> None:
-    names = [doc.name for doc in collect_documents(get_preset("nano").corpus)]
+    names = [doc.name for doc in collect_documents(CorpusConfig(source="stdlib"))]
     assert names == sorted(names)
     assert any(name.startswith("pydoc/") for name in names)
     assert any(name == "stdlib/json/__init__.py" for name in names)
