@@ -32,6 +32,7 @@ from typing import IO, Any
 from saetrack import paths, store
 from saetrack.config import DEFAULT_PRESET, PRESETS, ConfigError, get_preset
 from saetrack.notebooks import NotebookFailed
+from saetrack.publish import publish_run
 from saetrack.resources import ResourceError, check_fits, format_plan, machine_limits, measure_rates, plan_run
 from saetrack.runtime import resolve_device
 from saetrack.stages.pipeline import STAGES, run_stages
@@ -174,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     except NotebookFailed as error:
         print(f"saetrack: FAILED\n{error}", file=sys.stderr, flush=True)
         return 1
+    published = publish_run(run.preset, run_dir)
     print(f"saetrack: finished in {time.perf_counter() - started:.1f} s; figures in {paths.figures_dir(run.preset)}")
+    if published:
+        renders = sum(path.suffix == ".html" for path in published)
+        print(f"saetrack: the run's results.json and {renders} notebook renders (HTML) copied beside the figures")
 
     if args.push_to_hub:
         from saetrack import hub

@@ -1,0 +1,54 @@
+"""Publishing a run for readers: results.json and the executed notebooks as small HTML beside the figures."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from PIL import Image
+
+from saetrack import paths
+from saetrack.publish import MAX_IMAGE_WIDTH, publish_run
+
+
+def _png(width: int, height: int) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_publish_copies_results_and_renders_notebooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(paths.FIGURES_ENV, str(tmp_path / "figures"))
+    run_dir = tmp_path / "run"
+    (run_dir / paths.NOTEBOOKS_DIR).mkdir(parents=True)
+    (run_dir / paths.RESULTS_JSON).write_text(json.dumps({"formation": {"median": 0.5}}))
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print('hello')")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="median progress 0.51\n"),
+        nbformat.v4.new_output("display_data", data={"image/png": _png(2400, 1200)}),
+    ]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Fig. 5"), cell]
+    nbformat.write(nb, run_dir / paths.NOTEBOOKS_DIR / "03_feature_formation.ipynb")
+
+    written = publish_run("nano", run_dir)
+
+    out = tmp_path / "figures" / "nano"
+    assert written == [out / "results.json", out / "notebooks" / "03_feature_formation.html"]
+    assert json.loads((out / "results.json").read_text()) == {"formation": {"median": 0.5}}
+    html = (out / "notebooks" / "03_feature_formation.html").read_text()
+    assert "median progress 0.51" in html and "Fig. 5" in html
+    encoded = re.search(r'<img[^>]*src="data:image/png;base64,([^"]+)"', html).group(1)  # the cell's figure
+    image = Image.open(io.BytesIO(base64.b64decode(encoded)))
+    assert image.size == (MAX_IMAGE_WIDTH, MAX_IMAGE_WIDTH // 2)
+
+
+def test_publish_of_an_empty_run_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(paths.FIGURES_ENV, str(tmp_path / "figures"))
+    assert publish_run("nano", tmp_path / "run") == []
+    assert not (tmp_path / "figures").exists()
