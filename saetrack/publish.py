@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from nbconvert import HTMLExporter
 from PIL import Image
 
 from saetrack import paths, store
+from saetrack.plots.common import FIGURES
 
 __all__ = [
     "MAX_IMAGE_WIDTH",
@@ -25,8 +27,24 @@ __all__ = [
 ]
 
 
+#: A notebook cell's call that saves figure KEY (``plots.save_figure(fig, run.preset, "05")``).
+_SAVED_FIGURE = re.compile(r"save_figure\(\s*\w+\s*,\s*[\w.]+\s*,\s*[\"'](\w+)[\"']")
+
 #: Width (pixels) inline figures are scaled down to in the HTML renders.
 MAX_IMAGE_WIDTH = 900
+
+
+#: The page around nbconvert's "basic" body (no 300 kB of JupyterLab CSS per render).
+_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{title}</title><style>
+body {{ max-width: 960px; margin: 2em auto; font-family: sans-serif; line-height: 1.45; }}
+pre {{ background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 85%; }}
+.jp-InputArea pre {{ border-left: 3px solid #8ab; }}
+img {{ max-width: 100%; }} table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 2px 6px; }}
+</style></head><body>
+{body}
+</body></html>
+"""
 
 
 def _smaller_png(data: str) -> str:
@@ -39,15 +57,33 @@ def _smaller_png(data: str) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def _figure_links(source: str, figures: Path) -> list[str]:
+    """``<img>`` tags for the figures a cell saves with ``plots.save_figure(fig, preset, "KEY")`` (literal keys)
+    that exist in ``figures``, relative to a render in ``figures/notebooks/``."""
+    tags = []
+    for key in _SAVED_FIGURE.findall(source):
+        name = f"{FIGURES[key][0]}.png" if key in FIGURES else ""
+        if name and (figures / name).exists():
+            tags.append(f'<p><img src="../{name}" alt="{FIGURES[key][1]}" loading="lazy"></p>')
+    return tags
+
+
 def render_notebook(notebook: Path, target: Path) -> Path:
-    """Write an executed notebook as standalone HTML (figures scaled by :func:`_smaller_png`), atomically."""
+    """Write an executed notebook as standalone HTML, atomically: inline figures scaled by :func:`_smaller_png`,
+    and after each cell that saves figures to the render's figure folder (``target``'s grandparent), those
+    figures, linked."""
     nb = nbformat.read(notebook, as_version=4)
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if "image/png" in data:
                 data["image/png"] = _smaller_png(data["image/png"])
-    html, _ = HTMLExporter().from_notebook_node(nb)
+        if cell.cell_type == "code":
+            tags = _figure_links(cell.source, target.parent.parent)
+            if tags:
+                cell.outputs.append(nbformat.v4.new_output("display_data", data={"text/html": "\n".join(tags)}))
+    body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
+    html = _PAGE.format(title=notebook.stem, body=body)
     with store.atomic_path(target) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return target

@@ -33,7 +33,12 @@ def test_publish_copies_results_and_renders_notebooks(tmp_path: Path, monkeypatc
         nbformat.v4.new_output("stream", name="stdout", text="median progress 0.51\n"),
         nbformat.v4.new_output("display_data", data={"image/png": _png(2400, 1200)}),
     ]
-    nb.cells = [nbformat.v4.new_markdown_cell("# Fig. 5"), cell]
+    saving = nbformat.v4.new_code_cell(
+        'plots.save_figure(fig, run.preset, "05")\nplots.save_figure(fig, run.preset, "08")'
+    )
+    nb.cells = [nbformat.v4.new_markdown_cell("# Fig. 5"), cell, saving]
+    (tmp_path / "figures" / "nano").mkdir(parents=True)
+    (tmp_path / "figures" / "nano" / "fig05_progress_measure.png").write_bytes(b"png")  # Fig. 8 was not drawn
     nbformat.write(nb, run_dir / paths.NOTEBOOKS_DIR / "03_feature_formation.ipynb")
 
     written = publish_run("nano", run_dir)
@@ -46,6 +51,8 @@ def test_publish_copies_results_and_renders_notebooks(tmp_path: Path, monkeypatc
     encoded = re.search(r'<img[^>]*src="data:image/png;base64,([^"]+)"', html).group(1)  # the cell's figure
     image = Image.open(io.BytesIO(base64.b64decode(encoded)))
     assert image.size == (MAX_IMAGE_WIDTH, MAX_IMAGE_WIDTH // 2)
+    links = re.findall(r'<img[^>]*src="(\.\./[^"]+)"', html)
+    assert links == ["../fig05_progress_measure.png"]  # saved figures are linked, missing ones are not
 
 
 def test_publish_of_an_empty_run_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
