@@ -5,20 +5,26 @@
 * :func:`formed_mask` and :func:`formation_times` — when a feature gains the semantics it keeps to the end,
   built on the token/concept labels (Def. 4.1-4.2) and the progress measure (Def. 5.4) of notebook 03.
 * :func:`trajectory_projection` — Def. 6.1 / Fig. 7: a feature's decoder vectors across checkpoints in 2-D (PCA).
+* :func:`beyond_noise_floor` — which checkpoints drift further from the final direction than SAE training alone
+  moves it (the drift noise floor: links retrained on the unchanged final checkpoint, Fig. 6a).
 * :func:`detect_phases` — the three phases of Sec. 4.1 (Initialization & Warmup, Emergent, Convergent) as the two
   knots of the best continuous three-segment linear fit of a curve; :func:`phase_agreement` compares two sets.
+  Both live in :mod:`saetrack.analysis.phases` (with the one/two/three-segment comparison and the bootstrap) and
+  are re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
+
+from saetrack.analysis.phases import PHASE_NAMES, Phases, detect_phases, phase_agreement, phase_labels
 
 __all__ = [
     "PHASE_NAMES",
     "Phases",
+    "beyond_noise_floor",
     "cosine_to_final",
     "detect_phases",
     "formation_times",
@@ -28,10 +34,6 @@ __all__ = [
     "sample_features",
     "trajectory_projection",
 ]
-
-
-#: The three phases of feature evolution (paper Sec. 4.1), in order.
-PHASE_NAMES: tuple[str, str, str] = ("Initialization & Warmup", "Emergent", "Convergent")
 
 
 def cosine_to_final(decoders: np.ndarray) -> np.ndarray:
@@ -108,87 +110,6 @@ def formation_times(formed: np.ndarray) -> np.ndarray:
     return np.where(stays_formed[-1], first, -1).astype(np.int64)
 
 
-@dataclass(frozen=True)
-class Phases:
-    """Two phase boundaries on a curve: the Emergent phase starts at checkpoint index ``emergent``, the Convergent
-    phase at ``convergent`` (so the Initialization & Warmup phase is ``[0, emergent)``)."""
-
-    emergent: int
-    convergent: int
-    #: The fitted three-segment curve at every checkpoint, and its residual sum of squares.
-    fit: np.ndarray
-    sse: float
-
-    @property
-    def boundaries(self) -> tuple[int, int]:
-        return self.emergent, self.convergent
-
-
-def _hinge_fit(x: np.ndarray, y: np.ndarray, knots: Sequence[float]) -> tuple[np.ndarray, float]:
-    design = np.column_stack([np.ones_like(x), x, *[np.maximum(x - k, 0.0) for k in knots]])
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    fit = design @ coef
-    return fit, float(np.sum((y - fit) ** 2))
-
-
-def detect_phases(x: Sequence[float], y: Sequence[float], min_phase: int = 2) -> Phases:
-    """The two knots of the continuous three-segment linear fit of ``y(x)`` with least squared error.
-
-    The change-point rule behind the phases of Sec. 4.1: knots are placed at checkpoints; the fit is
-    ``a + b x + c (x - x_e)_+ + d (x - x_c)_+`` and (e, c) range over every pair with each phase spanning at least
-    ``min_phase`` checkpoints (``e >= min_phase``, ``c - e >= min_phase``, ``T - c >= min_phase``); ties go to the
-    earliest pair. The curve is e.g. the median decoder cosine to final (Fig. 6) or the median concept-level
-    progress measure (Fig. 5) against the checkpoint index. NaN values of ``y`` are left out of the fit.
-    """
-    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if xs.shape != ys.shape or xs.ndim != 1:
-        raise ValueError(f"x and y must be 1-D of one length, got {xs.shape} and {ys.shape}.")
-    if np.any(np.diff(xs) <= 0):
-        raise ValueError("x must be strictly increasing.")
-    n = xs.size
-    if min_phase < 1 or n < 3 * min_phase:
-        raise ValueError(
-            f"need at least 3 * min_phase = {3 * max(min_phase, 1)} points, got {n} (min_phase={min_phase})."
-        )
-    ok = np.isfinite(ys)
-    if ok.sum() < 4:
-        raise ValueError(f"need at least 4 finite values of y to fit three segments, got {int(ok.sum())}.")
-    best: tuple[float, int, int] | None = None
-    for e in range(min_phase, n - 2 * min_phase + 1):
-        for c in range(e + min_phase, n - min_phase + 1):
-            _, sse = _hinge_fit(xs[ok], ys[ok], (xs[e], xs[c]))
-            if best is None or sse < best[0] - 1e-12 * max(1.0, best[0]):
-                best = (sse, e, c)
-    assert best is not None
-    sse, e, c = best
-    design = np.column_stack([np.ones_like(xs), xs, np.maximum(xs - xs[e], 0), np.maximum(xs - xs[c], 0)])
-    coef, *_ = np.linalg.lstsq(design[ok], ys[ok], rcond=None)
-    return Phases(emergent=e, convergent=c, fit=design @ coef, sse=sse)
-
-
-def phase_labels(n_steps: int, phases: Phases) -> np.ndarray:
-    """Phase index (0, 1, 2 for :data:`PHASE_NAMES`) of each of ``n_steps`` checkpoints."""
-    index = np.arange(n_steps)
-    return (index >= phases.emergent).astype(np.int64) + (index >= phases.convergent).astype(np.int64)
-
-
-def phase_agreement(a: Phases, b: Phases, steps: Sequence[int]) -> dict[str, float | int]:
-    """How far two sets of phase boundaries agree (the reviewers' question: do the perspectives give one story?).
-
-    Returns the gap of each boundary in checkpoints and in decades of training steps (log10(step + 1)), and the
-    share of checkpoints both assign to the same phase.
-    """
-    log_steps = np.log10(np.asarray(steps, dtype=np.float64) + 1)
-    n = len(log_steps)
-    out: dict[str, float | int] = {}
-    for name in ("emergent", "convergent"):
-        i, j = getattr(a, name), getattr(b, name)
-        out[f"{name}_gap_checkpoints"] = int(abs(i - j))
-        out[f"{name}_gap_decades"] = float(abs(log_steps[i] - log_steps[j]))
-    out["same_phase_fraction"] = float(np.mean(phase_labels(n, a) == phase_labels(n, b)))
-    return out
-
-
 def trajectory_projection(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Def. 6.1 / Fig. 7: one feature's decoder directions across checkpoints projected on their first two PCs.
 
@@ -222,3 +143,24 @@ def sample_features(candidates: Sequence[int], n: int, seed: int) -> np.ndarray:
         raise ValueError(f"n must be >= 0, got {n}.")
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(pool, size=min(n, pool.size), replace=False)) if pool.size else pool
+
+
+def beyond_noise_floor(median_cosine: Sequence[float], floor_low: Sequence[float]) -> np.ndarray:
+    """Whether each checkpoint's median decoder cosine to final lies below the drift noise floor (Fig. 6a).
+
+    ``median_cosine`` is ``[T]`` (the real chain); ``floor_low`` is ``[M]``: a low quantile (e.g. 5%) over features
+    of the cosine between the final SAE and a chain of ``m = 1..M`` links retrained on the unchanged final
+    checkpoint. Checkpoint ``t`` is ``m = T - 1 - t`` links before the final, so it is compared with
+    ``floor_low[m - 1]``; True means drift beyond what SAE training alone causes. The final checkpoint and
+    checkpoints more than M links back (no floor) are False.
+    """
+    real = np.asarray(median_cosine, dtype=np.float64)
+    floor = np.asarray(floor_low, dtype=np.float64)
+    if real.ndim != 1 or floor.ndim != 1:
+        raise ValueError(f"median_cosine and floor_low must be 1-D, got {real.shape} and {floor.shape}.")
+    distance = real.size - 1 - np.arange(real.size)
+    has_floor = (distance >= 1) & (distance <= floor.size)
+    below = np.zeros(real.size, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        below[has_floor] = real[has_floor] < floor[distance[has_floor] - 1]
+    return below

@@ -32,8 +32,9 @@ class FormationConfig:
     umap_token_features: int = 4
     umap_concept_features: int = 3
     umap_seed: int = 42
-    #: Fig. 2: examples per pattern and contexts per table cell.
-    examples_per_pattern: int = 2
+    #: Fig. 2: examples per category (maintaining, shifting token->token, shifting token->concept, grouping
+    #: noise->coherent; the clearest by the rules of saetrack.analysis.patterns) and contexts per table cell.
+    examples_per_pattern: int = 1
     contexts_per_cell: int = 6
 
     def __post_init__(self) -> None:
@@ -76,10 +77,19 @@ class DriftConfig:
     n_histograms: int = 6
     #: Change-point rule: each of the three phases spans at least this many checkpoints.
     min_phase_checkpoints: int = 2
+    #: Bootstrap resamples of the features behind each phase curve (5-95% interval of each boundary); 0: none.
+    bootstrap_samples: int = 200
+    #: Drift noise floor: links retrained from the final SAE on the unchanged final checkpoint (None: as many as the
+    #: chain has after its first, T - 1; 0: no floor).
+    noise_floor_links: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.formed_fraction <= 1:
             fail("drift", "formed_fraction", self.formed_fraction, "must lie in (0, 1]")
+        if self.bootstrap_samples < 0:
+            fail("drift", "bootstrap_samples", self.bootstrap_samples, "must be >= 0")
+        if self.noise_floor_links is not None and self.noise_floor_links < 0:
+            fail("drift", "noise_floor_links", self.noise_floor_links, "must be >= 0 (or None: T - 1)")
         require_positive(
             "drift",
             {

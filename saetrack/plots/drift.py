@@ -1,6 +1,7 @@
 """Figures of feature drift (notebook 04).
 
-Decoder cosine to final (Fig. 6a, 6b), trajectories (Fig. 7), phase shading.
+Decoder cosine to final (Fig. 6a, 6b) with the drift noise floor, trajectories (Fig. 7), phase shading with
+bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from matplotlib.lines import Line2D
 from saetrack.analysis.drift import PHASE_NAMES
 
 __all__ = [
+    "NOISE_LABEL",
     "PHASE_COLOURS",
     "drift_distribution_figure",
     "drift_features_figure",
@@ -31,22 +33,65 @@ UNFORMED_COLOUR, FORMED_COLOUR = "tab:blue", "darkred"
 PHASE_COLOURS: tuple[str, str, str] = ("#d9d9d9", "#fde0c5", "#d4ecd4")
 
 
+#: Bootstrap intervals of the shaded boundaries and of the dashed ones: height on the axis (axes fraction; at the
+#: bottom, clear of the legends and of curves that end near 1).
+INTERVAL_HEIGHTS: tuple[float, float] = (0.035, 0.075)
+#: Fig. 6a/6b: the drift noise floor (links retrained on the unchanged final checkpoint).
+NOISE_COLOUR = "dimgray"
+NOISE_LABEL = "noise floor: links retrained on the unchanged final checkpoint"
+
+
+def _draw_intervals(ax: Any, x: np.ndarray, phases: Any, height: float, style: str, label: str) -> None:
+    """Each boundary's 5-95% bootstrap interval as a capped horizontal bar at ``height`` (axes fraction)."""
+    intervals = getattr(phases, "intervals", None)
+    if not intervals:
+        return
+    for j, (lo, hi) in enumerate(intervals):
+        ax.plot([x[lo], x[hi]], [height, height], transform=ax.get_xaxis_transform(), color="black", ls=style,
+                lw=1.2, marker="|", ms=7, zorder=2, label=label if j == 0 else None)  # fmt: skip
+
+
 def shade_phases(
-    ax: Any, steps: Sequence[int], phases: Any, label: bool = True, other: Any | None = None, other_label: str = ""
+    ax: Any,
+    steps: Sequence[int],
+    phases: Any,
+    label: bool = True,
+    other: Any | None = None,
+    other_label: str = "",
+    *,
+    source: str = "",
+    other_source: str = "",
+    intervals: bool = True,
 ) -> None:
     """Shade the Initialization & Warmup, Emergent and Convergent phases on an axis whose x is step + 1.
 
     ``phases`` is a :class:`saetrack.drift.Phases` (boundaries as checkpoint indices); a phase spans from its first
     checkpoint to the first checkpoint of the next. ``other`` (a second set of boundaries) is drawn as dashed lines.
+    ``source`` / ``other_source`` name where each set comes from (e.g. "decoder drift", "progress measure"): the
+    legend then reads "Emergent (shaded: decoder drift)". With ``intervals``, boundaries that carry bootstrap
+    intervals (:attr:`Phases.intervals`) get a capped bar spanning the 5-95% interval near the bottom of the axis
+    (solid: the shaded set, dashed: the other).
     """
     x = np.asarray(steps, dtype=float) + 1
     edges = [x[0], x[phases.emergent], x[phases.convergent], x[-1]]
     for i, name in enumerate(PHASE_NAMES):
+        text = f"{name} (shaded: {source})" if source else name
         ax.axvspan(edges[i], edges[i + 1], color=PHASE_COLOURS[i], alpha=0.6, lw=0, zorder=0,
-                   label=name if label else None)  # fmt: skip
+                   label=text if label else None)  # fmt: skip
     if other is not None:
         for j, index in enumerate((other.emergent, other.convergent)):
             ax.axvline(x[index], color="black", ls="--", lw=1, zorder=1, label=other_label if j == 0 else None)
+    if intervals:
+        bars = [(phases, "-", source)] + ([(other, "--", other_source)] if other is not None else [])
+        for (boundaries, style, name), height in zip(bars, INTERVAL_HEIGHTS, strict=False):
+            text = f"5-95% bootstrap interval ({name})" if name else "5-95% bootstrap interval"
+            _draw_intervals(ax, x, boundaries, height, style, text if label else "")
+
+
+def _noise_positions(n_steps: int, n_links: int) -> tuple[np.ndarray, np.ndarray]:
+    """Checkpoint indices ``T - 1 - m`` where the floor after m links is drawn, and the rows ``m - 1`` used."""
+    m = np.arange(1, min(n_links, n_steps - 1) + 1)
+    return n_steps - 1 - m, m - 1
 
 
 def drift_distribution_figure(
@@ -54,17 +99,22 @@ def drift_distribution_figure(
     cosine: np.ndarray,
     quantiles: np.ndarray,
     histogram_positions: Sequence[int],
-    phases: Any,
+    phases: Any | None,
     other_phases: Any | None = None,
     title: str = "",
+    *,
+    noise_quantiles: np.ndarray | None = None,
 ) -> Figure:
     """Fig. 6a (checkpoint-centric): decoder cosine to final of every live feature at each checkpoint.
 
     The scale study draws the same figure per size (Fig. 11 and 15).
 
     Top: histograms (log count) at ``histogram_positions``. Bottom: the 5-95% and 25-75% bands and the median of
-    ``quantiles`` ([T, 5] at 5/25/50/75/95%) against step + 1, with the phases detected on the median shaded and
-    ``other_phases`` (from the progress measure) as dashed lines. ``cosine`` is ``[T, L]`` over live features.
+    ``quantiles`` ([T, 5] at 5/25/50/75/95%) against step + 1, with the phases detected on the median shaded
+    (perspective a, decoder drift; None: not fitted, nothing shaded) and ``other_phases`` (perspective b, the
+    progress measure) as dashed lines, each boundary with its bootstrap interval. ``noise_quantiles`` ([M, 5]) is
+    the drift noise floor after m = 1..M retrained links, drawn at checkpoint index T-1-m (median and 25-75% band).
+    ``cosine`` is ``[T, L]`` over live features.
     """
     steps = np.asarray(steps)
     x = steps + 1
@@ -80,11 +130,19 @@ def drift_distribution_figure(
         if i == 0:
             ax.set_ylabel("features (log)")
     ax = fig.add_subplot(grid[1, :])
-    shade_phases(ax, steps, phases, other=other_phases, other_label="boundaries from the progress measure")
+    if phases is not None:
+        shade_phases(ax, steps, phases, other=other_phases, other_label="boundaries from the progress measure (b)",
+                     source="decoder drift (a)", other_source="progress measure (b)")  # fmt: skip
     ax.fill_between(x, quantiles[:, 0], quantiles[:, 4], color="tab:purple", alpha=0.18, label="5-95%")
     ax.fill_between(x, quantiles[:, 1], quantiles[:, 3], color="tab:purple", alpha=0.35, label="25-75%")
     ax.plot(x, quantiles[:, 2], color="tab:purple", lw=2.5, marker="o", ms=3, label="median")
-    ax.plot(x, phases.fit, color="black", lw=1, alpha=0.7, label="three-segment fit (phases)")
+    if phases is not None:
+        ax.plot(x, phases.fit, color="black", lw=1, alpha=0.7, label="three-segment fit (phases)")
+    if noise_quantiles is not None and len(noise_quantiles):
+        at, rows = _noise_positions(len(steps), len(noise_quantiles))
+        q = np.asarray(noise_quantiles)[rows]
+        ax.fill_between(x[at], q[:, 1], q[:, 3], color=NOISE_COLOUR, alpha=0.3, lw=0, label="noise floor 25-75%")
+        ax.plot(x[at], q[:, 2], color=NOISE_COLOUR, lw=1.8, ls="-.", marker="s", ms=2.5, label=NOISE_LABEL)
     ax.set(xscale="log", xlabel="checkpoint step + 1", ylabel="decoder cosine to final", ylim=(-0.05, 1.05))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", ncol=2)
@@ -97,13 +155,17 @@ def drift_features_figure(
     cosine: np.ndarray,
     features: Sequence[int],
     formation_steps: Sequence[int | None],
-    phases: Any,
+    phases: Any | None,
     title: str = "",
+    *,
+    noise_quantiles: np.ndarray | None = None,
 ) -> Figure:
     """Fig. 6b (feature-centric): each sampled feature's decoder cosine to final across checkpoints.
 
     ``cosine`` is ``[T, n]`` for the ``features``; a dotted vertical line marks each feature's formation step
-    (``None``: never formed); the phases detected on the median drift curve are shaded.
+    (``None``: never formed); the phases detected on the median drift curve are shaded (None: not fitted).
+    ``noise_quantiles`` ([M, 5]) adds the drift noise floor as a grey band (its 5-95% over features after m
+    retrained links, at checkpoint index T-1-m): where a feature would sit from SAE training alone.
     """
     x = np.asarray(steps) + 1
     n = len(features)
@@ -115,7 +177,13 @@ def drift_features_figure(
         if k >= n:
             ax.axis("off")
             continue
-        shade_phases(ax, steps, phases, label=k == 0)
+        if phases is not None:
+            shade_phases(ax, steps, phases, label=k == 0, source="decoder drift (a)")
+        if noise_quantiles is not None and len(noise_quantiles):
+            at, rows = _noise_positions(len(x), len(noise_quantiles))
+            q = np.asarray(noise_quantiles)[rows]
+            band = "noise floor 5-95% (links retrained on the final checkpoint)" if k == 0 else None
+            ax.fill_between(x[at], q[:, 0], q[:, 4], color=NOISE_COLOUR, alpha=0.3, lw=0, label=band)
         ax.plot(x, cosine[:, k], color="tab:purple", marker="o", ms=2.5, lw=1.5)
         formed_at = formation_steps[k]
         if formed_at is not None:
@@ -127,7 +195,7 @@ def drift_features_figure(
         ax.set_xlabel("checkpoint step + 1")
     for ax in axes[:, 0]:
         ax.set_ylabel("cosine to final")
-    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8)
     fig.suptitle(title or "decoder cosine to final of sampled features")
     return fig
 

@@ -6,7 +6,11 @@ From the chain (notebook 02) and the formation stage (notebook 03):
 * each live feature's formation time (:func:`saetrack.drift.formed_mask` rule) — Fig. 7's colours;
 * 2-D PCA trajectories of features sampled per evolution pattern (Fig. 7);
 * the phase boundaries detected on (a) the median decoder cosine to final and (b) the median concept-level
-  progress measure, both against the checkpoint index (:data:`PHASE_RULE`), and their agreement.
+  progress measure, both against the checkpoint index (:data:`PHASE_RULE`), with the fits of one and two segments
+  beside three and the count BIC prefers, a bootstrap interval over features for each boundary, and their
+  agreement; with too few checkpoints for three segments, as many as the curve allows, and the reason;
+* the drift noise floor (:mod:`saetrack.stages.noise_floor`): the decoder cosine to the final SAE of links
+  retrained on the unchanged final checkpoint, and which checkpoints drift beyond it.
 
 Written to ``run_dir/drift/`` (``arrays.npz``, ``manifest.json``); skipped when the manifest matches the config.
 """
@@ -22,6 +26,7 @@ from tqdm.auto import tqdm
 
 from saetrack import paths, store
 from saetrack.analysis import drift as dr
+from saetrack.analysis import phases as ph
 from saetrack.analysis.features import PATTERNS
 from saetrack.analysis.formation import checkpoint_positions
 from saetrack.config.base import config_hash
@@ -29,7 +34,8 @@ from saetrack.config.run import RunConfig
 from saetrack.sae.weights import SAEWeights
 from saetrack.stages.base import StageRun, finished_manifest, run_stage
 from saetrack.stages.chain import load_chain
-from saetrack.stages.formation import FormationResult, formation_config_hash, load_formation, median_progress
+from saetrack.stages.formation import FormationResult, formation_config_hash, load_formation
+from saetrack.stages.noise_floor import noise_floor_numbers, run_noise_floor
 
 __all__ = [
     "ARRAYS_FILE",
@@ -52,7 +58,10 @@ ARRAYS_FILE = "arrays.npz"
 PHASE_RULE = (
     "boundaries = the two knots of the least-squares continuous three-segment linear fit of the curve against the "
     "checkpoint index (each phase >= drift.min_phase_checkpoints checkpoints); curves: (a) median decoder cosine to "
-    "final over live features, (b) median activation-space progress measure of concept-level features"
+    "final over live features, (b) median activation-space progress measure of concept-level features; one and two "
+    "segments are fitted beside three and compared by BIC = n ln(SSE/n) + 2s ln n (n finite points, s segments: "
+    "intercept, slope, s-1 slope changes, s-1 knot positions); each boundary's 5-95% interval comes from "
+    "drift.bootstrap_samples resamples of the features behind the curve (seeded from the run seed)"
 )
 #: Quantiles of the decoder cosine to final drawn as bands in Fig. 6a.
 DRIFT_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -64,7 +73,7 @@ TRAJECTORY_PATTERNS: tuple[str, ...] = tuple(p for p in PATTERNS if p != "other"
 
 def drift_config_hash(run: RunConfig) -> str:
     """Hash of the drift stage's inputs: the formation stage's hash (which covers the chain) and the drift section."""
-    return config_hash({"formation": formation_config_hash(run), "drift": run.to_dict()["drift"], "v": 1})
+    return config_hash({"formation": formation_config_hash(run), "drift": run.to_dict()["drift"], "v": 2})
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,14 @@ class DriftResult:
     formed: np.ndarray  # [T, L] formed_mask
     formation_time: np.ndarray  # [L] checkpoint index, -1: never formed
     progress_curve: np.ndarray  # [T] median concept-level progress measure (phases, perspective b)
-    drift_phases: dr.Phases
-    progress_phases: dr.Phases
-    agreement: dict[str, Any]
+    drift_phases: dr.Phases | None  # None: too few checkpoints for three phases (see the manifest's note)
+    progress_phases: dr.Phases | None
+    agreement: dict[str, Any] | None
+    drift_bootstrap: np.ndarray  # [B, k] bootstrap knots (k = 2 when three segments were fitted)
+    progress_bootstrap: np.ndarray
+    noise_cosine: np.ndarray  # [M, F] decoder cosine to final after m = 1..M noise-floor links
+    noise_quantiles: np.ndarray  # [M, len(DRIFT_QUANTILES)] over live features
+    beyond_noise: np.ndarray  # [T] median cosine to final below the floor's 5% quantile at the same distance
     histogram_positions: np.ndarray  # checkpoint indices of Fig. 6a's histograms
     sampled_features: np.ndarray  # Fig. 6b
     trajectory_features: np.ndarray  # [n] Fig. 7
@@ -93,6 +107,12 @@ class DriftResult:
     def median_cosine(self) -> np.ndarray:
         """Median decoder cosine to final over live features, per checkpoint (perspective a)."""
         return self.quantiles[:, DRIFT_QUANTILES.index(0.5)]
+
+    @property
+    def phase_notes(self) -> dict[str, str]:
+        """Why the phases could not be fitted, per perspective ("drift", "progress"); empty when they were."""
+        phases = self.manifest["phases"]
+        return {k: phases[k]["note"] for k in ("drift", "progress") if phases[k]["note"]}
 
     def formation_time_of(self, feature: int) -> int:
         """Formation time (checkpoint index, -1 never) of feature ``feature`` (an index into all F features)."""
@@ -133,6 +153,13 @@ def _trajectory_features(
     return chosen, kinds
 
 
+def _progress_matrix(formation: FormationResult) -> np.ndarray:
+    """``[T, n]`` activation-space progress measure of the concept-level live features (all live when none)."""
+    values = np.asarray(formation.progress[PHASE_PROGRESS_KEY], dtype=np.float64)
+    concept = formation.final_types == "concept"
+    return values[:, concept] if concept.any() else values
+
+
 def _drift_arrays(
     run: RunConfig, formation: FormationResult, decoders: np.ndarray, steps: np.ndarray
 ) -> dict[str, Any]:
@@ -148,40 +175,69 @@ def _drift_arrays(
     formation_time = dr.formation_times(formed) if live.size else np.zeros(0, dtype=np.int64)
 
     # phases are fitted against the checkpoint index, the x axis of the paper's Fig. 4 and 6 (Pythia's schedule,
-    # like the nano suite's, is log-spaced early and evenly spaced later)
+    # like the nano suite's, is log-spaced early and evenly spaced later); each curve is the median over the
+    # columns of its matrix, which the bootstrap resamples
     x = np.arange(len(steps), dtype=np.float64)
-    median_cos = quantiles[:, DRIFT_QUANTILES.index(0.5)]
-    has_concept = bool((formation.final_types == "concept").any())
-    progress_curve = median_progress(formation, "concept" if has_concept else None, PHASE_PROGRESS_KEY)
-    drift_phases = dr.detect_phases(x, median_cos, cfg.min_phase_checkpoints)
-    progress_phases = dr.detect_phases(x, progress_curve, cfg.min_phase_checkpoints)
+    progress_matrix = _progress_matrix(formation)
+    findings = {
+        name: ph.find_phases(
+            x, matrix, min_phase=cfg.min_phase_checkpoints, n_boot=cfg.bootstrap_samples, seed=run.seed + offset
+        )
+        for offset, (name, matrix) in enumerate((("drift", live_cos), ("progress", progress_matrix)))
+    }
     return {
         "cosine": cosine,
         "live": live,
         "quantiles": quantiles,
         "formed": formed,
         "formation_time": formation_time,
-        "progress_curve": progress_curve,
-        "drift_phases": drift_phases,
-        "progress_phases": progress_phases,
+        "progress_curve": ph.median_curve(progress_matrix),
+        "findings": findings,
     }
 
 
-def _build_drift(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool) -> dict[str, Any]:
+def _noise_arrays(
+    run: RunConfig, run_dir: Path, folders: dict[int, Path], a: dict[str, Any], device: str, progress: bool
+) -> dict[str, Any]:
+    """The drift noise floor (:func:`~saetrack.stages.noise_floor.run_noise_floor`), its quantiles over live
+    features and, per checkpoint, whether the median cosine to final lies below the floor's 5% quantile."""
+    noise, record = run_noise_floor(run, run_dir, folders, device=device, progress=progress)
+    live = a["live"]
+    n_q = len(DRIFT_QUANTILES)
+    with np.errstate(invalid="ignore"):
+        quantiles = (
+            np.nanquantile(noise[:, live], DRIFT_QUANTILES, axis=1).T
+            if live.size and len(noise)
+            else np.full((len(noise), n_q), np.nan)
+        )
+    median = a["quantiles"][:, DRIFT_QUANTILES.index(0.5)]
+    beyond = dr.beyond_noise_floor(median, quantiles[:, DRIFT_QUANTILES.index(0.05)])
+    return {"noise_cosine": noise, "noise_quantiles": quantiles, "beyond_noise": beyond, "record": record}
+
+
+def _fit_curve(finding: ph.PhaseFinding, n: int) -> np.ndarray:
+    """The fitted curve drawn with the phases: three segments, else the largest count fitted (NaN: none)."""
+    if finding.phases is not None:
+        return finding.phases.fit
+    return finding.fits[max(finding.fits)].fit if finding.fits else np.full(n, np.nan)
+
+
+def _build_drift(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool, device: str = "cpu") -> dict[str, Any]:
     """Compute the drift analyses over the chain and the formation stage, and write the stage folder atomically."""
     cfg = run.drift
     formation = load_formation(run_dir, run)
     folders = load_chain(run_dir, run)
     steps = np.asarray(sorted(folders))
-    if len(steps) < 3 * cfg.min_phase_checkpoints:
-        raise ValueError(
-            f"the chain has {len(steps)} links; phase detection needs at least 3 * drift.min_phase_checkpoints = "
-            f"{3 * cfg.min_phase_checkpoints}."
-        )
     decoders = decoder_stack(folders, progress)
     a = _drift_arrays(run, formation, decoders, steps)
-    drift_phases, progress_phases = a["drift_phases"], a["progress_phases"]
-    agreement = dr.phase_agreement(drift_phases, progress_phases, steps.tolist())
+    findings = a["findings"]
+    for name, finding in findings.items():
+        if finding.note:
+            print(f"drift stage, phases from {'decoder drift' if name == 'drift' else 'the progress measure'}: "
+                  f"{finding.note}", flush=True)  # fmt: skip
+    d, p = findings["drift"].phases, findings["progress"].phases
+    agreement = dr.phase_agreement(d, p, steps.tolist()) if d is not None and p is not None else None
+    noise = _noise_arrays(run, run_dir, folders, a, device, progress)
 
     fractions = np.linspace(0.0, 1.0, cfg.n_histograms)
     intermediate = steps[:-1] if len(steps) > cfg.n_histograms else steps
@@ -190,7 +246,7 @@ def _build_drift(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool)
     traj_features, traj_patterns = _trajectory_features(
         formation, a["formation_time"], cfg.trajectories_per_pattern, run.seed
     )
-    projections = [dr.trajectory_projection(decoders[:, f]) for f in traj_features]
+    projections = [dr.trajectory_projection(decoders[:, f]) for f in traj_features] if len(steps) > 1 else []
     coords = np.stack([c for c, _ in projections]) if projections else np.zeros((0, len(steps), 2))
     variance = np.stack([v for _, v in projections]) if projections else np.zeros((0, 2))
 
@@ -204,8 +260,13 @@ def _build_drift(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool)
             formed=a["formed"],
             formation_time=a["formation_time"],
             progress_curve=a["progress_curve"],
-            drift_fit=drift_phases.fit,
-            progress_fit=progress_phases.fit,
+            drift_fit=_fit_curve(findings["drift"], len(steps)),
+            progress_fit=_fit_curve(findings["progress"], len(steps)),
+            drift_bootstrap=findings["drift"].bootstrap,
+            progress_bootstrap=findings["progress"].bootstrap,
+            noise_cosine=noise["noise_cosine"].astype(np.float32),
+            noise_quantiles=noise["noise_quantiles"],
+            beyond_noise=noise["beyond_noise"],
             histogram_positions=hist_positions,
             sampled_features=sampled,
             trajectory_features=np.asarray(traj_features, dtype=np.int64),
@@ -219,40 +280,30 @@ def _build_drift(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool)
             files={ARRAYS_FILE: store.file_sha256(tmp / ARRAYS_FILE)},
             phases={
                 "rule": PHASE_RULE,
-                "drift": _phase_record(drift_phases, steps),
-                "progress": _phase_record(progress_phases, steps),
+                "drift": ph.finding_record(findings["drift"], steps),
+                "progress": ph.finding_record(findings["progress"], steps),
                 "agreement": agreement,
             },
+            noise_floor=noise["record"],
         )
     return manifest
 
 
-def analyse_drift(run: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True) -> dict[str, Any]:
+def analyse_drift(
+    run: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True, device: str = "cpu"
+) -> dict[str, Any]:
     """Run the drift analyses (Sec. 6; Fig. 6a, 6b, 7; phases) over the chain and formation stage of ``run``.
 
-    Returns the stage manifest; skipped when ``run_dir/drift`` is current with this config.
+    ``device`` trains the noise-floor links (and, streamed, runs the final checkpoint's model). Returns the stage
+    manifest; skipped when ``run_dir/drift`` is current with this config.
     """
     return run_stage(
         Path(run_dir) / paths.DRIFT_DIR,
         "drift",
         drift_config_hash(run),
-        lambda stage: _build_drift(run, run_dir, stage, progress),
+        lambda stage: _build_drift(run, run_dir, stage, progress, device),
         force=force,
     )
-
-
-def _phase_record(phases: dr.Phases, steps: np.ndarray) -> dict[str, Any]:
-    return {
-        "emergent_index": phases.emergent,
-        "emergent_step": int(steps[phases.emergent]),
-        "convergent_index": phases.convergent,
-        "convergent_step": int(steps[phases.convergent]),
-        "sse": phases.sse,
-    }
-
-
-def _phases_from(record: dict[str, Any], fit: np.ndarray) -> dr.Phases:
-    return dr.Phases(record["emergent_index"], record["convergent_index"], fit, float(record["sse"]))
 
 
 def load_drift(run_dir: Path, run: RunConfig | None = None) -> DriftResult:
@@ -264,8 +315,8 @@ def load_drift(run_dir: Path, run: RunConfig | None = None) -> DriftResult:
     arrays = {name: data[name] for name in data.files if name not in ("drift_fit", "progress_fit")}
     return DriftResult(
         **arrays,
-        drift_phases=_phases_from(phases["drift"], data["drift_fit"]),
-        progress_phases=_phases_from(phases["progress"], data["progress_fit"]),
+        drift_phases=ph.phases_from_record(phases["drift"], data["drift_fit"]),
+        progress_phases=ph.phases_from_record(phases["progress"], data["progress_fit"]),
         agreement=phases["agreement"],
         manifest=manifest,
     )
@@ -275,12 +326,14 @@ def summary_numbers(result: DriftResult) -> dict[str, Any]:
     """The numbers behind Sec. 6 and the phases (issue 5), for the run's results JSON.
 
     Median decoder cosine to final (live features) at the first, middle ((T-1)//2) and final-but-one checkpoints;
-    phase boundaries from both perspectives and their agreement; formation counts; and how far formed features are
-    still from their final direction when they form (the paper: drift continues after formation).
+    phase boundaries from both perspectives with their bootstrap intervals, the SSE/BIC of one, two and three
+    segments and the preferred count, and their agreement; the drift noise floor; formation counts; and how far
+    formed features are still from their final direction when they form (the paper: drift continues after
+    formation).
     """
     steps, median = result.steps, result.median_cosine
     n = len(steps)
-    middle = (n - 1) // 2
+    middle, but_one = (n - 1) // 2, max(n - 2, 0)
     times = result.formation_time
     formed = times >= 0
     live_cos = result.cosine[:, result.live_features]
@@ -290,12 +343,18 @@ def summary_numbers(result: DriftResult) -> dict[str, Any]:
         "median_cosine_to_final": {
             "first": {"step": int(steps[0]), "value": float(median[0])},
             "middle": {"step": int(steps[middle]), "value": float(median[middle])},
-            "final_but_one": {"step": int(steps[-2]), "value": float(median[-2])},
+            "final_but_one": {"step": int(steps[but_one]), "value": float(median[but_one])},
         },
         "phase_rule": phases["rule"],
         "phases_from_drift": phases["drift"],
         "phases_from_progress": phases["progress"],
         "phase_agreement": result.agreement,
+        "noise_floor": noise_floor_numbers(
+            result.manifest["noise_floor"],
+            result.steps,
+            result.median_cosine,
+            result.noise_quantiles[:, [DRIFT_QUANTILES.index(q) for q in (0.05, 0.25, 0.5)]],
+        ),
         "formation": {
             "live": int(times.size),
             "formed": int(formed.sum()),

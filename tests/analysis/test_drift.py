@@ -121,3 +121,17 @@ def test_sample_features_is_seeded_and_bounded() -> None:
     np.testing.assert_array_equal(a, b)
     assert len(set(a.tolist())) == 8 and set(a.tolist()) <= set(pool.tolist())
     assert dr.sample_features(pool[:3], 8, seed=0).size == 3
+
+
+def test_beyond_noise_floor_compares_each_checkpoint_with_the_floor_at_its_distance() -> None:
+    # T = 6 checkpoints; the floor after m = 1, 2, 3 links (5% quantile) is 0.9, 0.8, 0.7
+    median = np.array([0.1, 0.75, 0.75, 0.85, 0.95, 1.0])
+    floor = np.array([0.9, 0.8, 0.7])
+    below = dr.beyond_noise_floor(median, floor)
+    # index 4 (1 link back): 0.95 vs 0.9 no; 3 (2 back): 0.85 vs 0.8 no; 2 (3 back): 0.75 vs 0.7 no; 0, 1: no floor
+    np.testing.assert_array_equal(below, [False, False, False, False, False, False])
+    below = dr.beyond_noise_floor(np.array([0.1, 0.5, 0.6, 0.79, 0.89, 1.0]), floor)
+    np.testing.assert_array_equal(below, [False, False, True, True, True, False])
+    assert not dr.beyond_noise_floor(np.array([0.1, 1.0]), np.zeros(0)).any()  # no floor: nothing beyond it
+    with pytest.raises(ValueError, match="1-D"):
+        dr.beyond_noise_floor(np.zeros((2, 2)), floor)

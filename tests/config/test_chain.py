@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from saetrack.config import ChainConfig, ConfigError
+from saetrack.config.chain import COMPARISON_ONLY_FIELDS, training_fields
 
 
 def test_baseline_must_be_in_schedule() -> None:
@@ -43,3 +44,25 @@ def test_defaults_are_the_papers_choices() -> None:
     chain = ChainConfig(schedule=(0,))
     assert (chain.decoder_norm, chain.l1_scale, chain.optimizer_policy) == ("unit", "activation_norm", "fresh")
     assert chain.apply_b_dec_to_input and chain.l1_coefficient == 8e-5
+
+
+def test_seed_control_picks_baselines_back_from_the_last() -> None:
+    def picks(k: int | None) -> tuple[int, ...]:
+        return ChainConfig(schedule=tuple(range(10)), baseline=(1, 3, 5, 7, 9), seed_control=k).seed_control_indices
+
+    assert picks(None) == (1, 3, 5, 7, 9)  # every baseline checkpoint
+    assert ChainConfig(schedule=tuple(range(10)), baseline=(1, 3, 5, 7, 9)).seed_control_indices == (5, 9)  # default
+    assert picks(0) == ()
+    assert picks(1) == (9,)
+    assert picks(2) == (5, 9)  # the middle and the last
+    assert picks(3) == (3, 5, 9)
+    assert picks(5) == picks(6) == (1, 3, 5, 7, 9)  # at most every baseline checkpoint
+    assert ChainConfig(schedule=(0, 1)).seed_control_indices == ()  # no baselines, nothing to repeat
+    with pytest.raises(ConfigError, match=r"chain\.seed_control = -1 is invalid: must be >= 0"):
+        picks(-1)
+
+
+def test_training_fields_leave_out_the_comparison_only_fields() -> None:
+    chain = {"link_tokens": 10, "seed_control": 2, "baseline": [1]}
+    assert training_fields(chain) == {"link_tokens": 10, "baseline": [1]}
+    assert COMPARISON_ONLY_FIELDS == ("seed_control",)

@@ -10,6 +10,7 @@ from matplotlib.colors import to_rgba
 from saetrack.analysis.drift import PHASE_NAMES, Phases
 from saetrack.plots.drift import (
     FORMED_COLOUR,
+    NOISE_LABEL,
     PHASE_COLOURS,
     UNFORMED_COLOUR,
     drift_distribution_figure,
@@ -83,3 +84,53 @@ def test_trajectories_colour_segments_by_formation() -> None:
     assert colours == [UNFORMED_COLOUR] * 2 + [FORMED_COLOUR] * 3  # segments from checkpoint 2 on are formed
     assert {line.get_color() for line in second.lines} == {UNFORMED_COLOUR}
     np.testing.assert_array_equal(first.lines[0].get_xdata(), [0.0, 1.0])
+
+
+def test_legends_name_the_source_of_each_set_and_the_bootstrap_intervals_are_drawn() -> None:
+    _, ax = plt.subplots()
+    shaded = Phases(2, 4, np.zeros(6), 0.0, emergent_interval=(1, 3), convergent_interval=(4, 4))
+    dashed = Phases(1, 3, np.zeros(6), 0.0, emergent_interval=(0, 2), convergent_interval=(3, 5))
+    shade_phases(ax, STEPS, shaded, other=dashed, other_label="from progress", source="decoder drift (a)",
+                 other_source="progress measure (b)")  # fmt: skip
+    assert [p.get_label() for p in ax.patches] == [f"{n} (shaded: decoder drift (a))" for n in PHASE_NAMES]
+    bars = [line for line in ax.lines if line.get_marker() == "|"]
+    # x = step + 1: intervals (1, 3) -> 2..5, (4, 4) -> 9..9, (0, 2) -> 1..3, (3, 5) -> 5..17
+    assert [tuple(line.get_xdata()) for line in bars] == [(2.0, 5.0), (9.0, 9.0), (1.0, 3.0), (5.0, 17.0)]
+    assert [line.get_linestyle() for line in bars] == ["-", "-", "--", "--"]
+    labels = [line.get_label() for line in bars]
+    assert labels[0] == "5-95% bootstrap interval (decoder drift (a))"
+    assert labels[2] == "5-95% bootstrap interval (progress measure (b))" and labels[1].startswith("_")
+    _, plain = plt.subplots()
+    shade_phases(plain, STEPS, shaded, intervals=False)
+    assert not plain.lines  # intervals off: nothing but the shading
+
+
+def test_drift_distribution_draws_the_noise_floor_at_its_distance_from_the_final_checkpoint() -> None:
+    quantiles = np.tile(np.linspace(0.0, 1.0, 6)[:, None], (1, 5))
+    noise = np.array([[0.80, 0.85, 0.90, 0.95, 0.97], [0.70, 0.75, 0.80, 0.85, 0.90]])  # after 1 and 2 links
+    fig = drift_distribution_figure(STEPS, np.ones((6, 3)), quantiles, [0], PHASES, noise_quantiles=noise)
+    bottom = fig.axes[-1]
+    floor = next(line for line in bottom.lines if line.get_label() == NOISE_LABEL)
+    # m links before the final (index 5) -> index 5 - m: steps 8 and 4, x = 9 and 5
+    np.testing.assert_array_equal(floor.get_xdata(), [9.0, 5.0])
+    np.testing.assert_allclose(floor.get_ydata(), [0.90, 0.80])
+    assert "noise floor 25-75%" in bottom.get_legend_handles_labels()[1]
+    # more floor links than the chain has: only those with a checkpoint are drawn; no phases: nothing shaded
+    many = np.tile(noise[:1], (9, 1))
+    fig = drift_distribution_figure(STEPS, np.ones((6, 3)), quantiles, [0], None, noise_quantiles=many)
+    bottom = fig.axes[-1]
+    assert not bottom.patches or all(p.get_label() in ("5-95%", "25-75%") for p in bottom.patches)
+    floor = next(line for line in bottom.lines if line.get_label() == NOISE_LABEL)
+    np.testing.assert_array_equal(floor.get_xdata(), [9.0, 5.0, 3.0, 2.0, 1.0])
+
+
+def test_drift_features_draw_the_noise_band_and_work_without_phases() -> None:
+    cosine = np.stack([np.linspace(0.2, 1.0, 6), np.ones(6)], axis=1)
+    noise = np.array([[0.80, 0.85, 0.90, 0.95, 0.97]])
+    fig = drift_features_figure(STEPS, cosine, [5, 9], [None, None], None, noise_quantiles=noise)
+    first = fig.axes[0]
+    assert not first.patches  # no phases shaded
+    band = first.collections[0]
+    np.testing.assert_allclose(band.get_paths()[0].vertices[:, 1].min(), 0.80)
+    np.testing.assert_allclose(band.get_paths()[0].vertices[:, 1].max(), 0.97)
+    assert "noise floor 5-95%" in fig.legends[0].get_texts()[0].get_text()

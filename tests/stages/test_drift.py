@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from saetrack import paths, store
+from saetrack import paths, plots, store
 from saetrack.config import RunConfig
 from saetrack.sae.io import save_sae
 from saetrack.sae.model import build_sae
+from saetrack.stages.cache import cache_activations
+from saetrack.stages.chain import train_chain
 from saetrack.stages.drift import (
     analyse_drift,
     decoder_stack,
@@ -19,7 +23,7 @@ from saetrack.stages.drift import (
     output_hashes,
     summary_numbers,
 )
-from saetrack.stages.formation import formation_config_hash, load_formation
+from saetrack.stages.formation import analyse_formation, formation_config_hash, load_formation
 
 
 def test_drift_stage_end_to_end_at_smoke_size(run: RunConfig, formation_run: tuple[Path, dict]) -> None:
@@ -37,8 +41,27 @@ def test_drift_stage_end_to_end_at_smoke_size(run: RunConfig, formation_run: tup
     assert set(numbers["median_cosine_to_final"]) == {"first", "middle", "final_but_one"}
     for key in ("phases_from_drift", "phases_from_progress"):
         phases = numbers[key]
+        assert phases["fitted"] and phases["note"] == ""
         assert 0 < phases["emergent_index"] < phases["convergent_index"] < n_steps
+        for name in ("emergent", "convergent"):  # each boundary within its bootstrap interval
+            lo, hi = phases[f"{name}_interval"]["index"]
+            assert lo <= phases[f"{name}_index"] <= hi
+            assert phases[f"{name}_interval"]["step"] == [int(drift.steps[lo]), int(drift.steps[hi])]
+        assert set(phases["segments"]) == {"1", "2", "3"} and phases["preferred_segments"] in (1, 2, 3)
+        bics = {s: f["bic"] for s, f in phases["segments"].items()}
+        assert min(bics.values()) == bics[str(phases["preferred_segments"])]
+        assert phases["segments"]["3"]["knots_index"] == [phases["emergent_index"], phases["convergent_index"]]
+        assert phases["bootstrap_samples"] == run.drift.bootstrap_samples
+    assert drift.drift_bootstrap.shape == (run.drift.bootstrap_samples, 2)
     assert 0 <= numbers["phase_agreement"]["same_phase_fraction"] <= 1
+    # the noise floor: T - 1 links retrained on the final checkpoint, cosines to the final SAE per live feature
+    noise = numbers["noise_floor"]
+    assert noise["links"] == n_steps - 1 and noise["tokens_per_link"] == run.chain.link_tokens
+    assert drift.noise_cosine.shape == (n_steps - 1, d_sae) and drift.noise_quantiles.shape == (n_steps - 1, 5)
+    assert 0 < noise["median_after_all_links"] <= noise["median_after_1_link"] <= 1
+    assert len(noise["per_checkpoint"]) == n_steps - 1 and drift.beyond_noise.shape == (n_steps,)
+    beyond = [c["step"] for c in noise["per_checkpoint"] if c["beyond_noise"]]
+    assert noise["last_checkpoint_beyond_noise"] == (max(beyond) if beyond else None)
     assert drift.trajectory_coords.shape == (len(drift.trajectory_features), n_steps, 2)
     assert analyse_drift(run, work, progress=False) == drift_manifest  # current: nothing recomputed
     with pytest.raises(store.StaleArtifactError, match="another config"):
@@ -66,3 +89,43 @@ def test_drift_hash_covers_formation_and_the_drift_section(run: RunConfig) -> No
     other = run.with_overrides({"formation.top_k": 10})
     assert formation_config_hash(other) != formation_config_hash(run)
     assert drift_config_hash(other) != drift_config_hash(run)
+
+
+def test_a_three_checkpoint_chain_gets_everything_but_the_phases(
+    run: RunConfig, smoke_run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a user's 3-checkpoint suite: too few checkpoints for three phases (each >= 2), the rest still computed
+    short = run.with_overrides(
+        {"chain.schedule": (0, 3, 7), "chain.baseline": (), "drift.bootstrap_samples": 20, "drift.noise_floor_links": 1}
+    )
+    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR):
+        shutil.copytree(smoke_run_dir / folder, tmp_path / folder)
+    cache_activations(short, tmp_path, progress=False)
+    train_chain(short, tmp_path, progress=False)
+    analyse_formation(short, tmp_path, progress=False)
+    capsys.readouterr()
+    analyse_drift(short, tmp_path, progress=False)
+    printed = capsys.readouterr().out
+    assert "phases from decoder drift: three phases could not be fitted" in printed
+    drift = load_drift(tmp_path, short)
+    assert drift.drift_phases is None and drift.progress_phases is None and drift.agreement is None
+    d_sae = short.chain.expansion_factor * short.model.d_model
+    assert drift.cosine.shape == (3, d_sae) and drift.trajectory_coords.shape[1:] == (3, 2)
+    assert drift.noise_cosine.shape == (1, d_sae)
+    numbers = summary_numbers(drift)
+    for key in ("phases_from_drift", "phases_from_progress"):
+        phases = numbers[key]
+        assert not phases["fitted"] and phases["emergent_step"] is None
+        assert "3 checkpoints" in phases["note"] and "fitted 1 segment(s) instead" in phases["note"]
+        assert set(phases["segments"]) == {"1"} and phases["preferred_segments"] == 1
+    assert set(drift.phase_notes) == {"drift", "progress"}
+    assert numbers["noise_floor"]["links"] == 1 and [c["step"] for c in numbers["noise_floor"]["per_checkpoint"]] == [4]
+    live = drift.live_features
+    figures = [
+        plots.drift_distribution_figure(drift.steps, drift.cosine[:, live], drift.quantiles, drift.histogram_positions,
+                                        None, None, noise_quantiles=drift.noise_quantiles),
+        plots.drift_features_figure(drift.steps, drift.cosine[:, live[:2]], live[:2], [None, None], None,
+                                    noise_quantiles=drift.noise_quantiles),
+    ]  # fmt: skip
+    assert all(fig.axes for fig in figures)
+    plt.close("all")
