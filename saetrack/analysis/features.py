@@ -241,20 +241,17 @@ def classify_token_concept(
     active = values > 0
     if active.any() and (indices[active].min() < 0 or indices[active].max() >= tokens.size):
         raise ValueError(f"indices of active datapoints must lie in [0, {tokens.size}) (len(token_ids_flat)).")
-    n_features = values.shape[0]
-    labels = np.full(n_features, "inactive", dtype="<U8")
-    dominant = np.full(n_features, -1, dtype=np.int64)
-    share = np.zeros(n_features, dtype=np.float64)
-    for i in range(n_features):
-        toks = tokens[indices[i][active[i]]]
-        if toks.size == 0:
-            continue
-        ids, counts = np.unique(toks, return_counts=True)
-        best = int(np.argmax(counts))
-        dominant[i] = int(ids[best])
-        share[i] = counts[best] / toks.size
-        if toks.size >= min_active:
-            labels[i] = "token" if share[i] >= token_share else "concept"
+    toks = np.where(active, tokens[np.where(active, indices, 0)], -1)
+    # counts[i, j]: active entries of feature i holding the token of entry j (0 for inactive entries)
+    counts = ((toks[:, :, None] == toks[:, None, :]) & active[:, None, :]).sum(axis=2) * active
+    n_active = active.sum(axis=1)
+    best = counts.max(axis=1) if counts.size else np.zeros(values.shape[0], dtype=np.int64)
+    ties = np.where((counts == best[:, None]) & active, toks, np.iinfo(np.int64).max)
+    dominant = np.where(n_active > 0, ties.min(axis=1) if ties.size else -1, -1).astype(np.int64)
+    share = np.where(n_active > 0, best / np.maximum(n_active, 1), 0.0).astype(np.float64)
+    labels = np.full(values.shape[0], "inactive", dtype="<U8")
+    enough = n_active >= min_active
+    labels[enough] = np.where(share[enough] >= token_share, "token", "concept")
     return labels, dominant, share
 
 

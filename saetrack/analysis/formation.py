@@ -6,8 +6,10 @@
 * Eq. 14-19: the progress measure M_i(t) in activation space (cosine) and in feature space (cosine, Jaccard,
   weighted Jaccard; Eq. 27-29), with the feature set F_i^t = SAE[t]'s encoding of A_i^t
   (:func:`progress_measures`), built on :mod:`saetrack.progress`.
-* Fig. 4: 2-D UMAP embeddings of activation sets, fitted separately per checkpoint (:func:`umap_embedding`), at
-  the checkpoints of :func:`checkpoint_positions`.
+* Fig. 4: 2-D UMAP embeddings of activation sets, fitted separately per checkpoint (:func:`umap_embedding`).
+* Which checkpoints Fig. 2's columns and Fig. 4's panels show (:func:`choose_checkpoints`): chosen from the phases
+  (Sec. 4.1) detected on the median decoder cosine to final, or, when no phases can be fitted, by the paper's index
+  fractions (:func:`checkpoint_positions`).
 
 Everything works on plain arrays (one ``[N, d]`` analysis array per checkpoint, the same N datapoints at every
 checkpoint) so that it can be tested on synthetic data. Checkpoints are independent (the random sets are drawn from
@@ -19,21 +21,27 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from saetrack.analysis.drift import PHASE_NAMES, detect_phases, phase_labels
 from saetrack.analysis.progress import pairwise_mean_similarity, progress_measure, random_baseline, random_indices
 from saetrack.sae.weights import SAEWeights, feature_activations
 
 __all__ = [
     "ACTIVATION_KEYS",
     "FEATURE_KEYS",
+    "PAPER_FIG2_MIDDLE_FRACTION",
     "PAPER_FIG4_FRACTIONS",
     "PROGRESS_KEYS",
+    "CheckpointChoice",
     "activation_sets",
     "checkpoint_positions",
+    "choose_checkpoints",
     "progress_measures",
     "umap_embedding",
 ]
@@ -51,6 +59,8 @@ PROGRESS_KEYS: tuple[str, ...] = (*ACTIVATION_KEYS, *FEATURE_KEYS)
 
 #: Fig. 4 shows checkpoints 0, 5, 10, 15, 60 and 153 of the paper's 154-checkpoint list (positions 0..153).
 PAPER_FIG4_FRACTIONS: tuple[float, ...] = (0.0, 5 / 153, 10 / 153, 15 / 153, 60 / 153, 1.0)
+#: The paper's Fig. 2 middle column (checkpoints 15-21 of 153) as a fraction of the schedule (fallback rule only).
+PAPER_FIG2_MIDDLE_FRACTION = 18 / 153
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,3 +267,99 @@ def checkpoint_positions(steps: Sequence[int], wanted_fractions: Sequence[float]
         highest = n - (len(raw) - pos)  # leave room for the remaining fractions
         out.append(min(max(r, lowest), highest))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Which checkpoints Fig. 2 and Fig. 4 show
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpointChoice:
+    """The checkpoints of Fig. 2's columns and Fig. 4's panels, each ``{"position", "step", "phase", "why"}``."""
+
+    #: ``"phases"``, or ``"index fraction"`` when no phases could be fitted (``fallback`` says why).
+    rule: str
+    fig2: list[dict[str, Any]]
+    fig4: list[dict[str, Any]]
+    #: Checkpoint indices where the Emergent and the Convergent phase start (``None`` with the fallback rule).
+    emergent: int | None = None
+    convergent: int | None = None
+    fallback: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The choice as JSON-ready data (for the stage manifest)."""
+        return {
+            "rule": self.rule,
+            "emergent": self.emergent,
+            "convergent": self.convergent,
+            "fallback": self.fallback,
+            "fig2": self.fig2,
+            "fig4": self.fig4,
+        }
+
+
+def _entries(steps: Sequence[int], wanted: list[tuple[int, str]], phase: Sequence[str | None]) -> list[dict[str, Any]]:
+    """``wanted`` (position, why) in position order, duplicates merged (their reasons joined with " = ")."""
+    why: dict[int, list[str]] = {}
+    for position, reason in wanted:
+        why.setdefault(position, []).append(reason)
+    return [{"position": p, "step": int(steps[p]), "phase": phase[p], "why": " = ".join(why[p])} for p in sorted(why)]
+
+
+def _middle(start: int, stop: int) -> int:
+    """The middle index of ``[start, stop)``, rounded up: ``start + (stop - start) // 2``."""
+    return start + (stop - start) // 2
+
+
+def choose_checkpoints(steps: Sequence[int], curve: Sequence[float], min_phase: int) -> CheckpointChoice:
+    """Fig. 2's columns and Fig. 4's panels from the phases (Sec. 4.1) detected on ``curve`` against the index.
+
+    ``curve`` is the median decoder cosine to final (Sec. 6.1) per checkpoint; the phases are the two knots of
+    :func:`saetrack.analysis.drift.detect_phases` with ``min_phase``. With the Emergent phase ``[e, c)`` and
+    ``middle(a, b) = a + (b - a) // 2``: Fig. 2 shows the first checkpoint, ``middle(e, c)`` (inside Emergent),
+    ``c`` (end of Emergent = start of Convergent) and the final checkpoint; Fig. 4 shows the first checkpoint,
+    ``middle(0, e)`` (inside Initialization & Warmup), ``e``, ``middle(e, c)``, ``c`` and the final checkpoint.
+    Coinciding checkpoints are shown once. With fewer than ``3 * min_phase`` checkpoints, or when the fit fails,
+    the paper's index fractions are used instead (Fig. 2: 0, 18/153, 1; Fig. 4: :func:`checkpoint_positions`)
+    and ``fallback`` says why.
+    """
+    n = len(steps)
+    if n == 0:
+        raise ValueError("steps is empty")
+    reason = None
+    if n < 3 * max(min_phase, 1):
+        reason = f"{n} checkpoints, fewer than 3 * min_phase_checkpoints = {3 * max(min_phase, 1)}"
+    else:
+        try:
+            phases = detect_phases(np.arange(n, dtype=np.float64), curve, min_phase)
+        except ValueError as err:
+            reason = f"no phase fit: {err}"
+    if reason is not None:
+        middle = min(n - 1, max(1, round(PAPER_FIG2_MIDDLE_FRACTION * (n - 1))))
+        fig2 = [(0, "first checkpoint"), (middle, "index fraction 18/153 (the paper's middle column)")]
+        fig4 = [(p, "index fraction of the paper's Fig. 4 checkpoints") for p in checkpoint_positions(steps)]
+        none = [None] * n
+        return CheckpointChoice(
+            rule="index fraction",
+            fig2=_entries(steps, [*fig2, (n - 1, "final checkpoint")], none),
+            fig4=_entries(steps, fig4, none),
+            fallback=reason,
+        )
+    e, c = phases.emergent, phases.convergent
+    names = [PHASE_NAMES[i] for i in phase_labels(n, phases)]
+    fig2 = [
+        (0, "first checkpoint"),
+        (_middle(e, c), "middle of the Emergent phase"),
+        (c, "end of the Emergent phase"),
+        (n - 1, "final checkpoint"),
+    ]
+    fig4 = [
+        (0, "first checkpoint"),
+        (_middle(0, e), "middle of the Initialization & Warmup phase"),
+        (e, "start of the Emergent phase"),
+        (_middle(e, c), "middle of the Emergent phase"),
+        (c, "start of the Convergent phase"),
+        (n - 1, "final checkpoint"),
+    ]
+    return CheckpointChoice("phases", _entries(steps, fig2, names), _entries(steps, fig4, names), e, c)

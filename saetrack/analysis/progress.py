@@ -19,6 +19,7 @@ __all__ = [
     "progress_measure",
     "random_baseline",
     "random_indices",
+    "within_set_similarity",
 ]
 
 
@@ -150,3 +151,18 @@ def progress_measure(within: torch.Tensor | np.ndarray, baseline: float) -> np.n
     """
     values = within.numpy() if isinstance(within, torch.Tensor) else np.asarray(within)
     return values.astype(np.float64, copy=False) - baseline
+
+
+def within_set_similarity(progress: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """The within-set term S(A_i^t) of the progress measure (Eq. 15 / 18), recovered from M_i(t) (Def. 5.4, Eq. 14 /
+    17) and the random baseline (Eq. 16 / 19): ``S = M + baseline``.
+
+    ``progress`` is ``[T, F]`` (checkpoints first), ``baseline`` ``[T]`` (one number per checkpoint). Splitting M into
+    its two terms shows whether a change of M comes from the feature's own set or from the random baseline.
+    Returns ``[T, F]`` float64.
+    """
+    m = np.asarray(progress, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    if m.ndim != 2 or b.shape != (m.shape[0],):
+        raise ValueError(f"progress must be [T, F] and baseline [T], got shapes {m.shape} and {b.shape}")
+    return m + b[:, None]

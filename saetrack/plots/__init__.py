@@ -3,6 +3,7 @@
 * :mod:`~saetrack.plots.suite` — Fig. S1 (the nano suite's loss);
 * :mod:`~saetrack.plots.chain` — Fig. S2-S5 (chain training, quality, convergence, agreement);
 * :mod:`~saetrack.plots.formation` — Fig. 2, 3, 4, 5, 8 (patterns, regions, UMAP, progress measures);
+* :mod:`~saetrack.plots.formation_controls` — Fig. 5d and S7 (the formation stage's controls);
 * :mod:`~saetrack.plots.drift` — Fig. 6a, 6b, 7 (decoder drift, trajectories) and the phase shading;
 * :mod:`~saetrack.plots.scale` — Fig. S6 (the cross-scale summary; Fig. 9-16 reuse the functions above);
 * :mod:`~saetrack.plots.common` — the figure registry and saving under ``figures/<preset>/``.
@@ -23,12 +24,16 @@ from saetrack.plots.formation import (
     PROGRESS_TITLES,
     TYPE_STYLE,
     PatternExample,
+    cell_summary,
+    checkpoint_titles,
     feature_regions_figure,
+    pattern_examples_from_records,
     pattern_table_figure,
     pattern_table_html,
     progress_figure,
     umap_figure,
 )
+from saetrack.plots.formation_controls import baseline_formation_figure, progress_terms_figure
 from saetrack.plots.scale import scale_summary_figure
 from saetrack.plots.suite import loss_curve_figure
 
@@ -39,17 +44,22 @@ __all__ = [
     "TYPE_STYLE",
     "PatternExample",
     "agreement_figure",
+    "baseline_formation_figure",
+    "cell_summary",
     "chain_quality_figure",
     "chain_training_figure",
+    "checkpoint_titles",
     "convergence_figure",
     "drift_distribution_figure",
     "drift_features_figure",
     "feature_regions_figure",
     "figure_path",
     "loss_curve_figure",
+    "pattern_examples_from_records",
     "pattern_table_figure",
     "pattern_table_html",
     "progress_figure",
+    "progress_terms_figure",
     "save_figure",
     "save_html",
     "scale_summary_figure",

@@ -37,6 +37,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "04": ("fig04_umap", "UMAP of activation sets of token- and concept-level features across checkpoints"),
     "05": ("fig05_progress_measure", "Progress measure in activation and feature space"),
     "05p": ("fig05p_progress_measure_phases", "Progress measure (cosine) with the phases detected in notebook 04"),
+    "05d": ("fig05d_progress_terms", "Progress measure split into within-set similarity and random baseline"),
     "06a": ("fig06a_decoder_cosine_distribution", "Decoder cosine to final: distribution per checkpoint"),
     "06b": ("fig06b_decoder_cosine_features", "Decoder cosine to final: sampled features"),
     "07": ("fig07_trajectories", "Feature trajectories of decoder vectors"),
@@ -50,6 +51,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "15": ("fig15_scale_decoder_cosine_b", "Scale study, other size: decoder cosine to final (paper: Pythia-1.4b)"),
     "16": ("fig16_scale_trajectories_b", "Scale study, other size: feature trajectories (paper: Pythia-1.4b)"),
     "S06": ("figS06_scale_summary", "Cross-scale summary of progress and drift"),
+    "S07": ("figS07_baseline_formation", "Formation without the chain: token/concept features of from-scratch SAEs"),
 }
 
 

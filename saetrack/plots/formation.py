@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib
@@ -26,8 +26,11 @@ __all__ = [
     "PROGRESS_TITLES",
     "TYPE_STYLE",
     "PatternExample",
+    "cell_summary",
+    "checkpoint_titles",
     "clip_context",
     "feature_regions_figure",
+    "pattern_examples_from_records",
     "pattern_table_figure",
     "pattern_table_html",
     "progress_figure",
@@ -76,7 +79,8 @@ def progress_figure(
     for ax, key in zip(axes[0], keys, strict=True):
         values = np.asarray(measures[key])
         if phases is not None:
-            shade_phases(ax, steps, phases, other=other_phases, other_label="boundaries from decoder drift")
+            shade_phases(ax, steps, phases, other=other_phases, other_label="boundaries from decoder drift (a)",
+                         source="progress measure (b)", other_source="decoder drift (a)")  # fmt: skip
         for kind, style in TYPE_STYLE.items():
             members = np.nonzero(np.asarray(feature_types) == kind)[0]
             if members.size == 0:
@@ -101,6 +105,7 @@ def umap_figure(
     point_feature: np.ndarray,
     feature_types: Mapping[int, str],
     title: str = "",
+    panel_titles: Sequence[str] | None = None,
 ) -> Figure:
     """Fig. 4: UMAP of the activation sets A_i^t of a few features, one panel per checkpoint (fitted separately).
 
@@ -108,7 +113,8 @@ def umap_figure(
 
     ``embeddings[j]`` [n, 2] are the points at checkpoint ``steps[j]``; ``point_feature`` [n] says which feature
     each point belongs to (the same points in every panel); ``feature_types`` maps a feature to "token" (circles)
-    or "concept" (diamonds). Each feature has its own colour.
+    or "concept" (diamonds). Each feature has its own colour. ``panel_titles`` (one per panel, e.g. from
+    :func:`checkpoint_titles`: the step, its phase and why it is shown) replace the default "checkpoint step N".
     """
     features = list(dict.fromkeys(np.asarray(point_feature).tolist()))
     palette = colormaps["tab10" if len(features) <= 10 else "tab20"]
@@ -116,14 +122,16 @@ def umap_figure(
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.9 * rows), constrained_layout=True, squeeze=False)
-    for ax, emb, step in zip(axes.flat, embeddings, steps, strict=False):
+    titles = list(panel_titles) if panel_titles is not None else [f"checkpoint step {step}" for step in steps]
+    for ax, emb, panel_title in zip(axes.flat, embeddings, titles, strict=False):
         for j, feature in enumerate(features):
             mask = np.asarray(point_feature) == feature
             kind = feature_types.get(feature, "token")
             ax.scatter(emb[mask, 0], emb[mask, 1], s=22, color=palette(j % palette.N),
                        marker=TYPE_STYLE.get(kind, TYPE_STYLE["token"])["marker"], edgecolors="white", linewidths=0.4,
                        label=f"#{feature} ({kind})")  # fmt: skip
-        ax.set(title=f"checkpoint step {step}", xticks=[], yticks=[])
+        ax.set(xticks=[], yticks=[])
+        ax.set_title(panel_title, fontsize=10)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, loc="best", markerscale=0.8)
@@ -200,9 +208,42 @@ class PatternExample:
     pattern: str
     #: Feature index in the final SAE.
     feature: int
-    #: ``(checkpoint step, contexts)`` for the first, a middle and the final checkpoint; in each context the
-    #: activating token is marked ``«tok»``.
+    #: ``(checkpoint step, contexts)`` per checkpoint shown; in each context the activating token is marked ``«tok»``.
     columns: list[tuple[int, list[str]]]
+    #: One line per column that lets a reader check the cell (label, dominant token k/top_k, top activation).
+    notes: list[str] = field(default_factory=list)
+    #: A second header line (e.g. the sub-pattern).
+    subtitle: str = ""
+
+
+def cell_summary(cell: Mapping[str, Any]) -> str:
+    """One Fig. 2 cell's check line: label (Def. 4.1-4.2), dominant token with its count out of the top-k, top
+    activation, e.g. ``token «the» 18/25 · max 3.21`` (``(n active)`` added when fewer than k are active)."""
+    token = str(cell.get("dominant_text", "")).replace("\n", "⏎")
+    count, top_k, n_active = int(cell["count"]), int(cell["top_k"]), int(cell["n_active"])
+    active = f" ({n_active} active)" if n_active < top_k else ""
+    share = f"«{token}» {count}/{top_k}{active}" if n_active else "no active datapoint"
+    return f"{cell['label']} · {share} · max {float(cell['top_activation']):.2f}"
+
+
+def pattern_examples_from_records(records: Sequence[Mapping[str, Any]]) -> list[PatternExample]:
+    """Fig. 2 rows from the formation stage's ``examples.json`` records (older records without cells work too)."""
+    out = []
+    for r in records:
+        notes = [cell_summary(c) for c in r.get("cells", [])]
+        out.append(PatternExample(str(r.get("category", r["pattern"])), int(r["feature"]),
+                                  [(int(s), list(c)) for s, c in r["columns"]], notes,
+                                  str(r.get("sub_pattern", ""))))  # fmt: skip
+    return out
+
+
+def checkpoint_titles(entries: Sequence[Mapping[str, Any]], why: bool = True) -> list[str]:
+    """Titles of chosen checkpoints (``{"step", "phase", "why"}`` records): ``step N · phase`` and the reason."""
+    titles = []
+    for e in entries:
+        line = f"step {e['step']}" + (f" · {e['phase']}" if e.get("phase") else "")
+        titles.append(f"{line}\n({e['why']})" if why and e.get("why") else line)
+    return titles
 
 
 def clip_context(text: str, width: int) -> str:
@@ -221,14 +262,37 @@ def clip_context(text: str, width: int) -> str:
     return clipped
 
 
+def _cell(ax: Any, example: PatternExample, c: int, shared: bool, max_contexts: int, width: int) -> None:
+    """Draw one Fig. 2 cell: the check line (when the example has notes), then the clipped contexts."""
+    step, contexts = example.columns[c]
+    lines = [clip_context(text, width) for text in contexts[:max_contexts]]
+    if not shared:
+        lines = [f"[step {step}]", *lines]
+    body = "\n".join(lines) if lines else "(no activating contexts)"
+    style = {"ha": "left", "va": "top", "fontsize": 7, "family": "monospace", "clip_on": True}
+    if c < len(example.notes):
+        ax.text(0.01, 0.97, example.notes[c], transform=ax.transAxes, weight="bold", color="#1f3b73", **style)
+        ax.annotate(body, (0.01, 0.97), xycoords="axes fraction", xytext=(0, -11), textcoords="offset points",
+                    linespacing=1.35, **style)  # fmt: skip
+    else:
+        ax.text(0.01, 0.97, body, transform=ax.transAxes, linespacing=1.35, **style)
+
+
 def pattern_table_figure(
-    examples: Sequence[PatternExample], title: str = "", max_contexts: int = 6, width: int = 56
+    examples: Sequence[PatternExample],
+    title: str = "",
+    max_contexts: int = 6,
+    width: int = 56,
+    column_titles: Sequence[str] | None = None,
+    caption: str = "",
 ) -> Figure:
     """Fig. 2 as a figure: one row per example (pattern, feature), one column per checkpoint ("step N").
 
-    Each cell lists up to ``max_contexts`` contexts, one line each, cut to ``width`` characters around the
-    activating token (marked ``«tok»``). Column headers come from the first example's steps; when the examples'
-    steps differ, each cell is also labelled with its own step.
+    Each cell starts with the example's note for that column when it has one (label, dominant token k/top_k, top
+    activation: :func:`cell_summary`), then lists up to ``max_contexts`` contexts, one line each, cut to ``width``
+    characters around the activating token (marked ``«tok»``). Column headers come from ``column_titles`` or the
+    first example's steps; when the examples' steps differ, each cell is also labelled with its own step.
+    ``caption`` (e.g. the picking rules) is written under the table.
     """
     if not examples:
         raise ValueError("examples is empty: pattern_table_figure needs at least one PatternExample.")
@@ -236,31 +300,31 @@ def pattern_table_figure(
     n_cols = max(len(example.columns) for example in examples)
     steps = [step for step, _ in examples[0].columns]
     shared = all([step for step, _ in example.columns] == steps for example in examples) and len(steps) == n_cols
-    cell_h = 0.28 + 0.17 * max_contexts
-    fig = plt.figure(figsize=(1.6 + 4.4 * n_cols, 0.6 + cell_h * n_rows), constrained_layout=True)
-    grid = fig.add_gridspec(n_rows + 1, n_cols + 1, width_ratios=[1.6] + [4.4] * n_cols,
-                            height_ratios=[0.3] + [cell_h] * n_rows)  # fmt: skip
+    headers = list(column_titles) if column_titles is not None else [f"step {step}" for step in steps]
+    cell_h = 0.28 + 0.17 * (max_contexts + any(example.notes for example in examples))
+    head_h = 0.3 + 0.17 * max((h.count("\n") for h in headers), default=0)
+    fig = plt.figure(figsize=(1.8 + 4.4 * n_cols, 0.6 + head_h + cell_h * n_rows), constrained_layout=True)
+    grid = fig.add_gridspec(n_rows + 1, n_cols + 1, width_ratios=[1.8] + [4.4] * n_cols,
+                            height_ratios=[head_h] + [cell_h] * n_rows)  # fmt: skip
     for c in range(n_cols):
         ax = fig.add_subplot(grid[0, c + 1])
         ax.axis("off")
-        if shared:
-            ax.text(0.5, 0.3, f"step {steps[c]}", ha="center", va="center", fontsize=11, weight="bold")
+        if shared or column_titles is not None:
+            ax.text(0.5, 0.3, headers[c], ha="center", va="center", fontsize=11, weight="bold")
     for r, example in enumerate(examples):
         head = fig.add_subplot(grid[r + 1, 0])
         head.axis("off")
-        head.text(0.5, 0.5, f"{example.pattern}\nfeature {example.feature}", ha="center", va="center",
-                  fontsize=10, weight="bold", wrap=True)  # fmt: skip
+        label = f"{example.pattern}\nfeature {example.feature}"
+        head.text(0.5, 0.5, label, ha="center", va="center", fontsize=10, weight="bold", wrap=True)
+        if example.subtitle:
+            head.text(0.5, 0.22, example.subtitle.replace(": ", ":\n"), ha="center", va="center", fontsize=8)
         for c in range(n_cols):
             ax = fig.add_subplot(grid[r + 1, c + 1])
             ax.set(xticks=[], yticks=[], facecolor="#f4f4f4" if r % 2 == 0 else "white")
-            if c >= len(example.columns):
-                continue
-            step, contexts = example.columns[c]
-            lines = [clip_context(text, width) for text in contexts[:max_contexts]]
-            if not shared:
-                lines = [f"[step {step}]", *lines]
-            ax.text(0.01, 0.97, "\n".join(lines) if lines else "(no activating contexts)", ha="left", va="top",
-                    fontsize=7, family="monospace", transform=ax.transAxes, linespacing=1.35, clip_on=True)  # fmt: skip
+            if c < len(example.columns):
+                _cell(ax, example, c, shared, max_contexts, width)
+    if caption:
+        fig.supxlabel(caption, fontsize=8, ha="center")
     if title:
         fig.suptitle(title)
     return fig
@@ -271,14 +335,24 @@ def _html_context(text: str) -> str:
     return _MARKED.sub(r"<mark>\1</mark>", html.escape(text, quote=True))
 
 
-def pattern_table_html(examples: Sequence[PatternExample], title: str = "") -> str:
+def pattern_table_html(
+    examples: Sequence[PatternExample],
+    title: str = "",
+    column_titles: Sequence[str] | None = None,
+    caption: str = "",
+) -> str:
     """Fig. 2 as a standalone HTML page: the table of :func:`pattern_table_figure` with every context listed.
 
-    All text is escaped; the activating token (``«tok»``) is shown as ``<mark>tok</mark>``.
+    All text is escaped; the activating token (``«tok»``) is shown as ``<mark>tok</mark>``; each cell starts with
+    the example's note for that column, when it has one; ``caption`` is a paragraph under the table.
     """
     n_cols = max((len(example.columns) for example in examples), default=0)
     steps = [step for step, _ in examples[0].columns] if examples else []
     shared = all([step for step, _ in example.columns] == steps for example in examples) and len(steps) == n_cols
+    if column_titles is not None:
+        headers = [html.escape(t).replace("\n", "<br>") for t in column_titles]
+    else:
+        headers = [f"step {steps[c]}" if shared else f"checkpoint {c + 1}" for c in range(n_cols)]
     heading = html.escape(title) if title else "Feature evolution patterns"
     out = [
         "<!DOCTYPE html>",
@@ -290,27 +364,20 @@ def pattern_table_html(examples: Sequence[PatternExample], title: str = "") -> s
         "</head><body>",
         f"<h1>{heading}</h1>",
         "<table>",
-        "<tr><th>pattern / feature</th>"
-        + "".join(f"<th>{f'step {steps[c]}' if shared else f'checkpoint {c + 1}'}</th>" for c in range(n_cols))
-        + "</tr>",
+        "<tr><th>pattern / feature</th>" + "".join(f"<th>{h}</th>" for h in headers) + "</tr>",
     ]
     for example in examples:
-        row = [f"<tr><th>{html.escape(example.pattern)}<br>feature {int(example.feature)}</th>"]
+        sub = f"<br><small>{html.escape(example.subtitle)}</small>" if example.subtitle else ""
+        row = [f"<tr><th>{html.escape(example.pattern)}<br>feature {int(example.feature)}{sub}</th>"]
         for c in range(n_cols):
             if c >= len(example.columns):
                 row.append("<td></td>")
                 continue
             step, contexts = example.columns[c]
             label = "" if shared else f"<div><b>step {int(step)}</b></div>"
+            note = f"<div><b>{html.escape(example.notes[c])}</b></div>" if c < len(example.notes) else ""
             items = "".join(f"<li>{_html_context(text)}</li>" for text in contexts)
-            row.append(f"<td>{label}<ul>{items}</ul></td>")
+            row.append(f"<td>{label}{note}<ul>{items}</ul></td>")
         out.append("".join(row) + "</tr>")
-    out += ["</table>", "</body></html>", ""]
+    out += ["</table>", f"<p>{html.escape(caption)}</p>" if caption else "", "</body></html>", ""]
     return "\n".join(out)
-
-
-# ----------------------------------------------------------------------------------------------
-# Sec. 6: decoder drift, trajectories, phases
-# ----------------------------------------------------------------------------------------------
-
-#: Fig. 7's colours (the paper's): blue while unformed, dark red once formed.

@@ -10,6 +10,7 @@ from saetrack.analysis.formation import (
     PROGRESS_KEYS,
     activation_sets,
     checkpoint_positions,
+    choose_checkpoints,
     progress_measures,
     umap_embedding,
 )
@@ -122,6 +123,48 @@ def test_checkpoint_positions() -> None:
     assert checkpoint_positions([1, 2, 3]) == [0, 1, 2]
     with pytest.raises(ValueError, match="strictly increasing"):
         checkpoint_positions([0, 2, 1])
+
+
+def test_choose_checkpoints_from_the_phases() -> None:
+    # flat to index 4, rising to index 10, flat after: Emergent [4, 10), Convergent from 10
+    steps = [0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 300, 400, 500, 600]
+    curve = np.concatenate([np.zeros(5), np.linspace(0.1, 0.6, 6), np.full(3, 0.6)])
+    choice = choose_checkpoints(steps, curve, min_phase=2)
+    assert choice.rule == "phases" and choice.fallback is None
+    assert (choice.emergent, choice.convergent) == (4, 10)
+    # Fig. 2: first, middle of [4, 10) = 7, end of Emergent = 10, final
+    assert [e["position"] for e in choice.fig2] == [0, 7, 10, 13]
+    assert [e["step"] for e in choice.fig2] == [0, 64, 300, 600]
+    assert [e["phase"] for e in choice.fig2] == ["Initialization & Warmup", "Emergent", "Convergent", "Convergent"]
+    assert choice.fig2[2]["why"] == "end of the Emergent phase"
+    # Fig. 4: first, middle of [0, 4) = 2, start of Emergent 4, middle 7, start of Convergent 10, final
+    assert [e["position"] for e in choice.fig4] == [0, 2, 4, 7, 10, 13]
+    assert choice.record()["fig4"][1]["why"] == "middle of the Initialization & Warmup phase"
+
+
+def test_choose_checkpoints_merges_coinciding_choices() -> None:
+    # Emergent [2, 4): its middle is 3; Initialization's middle is 1
+    curve = np.array([0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0])
+    choice = choose_checkpoints(list(range(7)), curve, min_phase=2)
+    assert (choice.emergent, choice.convergent) == (2, 4)
+    assert [e["position"] for e in choice.fig4] == [0, 1, 2, 3, 4, 6]
+    # one-checkpoint phases: Emergent [1, 2), so its start and middle coincide, and so do the first checkpoint and
+    # the middle of Initialization [0, 1): each is shown once, its reasons joined
+    short = choose_checkpoints(list(range(6)), np.array([0.0, 0.0, 1.0, 1.0, 1.0, 1.0]), min_phase=1)
+    assert (short.emergent, short.convergent) == (1, 2)
+    assert [e["position"] for e in short.fig4] == [0, 1, 2, 5]
+    assert short.fig4[1]["why"] == "start of the Emergent phase = middle of the Emergent phase"
+    assert short.fig4[0]["why"] == "first checkpoint = middle of the Initialization & Warmup phase"
+
+
+def test_choose_checkpoints_falls_back_to_index_fractions() -> None:
+    few = choose_checkpoints([0, 1, 2, 4, 8], np.linspace(0, 1, 5), min_phase=2)
+    assert few.rule == "index fraction" and "fewer than 3 * min_phase_checkpoints = 6" in (few.fallback or "")
+    assert [e["position"] for e in few.fig2] == [0, 1, 4] and few.emergent is None
+    assert [e["position"] for e in few.fig4] == [0, 1, 2, 3, 4]
+    assert all(e["phase"] is None for e in few.fig2)
+    no_fit = choose_checkpoints(list(range(8)), np.full(8, np.nan), min_phase=2)
+    assert no_fit.rule == "index fraction" and no_fit.fallback.startswith("no phase fit")
 
 
 @pytest.mark.slow

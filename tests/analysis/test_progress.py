@@ -15,6 +15,7 @@ from saetrack.analysis.progress import (
     progress_measure,
     random_baseline,
     random_indices,
+    within_set_similarity,
 )
 
 
@@ -123,3 +124,11 @@ def test_bad_arguments_raise() -> None:
         random_indices(5, 6, seed=0)
     with pytest.raises(ValueError, match="x_random"):
         random_baseline(torch.rand(2, 5, 3), "cosine")
+
+
+def test_within_set_similarity_adds_the_baseline_back() -> None:
+    progress = np.array([[0.5, -0.1], [0.2, 0.3]])
+    within = within_set_similarity(progress, np.array([0.3, 0.1]))
+    np.testing.assert_allclose(within, [[0.8, 0.2], [0.3, 0.4]])
+    with pytest.raises(ValueError, match="baseline"):
+        within_set_similarity(progress, np.zeros(3))

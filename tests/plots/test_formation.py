@@ -126,6 +126,57 @@ def test_progress_figure_shades_phases_and_skips_missing_types() -> None:
                                 phases=phases, other_phases=Phases(1, 3, np.zeros(6), 0.0))  # fmt: skip
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[:3] == ["Initialization & Warmup", "Emergent", "Convergent"]
+    assert labels[:3] == [f"{name} (shaded: progress measure (b))" for name in ("Initialization & Warmup", "Emergent",
+                                                                                 "Convergent")]  # fmt: skip
+    assert "boundaries from decoder drift (a)" in labels
     assert "concept-level: median of 4" in labels and not any(label.startswith("token-level") for label in labels)
     assert len(ax.patches) == 3  # the three shaded phases
+
+
+CELLS = [
+    {"label": "token", "dominant_text": " the", "count": 18, "n_active": 25, "top_k": 25, "top_activation": 3.2149},
+    {"label": "concept", "dominant_text": "x", "count": 4, "n_active": 9, "top_k": 25, "top_activation": 0.5},
+    {"label": "inactive", "dominant_text": "", "count": 0, "n_active": 0, "top_k": 25, "top_activation": 0.0},
+]
+
+
+def test_cell_summary_shows_label_share_and_top_activation() -> None:
+    assert plots.cell_summary(CELLS[0]) == "token · « the» 18/25 · max 3.21"
+    assert plots.cell_summary(CELLS[1]) == "concept · «x» 4/25 (9 active) · max 0.50"
+    assert plots.cell_summary(CELLS[2]) == "inactive · no active datapoint · max 0.00"
+
+
+def test_records_titles_and_notes_reach_the_figure_and_the_html() -> None:
+    records = [
+        {"pattern": "shifting", "category": "shifting token->concept", "sub_pattern": "shifting: token->concept",
+         "feature": 7, "columns": [[0, ["a «b»"]], [16, ["c «d»"]], [48, ["e «f»"]]], "cells": CELLS},
+        {"pattern": "grouping", "feature": 9, "columns": [[0, []], [16, ["«g»"]], [48, ["«h»"]]]},  # an old record
+    ]  # fmt: skip
+    examples = plots.pattern_examples_from_records(records)
+    assert examples[0].pattern == "shifting token->concept" and examples[0].subtitle == "shifting: token->concept"
+    assert examples[0].notes[0] == "token · « the» 18/25 · max 3.21"
+    assert examples[1].pattern == "grouping" and examples[1].notes == []
+    entries = [{"step": 0, "phase": "Initialization & Warmup", "why": "first checkpoint"},
+               {"step": 16, "phase": "Emergent", "why": "middle of the Emergent phase"},
+               {"step": 48, "phase": None, "why": ""}]  # fmt: skip
+    titles = plots.checkpoint_titles(entries)
+    assert titles == ["step 0 · Initialization & Warmup\n(first checkpoint)",
+                      "step 16 · Emergent\n(middle of the Emergent phase)", "step 48"]  # fmt: skip
+    assert plots.checkpoint_titles(entries, why=False)[1] == "step 16 · Emergent"
+    fig = pattern_table_figure(examples, column_titles=titles, caption="rules here")
+    texts = _figure_texts(fig)
+    assert all(t in texts for t in titles)
+    assert "concept · «x» 4/25 (9 active) · max 0.50" in texts
+    assert fig._supxlabel.get_text() == "rules here"  # type: ignore[attr-defined]
+    page = pattern_table_html(examples, column_titles=titles, caption="rules <here>")
+    assert "<th>step 16 · Emergent<br>(middle of the Emergent phase)</th>" in page
+    assert "<b>token · « the» 18/25 · max 3.21</b>" in page and "<p>rules &lt;here&gt;</p>" in page
+    assert "<small>shifting: token-&gt;concept</small>" in page
+
+
+def test_umap_figure_takes_panel_titles() -> None:
+    rng = np.random.default_rng(2)
+    embeddings = [rng.standard_normal((6, 2)) for _ in range(2)]
+    fig = plots.umap_figure(embeddings, [0, 9], np.repeat([1, 2], 3), {1: "token", 2: "concept"},
+                            panel_titles=["step 0 · Init", "step 9 · Emergent"])  # fmt: skip
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["step 0 · Init", "step 9 · Emergent"]

@@ -34,8 +34,8 @@ def chain_run_dir(run: RunConfig, smoke_run_dir: Path, tmp_path_factory: pytest.
 
 @pytest.fixture(scope="package")
 def formation_run(run: RunConfig, chain_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """A copy of the smoke run with its chain (no baselines) and the formation stage: (run dir, formation manifest)."""
+    """A copy of the smoke run with its chain and baselines and the formation stage: (run dir, formation manifest)."""
     work = tmp_path_factory.mktemp("formation_run")
-    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR, paths.CHAIN_DIR):
+    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR, paths.CHAIN_DIR, paths.BASELINE_DIR):
         shutil.copytree(chain_run_dir / folder, work / folder)
     return work, analyse_formation(run, work, progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from saetrack import paths, store
 from saetrack.analysis.formation import PROGRESS_KEYS
+from saetrack.analysis.patterns import SUB_PATTERNS
 from saetrack.config import RunConfig
 from saetrack.data.corpus import load_corpus
 from saetrack.stages.chain import chain_config_hash
@@ -18,12 +20,13 @@ from saetrack.stages.formation import (
     load_formation,
     median_progress,
     output_hashes,
+    progress_terms,
     summary_numbers,
     top_contexts,
 )
 
 
-def _result(progress: np.ndarray, final_types: list[str]) -> FormationResult:
+def _result(progress: np.ndarray, final_types: list[str], manifest: dict | None = None) -> FormationResult:
     steps = np.arange(progress.shape[0])
     return FormationResult(
         steps=steps,
@@ -35,13 +38,16 @@ def _result(progress: np.ndarray, final_types: list[str]) -> FormationResult:
         patterns=np.empty(0),
         live_features=np.arange(progress.shape[1]),
         final_types=np.array(final_types),
-        progress={key: progress for key in PROGRESS_KEYS},
+        progress={
+            **{key: progress for key in PROGRESS_KEYS},
+            **{f"baseline_{key}": np.linspace(0.1, 0.3, progress.shape[0]) for key in PROGRESS_KEYS},
+        },
         umap_steps=steps,
         umap_embeddings=np.zeros((0, 0, 2)),
         umap_point_feature=np.zeros(0),
         umap_types={},
         examples=[],
-        manifest={"filter_counts": {}, "pattern_counts": {}, "label_counts": {}},
+        manifest=manifest or {"filter_counts": {}, "pattern_counts": {}, "label_counts": {}},
     )
 
 
@@ -106,3 +112,59 @@ def test_formation_hash_covers_the_chain_and_the_formation_section(run: RunConfi
     assert chain_config_hash(changed_chain) != chain_config_hash(run)
     assert formation_config_hash(changed_chain) != formation_config_hash(run)
     assert formation_config_hash(run.with_overrides({"drift.formed_fraction": 0.9})) == formation_config_hash(run)
+
+
+def test_progress_terms_split_the_measure_into_within_set_and_baseline() -> None:
+    progress = np.array([[0.8, 0.9, 0.1, 0.3], [0.3, 0.5, 0.4, 0.6], [0.7, 0.9, 0.5, 0.7]])
+    result = _result(progress, ["token", "token", "concept", "concept"])
+    terms = progress_terms(result, "activation_cosine")
+    np.testing.assert_allclose(terms["random_baseline"], [0.1, 0.2, 0.3])
+    np.testing.assert_allclose(terms["within_token"], [0.95, 0.6, 1.1])  # median M + baseline
+    np.testing.assert_allclose(terms["within_concept"], [0.3, 0.7, 0.9])
+    np.testing.assert_allclose(terms["within_token"] - terms["random_baseline"], terms["progress_token"])
+    choice = {"rule": "phases", "emergent": 1, "convergent": 2, "fig2": [], "fig4": []}
+    manifest = {"filter_counts": {}, "pattern_counts": {}, "label_counts": {}, "checkpoint_choice": choice}
+    numbers = summary_numbers(_result(progress, ["token", "token", "concept", "concept"], manifest))
+    split = numbers["progress_terms"]
+    assert split["emergent_start_step"] == 1
+    within = split["activation_cosine"]["within_token"]
+    assert within == pytest.approx({"first": 0.95, "emergent_start": 0.6, "final": 1.1})
+    baseline = split["feature_cosine"]["random_baseline"]
+    assert baseline == pytest.approx({"first": 0.1, "emergent_start": 0.2, "final": 0.3})
+    assert numbers["checkpoint_choice"]["emergent_start_step"] == 1
+
+
+def test_formation_stage_chooses_checkpoints_from_phases_and_picks_checkable_examples(
+    run: RunConfig, formation_run: tuple[Path, dict]
+) -> None:
+    work, manifest = formation_run
+    result = load_formation(work, run)
+    n_steps, d_sae = len(run.sae_steps), run.chain.expansion_factor * run.model.d_model
+    assert result.shares.shape == (n_steps, d_sae) and result.phase_curve.shape == (n_steps,)
+    assert set(result.sub_patterns[result.live]) <= set(SUB_PATTERNS)
+    assert set(result.sub_patterns[~result.live]) <= {"excluded"}
+    assert sum(manifest["sub_pattern_counts"].values()) == len(result.live_features)
+    assert list(manifest["pattern_sensitivity"]) == ["0.4", "0.5", "0.6"]
+    assert manifest["pattern_sensitivity"]["0.5"]["patterns"] == manifest["pattern_counts"]
+    choice = result.checkpoint_choice
+    assert choice["rule"] == "phases"  # smoke: 8 checkpoints >= 3 * min_phase_checkpoints
+    fig2_steps = [e["step"] for e in choice["fig2"]]
+    assert fig2_steps[0] == 0 and fig2_steps[-1] == run.sae_steps[-1] and 3 <= len(fig2_steps) <= 4
+    assert run.sae_steps[choice["convergent"]] in fig2_steps
+    assert result.umap_steps.tolist() == [e["step"] for e in choice["fig4"]]
+    for example in result.examples:
+        assert [c["step"] for c in example["cells"]] == fig2_steps
+        for cell, entry in zip(example["cells"], choice["fig2"], strict=True):
+            position, feature = entry["position"], example["feature"]
+            assert cell["label"] == result.labels[position, feature] and cell["top_k"] == run.formation.top_k
+            assert cell["count"] == round(result.shares[position, feature] * cell["n_active"])
+            assert cell["top_activation"] == pytest.approx(float(result.top_values[position, feature, 0]))
+    control = manifest["baseline_control"]
+    assert control["steps"] == list(run.baseline_steps)
+    assert result.control["control__baseline__labels"].shape == (len(run.baseline_steps), d_sae)
+    for row in control["per_step"]:
+        for side in ("baseline", "chain"):
+            assert row[side]["n_token"] + row[side]["n_concept"] <= row[side]["n_live"]
+    numbers = summary_numbers(result)
+    assert json.loads(json.dumps(numbers)) == numbers
+    assert numbers["progress_terms"]["emergent_start_step"] == run.sae_steps[choice["emergent"]]
