@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from saetrack.config.base import fail, require_positive
 
 __all__ = [
+    "COMPARISON_ONLY_FIELDS",
     "ChainConfig",
+    "training_fields",
 ]
+
+
+#: Chain fields read only by the comparison stage (notebook 02's controls): they do not change what the chain and
+#: its baselines train, so :func:`training_fields` leaves them out of the chain's config hash.
+COMPARISON_ONLY_FIELDS: tuple[str, ...] = ("seed_control",)
+
+
+def training_fields(chain: dict[str, Any]) -> dict[str, Any]:
+    """The chain section (as in ``RunConfig.to_dict()["chain"]``) without :data:`COMPARISON_ONLY_FIELDS`."""
+    return {k: v for k, v in chain.items() if k not in COMPARISON_ONLY_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,12 @@ class ChainConfig:
     optimizer_policy: Literal["fresh", "carry"] = "fresh"
     #: Tokens of the from-scratch baseline SAEs (``None``: ``first_tokens``).
     baseline_tokens: int | None = None
+    #: Seed-to-seed control of the feature agreement (Fig. S5): at (at most) this many baseline checkpoints a second
+    #: from-scratch SAE is trained with another seed (else the baseline's exact settings, rows and budget) and matched
+    #: to the first. ``k``: ``k`` of them, spread back from the last (:attr:`seed_control_indices`; 2: the middle and
+    #: the last); ``None``: every one; ``0``: none. Each costs one baseline's training (nano: 1M tokens, against
+    #: 2.35M for the whole chain), hence the default 2.
+    seed_control: int | None = 2
 
     def __post_init__(self) -> None:
         require_positive(
@@ -77,6 +95,9 @@ class ChainConfig:
             fail("chain", "decoder_norm", self.decoder_norm, "one of 'unit' (Eq. 5), 'weighted' (Eq. 4)")
         if self.optimizer_policy not in ("fresh", "carry"):
             fail("chain", "optimizer_policy", self.optimizer_policy, "one of 'fresh', 'carry'")
+        if self.seed_control is not None and self.seed_control < 0:
+            fail("chain", "seed_control", self.seed_control, "must be >= 0 (0: no seed control), or None (every "
+                 "baseline checkpoint)")  # fmt: skip
         for name in ("warmup_steps_first", "warmup_steps_link"):
             if getattr(self, name) < 0:
                 fail("chain", name, getattr(self, name), "must be >= 0")
@@ -84,6 +105,16 @@ class ChainConfig:
     @property
     def baseline_token_budget(self) -> int:
         return self.baseline_tokens if self.baseline_tokens is not None else self.first_tokens
+
+    @property
+    def seed_control_indices(self) -> tuple[int, ...]:
+        """Baseline checkpoint indices that get a second-seed SAE: ``seed_control`` of them (all when ``None`` or more),
+        evenly spaced from the last backwards (2 of 5: the middle and the last), in schedule order."""
+        n = len(self.baseline) if self.seed_control is None else min(self.seed_control, len(self.baseline))
+        if n == 0:
+            return ()
+        picks = {len(self.baseline) - 1 - round(j * len(self.baseline) / n) for j in range(n)}
+        return tuple(self.baseline[i] for i in sorted(picks))
 
     def tokens_for(self, position: int) -> int:
         """Training tokens of the link at ``position`` in the schedule (first link or later link)."""

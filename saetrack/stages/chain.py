@@ -22,6 +22,7 @@ import torch
 
 from saetrack import paths, store
 from saetrack.config.base import config_hash
+from saetrack.config.chain import training_fields
 from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.data.cache_plan import cache_config_hash
@@ -61,7 +62,7 @@ OPTIMIZER_FILE = "optimizer.pt"
 
 def chain_config_hash(run: RunConfig) -> str:
     """Hash of what the chain depends on: the activation cache's hash, the chain section and the shuffle buffer."""
-    payload = {"cache": cache_config_hash(run), "chain": run.to_dict()["chain"], "seed": run.seed}
+    payload = {"cache": cache_config_hash(run), "chain": training_fields(run.to_dict()["chain"]), "seed": run.seed}
     if run.cache.buffer_tokens is not None:
         payload["buffer_tokens"] = run.cache.buffer_tokens
     return config_hash(payload)

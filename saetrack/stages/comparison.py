@@ -8,9 +8,16 @@ Reported: the tokens the probe needed, the tokens the from-scratch SAE needed to
 and their ratio. Training losses are measured on batches seen for the first time, so they estimate
 the held-out loss.
 
+Probes on target within their first smoothing window are *trivial*
+(:data:`~saetrack.analysis.convergence.TRIVIAL_RULE`) and left out of the non-trivial median; probes that hit the
+budget are reported as not reached. Beside it, the **quality gap**: held-out explained variance, L0 and MSE of the
+chain link and of the from-scratch SAE at each baseline checkpoint, with the seed-to-seed spread of the from-scratch
+SAE where the seed control ran.
+
 *Agreement.* Active (not dead, App. A.1) features of the chain link and of the independent SAE at the same
-checkpoint are matched by decoder-direction cosine with the Hungarian algorithm; consecutive chain links are matched
-to see how far "feature i" stays feature i along the chain.
+checkpoint are matched by decoder-direction cosine with the Hungarian algorithm; a second from-scratch SAE with another
+seed (:mod:`saetrack.stages.seed_control`) is matched to the first the same way, as the ceiling of that agreement;
+consecutive chain links are matched to see how far "feature i" stays feature i along the chain.
 """
 
 from __future__ import annotations
@@ -22,7 +29,14 @@ from typing import Any
 import numpy as np
 
 from saetrack import paths, store
-from saetrack.analysis.convergence import smoothed, tokens_to_reach
+from saetrack.analysis.convergence import (
+    TRIVIAL_RULE,
+    is_trivial_probe,
+    smoothed,
+    smoothed_at,
+    summarise_convergence,
+    tokens_to_reach,
+)
 from saetrack.analysis.features import active_features
 from saetrack.analysis.matching import index_stability, match_features
 from saetrack.config.base import config_hash
@@ -32,11 +46,13 @@ from saetrack.sae.io import load_training_sae
 from saetrack.sae.recurrent import recurrent_init
 from saetrack.sae.weights import SAEWeights
 from saetrack.stages.base import StageRun, finished_manifest, run_stage
-from saetrack.stages.chain import baseline_config_hash
+from saetrack.stages.chain import baseline_config_hash, read_link_manifests
 from saetrack.stages.links import link_seed, train_link
+from saetrack.stages.seed_control import seed_control_folder, seed_control_steps, train_seed_controls
 
 __all__ = [
     "AGREEMENT_THRESHOLD",
+    "QUALITY_KEYS",
     "SMOOTHING_STEPS",
     "compare_chain_and_baselines",
     "comparison_config_hash",
@@ -49,11 +65,14 @@ __all__ = [
 SMOOTHING_STEPS = 10
 #: Matched decoder cosine above which two features count as the same (reported as a fraction).
 AGREEMENT_THRESHOLD = 0.7
+#: Held-out metrics of the chain link and the from-scratch SAE set side by side (the quality gap).
+QUALITY_KEYS = ("explained_variance", "l0", "mse")
 
 
 def comparison_config_hash(run: RunConfig) -> str:
     """Hash of the comparison's inputs (chain and baselines)."""
-    return config_hash({"baseline": baseline_config_hash(run), "kind": "comparison", "v": 3})
+    payload = {"baseline": baseline_config_hash(run), "kind": "comparison", "v": 4}
+    return config_hash({**payload, "seed_control": list(seed_control_steps(run))})
 
 
 def _probe_to_target(
@@ -127,35 +146,85 @@ def _convergence_at(
         base_manifest["baseline"]["l1_coefficient"],  # this checkpoint's coefficient, as the baseline's
     )
     probe_tokens = tokens_to_reach(np.array(probe["tokens"]), np.array(probe["loss"]), target, window_tokens)
+    at_link = smoothed_at(np.array(probe["tokens"]), np.array(probe["loss"]), run.chain.link_tokens, window_tokens)
     return {
         "step": step,
         "target_loss": target,
         "scratch_tokens_to_target": scratch_tokens,
         "recurrent_tokens_to_target": probe_tokens,
         "token_ratio": (probe_tokens / scratch_tokens) if probe_tokens and scratch_tokens else None,
+        "trivial": is_trivial_probe(probe_tokens, window_tokens),
+        "reached_within_link_budget": probe_tokens is not None and probe_tokens <= run.chain.link_tokens,
+        "recurrent_loss_at_link_budget": at_link,
+        "link_budget_excess": (at_link / target - 1) if at_link is not None and target > 0 else None,
         "scratch_curve": {"tokens": scratch["tokens"].tolist(), "loss": scratch["loss"].tolist()},
         "recurrent_curve": probe,
     }
 
 
-def _agreement_at(run_dir: Path, source: ActivationSource, step: int) -> dict[str, Any]:
-    """Hungarian matching of the chain link and the independent SAE of ``step`` on their active features."""
-    link = SAEWeights.load(Path(run_dir) / paths.CHAIN_DIR / paths.step_dir_name(step))
-    base = SAEWeights.load(Path(run_dir) / paths.BASELINE_DIR / paths.step_dir_name(step))
-    heldout = source.heldout(step)
-    active_link = active_features(link, heldout)
-    active_base = active_features(base, heldout)
+def _agreement_of(folder_a: Path, folder_b: Path, heldout: Any, step: int) -> dict[str, Any]:
+    """Hungarian matching of the active features of the SAEs in ``folder_a`` and ``folder_b`` (same checkpoint)."""
+    sae_a, sae_b = SAEWeights.load(folder_a), SAEWeights.load(folder_b)
+    active_a, active_b = active_features(sae_a, heldout), active_features(sae_b, heldout)
     match = match_features(
-        link.W_dec, base.W_dec, threshold=AGREEMENT_THRESHOLD, subset_a=active_link, subset_b=active_base
+        sae_a.W_dec, sae_b.W_dec, threshold=AGREEMENT_THRESHOLD, subset_a=active_a, subset_b=active_b
     )
     return {
         "step": step,
-        "n_active_chain": len(active_link),
-        "n_active_baseline": len(active_base),
+        "n_active_a": len(active_a),
+        "n_active_b": len(active_b),
         "mean_matched_cosine": match.mean_cosine,
         "fraction_above_threshold": match.fraction_above,
         "matched_cosines": np.round(match.cosines, 4).tolist(),
     }
+
+
+def _agreement_at(run_dir: Path, source: ActivationSource, step: int) -> dict[str, Any]:
+    """Chain link vs the independent SAE of ``step``, and (where trained) the second-seed SAE vs the first."""
+    base_dir = Path(run_dir) / paths.BASELINE_DIR / paths.step_dir_name(step)
+    heldout = source.heldout(step)
+    chain = _agreement_of(Path(run_dir) / paths.CHAIN_DIR / paths.step_dir_name(step), base_dir, heldout, step)
+    record = {
+        "step": step,
+        "n_active_chain": chain["n_active_a"],
+        "n_active_baseline": chain["n_active_b"],
+        **{k: chain[k] for k in ("mean_matched_cosine", "fraction_above_threshold", "matched_cosines")},
+        "seed_to_seed": None,
+    }
+    seed_dir = seed_control_folder(run_dir, step)
+    if (seed_dir / "manifest.json").exists():
+        seed = _agreement_of(seed_dir, base_dir, heldout, step)
+        record["seed_to_seed"] = {
+            "n_active_seed2": seed.pop("n_active_a"),
+            **{k: v for k, v in seed.items() if k not in ("step", "n_active_b")},
+        }
+    return record
+
+
+def _quality_gap(run_dir: Path, steps: tuple[int, ...], seeds: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per baseline checkpoint: :data:`QUALITY_KEYS` of the chain link and the from-scratch SAE, their gap (chain
+    minus scratch) and, with a second seed, the from-scratch SAEs' seed-to-seed spread (second minus first)."""
+    links, bases = read_link_manifests(run_dir), read_link_manifests(run_dir, paths.BASELINE_DIR)
+    rows = []
+    for step in steps:
+        chain = {k: links[step]["link"]["metrics"][k] for k in QUALITY_KEYS}
+        scratch = {k: bases[step]["baseline"]["metrics"][k] for k in QUALITY_KEYS}
+        row: dict[str, Any] = {
+            "step": step,
+            "chain_tokens": links[step]["link"]["training"]["n_tokens"],
+            "scratch_tokens": bases[step]["baseline"]["training"]["n_tokens"],
+            "chain": chain,
+            "scratch": scratch,
+            "gap": {k: chain[k] - scratch[k] for k in QUALITY_KEYS},
+            "scratch_seed2": None,
+            "seed_spread": None,
+        }
+        if step in seeds:
+            second = {k: seeds[step]["metrics"][k] for k in QUALITY_KEYS}
+            row["scratch_seed2"] = second
+            row["seed_spread"] = {k: second[k] - scratch[k] for k in QUALITY_KEYS}
+        rows.append(row)
+    return rows
 
 
 def _chain_index_stability(run: RunConfig, run_dir: Path) -> list[dict[str, Any]]:
@@ -170,16 +239,40 @@ def _chain_index_stability(run: RunConfig, run_dir: Path) -> list[dict[str, Any]
     return stability
 
 
+def _convergence_setup(run: RunConfig) -> dict[str, Any]:
+    """What the convergence ratio was measured on (recorded with the results)."""
+    chain = run.chain
+    return {
+        "steps": list(run.baseline_steps),
+        "target": "the from-scratch SAE's final training loss (Eq. 3), smoothed over its last smoothing window",
+        "probe": "starts from the previous chain link (recurrent init), link lr and warmup, fresh Adam, this "
+        "checkpoint's L1 coefficient; trained on rows [0, budget) of the checkpoint's training tokens",
+        "losses": "training losses on batches seen for the first time (each row once), so they estimate held-out loss",
+        "smoothing_steps": SMOOTHING_STEPS,
+        "window_tokens": SMOOTHING_STEPS * chain.batch_size,
+        "batch_size": chain.batch_size,
+        "probe_budget_tokens": chain.baseline_token_budget,
+        "link_tokens": chain.link_tokens,
+        "trivial_rule": TRIVIAL_RULE,
+    }
+
+
 def _build_comparison(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
     source = open_activations(run, run_dir, device=device)
     convergence = [_convergence_at(run, run_dir, source, step, device, progress) for step in run.baseline_steps]
+    seeds = train_seed_controls(run, run_dir, device=device, force=stage.force, progress=progress)
     agreement = [_agreement_at(run_dir, source, step) for step in run.baseline_steps]
-    ratios = [c["token_ratio"] for c in convergence if c["token_ratio"] is not None]
+    summary = summarise_convergence(convergence, SMOOTHING_STEPS * run.chain.batch_size, run.chain.link_tokens)
     return stage.finish(
         config={"threshold": AGREEMENT_THRESHOLD, "smoothing_steps": SMOOTHING_STEPS},
+        timings={"seed_control_train": float(sum(r["training"]["wall_time_s"] for r in seeds))},
         convergence=convergence,
-        median_token_ratio=float(np.median(ratios)) if ratios else None,
+        median_token_ratio=summary.pop("median_token_ratio"),
+        convergence_summary=summary,
+        convergence_setup=_convergence_setup(run),
         agreement=agreement,
+        seed_control=seeds,
+        quality_gap=_quality_gap(run_dir, run.baseline_steps, {r["step"]: r for r in seeds}),
         index_stability=_chain_index_stability(run, run_dir),
     )
 
@@ -192,9 +285,10 @@ def compare_chain_and_baselines(
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """The convergence study and the feature agreement of chain and independent SAEs (Sec. 3.2.2, Fig. S4-S5).
+    """The convergence study, quality gap and feature agreement of chain and independent SAEs (Sec. 3.2.2, Fig. S3-S5).
 
-    Writes ``run_dir/comparison/manifest.json``; skipped when it is current with this config.
+    Trains the convergence probes and the second-seed SAEs of the seed control (``comparison/seed_control/``, kept
+    when finished), then writes ``run_dir/comparison/manifest.json``; skipped when it is current with this config.
     """
     return run_stage(
         Path(run_dir) / paths.COMPARISON_DIR,
