@@ -68,12 +68,31 @@ def _figure_links(source: str, figures: Path) -> list[str]:
     return tags
 
 
+def _final_streams(outputs: list) -> list:
+    """``outputs`` with consecutive stream outputs of one name merged and every line reduced to what a terminal
+    would show last (the text after its last carriage return): a progress bar's thousand updates become its final
+    state."""
+    merged: list = []
+    for output in outputs:
+        if output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
+                and merged[-1].get("name") == output.get("name"):  # fmt: skip
+            merged[-1]["text"] += output["text"]
+        else:
+            merged.append(output)
+    for output in merged:
+        if output.get("output_type") == "stream":
+            output["text"] = "\n".join(line.rsplit("\r", 1)[-1] for line in output["text"].split("\n"))
+    return merged
+
+
 def render_notebook(notebook: Path, target: Path) -> Path:
-    """Write an executed notebook as standalone HTML, atomically: inline figures scaled by :func:`_smaller_png`,
-    and after each cell that saves figures to the render's figure folder (``target``'s grandparent), those
-    figures, linked."""
+    """Write an executed notebook as standalone HTML, atomically: progress bars at their final state
+    (:func:`_final_streams`), inline figures scaled by :func:`_smaller_png`, and after each cell that saves figures
+    to the render's figure folder (``target``'s grandparent), those figures, linked."""
     nb = nbformat.read(notebook, as_version=4)
     for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = _final_streams(cell.outputs)
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if "image/png" in data:

@@ -121,7 +121,12 @@ def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
     params = 12 * d_model**2 * n_layers + 2 * vocab * d_model
     token_bytes = 2 if vocab < 65_536 else 4
     chain_tokens = sum(run.chain.tokens_for(p) for p in range(n_ckpt))
-    baseline_tokens = run.chain.baseline_token_budget * len(run.baseline_steps)
+    # the from-scratch baselines and the second-seed SAEs of the seed-to-seed control (comparison stage)
+    n_scratch = len(run.baseline_steps) + len(run.chain.seed_control_indices)
+    baseline_tokens = run.chain.baseline_token_budget * n_scratch
+    # the drift stage's noise floor: links retrained on the final checkpoint (drift.noise_floor_links; None: T - 1)
+    n_noise = n_ckpt - 1 if run.drift.noise_floor_links is None else run.drift.noise_floor_links
+    noise_tokens = n_noise * run.chain.tokens_for(n_ckpt - 1)
     buffer_rows = run.cache.buffer_tokens or max(run.chain.first_tokens, run.chain.baseline_token_budget)
     sae_device = 4 * _sae_bytes(d_model, d_sae) + 3 * 4 * run.chain.batch_size * d_sae  # weights, grads, Adam, acts
 
@@ -137,12 +142,12 @@ def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
         cache.forward_tokens = per_ckpt + train_tokens
         cache.disk += (per_ckpt + train_tokens) * row
         cache.seconds = cache.forward_tokens * fwd
-    streamed_fwd = chain_tokens + baseline_tokens + heldout_tokens * (n_ckpt + len(run.baseline_steps))
+    streamed_fwd = chain_tokens + baseline_tokens + heldout_tokens * (n_ckpt + n_scratch)
     chain = StagePlan(
         "chain",
         forward_tokens=streamed_fwd if run.cache.streamed else 0,
         sae_tokens=chain_tokens + baseline_tokens,
-        disk=(n_ckpt + len(run.baseline_steps)) * _sae_bytes(d_model, d_sae),
+        disk=(n_ckpt + n_scratch) * _sae_bytes(d_model, d_sae),
         host=heldout_tokens * d_model * 4 + 4 * params,
         device=sae_device + (4 * buffer_rows * d_model + 4 * params if run.cache.streamed else 0),
     )
@@ -161,7 +166,17 @@ def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
     encode = 2 * analysis_tokens * 2 * d_model * d_sae  # two passes encode the analysis set
     similarities = 2 * d_sae * k * d_model * d_sae + 8 * d_sae * k * k * d_sae  # Eq. 15/18 over every feature's D_i
     formation.seconds = formation.forward_tokens * fwd + n_ckpt * (encode + similarities) / rates.sae_flops
-    drift = StagePlan("drift", host=n_ckpt * d_sae * d_model * 4 * 2, disk=n_ckpt * d_sae * 8 * 4)
+    drift = StagePlan(
+        "drift",
+        forward_tokens=noise_tokens if run.cache.streamed else 0,
+        sae_tokens=noise_tokens,
+        host=n_ckpt * d_sae * d_model * 4 * 2,
+        disk=n_ckpt * d_sae * 8 * 4,
+        device=(sae_device + (4 * buffer_rows * d_model + 4 * params if run.cache.streamed else 0)) if n_noise else 0,
+    )
+    drift.seconds = drift.sae_tokens * sae_step + drift.forward_tokens * fwd
+    if n_noise:
+        drift.notes.append(f"noise floor: {n_noise} links of {run.chain.tokens_for(n_ckpt - 1):,} tokens")
     if not run.cache.streamed:
         formation.notes.append("reads the cached analysis set of one checkpoint at a time")
     return [corpus, cache, chain, formation, drift]

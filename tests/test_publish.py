@@ -30,6 +30,8 @@ def test_publish_copies_results_and_renders_notebooks(tmp_path: Path, monkeypatc
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("print('hello')")
     cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="train:  10%|#  | 1/10\r"),
+        nbformat.v4.new_output("stream", name="stderr", text="train:  90%|## | 9/10\rtrain: 100%|###| 10/10\n"),
         nbformat.v4.new_output("stream", name="stdout", text="median progress 0.51\n"),
         nbformat.v4.new_output("display_data", data={"image/png": _png(2400, 1200)}),
     ]
@@ -48,6 +50,7 @@ def test_publish_copies_results_and_renders_notebooks(tmp_path: Path, monkeypatc
     assert json.loads((out / "results.json").read_text()) == {"formation": {"median": 0.5}}
     html = (out / "notebooks" / "03_feature_formation.html").read_text()
     assert "median progress 0.51" in html and "Fig. 5" in html
+    assert "10/10" in html and "1/10" not in html and "9/10" not in html  # progress bars at their final state
     encoded = re.search(r'<img[^>]*src="data:image/png;base64,([^"]+)"', html).group(1)  # the cell's figure
     image = Image.open(io.BytesIO(base64.b64decode(encoded)))
     assert image.size == (MAX_IMAGE_WIDTH, MAX_IMAGE_WIDTH // 2)

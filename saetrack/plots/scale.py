@@ -36,8 +36,8 @@ def scale_summary_figure(sizes: Sequence[Any], title: str = "") -> Figure:
             x = np.asarray(result.drift.steps) + 1
             y = curve(result)
             ax.plot(x, y, color=colour, lw=2, marker="o", ms=2.5, label=result.label)
-            if ax is axes[1, 0]:
-                phases = result.drift.drift_phases
+            phases = result.drift.drift_phases
+            if ax is axes[1, 0] and phases is not None:  # None: too few checkpoints for the phase fit
                 ax.plot(x[phases.emergent], y[phases.emergent], "^", color=colour, ms=9, mec="black")
                 ax.plot(x[phases.convergent], y[phases.convergent], "s", color=colour, ms=8, mec="black")
         ax.set(xscale="log", xlabel="checkpoint step + 1", title=name)
