@@ -22,7 +22,9 @@ def test_the_410m_chain_fits_50_gb_of_disk_64_gb_of_host_memory_and_one_80_gb_gp
     assert max(s.device for s in stages) <= 80 * GB
     by = {s.stage: s for s in stages}
     assert by["cache"].forward_tokens == 0  # streamed: nothing cached
-    assert by["chain"].sae_tokens == 300_000_000 + 28 * 15_000_000 + 5 * 300_000_000
+    # the chain, 5 from-scratch baselines and 2 second-seed SAEs (seed control)
+    assert by["chain"].sae_tokens == 300_000_000 + 28 * 15_000_000 + (5 + 2) * 300_000_000
+    assert by["drift"].sae_tokens == 8 * 15_000_000  # the noise floor's 8 links
 
 
 def test_a_cached_plan_counts_the_cache_the_cache_stage_would_write() -> None:

@@ -194,8 +194,8 @@ def _pythia(size: str, layer: int) -> RunConfig:
             batch_size=4096,
         ),
         scale=ScaleConfig(presets=("pythia-160m-l4", "pythia-410m-l4", "pythia-1.4b-l3"), parallel_sizes=1),
-        # the drift noise floor over 8 links (120M streamed tokens) instead of all 152: the late checkpoints, where
-        # drift is small enough for the floor to matter, at under half the first SAE's budget
+        # the drift noise floor over 8 links (120M streamed tokens) instead of all 28 (420M): the late checkpoints,
+        # where drift is small enough for the floor to matter, at under half the first SAE's budget
         drift=DriftConfig(noise_floor_links=8),
     )
 

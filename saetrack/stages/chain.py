@@ -41,6 +41,7 @@ from saetrack.stages.links import (
     link_seed,
     sae_metadata,
     subsample_curve,
+    train_from_scratch,
     train_link,
 )
 
@@ -260,27 +261,16 @@ def _train_baseline_at(
     progress: bool,
 ) -> dict[str, Any]:
     """Train, evaluate and save the independent from-scratch SAE at ``step``."""
-    chain = run.chain
     position = run.sae_steps.index(step)
     scale = activation_scale(activations.train_head(step, ACTIVATION_SCALE_ROWS))
     l1 = link_l1_coefficient(run, scale, activations.d_model)
-    sae = build_sae(
-        activations.d_model,
-        dataclasses.replace(chain, l1_coefficient=l1),
-        seed=link_seed(run, "baseline", position),
-        device=device,
-        metadata=sae_metadata(run, step),
-    )
-    result = train_link(
+    result = train_from_scratch(
         run,
-        sae,
         activations,
         step,
-        n_tokens=chain.baseline_token_budget,
-        lr=chain.lr_first,
-        warmup=chain.warmup_steps_first,
+        l1_coefficient=l1,
         seed=link_seed(run, "baseline", position),
-        optimizer_state=None,
+        device=device,
         desc=f"baseline at step {step}",
         progress=progress,
     )

@@ -5,6 +5,7 @@ Its seed, its L1 coefficient, training on its own tokens and its quality on held
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from saetrack.analysis.metrics import ce_loss_recovered, reconstruction_metrics
 from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource
 from saetrack.data.checkpoints import CheckpointSource
-from saetrack.sae.model import SAETrackSAE
+from saetrack.sae.model import SAETrackSAE, build_sae
 from saetrack.sae.training import NonFiniteLossError, TrainResult, train_sae
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "link_seed",
     "sae_metadata",
     "subsample_curve",
+    "train_from_scratch",
     "train_link",
 ]
 
@@ -161,3 +163,40 @@ def train_link(
         raise ChainTrainingError(f"{desc}: {error} Training stopped; every finished link is kept on disk.") from error
     except ValueError as error:
         raise ChainTrainingError(f"{desc}: {error} Every finished link is kept on disk.") from error
+
+
+def train_from_scratch(
+    run: RunConfig,
+    activations: ActivationSource,
+    step: int,
+    *,
+    l1_coefficient: float,
+    seed: int,
+    device: str,
+    desc: str,
+    progress: bool,
+) -> TrainResult:
+    """An independent SAE at checkpoint ``step``: randomly initialised with ``seed`` and trained like the chain's
+    first SAE (its lr and warm-up) for the baseline budget, fresh Adam - a from-scratch baseline or its second seed
+    (the seed-to-seed control)."""
+    chain = run.chain
+    sae = build_sae(
+        activations.d_model,
+        dataclasses.replace(chain, l1_coefficient=l1_coefficient),
+        seed=seed,
+        device=device,
+        metadata=sae_metadata(run, step),
+    )
+    return train_link(
+        run,
+        sae,
+        activations,
+        step,
+        n_tokens=chain.baseline_token_budget,
+        lr=chain.lr_first,
+        warmup=chain.warmup_steps_first,
+        seed=seed,
+        optimizer_state=None,
+        desc=desc,
+        progress=progress,
+    )

@@ -14,7 +14,6 @@ change of ``chain.seed_control`` keeps them.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,8 @@ from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.data.checkpoints import CheckpointSource, open_source
 from saetrack.sae.io import save_sae
-from saetrack.sae.model import build_sae
 from saetrack.stages.chain import baseline_config_hash, read_link_manifests
-from saetrack.stages.links import evaluate_link, link_seed, sae_metadata, subsample_curve, train_link
+from saetrack.stages.links import evaluate_link, link_seed, subsample_curve, train_from_scratch
 
 __all__ = [
     "SEED_CONTROL_DIR",
@@ -77,26 +75,15 @@ def _train_at(
     progress: bool,
 ) -> dict[str, Any]:
     """Train, evaluate and save the second-seed SAE at ``step`` with the settings of ``baseline`` (its record)."""
-    chain = run.chain
     position = run.sae_steps.index(step)
     seed = seed_control_seed(run, position)
-    sae = build_sae(
-        activations.d_model,
-        dataclasses.replace(chain, l1_coefficient=baseline["l1_coefficient"]),
-        seed=seed,
-        device=device,
-        metadata=sae_metadata(run, step),
-    )
-    result = train_link(
+    result = train_from_scratch(
         run,
-        sae,
         activations,
         step,
-        n_tokens=chain.baseline_token_budget,
-        lr=chain.lr_first,
-        warmup=chain.warmup_steps_first,
+        l1_coefficient=baseline["l1_coefficient"],
         seed=seed,
-        optimizer_state=None,
+        device=device,
         desc=f"seed control at step {step}",
         progress=progress,
     )

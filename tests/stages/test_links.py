@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from saetrack.stages.links import (
     link_seed,
     sae_metadata,
     subsample_curve,
+    train_from_scratch,
     train_link,
 )
 
@@ -79,3 +82,19 @@ def test_a_link_with_too_few_cached_tokens_is_refused(smoke_run_dir) -> None:
     with pytest.raises(ChainTrainingError, match=rf"link 2/8 \(step {step}\): rows \[0, {held + 1}\).*holds {held}"):
         train_link(run, sae, cache, step, n_tokens=held + 1, lr=1e-3, warmup=0, seed=0,
                    optimizer_state=None, desc=f"link 2/8 (step {step})", progress=False)  # fmt: skip
+
+
+def test_from_scratch_sae_is_a_seeded_build_trained_like_the_first_sae(smoke_run_dir) -> None:
+    run = get_preset("smoke").with_overrides({"chain.first_tokens": 4096})
+    cache = ActivationCache(smoke_run_dir, get_preset("smoke"))
+    step = run.sae_steps[-1]
+    result = train_from_scratch(run, cache, step, l1_coefficient=2e-3, seed=7, device="cpu", desc="b", progress=False)
+    by_hand = train_link(
+        run,
+        build_sae(cache.d_model, dataclasses.replace(run.chain, l1_coefficient=2e-3), seed=7,
+                  metadata=sae_metadata(run, step)),
+        cache, step, n_tokens=run.chain.baseline_token_budget, lr=run.chain.lr_first,
+        warmup=run.chain.warmup_steps_first, seed=7, optimizer_state=None, desc="b", progress=False,
+    )  # fmt: skip
+    assert result.n_tokens == run.chain.baseline_token_budget == 4096
+    np.testing.assert_array_equal(result.sae.W_dec.detach().numpy(), by_hand.sae.W_dec.detach().numpy())
