@@ -188,7 +188,9 @@ def noise_floor_numbers(
     to final against the floor's 5% quantile at the same distance (:func:`saetrack.analysis.drift.beyond_noise_floor`).
 
     ``floor`` is ``[M, 3]``: the 5%, 25% and 50% quantiles over live features after m = 1..M links.
-    ``last_checkpoint_beyond_noise`` is the last step whose drift exceeds the floor (None: none does).
+    ``last_checkpoint_beyond_noise`` is the last step whose drift exceeds the floor (None: none does);
+    ``steps_within_noise`` the compared steps whose drift does not (the floor can hold a stretch of checkpoints
+    before a later one exceeds it again).
     """
     n, n_links = len(steps), len(floor)
     beyond = beyond_noise_floor(median_cosine, floor[:, 0]) if n_links else np.zeros(n, dtype=bool)
@@ -207,4 +209,5 @@ def noise_floor_numbers(
         "per_checkpoint": per_checkpoint,
         "checkpoints_beyond_noise": len(beyond_steps),
         "last_checkpoint_beyond_noise": max(beyond_steps) if beyond_steps else None,
+        "steps_within_noise": [int(steps[t]) for t in compared if not beyond[t]],
     }

@@ -104,5 +104,6 @@ def test_noise_floor_numbers_on_a_known_chain() -> None:
     assert [c["beyond_noise"] for c in numbers["per_checkpoint"]] == [True, True, False]
     assert [c["floor_q05"] for c in numbers["per_checkpoint"]] == [0.7, 0.8, 0.9]
     assert numbers["checkpoints_beyond_noise"] == 2 and numbers["last_checkpoint_beyond_noise"] == 4
+    assert numbers["steps_within_noise"] == [8]
     none = noise_floor_numbers({"links": 0}, steps, median, np.zeros((0, 3)))
     assert none["median_after_1_link"] is None and none["last_checkpoint_beyond_noise"] is None
