@@ -5,6 +5,7 @@
 * :mod:`~saetrack.config.data` — corpus, nano suite, model checkpoints, activation cache;
 * :mod:`~saetrack.config.chain` — the SAE-Track chain;
 * :mod:`~saetrack.config.analysis` — formation, drift, scale study;
+* :mod:`~saetrack.config.crosscoder` — the cross-snapshot crosscoder (notebook 06);
 * :mod:`~saetrack.config.run` — :class:`RunConfig`, the whole run;
 * :mod:`~saetrack.config.presets` — the named presets and :func:`get_preset`.
 
@@ -15,6 +16,7 @@ value and what is allowed. Everything public is re-exported here: ``from saetrac
 from saetrack.config.analysis import DriftConfig, FormationConfig, ScaleConfig
 from saetrack.config.base import PRESETS, ConfigError, config_hash
 from saetrack.config.chain import ChainConfig
+from saetrack.config.crosscoder import CrosscoderConfig
 from saetrack.config.data import CacheConfig, CorpusConfig, ModelConfig, SuiteConfig
 from saetrack.config.presets import DEFAULT_PRESET, NANO_SCALE, get_preset
 from saetrack.config.run import RunConfig
@@ -30,6 +32,7 @@ __all__ = [
     "ChainConfig",
     "ConfigError",
     "CorpusConfig",
+    "CrosscoderConfig",
     "DriftConfig",
     "FormationConfig",
     "ModelConfig",

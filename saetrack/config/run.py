@@ -11,6 +11,7 @@ from typing import Any
 from saetrack.config.analysis import DriftConfig, FormationConfig, ScaleConfig
 from saetrack.config.base import PRESETS, ConfigError, config_hash, fail
 from saetrack.config.chain import ChainConfig
+from saetrack.config.crosscoder import CrosscoderConfig
 from saetrack.config.data import CacheConfig, CorpusConfig, ModelConfig, SuiteConfig
 
 __all__ = [
@@ -27,6 +28,7 @@ _SECTIONS: dict[str, type] = {
     "formation": FormationConfig,
     "drift": DriftConfig,
     "scale": ScaleConfig,
+    "crosscoder": CrosscoderConfig,
 }
 
 
@@ -44,6 +46,7 @@ class RunConfig:
     formation: FormationConfig = field(default_factory=FormationConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    crosscoder: CrosscoderConfig = field(default_factory=CrosscoderConfig)
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -82,12 +85,23 @@ class RunConfig:
                 self.chain.schedule,
                 f"indices must lie in [0, {n_ckpt}) (the model has {n_ckpt} checkpoints); {bad} do not",
             )
+        bad = [i for i in self.crosscoder.snapshots if i >= n_ckpt]
+        if bad:
+            fail(
+                "crosscoder", "snapshots", self.crosscoder.snapshots, f"indices must lie in [0, {n_ckpt}); {bad} do not"
+            )
 
     # -- derived ------------------------------------------------------------------------------
     @property
     def sae_steps(self) -> tuple[int, ...]:
         """Training steps of the checkpoints that get an SAE, in chain order."""
         return tuple(self.model.checkpoint_steps[i] for i in self.chain.schedule)
+
+    @property
+    def crosscoder_steps(self) -> tuple[int, ...]:
+        """Training steps of the checkpoints the crosscoder reads at once (notebook 06), in training order."""
+        indices = self.crosscoder.snapshot_indices(self.model.checkpoint_steps)
+        return tuple(self.model.checkpoint_steps[i] for i in indices)
 
     @property
     def baseline_steps(self) -> tuple[int, ...]:

@@ -1,0 +1,155 @@
+"""The cross-snapshot crosscoder of *Evolution of Concepts in Language Model Pre-Training* (Ge et al., 2025).
+
+One dictionary over ``T`` training checkpoints (snapshots) of one model at one hook. For a token, the input is the
+stack of its activations at every snapshot, ``x = (x^1, ..., x^T)`` with ``x^θ in R^d``:
+
+* encoder (shared, reads all snapshots at once): ``f(x) = JumpReLU_τ(Σ_θ W_enc^θ x^θ + b_enc)``;
+* decoder (one per snapshot): ``x̂^θ = W_dec^θ f(x) + b_dec^θ``;
+* loss: ``Σ_θ ||x^θ - x̂^θ||² + λ Σ_i Ω(f_i(x) Σ_θ ||W_dec,i^θ||)`` with ``Ω = tanh(c ·)`` (Anthropic's sparsity
+  penalty, which that paper uses), so a feature absent from a snapshot can lower its penalty by shrinking that
+  snapshot's decoder norm. ``||W_dec,i^θ||`` then measures feature ``i``'s presence at snapshot ``θ``.
+
+The JumpReLU and its straight-through threshold gradient are SAELens' own autograd functions
+(``sae_lens.saes.jumprelu_sae.JumpReLU``, rectangle kernel of width ``bandwidth``), the same ones SAELens trains its
+JumpReLU SAEs with; the threshold is learned through ``log_threshold``. SAELens has no multi-snapshot architecture,
+so the encoder and decoder shapes and the loss live here (see the README, "The crosscoder", for why not
+dictionary_learning's ``CrossCoder``: not on PyPI, ReLU + L1 only).
+
+Shapes: ``W_enc [T, d, F]``, ``b_enc [F]``, ``log_threshold [F]``, ``W_dec [F, T, d]``, ``b_dec [T, d]``; a batch
+``x`` is ``[B, T, d]``. Inputs are expected normalised per snapshot (``saetrack.crosscoder.activations``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from sae_lens.saes.jumprelu_sae import JumpReLU, calculate_pre_act_loss
+from torch import nn
+
+__all__ = [
+    "Crosscoder",
+    "CrosscoderLoss",
+    "CrosscoderShape",
+]
+
+
+@dataclass(frozen=True)
+class CrosscoderShape:
+    """The sizes and fixed hyperparameters of a crosscoder (everything needed to rebuild it from its weights)."""
+
+    n_snapshots: int
+    d_model: int
+    d_sae: int
+    #: Width of the rectangle kernel of the threshold's straight-through gradient (SAELens' ``bandwidth``).
+    bandwidth: float = 0.05
+    #: Initial threshold of every feature (on the pre-activation scale of unit-norm snapshot inputs).
+    initial_threshold: float = 0.05
+    #: Initial norm of each feature's decoder row at each snapshot.
+    initial_decoder_norm: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("n_snapshots", "d_model", "d_sae"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"crosscoder {name} = {getattr(self, name)} is invalid: must be >= 1.")
+        for name in ("bandwidth", "initial_threshold", "initial_decoder_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"crosscoder {name} = {getattr(self, name)} is invalid: must be > 0.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CrosscoderLoss:
+    """The terms of one training step's loss (batch means)."""
+
+    total: torch.Tensor
+    mse: torch.Tensor  # Σ_θ ||x^θ - x̂^θ||², mean over tokens
+    sparsity: torch.Tensor  # Σ_i tanh(c f_i Σ_θ ||W_dec,i^θ||), mean over tokens (before λ)
+    l0: torch.Tensor  # active features per token, mean
+    activations: torch.Tensor  # f(x) [B, F], detached (for firing counts)
+
+
+class Crosscoder(nn.Module):
+    """Shared-encoder, per-snapshot-decoder JumpReLU crosscoder (Ge et al. 2025, Sec. 3; see the module docstring)."""
+
+    def __init__(self, shape: CrosscoderShape, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.shape = shape
+        t, d, f = shape.n_snapshots, shape.d_model, shape.d_sae
+        # decoder rows: random directions, norm initial_decoder_norm at every snapshot; encoder = decoder transposed,
+        # scaled by 1/T so that a feature's pre-activation sums T snapshots' projections to the scale of one
+        w_dec = torch.randn(f, t, d, generator=generator)
+        w_dec = w_dec / w_dec.norm(dim=-1, keepdim=True) * shape.initial_decoder_norm
+        self.W_dec = nn.Parameter(w_dec)
+        self.W_enc = nn.Parameter(w_dec.permute(1, 2, 0).clone() / (math.sqrt(t) * shape.initial_decoder_norm))
+        self.b_enc = nn.Parameter(torch.zeros(f))
+        self.b_dec = nn.Parameter(torch.zeros(t, d))
+        self.log_threshold = nn.Parameter(torch.full((f,), math.log(shape.initial_threshold)))
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        """The learned JumpReLU threshold τ of every feature, ``[F]``."""
+        return self.log_threshold.exp()
+
+    def _check(self, x: torch.Tensor) -> None:
+        t, d = self.shape.n_snapshots, self.shape.d_model
+        if x.ndim != 3 or x.shape[1:] != (t, d):
+            raise ValueError(f"crosscoder input has shape {tuple(x.shape)}, expected [batch, {t}, {d}].")
+
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """``Σ_θ W_enc^θ x^θ + b_enc``, ``[B, F]``: the shared encoder reads every snapshot of the token."""
+        self._check(x)
+        return x.flatten(1) @ self.W_enc.flatten(0, 1) + self.b_enc
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature activations ``f(x) = JumpReLU_τ(pre-activation)``, ``[B, F]`` (SAELens' JumpReLU function)."""
+        return JumpReLU.apply(self.pre_activation(x), self.threshold, self.shape.bandwidth, False)
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """Per-snapshot reconstructions ``x̂^θ = W_dec^θ f + b_dec^θ``, ``[B, T, d]``."""
+        out = f @ self.W_dec.flatten(1)
+        return out.view(f.shape[0], self.shape.n_snapshots, self.shape.d_model) + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of ``x`` ``[B, T, d]``."""
+        return self.decode(self.encode(x))
+
+    def decoder_norms(self) -> torch.Tensor:
+        """``||W_dec,i^θ||`` for every feature and snapshot, ``[F, T]``: feature ``i``'s presence at snapshot ``θ``."""
+        return self.W_dec.norm(dim=-1)
+
+    def loss(
+        self,
+        x: torch.Tensor,
+        sparsity_coefficient: float,
+        tanh_scale: float,
+        *,
+        pre_act_coefficient: float = 0.0,
+        dead: torch.Tensor | None = None,
+    ) -> CrosscoderLoss:
+        """The training loss of Ge et al. (2025): ``Σ_θ ||x^θ - x̂^θ||² + λ Σ_i tanh(c f_i(x) Σ_θ ||W_dec,i^θ||)``.
+
+        Both terms are means over the batch's tokens; ``λ`` is ``sparsity_coefficient``, ``c`` is ``tanh_scale``.
+        With ``pre_act_coefficient > 0`` and a boolean ``dead`` mask ``[F]``, Anthropic's pre-activation loss
+        ``Σ_i ReLU(τ_i - pre_i) Σ_θ ||W_dec,i^θ||`` over the dead features is added (SAELens'
+        ``calculate_pre_act_loss``): the only gradient that reaches a feature whose pre-activation never crosses
+        its threshold, so features killed early in training can come back.
+        """
+        pre = self.pre_activation(x)
+        f = JumpReLU.apply(pre, self.threshold, self.shape.bandwidth, False)
+        x_hat = self.decode(f)
+        mse = (x_hat - x).pow(2).sum(dim=(1, 2)).mean()
+        weight = self.decoder_norms().sum(dim=1)
+        sparsity = torch.tanh(tanh_scale * f * weight).sum(dim=1).mean()
+        total = mse + sparsity_coefficient * sparsity
+        pre_act = torch.zeros((), device=x.device)
+        if pre_act_coefficient > 0 and dead is not None:
+            pre_act = calculate_pre_act_loss(pre_act_coefficient, self.threshold, pre, dead, weight)
+            total = total + pre_act
+        l0 = (f > 0).float().sum(dim=1).mean()
+        return CrosscoderLoss(total, mse.detach(), sparsity.detach(), l0.detach(), f.detach())

@@ -1,0 +1,153 @@
+"""The crosscoder's maths on hand-sized examples: shapes, JumpReLU, decode, the loss terms, the threshold gradient."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from saetrack.crosscoder.model import Crosscoder, CrosscoderShape
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+T, D, F = 3, 4, 5
+
+
+def _model(seed: int = 0, **kwargs: float) -> Crosscoder:
+    return Crosscoder(CrosscoderShape(T, D, F, **kwargs), generator=torch.Generator().manual_seed(seed))
+
+
+def test_shapes_and_initialisation() -> None:
+    model = _model(initial_threshold=0.2, initial_decoder_norm=0.3)
+    assert model.W_enc.shape == (T, D, F) and model.W_dec.shape == (F, T, D)
+    assert model.b_enc.shape == (F,) and model.b_dec.shape == (T, D) and model.log_threshold.shape == (F,)
+    torch.testing.assert_close(model.decoder_norms(), torch.full((F, T), 0.3))
+    torch.testing.assert_close(model.threshold, torch.full((F,), 0.2))
+    # the encoder starts as the decoder transposed, so its rows have norm 1/sqrt(T) at every snapshot
+    torch.testing.assert_close(model.W_enc.norm(dim=1), torch.full((T, F), 1 / math.sqrt(T)))
+    x = torch.randn(7, T, D)
+    assert model.pre_activation(x).shape == (7, F) and model.encode(x).shape == (7, F)
+    assert model(x).shape == (7, T, D)
+    with pytest.raises(ValueError, match=r"shape \(7, 4, 4\), expected \[batch, 3, 4\]"):
+        model(torch.randn(7, 4, D))
+    assert torch.equal(_model(seed=1).W_dec, _model(seed=1).W_dec)
+    assert not torch.equal(_model(seed=1).W_dec, _model(seed=2).W_dec)
+
+
+@pytest.mark.parametrize("field", ["n_snapshots", "d_model", "d_sae"])
+def test_shape_rejects_non_positive_sizes(field: str) -> None:
+    sizes = {"n_snapshots": T, "d_model": D, "d_sae": F, field: 0}
+    with pytest.raises(ValueError, match=rf"crosscoder {field} = 0 is invalid: must be >= 1\."):
+        CrosscoderShape(**sizes)
+    with pytest.raises(ValueError, match=r"crosscoder bandwidth = 0.0 is invalid: must be > 0\."):
+        CrosscoderShape(T, D, F, bandwidth=0.0)
+
+
+def test_pre_activation_sums_every_snapshots_projection() -> None:
+    model = _model()
+    with torch.no_grad():
+        model.b_enc.copy_(torch.arange(F, dtype=torch.float32))
+    x = torch.randn(6, T, D)
+    expected = sum(x[:, t] @ model.W_enc[t] for t in range(T)) + model.b_enc
+    torch.testing.assert_close(model.pre_activation(x), expected)
+
+
+def test_encode_is_jumprelu_of_the_pre_activation() -> None:
+    model = _model()
+    with torch.no_grad():
+        model.log_threshold.copy_(torch.log(torch.tensor([0.01, 0.1, 0.3, 0.5, 1.0])))
+    x = torch.randn(64, T, D)
+    pre, f = model.pre_activation(x), model.encode(x)
+    above = pre > model.threshold
+    assert above.any() and (~above).any()  # both sides of the threshold are exercised
+    assert torch.equal(f[above], pre[above])
+    assert torch.all(f[~above] == 0)
+
+
+def test_decode_of_zero_activations_is_the_decoder_bias() -> None:
+    model = _model()
+    with torch.no_grad():
+        model.b_dec.copy_(torch.randn(T, D))
+    out = model.decode(torch.zeros(4, F))
+    assert torch.equal(out, model.b_dec.expand(4, T, D))
+    one_hot = torch.zeros(1, F)
+    one_hot[0, 2] = 2.0
+    torch.testing.assert_close(model.decode(one_hot)[0], 2.0 * model.W_dec[2] + model.b_dec)
+
+
+def _hand_loss(model: Crosscoder, x: torch.Tensor, lam: float, c: float) -> tuple[float, float, float]:
+    """The loss of Ge et al. in numpy, one token and one feature at a time."""
+    w_enc, b_enc = model.W_enc.detach().double().numpy(), model.b_enc.detach().double().numpy()
+    w_dec, b_dec = model.W_dec.detach().double().numpy(), model.b_dec.detach().double().numpy()
+    tau = model.threshold.detach().double().numpy()
+    xs = x.double().numpy()
+    mse = sparsity = 0.0
+    for token in xs:
+        pre = np.einsum("td,tdf->f", token, w_enc) + b_enc
+        f = np.where(pre > tau, pre, 0.0)
+        x_hat = np.einsum("f,ftd->td", f, w_dec) + b_dec
+        mse += sum(float(np.sum((token[t] - x_hat[t]) ** 2)) for t in range(T))
+        sparsity += sum(math.tanh(c * f[i] * sum(np.linalg.norm(w_dec[i, t]) for t in range(T))) for i in range(F))
+    n = len(xs)
+    return mse / n, sparsity / n, mse / n + lam * sparsity / n
+
+
+def test_loss_terms_equal_a_hand_computation() -> None:
+    model = _model(initial_threshold=0.1)
+    with torch.no_grad():
+        model.W_dec.mul_(torch.rand(F, T, 1, generator=torch.Generator().manual_seed(3)) * 10)  # unequal norms
+        model.b_dec.copy_(0.1 * torch.randn(T, D))
+    x = torch.randn(8, T, D, generator=torch.Generator().manual_seed(4))
+    out = model.loss(x, sparsity_coefficient=0.7, tanh_scale=0.5)
+    mse, sparsity, total = _hand_loss(model, x, 0.7, 0.5)
+    assert out.sparsity > 0 and out.l0 > 0
+    assert float(out.mse) == pytest.approx(mse, rel=1e-5)
+    assert float(out.sparsity) == pytest.approx(sparsity, rel=1e-5)
+    assert out.total.item() == pytest.approx(total, rel=1e-5)
+    f = model.encode(x)
+    assert float(out.l0) == pytest.approx(float((f > 0).sum()) / 8)
+    assert torch.equal(out.activations, f.detach()) and not out.activations.requires_grad
+
+
+def test_threshold_gets_the_straight_through_gradient_within_half_a_bandwidth() -> None:
+    model = Crosscoder(CrosscoderShape(1, 1, 2, bandwidth=0.1, initial_threshold=0.5))
+    with torch.no_grad():
+        model.W_enc.fill_(1.0)
+        model.b_enc.zero_()
+    # feature pre-activations equal the input: 0.53 is within bandwidth/2 of tau = 0.5, so both features get
+    # d f / d tau = -(tau / bandwidth), through log tau: * tau; 0.7 is outside the kernel and gives none
+    model.encode(torch.tensor([[[0.53]], [[0.7]]])).sum().backward()
+    assert model.log_threshold.grad is not None
+    expected = -(0.5 / 0.1) * 0.5
+    torch.testing.assert_close(model.log_threshold.grad, torch.full((2,), expected))
+    model.zero_grad()
+    model.encode(torch.tensor([[[0.47]]])).sum().backward()  # below tau, still within the kernel: same gradient
+    torch.testing.assert_close(model.log_threshold.grad, torch.full((2,), expected))
+    model.zero_grad()
+    model.encode(torch.tensor([[[0.7]], [[0.2]]])).sum().backward()
+    assert torch.equal(model.log_threshold.grad, torch.zeros(2))
+
+
+def test_pre_activation_loss_acts_only_on_dead_features() -> None:
+    model = _model(initial_threshold=0.3)
+    x = torch.randn(16, T, D, generator=torch.Generator().manual_seed(5))
+    plain = model.loss(x, 1.0, 0.05)
+    assert model.loss(x, 1.0, 0.05, pre_act_coefficient=0.5).total.item() == plain.total.item()  # no mask
+    none_dead = torch.zeros(F, dtype=torch.bool)
+    assert model.loss(x, 1.0, 0.05, pre_act_coefficient=0.5, dead=none_dead).total.item() == plain.total.item()
+    dead = torch.tensor([True, False, True, False, False])
+    assert model.loss(x, 1.0, 0.05, pre_act_coefficient=0.0, dead=dead).total.item() == plain.total.item()
+    with_dead = model.loss(x, 1.0, 0.05, pre_act_coefficient=0.5, dead=dead)
+    # 0.5 * mean over tokens of sum over dead features of ReLU(tau - pre) * sum_theta ||W_dec,i^theta||
+    pre = model.pre_activation(x).detach()
+    weight = model.decoder_norms().detach().sum(dim=1)
+    hand = 0.5 * ((0.3 - pre).clamp(min=0) * dead * weight).sum(dim=1).mean()
+    assert float(hand) > 0
+    assert with_dead.total.item() == pytest.approx(plain.total.item() + float(hand), rel=1e-6)
+    # its gradient reaches the dead features' encoder, not the live ones'
+    model.zero_grad()
+    (with_dead.total - plain.total).backward()
+    assert model.W_enc.grad is not None
+    assert torch.all(model.W_enc.grad[:, :, ~dead] == 0) and model.W_enc.grad[:, :, dead].abs().sum() > 0

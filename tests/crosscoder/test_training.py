@@ -1,0 +1,134 @@
+"""Training the crosscoder: a planted feature's emergence step is found; seeded, resumable, and the loss falls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from saetrack.analysis.evolution import decoder_norm_matrix, emergence_index
+from saetrack.config.crosscoder import CrosscoderConfig
+from saetrack.crosscoder.activations import snapshot_scales
+from saetrack.crosscoder.model import Crosscoder
+from saetrack.crosscoder.training import STATE_FILE, crosscoder_shape, train_crosscoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+N_SNAPSHOTS, D_MODEL, EMERGES_AT = 6, 16, 3
+
+
+def planted_snapshots(n_tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Snapshot-major ``[6, n, 16]`` activations: four background features at every snapshot, one planted from 3 on.
+
+    Each background feature has its own random unit direction at each snapshot; a token's (sparse, positive)
+    activation of it is the same at every snapshot. The planted feature, a fixed unit direction, is added to the
+    token's activation only at snapshots >= 3. Returns the activations and the planted direction.
+    """
+    rng = np.random.default_rng(seed)
+    background = rng.standard_normal((4, N_SNAPSHOTS, D_MODEL))
+    background /= np.linalg.norm(background, axis=-1, keepdims=True)
+    planted = rng.standard_normal(D_MODEL)
+    planted /= np.linalg.norm(planted)
+    coefficients = (rng.random((n_tokens, 4)) < 0.25) * rng.uniform(1, 2, (n_tokens, 4))
+    planted_coefficient = (rng.random(n_tokens) < 0.25) * rng.uniform(1, 2, n_tokens)
+    x = np.einsum("nk,ktd->tnd", coefficients, background)
+    x[EMERGES_AT:] += planted_coefficient[None, :, None] * planted
+    return x.astype(np.float32), planted
+
+
+def _small(**kwargs: object) -> CrosscoderConfig:
+    return CrosscoderConfig(**{"epochs": 3, "batch_size": 32, "save_every": 1000, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def data() -> np.ndarray:
+    return planted_snapshots(256, seed=1)[0]
+
+
+def test_planted_feature_emerges_at_its_snapshot(tmp_path: Path) -> None:
+    x, planted = planted_snapshots(4096, seed=0)
+    cfg = CrosscoderConfig(epochs=30, batch_size=256, lr=3e-3, save_every=10_000)
+    trained = train_crosscoder(
+        x, snapshot_scales(x), cfg, 16, seed=0, state_dir=tmp_path, key="planted", progress=False
+    )
+    w_dec = trained.model.W_dec.detach().numpy()
+    last = w_dec[:, -1]
+    cosine = last @ planted / np.linalg.norm(last, axis=-1)
+    best = int(np.argmax(cosine))
+    assert cosine[best] > 0.99  # the crosscoder found the planted direction at the last snapshot
+    norms = decoder_norm_matrix(w_dec)
+    assert emergence_index(norms, cfg.emergence_fraction)[best] == EMERGES_AT
+    relative = norms[best] / norms[best].max()
+    assert relative[:EMERGES_AT].max() < 0.05  # absent before: its decoder norm there was driven to ~0
+    assert relative[EMERGES_AT:].min() > 0.5
+
+
+def test_training_is_deterministic_for_a_seed(data: np.ndarray, tmp_path: Path) -> None:
+    scales = snapshot_scales(data)
+    runs = [
+        train_crosscoder(data, scales, _small(), 8, seed=seed, state_dir=tmp_path / name, key="k", progress=False)
+        for name, seed in (("a", 3), ("b", 3), ("c", 4))
+    ]
+    first, again, other = (run.model.state_dict() for run in runs)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert runs[0].curve == runs[1].curve
+    assert not torch.equal(first["W_dec"], other["W_dec"])
+    assert runs[0].steps == 3 * (256 // 32)
+
+
+def test_loss_decreases(data: np.ndarray, tmp_path: Path) -> None:
+    trained = train_crosscoder(
+        data, snapshot_scales(data), _small(epochs=10), 16, seed=0, state_dir=tmp_path, key="k", progress=False
+    )
+    mse = trained.curve["mse"]
+    assert len(mse) == trained.steps == 80  # fewer steps than curve points: every step is recorded
+    assert np.mean(mse[-8:]) < 0.5 * np.mean(mse[:8])
+    assert trained.curve["step"] == list(range(80))
+    assert not trained.model.training  # returned in eval mode
+
+
+def test_interrupted_training_resumes_to_the_same_weights(
+    data: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scales = snapshot_scales(data)
+    cfg = _small(save_every=5)  # 24 steps; state saved after steps 5, 10, 15, 20
+    straight = train_crosscoder(data, scales, cfg, 8, seed=2, state_dir=tmp_path / "straight", key="k", progress=False)
+
+    original = Crosscoder.loss
+    calls = {"n": 0}
+
+    def crash_at_step_13(self: Crosscoder, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Crosscoder, "loss", crash_at_step_13)
+    folder = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train_crosscoder(data, scales, cfg, 8, seed=2, state_dir=folder, key="k", progress=False)
+    assert int(torch.load(folder / STATE_FILE, weights_only=False)["step"]) == 10
+    monkeypatch.setattr(Crosscoder, "loss", original)
+
+    resumed = train_crosscoder(data, scales, cfg, 8, seed=2, state_dir=folder, key="k", progress=False)
+    expected, got = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    assert resumed.curve == straight.curve
+
+    # a state saved for another key is not resumed from: the run starts afresh (and equals a fresh run)
+    fresh = train_crosscoder(data, scales, cfg, 8, seed=5, state_dir=tmp_path / "fresh", key="k", progress=False)
+    other = train_crosscoder(data, scales, cfg, 8, seed=5, state_dir=folder, key="another", progress=False)
+    assert torch.equal(fresh.model.W_dec, other.model.W_dec)
+
+
+def test_too_few_tokens_for_a_batch_is_a_clear_error(data: np.ndarray, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"has 256 training tokens, fewer than one batch of 512\."):
+        train_crosscoder(data, snapshot_scales(data), _small(batch_size=512), 8, seed=0, state_dir=tmp_path, key="k")
+
+
+def test_crosscoder_shape_takes_the_configs_hyperparameters() -> None:
+    shape = crosscoder_shape(CrosscoderConfig(bandwidth=0.2, initial_threshold=0.3, initial_decoder_norm=0.4), 5, 6, 7)
+    assert (shape.n_snapshots, shape.d_model, shape.d_sae) == (5, 6, 7)
+    assert (shape.bandwidth, shape.initial_threshold, shape.initial_decoder_norm) == (0.2, 0.3, 0.4)
