@@ -15,6 +15,8 @@ __all__ = [
     "CHAIN_DIR",
     "COMPARISON_DIR",
     "CORPUS_DIR",
+    "CROSSCODER_COMPARISON_DIR",
+    "CROSSCODER_DIR",
     "DRIFT_DIR",
     "FIGURES_ENV",
     "FORMATION_DIR",
@@ -25,6 +27,7 @@ __all__ = [
     "RESULTS_JSON",
     "RUNS_ENV",
     "SCALE_DIR",
+    "STATISTICS_DIR",
     "TOKENIZER_DIR",
     "figures_dir",
     "run_dir",
@@ -53,6 +56,9 @@ COMPARISON_DIR = "comparison"
 FORMATION_DIR = "formation"
 DRIFT_DIR = "drift"
 SCALE_DIR = "scale"
+STATISTICS_DIR = "statistics"
+CROSSCODER_DIR = "crosscoder"
+CROSSCODER_COMPARISON_DIR = "crosscoder_vs_chain"
 NOTEBOOKS_DIR = "notebooks"
 RESULTS_JSON = "results.json"
 

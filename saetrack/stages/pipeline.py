@@ -22,9 +22,12 @@ from saetrack.notebooks import notebook_parameters, run_notebook
 from saetrack.stages import cache as cache_stage
 from saetrack.stages import chain as chain_stage
 from saetrack.stages import comparison as comparison_stage
+from saetrack.stages import crosscoder as crosscoder_stage
 from saetrack.stages import drift as drift_stage
 from saetrack.stages import formation as formation_stage
+from saetrack.stages import method_comparison as method_comparison_stage
 from saetrack.stages import scale as scale_stage
+from saetrack.stages import statistics as statistics_stage
 from saetrack.stages.base import current_manifest
 
 __all__ = [
@@ -55,6 +58,10 @@ class Stage:
     #: The stage modules whose outputs this notebook writes; each has ``output_hashes(run) -> {folder: hash}``.
     modules: tuple[ModuleType, ...]
     description: str
+    #: Whether the stage runs for a config (a stage that is off is skipped by :func:`run_stages`, saying why).
+    enabled: Callable[[RunConfig], bool] = lambda run: True
+    #: The config field that turns the stage off, named in the skip message.
+    switch: str = ""
 
     def outputs(self, run: RunConfig) -> tuple[str, ...]:
         """Folders (relative to the run directory) this stage writes, each with a manifest."""
@@ -130,6 +137,15 @@ STAGES: tuple[Stage, ...] = (
         modules=(scale_stage,),
         description="the pipeline over the scale study's model sizes; per-size figures (Fig. 9-16) and a summary",
     ),
+    Stage(
+        name="crosscoder",
+        notebook="06_crosscoder.ipynb",
+        inputs=("cache", "chain", "drift"),
+        modules=(crosscoder_stage, statistics_stage, method_comparison_stage),
+        description="cross-snapshot crosscoder (Ge et al. 2025), statistical learning, and both methods side by side",
+        enabled=lambda run: run.crosscoder.enabled,
+        switch="crosscoder.enabled",
+    ),
 )
 
 
@@ -173,6 +189,9 @@ def run_stages(
     started = time.perf_counter()
     for stage in STAGES:
         if (only and stage.name not in only) or stage.name in skip:
+            continue
+        if not stage.enabled(run):
+            log(f"[{run.preset}:{stage.name}] off for this preset ({stage.switch} = False), skipped")
             continue
         current = stage.outputs_current(run, run_dir) if outputs_only else stage.is_current(run, run_dir)
         if not (force or rerun) and current:

@@ -27,7 +27,7 @@ from saetrack.stages.drift import drift_config_hash, load_drift
 from saetrack.stages.drift import summary_numbers as drift_numbers
 from saetrack.stages.formation import load_formation, median_progress
 from saetrack.stages.formation import summary_numbers as formation_numbers
-from saetrack.stages.scale_runner import run_parallel
+from saetrack.stages.scale_runner import SIZE_STAGES, run_parallel
 
 __all__ = [
     "PAPER_FIGURE_KEYS",
@@ -91,7 +91,7 @@ def ensure_sizes(
         folder.mkdir(parents=True, exist_ok=True)
         folders[size.preset] = folder
         if size.preset == run.preset:
-            seconds = run_pipeline(size, folder, skip=("scale",), device=device, log=log, outputs_only=True)
+            seconds = run_pipeline(size, folder, only=SIZE_STAGES, device=device, log=log, outputs_only=True)
             log(f"[scale] size {size.preset}: pipeline current after {seconds:.1f} s")
         else:
             others.append(size)
@@ -99,7 +99,7 @@ def ensure_sizes(
         run_parallel(others, folders, run.scale.parallel_sizes, force=force, device=device, log=log)
     else:
         for size in others:
-            seconds = run_pipeline(size, folders[size.preset], skip=("scale",), force=force, device=device, log=log)
+            seconds = run_pipeline(size, folders[size.preset], only=SIZE_STAGES, force=force, device=device, log=log)
             log(f"[scale] size {size.preset}: pipeline current after {seconds:.1f} s")
     return folders
 

@@ -20,6 +20,7 @@ from saetrack.config.run import RunConfig
 from saetrack.notebooks import NotebookFailed
 
 __all__ = [
+    "SIZE_STAGES",
     "STREAM_ECHO_EVERY_S",
     "run_parallel",
 ]
@@ -49,10 +50,14 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return lambda: prctl(pr_set_pdeathsig, sigterm)
 
 
+#: The stages each size of the scale study runs (notebooks 01-04; the crosscoder of notebook 06 is this run's only).
+SIZE_STAGES: tuple[str, ...] = ("cache", "chain", "formation", "drift")
+
+
 def _command(size: RunConfig, folder: Path, *, force: bool, device: str) -> list[str]:
     """The ``run_all.py`` command line that runs notebooks 01-04 of one size into ``folder``."""
     command = [sys.executable, str(paths.REPO_ROOT / "run_all.py"), "--preset", size.preset, "--run-dir", str(folder)]
-    command += ["--device", device, "--only", "cache", "chain", "formation", "drift"]
+    command += ["--device", device, "--only", *SIZE_STAGES]
     return [*command, "--force"] if force else command
 
 
