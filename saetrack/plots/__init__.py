@@ -6,6 +6,7 @@
 * :mod:`~saetrack.plots.formation_controls` — Fig. 5d and S7 (the formation stage's controls);
 * :mod:`~saetrack.plots.drift` — Fig. 6a, 6b, 7 (decoder drift, trajectories) and the phase shading;
 * :mod:`~saetrack.plots.scale` — Fig. S6 (the cross-scale summary; Fig. 9-16 reuse the functions above);
+* :mod:`~saetrack.plots.crosscoder` — Fig. X01-X08 (the crosscoder of Ge et al. 2025 beside the chain, issue 14);
 * :mod:`~saetrack.plots.common` — the figure registry and saving under ``figures/<preset>/``.
 
 Everything is re-exported here, so notebooks write ``plots.progress_figure(...)`` and ``plots.save_figure(...)``.
@@ -13,6 +14,16 @@ Everything is re-exported here, so notebooks write ``plots.progress_figure(...)`
 
 from saetrack.plots.chain import agreement_figure, chain_quality_figure, chain_training_figure, convergence_figure
 from saetrack.plots.common import FIGURES, figure_path, save_figure, save_html
+from saetrack.plots.crosscoder import (
+    crosscoder_quality_figure,
+    decoder_norm_heatmap_figure,
+    emergence_histogram_figure,
+    emergence_vs_formation_figure,
+    evolution_figure,
+    matching_figure,
+    phase_timeline_figure,
+    statistical_learning_figure,
+)
 from saetrack.plots.drift import (
     PHASE_COLOURS,
     drift_distribution_figure,
@@ -50,20 +61,28 @@ __all__ = [
     "chain_training_figure",
     "checkpoint_titles",
     "convergence_figure",
+    "crosscoder_quality_figure",
+    "decoder_norm_heatmap_figure",
     "drift_distribution_figure",
     "drift_features_figure",
+    "emergence_histogram_figure",
+    "emergence_vs_formation_figure",
+    "evolution_figure",
     "feature_regions_figure",
     "figure_path",
     "loss_curve_figure",
+    "matching_figure",
     "pattern_examples_from_records",
     "pattern_table_figure",
     "pattern_table_html",
+    "phase_timeline_figure",
     "progress_figure",
     "progress_terms_figure",
     "save_figure",
     "save_html",
     "scale_summary_figure",
     "shade_phases",
+    "statistical_learning_figure",
     "trajectories_figure",
     "umap_figure",
 ]

@@ -52,6 +52,15 @@ FIGURES: dict[str, tuple[str, str]] = {
     "16": ("fig16_scale_trajectories_b", "Scale study, other size: feature trajectories (paper: Pythia-1.4b)"),
     "S06": ("figS06_scale_summary", "Cross-scale summary of progress and drift"),
     "S07": ("figS07_baseline_formation", "Formation without the chain: token/concept features of from-scratch SAEs"),
+    # the crosscoder of Ge et al. 2025 beside the chain (issue 14, notebook 06): that paper's measures, not SAE-Track's
+    "X01": ("figX01_crosscoder_quality", "Crosscoder vs chain links at equal size: explained variance, L0, dead"),
+    "X02": ("figX02_decoder_norm_heatmap", "Crosscoder decoder norms, features x checkpoints, sorted by emergence"),
+    "X03": ("figX03_emergence_histogram", "Crosscoder features per emergence checkpoint, decaying init features"),
+    "X04": ("figX04_feature_evolution", "Decaying initialisation features; decoder cosine to final (turning point)"),
+    "X05": ("figX05_statistical_learning", "Unigram/bigram KL of the predictions, loss against n-gram entropies"),
+    "X06": ("figX06_emergence_vs_formation", "Crosscoder emergence vs chain formation of matched features"),
+    "X07": ("figX07_phase_timeline", "Phase boundaries of every perspective on one timeline, with agreement"),
+    "X08": ("figX08_crosscoder_chain_matching", "Hungarian-matched decoder cosine, crosscoder vs chain link"),
 }
 
 
