@@ -178,6 +178,36 @@ def _loading_section(repo: str, steps: list[int]) -> list[str]:
     ]
 
 
+def _crosscoder_section(repo: str, crosscoder: Mapping[str, Any]) -> list[str]:
+    """What the pushed crosscoder is, its snapshots and size, and how to load it."""
+    steps = [int(s) for s in crosscoder.get("snapshot_steps", [])]
+    return [
+        "",
+        "## Cross-snapshot crosscoder",
+        "",
+        "The same upload holds, under `crosscoder/`, a cross-snapshot crosscoder on the same checkpoints and hook "
+        "(Ge et al., *Evolution of Concepts in Language Model Pre-Training*, arXiv 2509.17196): one JumpReLU "
+        "dictionary whose shared encoder reads a token's activations at every snapshot at once and whose decoder "
+        "is one per snapshot, so a feature's decoder norm at a snapshot measures its presence there.",
+        "",
+        f"- snapshots: {len(steps)} checkpoint steps, {', '.join(str(s) for s in steps)}",
+        f"- d_model {crosscoder.get('d_model')}, d_sae {crosscoder.get('d_sae')} features, hook "
+        f"`{crosscoder.get('hook_name')}`; config hash `{crosscoder.get('config_hash')}`",
+        "- files: `crosscoder/crosscoder.safetensors` and `crosscoder/cfg.json` in the format documented in "
+        "`saetrack.crosscoder.io` (inputs divided by the per-snapshot `input_scale`), its `manifest.json` and loss "
+        "curve `curve.json`; all hashed in the index",
+        "",
+        "```python",
+        "from saetrack.hub import load_hub_crosscoder",
+        "",
+        f'saved = load_hub_crosscoder("{repo}", revision, "crosscoder-model")  # pinned to the commit, hash-checked',
+        "saved.model, saved.snapshot_steps  # a saetrack.crosscoder.model.Crosscoder and its snapshots' steps",
+        "```",
+        "",
+        "A downloaded `crosscoder/` folder loads with `saetrack.crosscoder.io.load_crosscoder(folder)`.",
+    ]
+
+
 def model_card(
     run: RunConfig,
     chain_manifest: Mapping[str, Any],
@@ -185,12 +215,14 @@ def model_card(
     repo_id: str | None = None,
     cache_manifest: Mapping[str, Any] | None = None,
     sae_cfg: Mapping[str, Any] | None = None,
+    crosscoder: Mapping[str, Any] | None = None,
 ) -> str:
     """The model card (``README.md``) of a pushed chain: YAML front matter, provenance, hyperparameters, metrics.
 
     ``chain_manifest`` is the chain's ``manifest.json`` (its ``links`` give the per-link metrics table);
     ``cache_manifest`` the run's ``cache/manifest.json`` (resolved Hub commits of the model, when recorded);
-    ``sae_cfg`` the first link's SAELens ``cfg.json`` (dictionary size and architecture).
+    ``sae_cfg`` the first link's SAELens ``cfg.json`` (dictionary size and architecture); ``crosscoder`` the
+    index entry of a crosscoder pushed beside the chain (adds its section: snapshots, size, how to load it).
     """
     repo = repo_id or "<owner>/<name>"
     hook = run.cache.hook_name
@@ -223,4 +255,6 @@ def model_card(
     lines += _hyperparameter_section(run, steps, sae_cfg)
     lines += _metrics_section(links)
     lines += _loading_section(repo, steps)
+    if crosscoder:
+        lines += _crosscoder_section(repo, crosscoder)
     return "\n".join(lines)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from saetrack import store
 
 __all__ = [
     "CARD_FILE",
     "COMMIT_HASH",
+    "CROSSCODER_FOLDER",
     "HASHED_SECTIONS",
     "INDEX_FILE",
     "LAYOUT_VERSION",
@@ -17,6 +19,7 @@ __all__ = [
     "ChainIntegrityError",
     "RemoteFilesExistError",
     "check_commit",
+    "read_index",
     "safe_relative",
     "validate_repo_id",
 ]
@@ -28,6 +31,10 @@ INDEX_FILE = "saetrack_chain.json"
 
 #: The model card.
 CARD_FILE = "README.md"
+
+
+#: Folder of the upload holding the run's cross-snapshot crosscoder, when it has one (``saetrack.crosscoder.io``).
+CROSSCODER_FOLDER = "crosscoder"
 
 
 #: Version of the pushed layout described in the module docstring; bumped on incompatible changes.
@@ -79,6 +86,22 @@ def check_commit(revision: str) -> str:
             "'History', or with `huggingface_hub.HfApi().list_repo_commits(repo_id)`."
         )
     return revision.lower()
+
+
+def read_index(folder: Path) -> dict[str, Any]:
+    """The :data:`INDEX_FILE` of a downloaded upload; a missing index or another layout version raises
+    :class:`ChainIntegrityError`."""
+    path = Path(folder) / INDEX_FILE
+    if not path.is_file():
+        raise ChainIntegrityError(f"{folder} has no {INDEX_FILE}: it is not a chain pushed by saetrack.hub.")
+    index: dict[str, Any] = store.read_json(path)
+    version = index.get("saetrack_layout_version")
+    if version != LAYOUT_VERSION:
+        raise ChainIntegrityError(
+            f"{path} has layout version {version!r}; this saetrack reads version {LAYOUT_VERSION}. "
+            "Upgrade saetrack (or load a chain pushed by this version)."
+        )
+    return index
 
 
 def safe_relative(rel: str) -> PurePosixPath:

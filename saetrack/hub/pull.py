@@ -13,10 +13,10 @@ from saetrack.config.run import RunConfig
 from saetrack.hub.layout import (
     HASHED_SECTIONS,
     INDEX_FILE,
-    LAYOUT_VERSION,
     ChainConfigMismatchError,
     ChainIntegrityError,
     check_commit,
+    read_index,
     safe_relative,
     validate_repo_id,
 )
@@ -34,27 +34,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _read_index(folder: Path) -> dict[str, Any]:
-    path = folder / INDEX_FILE
-    if not path.is_file():
-        raise ChainIntegrityError(f"{folder} has no {INDEX_FILE}: it is not a chain pushed by saetrack.hub.")
-    index = store.read_json(path)
-    version = index.get("saetrack_layout_version")
-    if version != LAYOUT_VERSION:
-        raise ChainIntegrityError(
-            f"{path} has layout version {version!r}; this saetrack reads version {LAYOUT_VERSION}. "
-            "Upgrade saetrack (or load a chain pushed by this version)."
-        )
-    return index
-
-
 def verify_chain_files(folder: Path) -> dict[str, Any]:
     """Check every file listed in ``folder``'s :data:`INDEX_FILE` against its SHA-256; return the index.
 
     A missing file, a changed file or an unsafe path raises :class:`ChainIntegrityError` naming the file.
     """
     folder = Path(folder)
-    index = _read_index(folder)
+    index = read_index(folder)
     files = index.get("files") or {}
     for sae_id in index.get("sae_ids", []):
         if f"{sae_id}/cfg.json" not in files or f"{sae_id}/sae_weights.safetensors" not in files:
@@ -98,7 +84,7 @@ def download_chain(
 
 def run_config_of(snapshot: Path) -> RunConfig:
     """The full :class:`~saetrack.config.RunConfig` a pushed chain was trained with (to rebuild the exact run)."""
-    return RunConfig.from_dict(_read_index(Path(snapshot))["run_config"])
+    return RunConfig.from_dict(read_index(Path(snapshot))["run_config"])
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A pushed chain is the run's ``chain/`` folder as it is — the chain ``manifest.json`` and one ``step{N}/`` folder per
 link in SAELens format (``cfg.json``, ``sae_weights.safetensors``, ``sparsity.safetensors``, the link's
 ``manifest.json``) — plus a model card (``README.md``) and :data:`INDEX_FILE` (``saetrack_chain.json``: the full run
-config, the layout version, the SAE ids and the SHA-256 of every other file of the upload).
+config, the layout version, the SAE ids and the SHA-256 of every other file of the upload). A run whose notebook 06
+has trained its cross-snapshot crosscoder also uploads it under ``crosscoder/`` (:mod:`saetrack.hub.crosscoder`).
 
 Because every link sits in a folder named by its SAE id at the repo root, SAELens loads a link straight from the
 repo: ``SAE.from_pretrained(repo_id, "step{N}")`` — a ``release`` that is not in SAELens' registry
@@ -29,6 +30,7 @@ from typing import Any
 from saetrack import __version__, paths, store
 from saetrack.config.run import RunConfig
 from saetrack.hub.card import model_card, sae_lens_version
+from saetrack.hub.crosscoder import stage_crosscoder
 from saetrack.hub.layout import (
     CARD_FILE,
     COMMIT_HASH,
@@ -73,7 +75,8 @@ def stage_chain(run_dir: Path, run: RunConfig, dest: Path, *, repo_id: str | Non
     The finished chain of ``run`` in ``run_dir/chain`` (checked with :func:`~saetrack.chain.load_chain`; every
     link's files checked against its manifest's hashes) is copied byte for byte — chain ``manifest.json`` and every
     ``step{N}/`` with all its files — plus :data:`CARD_FILE` (:func:`model_card`; ``repo_id`` fills its load
-    snippets) and :data:`INDEX_FILE`.
+    snippets) and :data:`INDEX_FILE`; and the run's finished crosscoder, if any, under ``crosscoder/``
+    (:func:`~saetrack.hub.crosscoder.stage_crosscoder`).
     """
     run_dir, dest = Path(run_dir), Path(dest)
     folders = load_chain(run_dir, run)
@@ -105,7 +108,10 @@ def stage_chain(run_dir: Path, run: RunConfig, dest: Path, *, repo_id: str | Non
     cache_manifest = store.read_json(cache_manifest_path) if cache_manifest_path.is_file() else None
     first_cfg = dest / sae_ids[0] / "cfg.json"
     sae_cfg = json.loads(first_cfg.read_text()) if first_cfg.is_file() else None
-    card = model_card(run, manifest, repo_id=repo_id, cache_manifest=cache_manifest, sae_cfg=sae_cfg)
+    crosscoder = stage_crosscoder(run_dir, dest)
+    card = model_card(
+        run, manifest, repo_id=repo_id, cache_manifest=cache_manifest, sae_cfg=sae_cfg, crosscoder=crosscoder
+    )
     (dest / CARD_FILE).write_text(card, encoding="utf-8")
     files = {
         p.relative_to(dest).as_posix(): store.file_sha256(p)
@@ -122,6 +128,7 @@ def stage_chain(run_dir: Path, run: RunConfig, dest: Path, *, repo_id: str | Non
         "steps": [int(s) for s in folders],
         "sae_ids": sae_ids,
         "run_config": run.to_dict(),
+        **({"crosscoder": crosscoder} if crosscoder else {}),
         "files": files,
     }
     store.write_json(dest / INDEX_FILE, index)

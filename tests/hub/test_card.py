@@ -82,3 +82,24 @@ def test_model_card_of_a_local_checkpoint_folder_and_the_sae_config() -> None:
     assert "base_model:" not in card and "<owner>/<name>" in card  # no repo named: a placeholder
     assert "| `l1_coefficient` | `0.001` |" in card and "first link (random init, step 0)" in card
     assert sae_lens_version() == metadata.version("sae-lens")
+
+
+def test_model_card_describes_a_crosscoder_pushed_beside_the_chain() -> None:
+    run = get_preset("pythia-160m-l6")
+    manifest = {"config_hash": "h", "steps": [0, 1000], "links": []}
+    entry = {
+        "folder": "crosscoder",
+        "config_hash": "cc1",
+        "snapshot_steps": [0, 512, 143000],
+        "n_snapshots": 3,
+        "d_model": 768,
+        "d_sae": 49152,
+        "hook_name": "blocks.6.hook_resid_pre",
+    }
+    card = model_card(run, manifest, repo_id="me/pythia-l6", crosscoder=entry)
+    section = card.split("## Cross-snapshot crosscoder")[1]
+    assert "- snapshots: 3 checkpoint steps, 0, 512, 143000" in section
+    assert "- d_model 768, d_sae 49152 features, hook `blocks.6.hook_resid_pre`; config hash `cc1`" in section
+    assert 'load_hub_crosscoder("me/pythia-l6", revision, "crosscoder-model")' in section
+    assert "saetrack.crosscoder.io.load_crosscoder(folder)" in section
+    assert "Cross-snapshot crosscoder" not in model_card(run, manifest)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+import json
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from saetrack import store
 from saetrack.hub.layout import (
     CARD_FILE,
+    CROSSCODER_FOLDER,
     HASHED_SECTIONS,
     INDEX_FILE,
     ChainConfigMismatchError,
     ChainIntegrityError,
     RemoteFilesExistError,
     check_commit,
+    read_index,
     safe_relative,
     validate_repo_id,
 )
@@ -54,5 +57,15 @@ def test_error_types_and_file_names() -> None:
     assert issubclass(ChainIntegrityError, store.StaleArtifactError)
     assert issubclass(ChainConfigMismatchError, store.StaleArtifactError)
     assert issubclass(RemoteFilesExistError, FileExistsError)
-    assert (INDEX_FILE, CARD_FILE) == ("saetrack_chain.json", "README.md")
+    assert (INDEX_FILE, CARD_FILE, CROSSCODER_FOLDER) == ("saetrack_chain.json", "README.md", "crosscoder")
     assert HASHED_SECTIONS == ("seed", "corpus", "suite", "model", "cache", "chain")
+
+
+def test_read_index_checks_presence_and_layout_version(tmp_path: Path) -> None:
+    with pytest.raises(ChainIntegrityError, match=f"has no {INDEX_FILE}: it is not a chain pushed by saetrack.hub"):
+        read_index(tmp_path)
+    (tmp_path / INDEX_FILE).write_text(json.dumps({"saetrack_layout_version": 1, "files": {"a": "0" * 64}}))
+    assert read_index(tmp_path) == {"saetrack_layout_version": 1, "files": {"a": "0" * 64}}
+    (tmp_path / INDEX_FILE).write_text(json.dumps({"saetrack_layout_version": 2}))
+    with pytest.raises(ChainIntegrityError, match="layout version 2; this saetrack reads version 1"):
+        read_index(tmp_path)
