@@ -9,6 +9,13 @@ per token: attention and MLP of the blocks before the hook) and of an SAE traini
 token, the forward and backward matmuls). It ignores data loading and elementwise work, so it is a lower bound;
 ``benchmarks/bench_streaming.py`` measures whole runs.
 
+Notebook 06's stages are planned the same way. ``crosscoder``: the activations of ``crosscoder.train_contexts``
+training contexts at every snapshot, cached once (``N x T x d`` values of the cache's storage dtype; forwards
+``N x T``), and a training compute of ``6 x 2 d_sae T d`` FLOPs per token and epoch (the crosscoder's parameters
+are ``2 d_sae T d``); device memory: the parameters, their gradients and Adam's two moments, one ``[batch, T, d]``
+batch and its reconstruction and the batch's feature activations. ``statistics``: a full forward with logits of
+every chain checkpoint over at most 256 held-out contexts and the corpus's unigram and bigram counts.
+
 :func:`check_fits` refuses (:class:`ResourceError`, one message with the numbers) when a stage needs more disk,
 host memory or device memory than the machine has; ``run_all.py --ignore-resources`` goes on anyway.
 """
@@ -24,13 +31,16 @@ from pathlib import Path
 import torch
 
 from saetrack.config.run import RunConfig
-from saetrack.data.cache_plan import NUMPY_DTYPES, plan_tokens
+from saetrack.data.cache_plan import NUMPY_DTYPES, TokenPlan, plan_tokens
+from saetrack.stages.crosscoder import EVAL_TOKENS
+from saetrack.stages.statistics import DEFAULT_HELDOUT_CONTEXTS, LOGITS_BUDGET_BYTES
 
 __all__ = [
     "Rates",
     "ResourceError",
     "StagePlan",
     "check_fits",
+    "crosscoder_cache_bytes",
     "format_plan",
     "machine_limits",
     "measure_rates",
@@ -107,6 +117,71 @@ def _forward_flops_per_token(run: RunConfig, d_model: int) -> float:
     return 2 * 12 * d_model**2 * max(run.cache.layer, 1)
 
 
+def crosscoder_cache_bytes(run: RunConfig, d_model: int) -> int:
+    """Bytes of the crosscoder's aligned activations: ``train_contexts x context_length x T x d_model x itemsize``."""
+    n_tokens = run.crosscoder.train_contexts * run.cache.context_length
+    return n_tokens * len(run.crosscoder_steps) * d_model * NUMPY_DTYPES[run.cache.dtype].itemsize
+
+
+def _crosscoder_plan(run: RunConfig, rates: Rates, d_model: int, fwd_seconds: float) -> StagePlan:
+    """Notebook 06's crosscoder: aligned activations cached once, then ``epochs`` passes of training (module doc)."""
+    cc = run.crosscoder
+    n_snap, batch = len(run.crosscoder_steps), cc.batch_size
+    d_sae = (cc.expansion_factor or run.chain.expansion_factor) * d_model
+    tokens = cc.train_contexts * run.cache.context_length
+    params = 2 * n_snap * d_model * d_sae + 2 * d_sae + n_snap * d_model  # W_enc, W_dec, b_enc, threshold, b_dec
+    eval_rows = min(EVAL_TOKENS, run.cache.heldout_tokens)
+    cache = crosscoder_cache_bytes(run, d_model)
+    stage = StagePlan(
+        "crosscoder",
+        forward_tokens=tokens * n_snap + (eval_rows * n_snap if run.cache.streamed else 0),
+        sae_tokens=tokens * cc.epochs,
+        # the cache, the saved crosscoder and the training state (weights and Adam's two moments)
+        disk=cache + 4 * (params + n_snap) + 3 * 4 * params,
+        # the held-out rows of every snapshot (quality metrics), the loaded crosscoder and one batch read from disk
+        host=eval_rows * n_snap * d_model * 4 + 4 * params + 4 * batch * n_snap * d_model,
+        # parameters, gradients, Adam's two moments; the batch and its reconstruction; the feature activations
+        device=4 * 4 * params + 2 * 4 * batch * n_snap * d_model + 3 * 4 * batch * d_sae,
+    )
+    train_flops = 6 * tokens * cc.epochs * 2 * d_sae * n_snap * d_model
+    stage.seconds = stage.forward_tokens * fwd_seconds + train_flops / rates.sae_flops
+    size = f"{cache / 1e12:,.1f} TB" if cache >= 1e12 else f"{cache / GB:,.2f} GB"
+    stage.notes.append(
+        f"caches {cc.train_contexts:,} contexts x {run.cache.context_length} tokens at {n_snap} snapshots ({size}, "
+        f"{run.cache.dtype}), then trains {cc.epochs} epoch(s) of a {d_sae:,}-feature crosscoder "
+        f"({params:,} parameters)"
+    )
+    return stage
+
+
+def _statistics_plan(
+    run: RunConfig, rates: Rates, plan: TokenPlan, shapes: tuple[int, int, int], train_tokens: int
+) -> StagePlan:
+    """Notebook 06's statistical-learning stage: a forward with logits of every checkpoint, corpus n-gram counts."""
+    d_model, n_layers, vocab = shapes
+    params = 12 * d_model**2 * n_layers + 2 * vocab * d_model
+    contexts = min(DEFAULT_HELDOUT_CONTEXTS, plan.heldout[1])
+    stage = StagePlan(
+        "statistics",
+        forward_tokens=len(run.sae_steps) * contexts * plan.context_length,
+        disk=len(run.sae_steps) * 5 * 8 + 4096,
+        # one model and the unigram counts; the sparse bigram counts are only bounded (a note): one entry per distinct
+        # pair, unknown before counting and far below the number of training tokens once a corpus repeats its pairs
+        host=4 * params + 8 * vocab,
+        # one model; a forward batch's float32 logits and float64 log-probabilities (LOGITS_BUDGET_BYTES)
+        device=4 * params + 2 * LOGITS_BUDGET_BYTES,
+    )
+    full_forward = 2 * (12 * d_model**2 * n_layers + d_model * vocab)  # every block and the unembedding, per token
+    stage.seconds = stage.forward_tokens * full_forward / rates.forward_flops
+    bound = 2 * 12 * min(train_tokens, vocab**2)  # 12 bytes an entry, twice while a chunk's counts are added
+    if bound > GB:
+        stage.notes.append(
+            f"plus the corpus's bigram counts: one entry per distinct pair of its {train_tokens:,} training tokens, "
+            f"at most {bound / GB:,.1f} GB (far less when pairs repeat; not counted above)"
+        )
+    return stage
+
+
 def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
     """The resource plan of every stage of ``run`` (module doc), from the config and the measured ``rates``."""
     d_model, n_layers, vocab, d_sae = _shapes(run)
@@ -179,7 +254,9 @@ def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
         drift.notes.append(f"noise floor: {n_noise} links of {run.chain.tokens_for(n_ckpt - 1):,} tokens")
     if not run.cache.streamed:
         formation.notes.append("reads the cached analysis set of one checkpoint at a time")
-    return [corpus, cache, chain, formation, drift]
+    statistics = _statistics_plan(run, rates, plan, (d_model, n_layers, vocab), train_tokens)
+    notebook_06 = [_crosscoder_plan(run, rates, d_model, fwd), statistics] if run.crosscoder.enabled else []
+    return [corpus, cache, chain, formation, drift, *notebook_06]
 
 
 def machine_limits(run_dir: Path, device: str) -> dict[str, int]:
@@ -244,6 +321,11 @@ def format_plan(run: RunConfig, stages: list[StagePlan], rates: Rates, limits: d
     )
     have = ", ".join(f"{k} {v / GB:,.1f} GB" for k, v in limits.items())
     lines.append(f"this machine: {have}")
+    try:
+        check_fits(stages, limits)
+        lines.append("the run fits this machine (every need under 90% of what it has)")
+    except ResourceError as error:
+        lines.append(str(error))
     lines.append(
         f"rates measured now on {rates.device}: {rates.sae_flops / 1e9:,.0f} GFLOP/s at an SAE step's shape, "
         f"{rates.forward_flops / 1e9:,.0f} GFLOP/s at a forward's; times are FLOPs / rate (a lower bound)"

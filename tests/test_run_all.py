@@ -109,6 +109,14 @@ def test_plan_prints_the_resource_plan_of_a_paper_preset_without_running_anythin
     assert not (paths.run_dir("pythia-410m-l4") / "corpus").exists()
 
 
+def test_plan_of_the_crosscoder_papers_preset_says_it_does_not_fit(capsys, monkeypatch) -> None:
+    monkeypatch.setattr(run_all, "machine_limits", lambda run_dir, device: {"disk": 64 * 10**9, "host": 128 * 10**9})
+    assert run_all.main(["--preset", "pythia-160m-l6", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "\ncrosscoder" in out and "\nstatistics" in out and "at 32 snapshots (29.5 TB, float32)" in out
+    assert "the run does not fit this machine: disk: the run needs 29,5" in out
+
+
 def test_a_hub_chain_pinned_to_a_branch_is_one_clear_message(tmp_path: Path, capsys, hub_offline) -> None:
     argv = ["--preset", "smoke", "--run-dir", str(tmp_path / "run"), "--chain-from-hub", "me/chain"]
     assert run_all.main([*argv, "--chain-revision", "main"]) == 2

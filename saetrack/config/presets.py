@@ -12,6 +12,7 @@ from typing import Any
 from saetrack.config.analysis import DriftConfig, ScaleConfig
 from saetrack.config.base import PRESETS, ConfigError
 from saetrack.config.chain import ChainConfig
+from saetrack.config.crosscoder import CrosscoderConfig
 from saetrack.config.data import CacheConfig, CorpusConfig, ModelConfig, SuiteConfig
 from saetrack.config.run import RunConfig
 from saetrack.config.schedules import PAPER_SAE_SCHEDULE, PYTHIA_CHECKPOINT_STEPS
@@ -92,6 +93,9 @@ def _smoke(preset: str = "smoke", d_model: int = 32, n_heads: int = 2, n_baselin
         CorpusConfig(source="stdlib", vocab_size=512, max_chars=400_000),
         n_baseline=n_baseline,
         scale=("smoke-s", "smoke-m", "smoke"),
+    ).with_overrides(
+        # the crosscoder at test size: 256 contexts (8k tokens) x 2 epochs
+        {"crosscoder.train_contexts": 256, "crosscoder.batch_size": 256, "crosscoder.epochs": 2}
     )
 
 
@@ -153,8 +157,13 @@ _PYTHIA_SIZES: dict[str, tuple[int, int]] = {
 }
 
 
-def _pythia(size: str, layer: int) -> RunConfig:
-    """The paper's setting (App. C.1 and FACTS): Pythia-deduped checkpoints from the Hub, SAE at layer ``layer``."""
+def _pythia(
+    size: str, layer: int, scale: tuple[str, ...] = (), crosscoder: CrosscoderConfig | None = None
+) -> RunConfig:
+    """The paper's setting (App. C.1 and FACTS): Pythia-deduped checkpoints from the Hub, SAE at layer ``layer``.
+
+    ``scale``: the scale study's presets (default: the paper's three sizes); ``crosscoder``: notebook 06's section.
+    """
     n_layers, d_model = _PYTHIA_SIZES[size]
     return RunConfig(
         preset=f"pythia-{size}-l{layer}",
@@ -193,11 +202,28 @@ def _pythia(size: str, layer: int) -> RunConfig:
             link_tokens=15_000_000,
             batch_size=4096,
         ),
-        scale=ScaleConfig(presets=("pythia-160m-l4", "pythia-410m-l4", "pythia-1.4b-l3"), parallel_sizes=1),
+        scale=ScaleConfig(presets=scale or ("pythia-160m-l4", "pythia-410m-l4", "pythia-1.4b-l3"), parallel_sizes=1),
         # the drift noise floor over 8 links (120M streamed tokens) instead of all 28 (420M): the late checkpoints,
         # where drift is small enough for the floor to matter, at under half the first SAE's budget
         drift=DriftConfig(noise_floor_links=8),
+        # notebook 06 is off for the SAE-Track presets: over 32 snapshots at the chain's 64x dictionary the crosscoder
+        # needs 40-280 GB of GPU memory; the crosscoder paper's own setting is the pythia-160m-l6 preset
+        crosscoder=crosscoder or CrosscoderConfig(enabled=False),
     )
+
+
+def _pythia_crosscoder() -> RunConfig:
+    """The crosscoder paper's own setting (Ge et al. 2025): Pythia-160m-deduped, layer 6, its 32 checkpoints.
+
+    The chain is :func:`_pythia`'s at layer 6 (a scale study of this one size); the crosscoder reads 32 checkpoints
+    by :func:`~saetrack.config.crosscoder.default_snapshots` (the 20 before step 10k and 12 evenly spaced later
+    ones, 143k included) with the chain's dictionary size (64 x 768 = 49,152 features, inside the paper's 32k-98k).
+    """
+    # 300M training tokens (2,343,750 contexts of 128) seen once, in batches of 4096 tokens. The crosscoder stage
+    # caches their activations at all 32 snapshots: 2.34M x 128 x 32 x 768 values, about 29.5 TB at float32
+    # (14.7 TB at float16) - why that paper needed tens of terabytes; the resource plan says it does not fit here.
+    crosscoder = CrosscoderConfig(expansion_factor=None, train_contexts=2_343_750, epochs=1, batch_size=4096)
+    return _pythia("160m", 6, scale=("pythia-160m-l6",), crosscoder=crosscoder)
 
 
 #: Preset name -> builder. ``nano`` is the embedded default; ``nano-s``/``nano-m``/``nano`` are its scale-study
@@ -216,6 +242,8 @@ _BUILDERS: dict[str, Callable[[], RunConfig]] = {
     "pythia-160m-l4": lambda: _pythia("160m", 4),
     "pythia-410m-l4": lambda: _pythia("410m", 4),
     "pythia-1.4b-l3": lambda: _pythia("1.4b", 3),
+    # the cross-snapshot crosscoder paper's setting (notebook 06): Pythia-160m-deduped at layer 6, 32 checkpoints
+    "pythia-160m-l6": _pythia_crosscoder,
 }
 
 PRESETS.update(_BUILDERS)

@@ -27,7 +27,12 @@ def test_every_preset_validates_and_round_trips(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "layer", "size", "expansion_dsae"),
-    [("pythia-160m-l4", 4, "160m", 49152), ("pythia-410m-l4", 4, "410m", 65536), ("pythia-1.4b-l3", 3, "1.4b", 131072)],
+    [
+        ("pythia-160m-l4", 4, "160m", 49152),
+        ("pythia-410m-l4", 4, "410m", 65536),
+        ("pythia-1.4b-l3", 3, "1.4b", 131072),
+        ("pythia-160m-l6", 6, "160m", 49152),
+    ],
 )
 def test_paper_presets_carry_the_papers_hyperparameters(name: str, layer: int, size: str, expansion_dsae: int) -> None:
     run = get_preset(name)
@@ -41,6 +46,24 @@ def test_paper_presets_carry_the_papers_hyperparameters(name: str, layer: int, s
     assert (chain.first_tokens, chain.link_tokens, chain.batch_size) == (300_000_000, 15_000_000, 4096)
     assert run.cache.context_length == 128
     assert chain.decoder_norm == "unit"
+
+
+def test_the_crosscoder_papers_preset_reads_its_32_checkpoints() -> None:
+    """pythia-160m-l6: Ge et al. (2025)'s Pythia-160m-deduped layer-6 setting; the chain is the l4 preset's."""
+    run = get_preset("pythia-160m-l6")
+    early = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000]
+    late = [10_000, 22_000, 34_000, 46_000, 58_000, 70_000, 83_000, 95_000, 107_000, 119_000, 131_000, 143_000]
+    assert run.crosscoder_steps == tuple(early + late)
+    assert run.crosscoder.snapshots == () and run.crosscoder.expansion_factor is None
+    cc = run.crosscoder
+    assert (cc.train_contexts * run.cache.context_length, cc.epochs, cc.batch_size) == (300_000_000, 1, 4096)
+    assert run.scale.presets == ("pythia-160m-l6",)
+    l4 = get_preset("pythia-160m-l4").to_dict()
+    l6 = run.to_dict()
+    assert l6["chain"] == l4["chain"] and l6["model"] == l4["model"]
+    assert {k: v for k, v in l6["cache"].items() if k != "layer"} == {
+        k: v for k, v in l4["cache"].items() if k != "layer"
+    }
 
 
 def test_unknown_preset_names_the_allowed_ones() -> None:
