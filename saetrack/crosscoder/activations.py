@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 
 from saetrack import store
 from saetrack.config.run import RunConfig
-from saetrack.data.cache_plan import NUMPY_DTYPES, TORCH_DTYPES
-from saetrack.data.forward import residual_chunks
+from saetrack.data.cache_plan import NUMPY_DTYPES
+from saetrack.data.forward import fill_activations
 
 __all__ = [
     "ACTIVATIONS_FILE",
@@ -57,18 +57,6 @@ def snapshot_scales(activations: np.ndarray, n_rows: int = SCALE_ROWS) -> np.nda
     if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         raise ValueError(f"snapshot activation norms {scales} are not all finite and positive; the cache is broken.")
     return scales
-
-
-def _column(run: RunConfig, model: Any, tokens: np.ndarray, device: str) -> Any:
-    return residual_chunks(
-        model,
-        tokens,
-        run.cache.layer,
-        batch_contexts=run.cache.batch_contexts,
-        device=device,
-        store_dtype=TORCH_DTYPES[run.cache.dtype],
-        forward_dtype=run.cache.forward_dtype,
-    )
 
 
 def build_aligned_activations(
@@ -107,10 +95,7 @@ def build_aligned_activations(
                 out = np.load(path, mmap_mode="r+")
             else:
                 out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-        row = 0
-        for chunk in _column(run, model, tokens, device):
-            out[column, row : row + len(chunk)] = chunk.cpu().numpy()
-            row += len(chunk)
+        fill_activations(run, model, tokens, out[column], device)
         out.flush()
         done.add(step)
         store.write_json(state_path, {"key": key, "done": sorted(done), "steps": list(steps)})

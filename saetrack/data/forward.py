@@ -12,9 +12,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from saetrack.config.run import RunConfig
+from saetrack.data.cache_plan import TORCH_DTYPES
 
 __all__ = [
     "FORWARD_DTYPES",
+    "fill_activations",
     "forward_context",
     "residual_at_layer",
     "residual_chunks",
@@ -72,3 +77,25 @@ def residual_chunks(
         if start < first_context:
             resid = resid[first_context - start :]
         yield resid.reshape(-1, resid.shape[-1])
+
+
+def fill_activations(
+    run: RunConfig, model: Any, tokens: np.ndarray, out: np.ndarray, device: str, desc: str = "", progress: bool = False
+) -> None:
+    """Write the Eq. 6 activations of ``tokens`` ``[n, ctx]`` at the run's hook into ``out`` ``[n * ctx, d]``, batch
+    by batch, with the cache's batching, storage dtype and forward dtype (the activation cache and the crosscoder's
+    aligned activations both write through here)."""
+    chunks = residual_chunks(
+        model,
+        tokens,
+        run.cache.layer,
+        batch_contexts=run.cache.batch_contexts,
+        device=device,
+        store_dtype=TORCH_DTYPES[run.cache.dtype],
+        forward_dtype=run.cache.forward_dtype,
+    )
+    total = -(-len(tokens) // run.cache.batch_contexts)
+    row = 0
+    for chunk in tqdm(chunks, total=total, desc=desc, disable=not progress, leave=False):
+        out[row : row + len(chunk)] = chunk.cpu().numpy()
+        row += len(chunk)

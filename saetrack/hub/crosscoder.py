@@ -25,6 +25,7 @@ from saetrack.hub.layout import (
     INDEX_FILE,
     ChainIntegrityError,
     check_commit,
+    check_indexed_files,
     read_index,
     safe_relative,
     validate_repo_id,
@@ -99,16 +100,7 @@ def verify_crosscoder_files(folder: Path) -> dict[str, Any]:
             raise ChainIntegrityError(
                 f"{INDEX_FILE} in {folder} lists no {prefix}{name}; the crosscoder is incomplete."
             )
-    for rel, digest in sorted(files.items()):
-        path = folder / safe_relative(rel)
-        if not path.is_file():
-            raise ChainIntegrityError(f"file {rel} of the pushed crosscoder is missing from {folder}.")
-        actual = store.file_sha256(path)
-        if actual != digest:
-            raise ChainIntegrityError(
-                f"file {rel} of the pushed crosscoder is corrupt: SHA-256 {actual} differs from the {digest} recorded "
-                f"at push time (in {folder}). Delete it from the cache and download again."
-            )
+    check_indexed_files(folder, files, "crosscoder")
     return dict(entry)
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "ChainIntegrityError",
     "RemoteFilesExistError",
     "check_commit",
+    "check_indexed_files",
     "read_index",
     "safe_relative",
     "validate_repo_id",
@@ -110,3 +111,18 @@ def safe_relative(rel: str) -> PurePosixPath:
     if path.is_absolute() or not path.parts or any(part in ("", ".", "..") for part in path.parts):
         raise ChainIntegrityError(f"{INDEX_FILE} lists the unsafe path {rel!r}; refusing to use this chain.")
     return path
+
+
+def check_indexed_files(folder: Path, files: dict[str, str], what: str) -> None:
+    """Check that every file of ``files`` (path relative to ``folder`` -> SHA-256 recorded at push time) is in
+    ``folder`` with that hash; a missing or changed file raises :class:`ChainIntegrityError` naming ``what``."""
+    for rel, digest in sorted(files.items()):
+        path = folder / safe_relative(rel)
+        if not path.is_file():
+            raise ChainIntegrityError(f"file {rel} of the pushed {what} is missing from {folder}.")
+        actual = store.file_sha256(path)
+        if actual != digest:
+            raise ChainIntegrityError(
+                f"file {rel} of the pushed {what} is corrupt: SHA-256 {actual} differs from the {digest} recorded at "
+                f"push time (in {folder}). Delete it from the cache and download again."
+            )

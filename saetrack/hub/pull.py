@@ -16,6 +16,7 @@ from saetrack.hub.layout import (
     ChainConfigMismatchError,
     ChainIntegrityError,
     check_commit,
+    check_indexed_files,
     read_index,
     safe_relative,
     validate_repo_id,
@@ -47,16 +48,7 @@ def verify_chain_files(folder: Path) -> dict[str, Any]:
             raise ChainIntegrityError(f"{INDEX_FILE} in {folder} lists no SAELens files for link {sae_id!r}.")
     if paths.MANIFEST not in files:
         raise ChainIntegrityError(f"{INDEX_FILE} in {folder} does not list the chain {paths.MANIFEST}.")
-    for rel, digest in sorted(files.items()):
-        path = folder / safe_relative(rel)
-        if not path.is_file():
-            raise ChainIntegrityError(f"file {rel} of the pushed chain is missing from {folder}.")
-        actual = store.file_sha256(path)
-        if actual != digest:
-            raise ChainIntegrityError(
-                f"file {rel} of the pushed chain is corrupt: SHA-256 {actual} differs from the {digest} recorded at "
-                f"push time (in {folder}). Delete it from the cache and download again."
-            )
+    check_indexed_files(folder, files, "chain")
     return index
 
 

@@ -17,7 +17,6 @@ from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.data.cache_plan import (
     NUMPY_DTYPES,
-    TORCH_DTYPES,
     TokenPlan,
     cache_config_hash,
     check_disk_space,
@@ -25,7 +24,7 @@ from saetrack.data.cache_plan import (
 )
 from saetrack.data.checkpoints import open_source
 from saetrack.data.corpus import corpus_config_hash, load_corpus
-from saetrack.data.forward import residual_at_layer, residual_chunks
+from saetrack.data.forward import fill_activations, residual_at_layer
 from saetrack.data.integrity import warn_on_duplicates
 from saetrack.data.suite import suite_config_hash
 from saetrack.data.tokens import contexts
@@ -38,26 +37,6 @@ __all__ = [
     "output_hashes",
     "residual_at_layer",
 ]
-
-
-def _fill_activations(
-    run: RunConfig, model: Any, tokens: np.ndarray, out: np.ndarray, device: str, desc: str, progress: bool
-) -> None:
-    """Write the Eq. 6 activations of ``tokens`` [n, ctx] into ``out`` [n * ctx, d], batch by batch."""
-    chunks = residual_chunks(
-        model,
-        tokens,
-        run.cache.layer,
-        batch_contexts=run.cache.batch_contexts,
-        device=device,
-        store_dtype=TORCH_DTYPES[run.cache.dtype],
-        forward_dtype=run.cache.forward_dtype,
-    )
-    total = -(-len(tokens) // run.cache.batch_contexts)
-    row = 0
-    for chunk in tqdm(chunks, total=total, desc=desc, disable=not progress, leave=False):
-        out[row : row + len(chunk)] = chunk.cpu().numpy()
-        row += len(chunk)
 
 
 @dataclass(frozen=True)
@@ -88,7 +67,7 @@ def _cache_checkpoint(
             out = np.lib.format.open_memmap(
                 tmp / f"{name}.npy", mode="w+", dtype=NUMPY_DTYPES[run.cache.dtype], shape=(toks.size, d_model)
             )
-            _fill_activations(run, model, toks, out, device, f"step {step} {name}", progress)
+            fill_activations(run, model, toks, out, device, f"step {step} {name}", progress)
             out.flush()
             del out
             files[f"{name}.npy"] = store.file_sha256(tmp / f"{name}.npy")
