@@ -210,13 +210,15 @@ def evolution_figure(
     title: str = "",
     *,
     n_lines: int = 5,
+    turning_step: int | None = None,
 ) -> Figure:
     """Fig. X04 (issue 14, item 3): decaying initialisation features and Ge et al.'s directional turning point.
 
     Left: decoder norms of the ``init_norms`` ``[n, T]`` features (present at initialisation, later decaying), each
     normalised to its maximum: median, 25-75% band and ``n_lines`` thin individual lines (evenly picked). Right:
     each live feature's decoder-direction cosine to its final direction, ``cosine_to_final`` ``[F_live, T]``:
-    median with 25-75% and 5-95% bands.
+    median with 25-75% and 5-95% bands; ``turning_step`` (the step whose change from the checkpoint before is the
+    sharpest turn) is marked with a dashed line on both panels.
     """
     steps = _steps(steps)
     x = steps + 1.0
@@ -237,6 +239,8 @@ def evolution_figure(
     right.set(xscale="log", xlabel=STEP_AXIS, ylabel="decoder cosine to the final checkpoint's direction",
               ylim=(-1.05, 1.05), title=f"directional turning point (n = {len(cosine)} live features)")  # fmt: skip
     for ax in (left, right):
+        if turning_step is not None:
+            ax.axvline(turning_step + 1.0, color="black", ls="--", lw=1, label=f"turning point: step {turning_step}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(title or "feature evolution in the crosscoder")

@@ -122,6 +122,11 @@ def test_evolution_draws_the_normalised_median_and_the_cosine_quantiles() -> Non
     assert "live features: 5-95%" in [t.get_text() for t in right.get_legend().get_texts()]
     empty = evolution_figure(STEPS, np.zeros((0, T)), cosine)
     assert empty.axes[0].texts[0].get_text() == "no initialisation feature decays"
+    marked = evolution_figure(STEPS, init_norms, cosine, turning_step=int(STEPS[2]))
+    for ax in marked.axes:  # the turning point is a dashed vertical line at step + 1 on both panels
+        (line,) = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+        assert line.get_xdata()[0] == STEPS[2] + 1.0
+        assert f"turning point: step {STEPS[2]}" in [t.get_text() for t in ax.get_legend().get_texts()]
     with pytest.raises(ValueError, match="cosine_to_final must have shape"):
         evolution_figure(STEPS, init_norms, cosine[:, :3])
 
