@@ -10,13 +10,13 @@ import pytest
 from saetrack import paths, store
 from saetrack.config import RunConfig
 from saetrack.notebooks import NOTEBOOK_DIR, NotebookRun
-from saetrack.stages import cache, chain, comparison, drift, formation, scale
+from saetrack.stages import cache, chain, comparison, crosscoder, drift, formation, method_comparison, scale, statistics
 from saetrack.stages import pipeline as pipeline_module
 from saetrack.stages.pipeline import STAGES, get_stage, run_stages, stage_hashes
 
 
 def test_stages_in_order_each_reading_earlier_ones() -> None:
-    assert [s.name for s in STAGES] == ["cache", "chain", "formation", "drift", "scale"]
+    assert [s.name for s in STAGES] == ["cache", "chain", "formation", "drift", "scale", "crosscoder"]
     for position, stage in enumerate(STAGES):
         assert set(stage.inputs) <= {s.name for s in STAGES[:position]}, stage.name
         assert (NOTEBOOK_DIR / stage.notebook).is_file() and stage.notebook.startswith(f"0{position + 1}_")
@@ -28,11 +28,21 @@ def test_stages_in_order_each_reading_earlier_ones() -> None:
 def test_output_hashes_come_from_the_stage_modules(run: RunConfig) -> None:
     assert get_stage("chain").outputs(run) == (paths.CHAIN_DIR, paths.BASELINE_DIR, paths.COMPARISON_DIR)
     expected = {}
-    for module in (cache, chain, comparison, formation, drift, scale):
+    for module in (cache, chain, comparison, formation, drift, scale, crosscoder, statistics, method_comparison):
         expected.update(module.output_hashes(run))
     assert stage_hashes(run) == expected
     assert list(stage_hashes(run)) == ["corpus", "model", "cache", "chain", "baseline", "comparison", "formation",
-                                       "drift", "scale"]  # fmt: skip
+                                       "drift", "scale", "crosscoder", "statistics",
+                                       "crosscoder_vs_chain"]  # fmt: skip
+
+
+def test_a_stage_that_is_off_is_skipped_with_its_switch_named(run: RunConfig, tmp_path: Path) -> None:
+    off = run.with_overrides({"crosscoder.enabled": False})
+    assert not get_stage("crosscoder").enabled(off) and get_stage("crosscoder").enabled(run)
+    lines: list[str] = []
+    seconds = run_stages(off, tmp_path, only=["crosscoder"], log=lines.append)
+    assert lines == ["[smoke:crosscoder] off for this preset (crosscoder.enabled = False), skipped"]
+    assert seconds < 5 and not (tmp_path / paths.CROSSCODER_DIR).exists()
 
 
 def _write_outputs(stage_name: str, run: RunConfig, run_dir: Path) -> None:

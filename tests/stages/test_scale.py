@@ -23,6 +23,7 @@ from saetrack.stages.scale import (
     size_runs,
     write_summary,
 )
+from saetrack.stages.scale_runner import SIZE_STAGES
 
 
 def test_size_runs_are_the_presets_with_this_run_itself(run: RunConfig) -> None:
@@ -80,8 +81,10 @@ def test_ensure_sizes_runs_other_sizes_in_their_own_folders(
     assert all(folder.is_dir() for folder in folders.values())
     assert [preset for preset, _, _ in calls] == ["smoke", "smoke-s", "smoke-m"]  # this run's own size first
     own, other = calls[0][2], calls[1][2]
-    assert own["outputs_only"] is True and own["skip"] == ("scale",) and "force" not in own
-    assert other["force"] is True and other["skip"] == ("scale",)
+    # other sizes run notebooks 01-04 only: the scale study itself and the crosscoder are this run's
+    assert own["outputs_only"] is True and own["only"] == SIZE_STAGES and "force" not in own
+    assert other["force"] is True and other["only"] == SIZE_STAGES
+    assert SIZE_STAGES == ("cache", "chain", "formation", "drift")
     assert lines[-1] == "[scale] size smoke-m: pipeline current after 0.5 s"
 
 
