@@ -63,7 +63,7 @@ def comparison_config_hash(run: RunConfig) -> str:
             "crosscoder": cc_stage.crosscoder_config_hash(run),
             "drift": drift_config_hash(run),
             "statistics": stat_stage.output_hashes(run)[paths.STATISTICS_DIR],
-            "v": 2,
+            "v": 3,
         }
     )
 
@@ -118,9 +118,11 @@ def _costs(run: RunConfig, run_dir: Path, cc_manifest: dict[str, Any], d_model: 
             "chain_cache_per_link_tokens": run.chain.link_tokens * d_model * itemsize,
         },
         "growth_with_T": {
-            "chain": "linear: one link of fixed budget per new checkpoint; memory one SAE at a time (constant)",
-            "crosscoder": "quadratic compute (T times more encoder/decoder per token, and T forwards per token) at a "
-            "fixed token budget; parameters, activation storage and memory linear in T",
+            "chain": "compute linear in T (one link of fixed budget per new checkpoint); memory one SAE at a time, "
+            "constant in T",
+            "crosscoder": "compute linear in T at a fixed token budget and dictionary size (T encoder and decoder "
+            "blocks and T forwards per token), but all checkpoints at once: parameters, optimiser state, activation "
+            "storage and memory linear in T; quadratic if the dictionary grows with T to keep features per checkpoint",
         },
     }
 
