@@ -17,6 +17,7 @@ __all__ = [
     "CORPUS_DIR",
     "CROSSCODER_COMPARISON_DIR",
     "CROSSCODER_DIR",
+    "CROSSCODER_MODEL_DIR",
     "DRIFT_DIR",
     "FIGURES_ENV",
     "FORMATION_DIR",
@@ -58,6 +59,8 @@ DRIFT_DIR = "drift"
 SCALE_DIR = "scale"
 STATISTICS_DIR = "statistics"
 CROSSCODER_DIR = "crosscoder"
+#: The trained crosscoder inside ``CROSSCODER_DIR`` (the format of ``saetrack.crosscoder.io``).
+CROSSCODER_MODEL_DIR = "model"
 CROSSCODER_COMPARISON_DIR = "crosscoder_vs_chain"
 NOTEBOOKS_DIR = "notebooks"
 RESULTS_JSON = "results.json"

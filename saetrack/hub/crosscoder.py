@@ -44,8 +44,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-#: Sub-folder of ``run_dir/crosscoder/`` where the crosscoder stage saves the trained model.
-CROSSCODER_MODEL_DIR = "model"
+#: Sub-folder of ``run_dir/crosscoder/`` where the crosscoder stage saves the trained model (one name, in paths).
+CROSSCODER_MODEL_DIR = paths.CROSSCODER_MODEL_DIR
 
 
 def stage_crosscoder(run_dir: Path, dest: Path) -> dict[str, Any] | None:

@@ -126,7 +126,7 @@ class CrosscoderResult:
 
 def _train_or_reuse(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
     """The model part: reuse ``model/`` when trained with this training hash, else build activations and train."""
-    model_dir = stage.folder / "model"
+    model_dir = stage.folder / paths.CROSSCODER_MODEL_DIR
     key = training_config_hash(run)
     existing = store.read_manifest(model_dir)
     if existing is not None and existing.get("config_hash") == key and not stage.force:
@@ -168,7 +168,7 @@ def _train_or_reuse(run: RunConfig, run_dir: Path, stage: StageRun, device: str,
         "train_tokens": int(data.shape[1]) * run.crosscoder.epochs,
         "unique_train_tokens": int(data.shape[1]),
     }
-    with stage.part("model") as tmp:
+    with stage.part(paths.CROSSCODER_MODEL_DIR) as tmp:
         files = save_crosscoder(trained.model, tmp, snapshot_steps=steps, input_scale=scales, metadata=metadata)
         store.write_json(tmp / "curve.json", trained.curve)
         manifest = store.write_manifest(
@@ -212,7 +212,7 @@ def _evolution(saved: SavedCrosscoder, alive: np.ndarray, run: RunConfig) -> dic
 def _build(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
     stage.folder.mkdir(parents=True, exist_ok=True)
     model_manifest = _train_or_reuse(run, run_dir, stage, device, progress)
-    saved = load_crosscoder(stage.folder / "model", device=device)
+    saved = load_crosscoder(stage.folder / paths.CROSSCODER_MODEL_DIR, device=device)
     steps = saved.snapshot_steps
     t0 = time.perf_counter()
     metrics = crosscoder_metrics(
@@ -225,7 +225,7 @@ def _build(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress
     )
     alive = metrics.pop("fire_counts") > 0
     evo = _evolution(saved, alive, run)
-    curve = store.read_json(stage.folder / "model" / "curve.json")
+    curve = store.read_json(stage.folder / paths.CROSSCODER_MODEL_DIR / "curve.json")
     t_eval = time.perf_counter() - t0
     path = stage.folder / ARRAYS_FILE
     with store.atomic_path(path) as tmp:

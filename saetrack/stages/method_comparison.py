@@ -192,7 +192,8 @@ def _matchings(
 
 def _build(run: RunConfig, run_dir: Path, stage: StageRun) -> dict[str, Any]:
     cc = cc_stage.load_crosscoder_result(run_dir, run)
-    w_dec = load_crosscoder(run_dir / paths.CROSSCODER_DIR / "model").model.W_dec.detach().cpu().numpy()
+    saved = load_crosscoder(run_dir / paths.CROSSCODER_DIR / paths.CROSSCODER_MODEL_DIR)
+    w_dec = saved.model.W_dec.detach().cpu().numpy()
     drift = load_drift(run_dir, run)
     stats = stat_stage.load_statistics(run_dir, run)
     folders = load_chain(run_dir, run)
