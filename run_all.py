@@ -32,10 +32,10 @@ from typing import IO, Any
 from saetrack import paths, store
 from saetrack.config import DEFAULT_PRESET, PRESETS, ConfigError, get_preset
 from saetrack.notebooks import NotebookFailed
+from saetrack.pipeline.stages import STAGES, run_stages
 from saetrack.publish import publish_run
 from saetrack.resources import ResourceError, check_fits, format_plan, machine_limits, measure_rates, plan_run
 from saetrack.runtime import resolve_device
-from saetrack.stages.pipeline import STAGES, run_stages
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:

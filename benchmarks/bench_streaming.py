@@ -4,7 +4,7 @@ Both sides train the same SAE shape on activations computed on the fly by the sa
 token stream, for the same number of tokens, batch, context and hook (``blocks.{layer}.hook_resid_pre``):
 
 * ``streamed``: this project's streamed path, as :meth:`saetrack.data.stream.StreamedActivations.train_batches` and
-  :func:`saetrack.stages.links.train_link` run it (no run directory needed): the link's contexts through
+  :func:`saetrack.stages.chain.links.train_link` run it (no run directory needed): the link's contexts through
   :func:`~saetrack.data.forward.residual_chunks` (forward stopped at the hooked layer), into
   :func:`~saetrack.data.shuffle.block_shuffled_batches`, into :func:`~saetrack.sae.training.train_sae` (SAELens'
   ``SAETrainer``, fused step, fused Adam, unit-norm decoder) on a :func:`~saetrack.sae.model.build_sae` SAE;
@@ -90,7 +90,7 @@ from saetrack.data.nanolm import build_model, neox_config
 from saetrack.data.shuffle import block_shuffled_batches
 from saetrack.sae.model import build_sae
 from saetrack.sae.training import train_sae
-from saetrack.stages.links import DENSE_CURVE_POINTS
+from saetrack.stages.chain.links import DENSE_CURVE_POINTS
 
 #: The paper presets whose runs are projected.
 PAPER_PRESETS = ("pythia-160m-l4", "pythia-410m-l4", "pythia-1.4b-l3")
@@ -249,7 +249,7 @@ def timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
 
 
 def log_every(n_tokens: int, batch: int) -> int:
-    """The loss-curve interval :func:`saetrack.stages.links.train_link` uses."""
+    """The loss-curve interval :func:`saetrack.stages.chain.links.train_link` uses."""
     return max(1, n_tokens // batch // DENSE_CURVE_POINTS)
 
 
@@ -281,7 +281,8 @@ def batches_of(
 
 
 def train(setup: Setup, batches: Iterator[torch.Tensor], n_tokens: int, device: str) -> Callable[[], Any]:
-    """A call training one link as :func:`saetrack.stages.links.train_link` does, on a fresh seeded SAE (built now)."""
+    """A call training one link as :func:`saetrack.stages.chain.links.train_link` does, on a fresh seeded SAE (built
+    now)."""
     sae = build_sae(setup.d_model, setup.chain(), seed=SEED, device=device)
     return lambda: train_sae(
         sae, batches, n_tokens=n_tokens, lr=LR, warmup_steps=WARMUP, batch_size=setup.batch, seed=SEED,

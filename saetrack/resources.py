@@ -33,7 +33,7 @@ import torch
 from saetrack.config.run import RunConfig
 from saetrack.data.cache_plan import NUMPY_DTYPES, TokenPlan, plan_tokens
 from saetrack.stages.crosscoder import EVAL_TOKENS
-from saetrack.stages.statistics import DEFAULT_HELDOUT_CONTEXTS, LOGITS_BUDGET_BYTES
+from saetrack.stages.crosscoder.statistics import DEFAULT_HELDOUT_CONTEXTS, LOGITS_BUDGET_BYTES
 
 __all__ = [
     "Rates",

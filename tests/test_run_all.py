@@ -11,9 +11,9 @@ import pytest
 
 from saetrack import paths
 from saetrack.notebooks import NotebookFailed, run_notebook
+from saetrack.pipeline.parallel import STREAM_ECHO_EVERY_S, _echo_line
+from saetrack.pipeline.stages import STAGES
 from saetrack.plots.common import FIGURES
-from saetrack.stages.pipeline import STAGES
-from saetrack.stages.scale_runner import STREAM_ECHO_EVERY_S, _echo_line
 
 sys.path.insert(0, str(paths.REPO_ROOT))
 import run_all

@@ -66,6 +66,10 @@ class ChainConfig:
     #: the last); ``None``: every one; ``0``: none. Each costs one baseline's training (nano: 1M tokens, against
     #: 2.35M for the whole chain), hence the default 2.
     seed_control: int | None = 2
+    #: The chain's seed (:attr:`RunConfig.chain_seed`): which windows of the corpus every token set reads, every SAE's
+    #: initialisation and shuffle, the analyses' random samples. ``None``: the run seed (which also seeds the model
+    #: suite); set it to vary the chain alone on one model (the seed study of notebook 04).
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         require_positive(
@@ -98,6 +102,8 @@ class ChainConfig:
         if self.seed_control is not None and self.seed_control < 0:
             fail("chain", "seed_control", self.seed_control, "must be >= 0 (0: no seed control), or None (every "
                  "baseline checkpoint)")  # fmt: skip
+        if self.seed is not None and self.seed < 0:
+            fail("chain", "seed", self.seed, "must be >= 0, or None (the run seed)")
         for name in ("warmup_steps_first", "warmup_steps_link"):
             if getattr(self, name) < 0:
                 fail("chain", name, getattr(self, name), "must be >= 0")

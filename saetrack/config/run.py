@@ -104,6 +104,22 @@ class RunConfig:
         return tuple(self.model.checkpoint_steps[i] for i in indices)
 
     @property
+    def chain_seed(self) -> int:
+        """The seed of everything after the model: ``chain.seed``, or the run seed when it is None.
+
+        It draws the windows every token set reads (:class:`~saetrack.data.cache_plan.TokenPlan`), every SAE's
+        initialisation and shuffle, and the analyses' random samples; the run seed alone draws the model suite.
+        """
+        return self.seed if self.chain.seed is None else self.chain.seed
+
+    @property
+    def noise_floor_links(self) -> int:
+        """Links of the drift noise floor: ``drift.noise_floor_links``, or as many as the chain has after its first
+        (T - 1) when it is None; 0: no floor."""
+        configured = self.drift.noise_floor_links
+        return max(len(self.chain.schedule) - 1, 0) if configured is None else configured
+
+    @property
     def baseline_steps(self) -> tuple[int, ...]:
         """Training steps of the checkpoints that get a from-scratch baseline SAE."""
         return tuple(self.model.checkpoint_steps[i] for i in self.chain.baseline)

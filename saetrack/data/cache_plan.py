@@ -14,6 +14,7 @@ import torch
 from saetrack.config.base import config_hash
 from saetrack.config.data import hashed_cache_section
 from saetrack.config.run import RunConfig
+from saetrack.data.tokens import contexts
 
 __all__ = [
     "NUMPY_DTYPES",
@@ -76,13 +77,20 @@ class TokenPlan:
     """Which contexts of the token streams each part of the cache uses (all in units of contexts).
 
     ``train`` maps a checkpoint step to ``(start_context, n_contexts)`` in the training stream;
-    ``analysis`` and ``heldout`` are ``(start_context, n_contexts)`` in the held-out stream.
+    ``analysis`` and ``heldout`` are ``(start_context, n_contexts)`` in the held-out stream. Context ``k`` of a stream
+    is its window ``window_order(W, order_seed)[k mod W]`` (:func:`~saetrack.data.tokens.contexts`): every span is
+    drawn across the whole stream, never a consecutive stretch of it.
     """
 
     context_length: int
     analysis: tuple[int, int]
     heldout: tuple[int, int]
     train: dict[int, tuple[int, int]]
+    order_seed: int = 0
+
+    def contexts(self, stream: np.ndarray, span: tuple[int, int]) -> np.ndarray:
+        """The token ids ``[n_contexts, context_length]`` of ``span = (start_context, n_contexts)`` of ``stream``."""
+        return contexts(stream, span[0], span[1], self.context_length, order_seed=self.order_seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +98,7 @@ class TokenPlan:
             "analysis": list(self.analysis),
             "heldout": list(self.heldout),
             "train": {str(step): list(span) for step, span in self.train.items()},
+            "order_seed": self.order_seed,
         }
 
 
@@ -104,10 +113,12 @@ def plan_tokens(run: RunConfig) -> TokenPlan:
     """Allocate contexts: the analysis and held-out sets from the held-out stream, one training slice per link.
 
     Link ``p`` of the chain needs ``chain.tokens_for(p)`` tokens; a checkpoint that also gets a baseline
-    needs ``chain.baseline_token_budget``. Slices follow each other in chain order, so no two links
-    see the same training tokens (streams shorter than the plan wrap around; :func:`cache_activations`
-    records when that happens). Streamed (``cache.mode="streamed"``), a link's slice is rounded up to whole SAE
-    batches, so each row is read once and no slice is run through the model twice.
+    needs ``chain.baseline_token_budget``; the final checkpoint also holds the drift noise floor's links, each on
+    fresh rows after the final link's (``run.noise_floor_links`` times the link budget). Slices follow each other
+    in chain order, so no two links see the same training tokens (streams shorter than the plan wrap around;
+    :func:`cache_activations` records when that happens), and every slice is spread over the whole stream by the
+    window order of the chain's seed (``order_seed``). Streamed (``cache.mode="streamed"``), a link's slice is
+    rounded up to whole SAE batches, so each row is read once and no slice is run through the model twice.
     """
     ctx = run.cache.context_length
     n_heldout = math.ceil(run.cache.heldout_tokens / ctx)
@@ -118,6 +129,8 @@ def plan_tokens(run: RunConfig) -> TokenPlan:
         tokens = _link_rows(run, run.chain.tokens_for(position))
         if step in baseline_steps:
             tokens = max(tokens, _link_rows(run, run.chain.baseline_token_budget))
+        if position == len(run.sae_steps) - 1 and run.noise_floor_links:
+            tokens = max(tokens, (1 + run.noise_floor_links) * _link_rows(run, run.chain.tokens_for(position)))
         n_contexts = math.ceil(tokens / ctx)
         train[step] = (start, n_contexts)
         start += n_contexts
@@ -126,6 +139,7 @@ def plan_tokens(run: RunConfig) -> TokenPlan:
         analysis=(0, run.cache.analysis_contexts),
         heldout=(run.cache.analysis_contexts, n_heldout),
         train=train,
+        order_seed=run.chain_seed,
     )
 
 

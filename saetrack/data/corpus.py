@@ -43,7 +43,7 @@ from saetrack.data.tokens import (
     tokenize_stream,
     unigram_entropy,
 )
-from saetrack.stages.base import StageRun, current_manifest, run_stage
+from saetrack.pipeline.skeleton import StageRun, current_manifest, run_stage
 
 __all__ = [
     "HELDOUT_TOKENS",

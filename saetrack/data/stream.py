@@ -29,7 +29,6 @@ from saetrack.data.checkpoints import CheckpointSource, open_source
 from saetrack.data.corpus import TRAIN_TOKENS, load_corpus
 from saetrack.data.forward import residual_chunks
 from saetrack.data.shuffle import block_shuffled_batches
-from saetrack.data.tokens import contexts
 
 __all__ = [
     "LazyActivations",
@@ -158,8 +157,7 @@ class StreamedActivations:
 
     def train_tokens(self, step: int) -> np.ndarray:
         """Token ids of the link's training contexts: ``[n_contexts, context_length]`` (its slice of the stream)."""
-        start, n_contexts = self.plan.train[step]
-        return contexts(self._train_stream, start, n_contexts, self.context_length)
+        return self.plan.contexts(self._train_stream, self.plan.train[step])
 
     def _check_rows(self, step: int, start: int, n_tokens: int) -> int:
         if len(self._train_stream) == 0:

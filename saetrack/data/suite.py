@@ -41,8 +41,8 @@ from saetrack.data.nanolm import (
     microbatches,
 )
 from saetrack.data.tokens import EOT_TOKEN
+from saetrack.pipeline.skeleton import StageRun, run_stage
 from saetrack.runtime import keep_freed_memory, torch_threads
-from saetrack.stages.base import StageRun, run_stage
 
 __all__ = [
     "RESUME_FILE",

@@ -5,6 +5,7 @@ A byte-level BPE, tokenized document streams and the fixed-length contexts cut f
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "token_dtype",
     "tokenize_stream",
     "unigram_entropy",
+    "window_order",
 ]
 
 
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Tokens counted at once by :func:`unigram_entropy` (128 MiB of int64).
 _COUNT_CHUNK = 1 << 24
+#: Salt of the window permutation (:func:`window_order`), so it is independent of every other draw from the seed.
+_ORDER_SALT = 0x5A7E
 
 
 def build_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
@@ -141,14 +145,33 @@ def context_wraps(n_tokens: int, start_context: int, n_contexts: int, length: in
     return max(0, (start_context + n_contexts - 1) // windows) if n_contexts > 0 else 0
 
 
-def contexts(stream: np.ndarray, start_context: int, n_contexts: int, length: int) -> np.ndarray:
-    """Consecutive non-overlapping contexts ``[n_contexts, length]`` (int64) starting at context ``start_context``.
+@functools.lru_cache(maxsize=4)
+def window_order(n_windows: int, seed: int) -> np.ndarray:
+    """A seeded permutation of the ``n_windows`` whole windows of a stream (read-only int64 ``[n_windows]``).
 
-    Context ``k`` is window ``k mod W`` of the stream, i.e. tokens ``[(k mod W) * length, (k mod W + 1) *
-    length)``, where ``W = len(stream) // length`` is the number of whole windows (a tail shorter than one
-    window is never used). Any number of contexts can be drawn: past the last window the indexing wraps to
-    the start; :func:`context_wraps` says whether (and how often) that happened. Giving each consumer its own
-    ``start_context`` range gives it its own tokens.
+    Context ``k`` of a consumer's span is window ``order[k mod W]`` (:func:`contexts`), so every span - a link's
+    slice, the analysis and held-out sets, the crosscoder's sample - is a uniform draw over the whole stream rather
+    than a consecutive stretch of it (a corpus in chronological or topical document order would otherwise give each
+    consumer its own era or topic), and spans that do not overlap in context indices share no window.
+    """
+    if n_windows <= 0:
+        raise ValueError(f"n_windows = {n_windows} is invalid: must be > 0.")
+    order = np.random.default_rng([seed, _ORDER_SALT]).permutation(n_windows).astype(np.int64)
+    order.setflags(write=False)
+    return order
+
+
+def contexts(
+    stream: np.ndarray, start_context: int, n_contexts: int, length: int, order_seed: int | None = None
+) -> np.ndarray:
+    """Non-overlapping contexts ``[n_contexts, length]`` (int64): contexts ``start_context .. start_context + n - 1``.
+
+    Context ``k`` is window ``w = k mod W`` of the stream, i.e. tokens ``[w * length, (w + 1) * length)``, where ``W =
+    len(stream) // length`` is the number of whole windows (a tail shorter than one window is never used); with
+    ``order_seed`` it is window ``window_order(W, order_seed)[k mod W]`` instead, so the contexts are spread over the
+    whole stream (the pipeline always passes the run's seed; ``None`` keeps stream order). Any number of contexts
+    can be drawn: past the last window the indexing wraps; :func:`context_wraps` says whether (and how often) that
+    happened. Giving each consumer its own ``start_context`` range gives it its own tokens.
     """
     if start_context < 0 or n_contexts < 0:
         raise ValueError(f"start_context = {start_context}, n_contexts = {n_contexts}: both must be >= 0.")
@@ -157,6 +180,8 @@ def contexts(stream: np.ndarray, start_context: int, n_contexts: int, length: in
     if windows == 0:
         raise ValueError(f"a stream of {len(flat)} tokens holds no context of length {length}.")
     rows = (start_context + np.arange(n_contexts, dtype=np.int64)) % windows
+    if order_seed is not None:
+        rows = window_order(windows, order_seed)[rows]
     if n_contexts and context_wraps(len(flat), start_context, n_contexts, length):
         log.info(
             "contexts %d..%d of length %d wrap around a stream of %d windows",

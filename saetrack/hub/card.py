@@ -240,7 +240,7 @@ def model_card(
         "weights and trains on its own checkpoint's activations, so feature *i* of one link is (mostly) feature "
         "*i* of the next.",
         "",
-        f"- preset: `{run.preset}`, seed {run.seed}, {len(steps)} links, "
+        f"- preset: `{run.preset}`, seed {run.seed} (chain seed {run.chain_seed}), {len(steps)} links, "
         f"chain config hash `{chain_manifest.get('config_hash')}`",
         "",
         *_model_section(run, cache_manifest),

@@ -63,7 +63,7 @@ def _series(per_step: Sequence[Mapping[str, Any]], side: str, name: str) -> np.n
 
 
 def baseline_formation_figure(summary: Mapping[str, Any], key: str = "activation_cosine", title: str = "") -> Figure:
-    """Fig. S7 (control c): formation without the chain, from :func:`saetrack.stages.baseline_formation
+    """Fig. S7 (control c): formation without the chain, from :func:`saetrack.stages.formation.baseline_formation
     .control_summary`.
 
     Left: the median progress measure (Def. 5.4; ``key``) of each SAE's own token- and concept-level features at

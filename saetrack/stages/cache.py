@@ -27,8 +27,7 @@ from saetrack.data.corpus import corpus_config_hash, load_corpus
 from saetrack.data.forward import fill_activations, residual_at_layer
 from saetrack.data.integrity import warn_on_duplicates
 from saetrack.data.suite import suite_config_hash
-from saetrack.data.tokens import contexts
-from saetrack.stages.base import StageRun, run_stage
+from saetrack.pipeline.skeleton import StageRun, run_stage
 
 __all__ = [
     "cache_activations",
@@ -57,9 +56,8 @@ def _cache_checkpoint(
     model = checkpoints.load_hooked(step, device=device)
     weights_hash = checkpoints.weights_hash(step)
     d_model = int(model.cfg.d_model)
-    ctx = inputs.plan.context_length
     start, n_train = inputs.plan.train[step]
-    train_tokens = contexts(inputs.train_stream, start, n_train, ctx)
+    train_tokens = inputs.plan.contexts(inputs.train_stream, (start, n_train))
     token_sets = (("analysis", inputs.analysis_tokens), ("heldout", inputs.heldout_tokens), ("train", train_tokens))
     with stage.part(paths.step_dir_name(step)) as tmp:
         files = {}
@@ -114,8 +112,8 @@ def _build_cache(
     inputs = _CacheInputs(
         plan,
         train_stream,
-        contexts(heldout_stream, plan.analysis[0], plan.analysis[1], ctx),
-        contexts(heldout_stream, plan.heldout[0], plan.heldout[1], ctx),
+        plan.contexts(heldout_stream, plan.analysis),
+        plan.contexts(heldout_stream, plan.heldout),
     )
     token_files = {
         "analysis_tokens.npy": store.save_npy(
@@ -167,8 +165,8 @@ def _streamed_plan(run: RunConfig, run_dir: Path, stage: StageRun, checkpoints: 
     plan = plan_tokens(run)
     _, train_stream, heldout_stream = load_corpus(run_dir)
     ctx = plan.context_length
-    analysis_tokens = contexts(heldout_stream, plan.analysis[0], plan.analysis[1], ctx)
-    heldout_tokens = contexts(heldout_stream, plan.heldout[0], plan.heldout[1], ctx)
+    analysis_tokens = plan.contexts(heldout_stream, plan.analysis)
+    heldout_tokens = plan.contexts(heldout_stream, plan.heldout)
     files = {
         "analysis_tokens.npy": store.save_npy(cache_dir / "analysis_tokens.npy", analysis_tokens.astype(np.int32)),
         "heldout_tokens.npy": store.save_npy(cache_dir / "heldout_tokens.npy", heldout_tokens.astype(np.int32)),

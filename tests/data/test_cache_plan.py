@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from saetrack.config import RunConfig, get_preset
@@ -16,6 +17,7 @@ from saetrack.data.cache_plan import (
     plan_tokens,
     planned_cache_bytes,
 )
+from saetrack.data.tokens import window_order
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,8 @@ def test_smoke_plan_by_hand(run) -> None:
 
 def test_cache_hash_follows_what_the_cache_depends_on(run) -> None:
     assert cache_config_hash(run) == cache_config_hash(get_preset("smoke"))
-    for changed in ({"cache.layer": 0}, {"chain.link_tokens": 8192}, {"seed": 1}, {"corpus.vocab_size": 300}):
+    for changed in ({"cache.layer": 0}, {"chain.link_tokens": 8192}, {"seed": 1}, {"corpus.vocab_size": 300},
+                    {"chain.seed": 1}):  # fmt: skip
         assert cache_config_hash(run.with_overrides(changed)) != cache_config_hash(run), changed
     for unchanged in ({"chain.l1_coefficient": 1.0}, {"formation.top_k": 10}):
         assert cache_config_hash(run.with_overrides(unchanged)) == cache_config_hash(run), unchanged
@@ -77,3 +80,24 @@ def test_disk_check_uses_the_free_space(run, tmp_path: Path, monkeypatch: pytest
         check_disk_space(run, tmp_path, 32)
     monkeypatch.setattr("shutil.disk_usage", lambda _: usage(0, 0, 21_000_000))
     assert check_disk_space(run, tmp_path, 32) == 18_350_080
+
+
+def test_the_final_checkpoint_holds_the_noise_floor_links_fresh_rows(run) -> None:
+    # no baseline at the final step: its slice is the final link's budget plus one per noise-floor link
+    no_baselines = run.with_overrides({"chain.baseline": [], "drift.noise_floor_links": 3})
+    plan = plan_tokens(no_baselines)
+    assert plan.train[48][1] == (1 + 3) * 128 and plan.train[32][1] == 128
+    assert plan_tokens(no_baselines.with_overrides({"drift.noise_floor_links": 0})).train[48][1] == 128
+
+
+def test_the_plan_draws_its_windows_in_the_chain_seeds_order(run) -> None:
+    assert plan_tokens(run).order_seed == run.chain_seed == run.seed == 0
+    assert plan_tokens(run.with_overrides({"chain.seed": 3})).order_seed == 3
+    assert plan_tokens(run.with_overrides({"seed": 2})).order_seed == 2  # no chain seed: the run seed
+    plan = plan_tokens(run)
+    stream = np.arange(64 * 32)  # 64 windows of 32 tokens, token id = position
+    cut = plan.contexts(stream, (3, 5))
+    assert cut.shape == (5, 32) and cut.dtype == np.int64
+    windows = cut[:, 0] // 32
+    np.testing.assert_array_equal(windows, window_order(64, 0)[3:8])
+    np.testing.assert_array_equal(cut, windows[:, None] * 32 + np.arange(32))

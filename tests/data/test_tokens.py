@@ -20,6 +20,7 @@ from saetrack.data.tokens import (
     token_dtype,
     tokenize_stream,
     unigram_entropy,
+    window_order,
 )
 
 
@@ -55,6 +56,27 @@ def test_contexts_are_consecutive_windows_and_wrap() -> None:
     assert contexts(stream, 0, 0, 3).shape == (0, 3)
     with pytest.raises(ValueError, match="no context"):
         contexts(stream, 0, 1, 11)
+
+
+def test_ordered_contexts_spread_every_span_over_the_whole_stream() -> None:
+    # a stream in "chronological" order: window w holds era w // 100 of 10 eras
+    length, windows = 4, 1000
+    stream = np.repeat(np.arange(windows), length)
+    order = window_order(windows, 7)
+    assert sorted(order.tolist()) == list(range(windows)) and not order.flags.writeable
+    np.testing.assert_array_equal(order, window_order(windows, 7))
+    assert not np.array_equal(order, window_order(windows, 8))
+    spans = [contexts(stream, start, 100, length, order_seed=7)[:, 0] for start in range(0, windows, 100)]
+    for span in spans:  # each consecutive span of 100 contexts reads every era, about 10 windows of each
+        counts = np.bincount(span // 100, minlength=10)
+        assert counts.min() >= 3 and counts.max() <= 20
+    assert len(np.unique(np.concatenate(spans))) == windows  # disjoint spans share no window
+    in_order = contexts(stream, 0, 100, length)[:, 0]
+    assert set((in_order // 100).tolist()) == {0}  # without an order a span is one era
+    # past the last window the ordered indexing wraps like the plain one
+    np.testing.assert_array_equal(contexts(stream, windows - 1, 2, length, order_seed=7)[:, 0], order[[windows - 1, 0]])
+    with pytest.raises(ValueError, match="n_windows"):
+        window_order(0, 1)
 
 
 def test_spaced_contexts_cover_the_stream() -> None:

@@ -18,13 +18,13 @@ from saetrack.analysis.metrics import reconstruction_metrics
 from saetrack.config import RunConfig, get_preset
 from saetrack.config.schedules import PYTHIA_CHECKPOINT_STEPS
 from saetrack.hub.push import push_chain
+from saetrack.pipeline.skeleton import run_stage
 from saetrack.sae.io import save_sae
 from saetrack.sae.model import build_sae
-from saetrack.stages.base import run_stage
 from saetrack.stages.chain import chain_config_hash
+from saetrack.stages.chain.links import sae_metadata
 from saetrack.stages.drift import analyse_drift, load_drift
 from saetrack.stages.formation import analyse_formation
-from saetrack.stages.links import sae_metadata
 from tests.data.neox import save_tokenizer, tiny_model
 from tests.data.test_hf_stream import HELDOUT, _parquet_dataset, _texts
 from tests.hub.fakes import REPO_ID, FakeHfApi, build_hub_cache

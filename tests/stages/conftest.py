@@ -10,7 +10,7 @@ import pytest
 from saetrack import paths
 from saetrack.config import RunConfig
 from saetrack.stages.chain import train_baselines, train_chain
-from saetrack.stages.comparison import compare_chain_and_baselines
+from saetrack.stages.chain.comparison import compare_chain_and_baselines
 from saetrack.stages.formation import analyse_formation
 
 

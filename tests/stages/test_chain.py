@@ -24,7 +24,7 @@ from saetrack.stages.chain import (
     train_baselines,
     train_chain,
 )
-from saetrack.stages.links import ChainTrainingError, activation_scale, link_l1_coefficient
+from saetrack.stages.chain.links import ChainTrainingError, activation_scale, link_l1_coefficient
 from saetrack.store import StaleArtifactError
 from tests.sigkill import assert_resumes_after_sigkill
 
@@ -107,7 +107,7 @@ def test_a_cache_file_altered_on_disk_is_named_before_training_and_finished_link
 
 
 def test_nan_loss_during_training_names_link_and_step(run, chain_run_dir: Path, tmp_path, monkeypatch) -> None:
-    import saetrack.stages.links as chain_module
+    import saetrack.stages.chain.links as chain_module
     from saetrack.sae.training import NonFiniteLossError
 
     work = tmp_path / "run"

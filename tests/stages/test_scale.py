@@ -11,6 +11,7 @@ import pytest
 
 from saetrack import paths, store
 from saetrack.config import PRESETS, RunConfig, get_preset
+from saetrack.pipeline.parallel import SIZE_STAGES
 from saetrack.stages.drift import drift_config_hash
 from saetrack.stages.scale import (
     PAPER_FIGURE_KEYS,
@@ -23,7 +24,6 @@ from saetrack.stages.scale import (
     size_runs,
     write_summary,
 )
-from saetrack.stages.scale_runner import SIZE_STAGES
 
 
 def test_size_runs_are_the_presets_with_this_run_itself(run: RunConfig) -> None:

@@ -13,7 +13,7 @@ from saetrack.config import RunConfig, get_preset
 from saetrack.data.corpus import prepare_corpus, streamed_token_budget
 from saetrack.stages.cache import cache_activations
 from saetrack.stages.chain import read_link_manifests, train_baselines, train_chain
-from saetrack.stages.comparison import compare_chain_and_baselines
+from saetrack.stages.chain.comparison import compare_chain_and_baselines
 from saetrack.stages.drift import analyse_drift, load_drift
 from saetrack.stages.formation import analyse_formation, load_formation
 from tests.data.neox import save_tokenizer, tiny_model

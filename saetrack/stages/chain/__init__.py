@@ -1,0 +1,341 @@
+"""The SAE-Track chain (Sec. 3.2.2, App. C.1) and the independent from-scratch baseline.
+
+SAE[1] is randomly initialised and trained on the first scheduled checkpoint's activations with the
+first-SAE budget; SAE[k] starts from SAE[k-1]'s weights and trains on checkpoint k's own activations
+with the link budget — forward in training time. Every link is trained with its own hyperparameters
+(rebuilt from the config on reload, so SAELens' L1 reset cannot leak in), saved as
+``chain/step{N}/`` in SAELens format, and evaluated on held-out activations of its checkpoint.
+
+A link counts as finished only once its ``manifest.json`` is written (after the SAE files, each step
+atomic), so an interrupted run resumes at the first unfinished link and never loads a half-written one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saetrack import paths, store
+from saetrack.config.base import config_hash
+from saetrack.config.chain import training_fields
+from saetrack.config.run import RunConfig
+from saetrack.data.activations import ActivationSource, open_activations
+from saetrack.data.cache_plan import cache_config_hash
+from saetrack.data.checkpoints import CheckpointSource, open_source
+from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
+from saetrack.sae.io import load_training_sae, save_sae
+from saetrack.sae.model import SAETrackSAE, build_sae
+from saetrack.sae.recurrent import recurrent_init
+from saetrack.sae.training import TrainResult
+from saetrack.stages.chain.links import (
+    ACTIVATION_SCALE_ROWS,
+    ChainTrainingError,
+    activation_scale,
+    evaluate_link,
+    link_l1_coefficient,
+    link_seed,
+    sae_metadata,
+    subsample_curve,
+    train_from_scratch,
+    train_link,
+)
+
+__all__ = [
+    "OPTIMIZER_FILE",
+    "baseline_config_hash",
+    "chain_config_hash",
+    "chain_installed",
+    "load_chain",
+    "output_hashes",
+    "read_link_manifests",
+    "train_baselines",
+    "train_chain",
+]
+
+
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+def chain_config_hash(run: RunConfig) -> str:
+    """Hash of what the chain depends on: the activation cache's hash, the chain section and the shuffle buffer."""
+    payload = {"cache": cache_config_hash(run), "chain": training_fields(run.to_dict()["chain"]), "seed": run.seed}
+    if run.cache.buffer_tokens is not None:
+        payload["buffer_tokens"] = run.cache.buffer_tokens
+    return config_hash(payload)
+
+
+def baseline_config_hash(run: RunConfig) -> str:
+    """Hash of what the baselines depend on (the same inputs as the chain; they also read chain links)."""
+    return config_hash({"chain": chain_config_hash(run), "kind": "baseline"})
+
+
+def _link_record(
+    run: RunConfig, position: int, step: int, scale: float, result: TrainResult, quality: dict[str, float]
+) -> dict[str, Any]:
+    first = position == 0
+    return {
+        "position": position,
+        "step": step,
+        "initialised_from": None if first else run.sae_steps[position - 1],
+        "lr": run.chain.lr_first if first else run.chain.lr_link,
+        "activation_scale": scale,
+        "l1_coefficient": result.l1_coefficient,
+        "training": result.summary(),
+        "metrics": quality,
+    }
+
+
+def _train_link_at(
+    run: RunConfig,
+    stage: StageRun,
+    activations: ActivationSource,
+    checkpoints: CheckpointSource,
+    position: int,
+    previous: SAETrackSAE | None,
+    optimizer_state: dict[str, Any] | None,
+    device: str,
+    progress: bool,
+) -> tuple[dict[str, Any], TrainResult]:
+    """Train, evaluate and save link ``position``: from scratch when first, else recurrently initialised."""
+    chain, step = run.chain, run.sae_steps[position]
+    first = position == 0
+    scale = activation_scale(activations.train_head(step, ACTIVATION_SCALE_ROWS))
+    desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
+    if not np.isfinite(scale):
+        raise ChainTrainingError(
+            f"{desc}: the activations of step {step} contain non-finite values (check the checkpoint; when cached, "
+            "rebuild its cache). "
+            "Every finished link is kept on disk."
+        )
+    l1 = link_l1_coefficient(run, scale, activations.d_model)
+    if first or previous is None:
+        sae = build_sae(
+            activations.d_model,
+            dataclasses.replace(chain, l1_coefficient=l1),
+            seed=link_seed(run, "chain", position),
+            device=device,
+            metadata=sae_metadata(run, step),
+        )
+    else:  # Sec. 3.2.2: SAE[k] starts from SAE[k-1], with link k's own hyperparameters
+        sae = recurrent_init(previous, chain, l1_coefficient=l1, device=device, metadata=sae_metadata(run, step))
+    result = train_link(
+        run,
+        sae,
+        activations,
+        step,
+        n_tokens=chain.tokens_for(position),
+        lr=chain.lr_first if first else chain.lr_link,
+        warmup=chain.warmup_steps_first if first else chain.warmup_steps_link,
+        seed=link_seed(run, "chain", position),
+        optimizer_state=optimizer_state if chain.optimizer_policy == "carry" else None,
+        desc=desc,
+        progress=progress,
+    )
+    quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
+    link_dir = stage.folder / paths.step_dir_name(step)
+    files = save_sae(result.sae, link_dir, feature_sparsity=result.feature_frequency)
+    if chain.optimizer_policy == "carry":
+        with store.atomic_path(link_dir / OPTIMIZER_FILE) as tmp:
+            torch.save(result.optimizer_state, tmp)
+    record = _link_record(run, position, step, scale, result, quality)
+    stage.write_part_manifest(  # last: the link counts as finished only from here on
+        link_dir,
+        stage="chain-link",
+        config={"chain": run.to_dict()["chain"], "position": position, "step": step},
+        files=files,
+        timings={"train": result.wall_time_s},
+        link=record,
+        loss_curve=subsample_curve(result.loss_curve),
+    )
+    if progress:
+        print(
+            f"{desc}: explained variance {quality['explained_variance']:.3f}, L0 {quality['l0']:.1f}, "
+            f"dead {quality['dead_fraction']:.1%}, CE recovered {quality['ce_recovered']:.3f}",
+            flush=True,
+        )
+    return record, result
+
+
+def _build_chain(
+    run: RunConfig,
+    run_dir: Path,
+    stage: StageRun,
+    checkpoints: CheckpointSource | None,
+    device: str,
+    progress: bool,
+    after_link: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
+    activations = open_activations(run, run_dir, checkpoints, device)
+    links: list[dict[str, Any]] = []
+    previous: SAETrackSAE | None = None
+    optimizer_state: dict[str, Any] | None = None
+    for position, step in enumerate(run.sae_steps):
+        name = paths.step_dir_name(step)
+        done = stage.finished_part(name)
+        if done is not None:
+            l1 = done["link"]["l1_coefficient"]
+            previous = load_training_sae(stage.folder / name, run.chain, l1_coefficient=l1, device=device)
+            if run.chain.optimizer_policy == "carry":
+                optimizer_state = torch.load(stage.folder / name / OPTIMIZER_FILE, weights_only=False)
+            links.append(done["link"])
+            continue
+        record, result = _train_link_at(
+            run, stage, activations, checkpoints, position, previous, optimizer_state, device, progress
+        )
+        links.append(record)
+        previous, optimizer_state = result.sae, result.optimizer_state
+        if after_link is not None:
+            after_link(step)
+    return stage.finish(
+        config={"chain": run.to_dict()["chain"], "hook_name": run.cache.hook_name},
+        preset=run.preset,
+        steps=list(run.sae_steps),
+        links=links,
+    )
+
+
+def train_chain(
+    run: RunConfig,
+    run_dir: Path,
+    *,
+    source: Any | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+    after_link: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) the SAE-Track chain of ``run`` (Sec. 3.2.2) into ``run_dir/chain``; return its manifest.
+
+    Link ``p`` at checkpoint ``step``: position 0 is built with :func:`~saetrack.sae.model.build_sae` and trained
+    for ``chain.first_tokens`` at ``lr_first``; later links start from the previous link's weights
+    (:func:`~saetrack.sae.recurrent.recurrent_init`) and train for ``chain.link_tokens`` at ``lr_link``. With
+    ``optimizer_policy="carry"`` Adam's moments pass from link to link (saved with each link so a resumed
+    run carries them too). ``source`` is the checkpoint source (default: the run's model) used for the CE-loss
+    metric; ``after_link(step)`` runs after each finished link (tests use it to interrupt).
+    """
+    return run_stage(
+        Path(run_dir) / paths.CHAIN_DIR,
+        "chain",
+        chain_config_hash(run),
+        lambda stage: _build_chain(run, run_dir, stage, source, device, progress, after_link),
+        force=force,
+    )
+
+
+def chain_installed(run: RunConfig, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds the finished chain of ``run`` (trained here, or installed from the Hub)."""
+    return store.manifest_is_current(Path(run_dir) / paths.CHAIN_DIR, chain_config_hash(run))
+
+
+def load_chain(run_dir: Path, run: RunConfig | None = None) -> dict[int, Path]:
+    """Step -> folder of every link of a finished chain, in chain order (checked against ``run`` when given)."""
+    chain_dir = Path(run_dir) / paths.CHAIN_DIR
+    manifest = finished_manifest(chain_dir, chain_config_hash(run) if run else None, "chain", "02")
+    return {step: chain_dir / paths.step_dir_name(step) for step in manifest["steps"]}
+
+
+def read_link_manifests(run_dir: Path, folder: str = paths.CHAIN_DIR) -> dict[int, dict[str, Any]]:
+    """Step -> manifest (record, metrics and loss curve) of every finished SAE under ``run_dir/folder``."""
+    base = Path(run_dir) / folder
+    manifests = {}
+    for sub in sorted(base.glob("step*")):
+        manifest = store.read_manifest(sub)
+        if manifest is not None:
+            manifests[int(sub.name.removeprefix("step"))] = manifest
+    return dict(sorted(manifests.items()))
+
+
+def _train_baseline_at(
+    run: RunConfig,
+    stage: StageRun,
+    activations: ActivationSource,
+    checkpoints: CheckpointSource,
+    step: int,
+    device: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train, evaluate and save the independent from-scratch SAE at ``step``."""
+    position = run.sae_steps.index(step)
+    scale = activation_scale(activations.train_head(step, ACTIVATION_SCALE_ROWS))
+    l1 = link_l1_coefficient(run, scale, activations.d_model)
+    result = train_from_scratch(
+        run,
+        activations,
+        step,
+        l1_coefficient=l1,
+        seed=link_seed(run, "baseline", position),
+        device=device,
+        desc=f"baseline at step {step}",
+        progress=progress,
+    )
+    quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
+    folder = stage.folder / paths.step_dir_name(step)
+    files = save_sae(result.sae, folder, feature_sparsity=result.feature_frequency)
+    record = {
+        "step": step,
+        "position": position,
+        "activation_scale": scale,
+        "l1_coefficient": result.l1_coefficient,
+        "training": result.summary(),
+        "metrics": quality,
+    }
+    stage.write_part_manifest(
+        folder,
+        stage="baseline-sae",
+        config={"chain": run.to_dict()["chain"], "step": step},
+        files=files,
+        timings={"train": result.wall_time_s},
+        baseline=record,
+        loss_curve=result.loss_curve,
+    )
+    return record
+
+
+def _build_baselines(
+    run: RunConfig, run_dir: Path, stage: StageRun, checkpoints: Any, device: str, progress: bool
+) -> dict[str, Any]:
+    checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
+    activations = open_activations(run, run_dir, checkpoints, device)
+    records = []
+    for step in run.baseline_steps:
+        done = stage.finished_part(paths.step_dir_name(step))
+        if done is not None:
+            records.append(done["baseline"])
+            continue
+        records.append(_train_baseline_at(run, stage, activations, checkpoints, step, device, progress))
+    return stage.finish(config={"chain": run.to_dict()["chain"]}, steps=list(run.baseline_steps), baselines=records)
+
+
+def train_baselines(
+    run: RunConfig,
+    run_dir: Path,
+    *,
+    source: Any | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the independent from-scratch SAEs at ``chain.baseline`` checkpoints into ``run_dir/baseline``.
+
+    Each baseline is randomly initialised and trained with the first-SAE hyperparameters for
+    ``chain.baseline_token_budget`` tokens on its checkpoint's training tokens (the chain link at that checkpoint
+    uses the first ``link_tokens`` of the same rows). Finished baselines are kept when the run is resumed.
+    """
+    return run_stage(
+        Path(run_dir) / paths.BASELINE_DIR,
+        "baseline",
+        baseline_config_hash(run),
+        lambda stage: _build_baselines(run, run_dir, stage, source, device, progress),
+        force=force,
+    )
+
+
+def output_hashes(run: RunConfig) -> dict[str, str]:
+    """Output folder -> config hash of the chain and the from-scratch baselines (notebook 02)."""
+    return {paths.CHAIN_DIR: chain_config_hash(run), paths.BASELINE_DIR: baseline_config_hash(run)}

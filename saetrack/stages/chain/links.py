@@ -1,0 +1,203 @@
+"""One SAE of the chain (a link, a from-scratch baseline or a convergence probe).
+
+Its seed, its L1 coefficient, training on its own tokens and its quality on held-out data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from saetrack.analysis.metrics import ce_loss_recovered, reconstruction_metrics
+from saetrack.config.run import RunConfig
+from saetrack.data.activations import ActivationSource
+from saetrack.data.checkpoints import CheckpointSource
+from saetrack.sae.model import SAETrackSAE, build_sae
+from saetrack.sae.training import NonFiniteLossError, TrainResult, train_sae
+
+__all__ = [
+    "ACTIVATION_SCALE_ROWS",
+    "CURVE_POINTS",
+    "DENSE_CURVE_POINTS",
+    "ChainTrainingError",
+    "activation_scale",
+    "evaluate_link",
+    "link_l1_coefficient",
+    "link_seed",
+    "sae_metadata",
+    "subsample_curve",
+    "train_from_scratch",
+    "train_link",
+]
+
+
+#: Points kept of a chain link's loss curve in its manifest (subsampled evenly, endpoints kept).
+CURVE_POINTS = 400
+
+
+#: Points logged while training (every step up to this many steps); baselines keep them all for the
+#: convergence study.
+DENSE_CURVE_POINTS = 4000
+
+
+class ChainTrainingError(RuntimeError):
+    """Training a link failed (e.g. a non-finite loss); names the link. Finished links stay on disk."""
+
+
+def link_seed(run: RunConfig, kind: str, position: int) -> int:
+    """A seed for one SAE from the chain's seed (``kind``: "chain", "baseline" or "probe"; ``position`` in the
+    schedule)."""
+    kinds = {"chain": 0, "baseline": 1, "probe": 2}
+    return int(np.random.SeedSequence([run.chain_seed, kinds[kind], position]).generate_state(1)[0])
+
+
+#: Rows of a link's training slice its activation scale is measured on (:func:`activation_scale`).
+ACTIVATION_SCALE_ROWS = 65_536
+
+
+def activation_scale(x: np.ndarray, n_rows: int = ACTIVATION_SCALE_ROWS) -> float:
+    """Mean L2 norm of the centred activations ``x - mean(x)`` over (up to) the first ``n_rows`` rows.
+
+    The denominator of the paper's normalised reconstruction loss (see ``ChainConfig.l1_scale``).
+    """
+    rows = np.asarray(x[:n_rows], dtype=np.float64)
+    return float(np.linalg.norm(rows - rows.mean(axis=0), axis=1).mean())
+
+
+def link_l1_coefficient(run: RunConfig, scale: float, d_model: int) -> float:
+    """The SAELens L1 coefficient of a link whose activations have centred norm ``scale`` (Eq. 3 with ``l1_scale``).
+
+    ``l1_scale="activation_norm"``: ``l1_coefficient * d_model * scale`` — the paper's objective, whose MSE is
+    averaged over dimensions and divided by the centred norm, rewritten for SAELens' summed MSE.
+    ``"none"``: ``l1_coefficient`` unchanged.
+    """
+    chain = run.chain
+    return chain.l1_coefficient * d_model * scale if chain.l1_scale == "activation_norm" else chain.l1_coefficient
+
+
+def subsample_curve(curve: dict[str, list[float]], n: int = CURVE_POINTS) -> dict[str, list[float]]:
+    """At most ``n`` points of a loss curve, evenly spaced, endpoints kept (each key subsampled alike)."""
+    length = len(next(iter(curve.values()), []))
+    if length <= n:
+        return curve
+    keep = np.unique(np.linspace(0, length - 1, n).round().astype(int))
+    return {k: [v[i] for i in keep] for k, v in curve.items()}
+
+
+def sae_metadata(run: RunConfig, step: int) -> dict[str, Any]:
+    """SAELens metadata of the SAE at ``step``: hook, model name and this checkpoint's revision, context size."""
+    model = run.model
+    return {
+        "hook_name": run.cache.hook_name,
+        "model_name": model.repo_id or f"saetrack-{run.preset}",
+        "context_size": run.cache.context_length,
+        "dataset_path": run.corpus.source if run.corpus else "",
+        "model_revision": model.revision_template.format(step=step),
+        "prepend_bos": False,
+    }
+
+
+def evaluate_link(
+    run: RunConfig,
+    sae: SAETrackSAE,
+    activations: ActivationSource,
+    step: int,
+    checkpoints: CheckpointSource,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Quality of an SAE on held-out data of checkpoint ``step`` (App. C.1): reconstruction metrics and CE loss
+    recovered, the model of ``step`` coming from ``checkpoints``."""
+    metrics = reconstruction_metrics(sae, activations.heldout(step), batch_size=run.chain.batch_size)
+    model = checkpoints.load_hooked(step, device=device)
+    metrics.update(ce_loss_recovered(model, sae, np.asarray(activations.heldout_tokens), run.cache.hook_name))
+    return metrics
+
+
+def train_link(
+    run: RunConfig,
+    sae: SAETrackSAE,
+    activations: ActivationSource,
+    step: int,
+    *,
+    start: int = 0,
+    n_tokens: int,
+    lr: float,
+    warmup: int,
+    seed: int,
+    optimizer_state: dict[str, Any] | None,
+    desc: str,
+    progress: bool,
+) -> TrainResult:
+    """Train one SAE of the chain (a link, a baseline or a probe) on rows ``[start, start + n_tokens)`` of the link
+    at ``step`` - cached or streamed, shuffled by the source (:meth:`ActivationSource.train_batches`).
+
+    Each row is seen once (SAELens' trainer, via :func:`~saetrack.sae.training.train_sae`); the loss curve is
+    logged densely for the convergence study. Too few rows or a non-finite loss raises
+    :class:`ChainTrainingError` naming ``desc`` (the link) - finished links stay on disk.
+    """
+    try:
+        batches = activations.train_batches(
+            step,
+            start=start,
+            n_tokens=n_tokens,
+            batch_size=run.chain.batch_size,
+            seed=seed,
+            dtype=sae.dtype,
+            device=str(sae.device),
+        )
+        return train_sae(
+            sae,
+            batches,
+            n_tokens=n_tokens,
+            lr=lr,
+            warmup_steps=warmup,
+            batch_size=run.chain.batch_size,
+            seed=seed,
+            optimizer_state=optimizer_state,
+            progress=progress,
+            desc=desc,
+            log_every=max(1, n_tokens // run.chain.batch_size // DENSE_CURVE_POINTS),
+        )
+    except NonFiniteLossError as error:
+        raise ChainTrainingError(f"{desc}: {error} Training stopped; every finished link is kept on disk.") from error
+    except ValueError as error:
+        raise ChainTrainingError(f"{desc}: {error} Every finished link is kept on disk.") from error
+
+
+def train_from_scratch(
+    run: RunConfig,
+    activations: ActivationSource,
+    step: int,
+    *,
+    l1_coefficient: float,
+    seed: int,
+    device: str,
+    desc: str,
+    progress: bool,
+) -> TrainResult:
+    """An independent SAE at checkpoint ``step``: randomly initialised with ``seed`` and trained like the chain's
+    first SAE (its lr and warm-up) for the baseline budget, fresh Adam - a from-scratch baseline or its second seed
+    (the seed-to-seed control)."""
+    chain = run.chain
+    sae = build_sae(
+        activations.d_model,
+        dataclasses.replace(chain, l1_coefficient=l1_coefficient),
+        seed=seed,
+        device=device,
+        metadata=sae_metadata(run, step),
+    )
+    return train_link(
+        run,
+        sae,
+        activations,
+        step,
+        n_tokens=chain.baseline_token_budget,
+        lr=chain.lr_first,
+        warmup=chain.warmup_steps_first,
+        seed=seed,
+        optimizer_state=None,
+        desc=desc,
+        progress=progress,
+    )

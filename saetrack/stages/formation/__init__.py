@@ -1,0 +1,379 @@
+"""The formation stage (notebook 03): everything Sec. 4-5 of the paper measures, computed once from the chain.
+
+For every link SAE[t] on checkpoint t's activations of the fixed analysis set: feature statistics, the top-k
+datapoints of every feature, its token-/concept-level label (Def. 4.1-4.2), dominant token and its share, and the
+cosine of its decoder direction with the final one (Sec. 6.1). Then the filter of App. A.1, the evolution pattern
+and sub-pattern of every live feature (Sec. 4.2) and the pattern counts at other token-share thresholds, the phases
+of the median decoder cosine to final (Sec. 4.1) that choose the checkpoints Fig. 2 and Fig. 4 show, the progress
+measures of every live feature at every checkpoint (Def. 5.4, Eq. 14-19, 27-29; D_i = the top-k datapoints of
+feature i under the final SAE at the final checkpoint, Eq. 12), UMAP embeddings of a few features' activation sets
+(Fig. 4), Fig. 2's examples picked by rule (:mod:`saetrack.stages.formation.examples`), and control (c), formation on
+the from-scratch SAEs (:mod:`saetrack.stages.formation.baseline_formation`).
+
+Written to ``run_dir/formation/`` (``arrays.npz``, ``examples.json``, ``manifest.json``); skipped when the
+manifest matches the config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from saetrack import paths, store
+from saetrack.analysis import features as fx
+from saetrack.analysis import formation as fm
+from saetrack.analysis import patterns as pt
+from saetrack.analysis.progress import within_set_similarity
+from saetrack.config.base import config_hash
+from saetrack.config.run import RunConfig
+from saetrack.data.activations import open_activations
+from saetrack.data.corpus import load_corpus
+from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
+from saetrack.stages.chain import chain_config_hash, load_chain
+from saetrack.stages.formation.baseline_formation import CONTROL_PREFIX, BaselineControl, control_summary
+from saetrack.stages.formation.examples import pattern_examples
+from saetrack.stages.formation.passes import feature_tables, progress_pass
+
+__all__ = [
+    "ARRAYS_FILE",
+    "EXAMPLES_FILE",
+    "MIDDLE_FRACTION",
+    "TERMS_KEYS",
+    "FormationResult",
+    "analyse_formation",
+    "formation_config_hash",
+    "load_formation",
+    "median_progress",
+    "output_hashes",
+    "progress_terms",
+    "summary_numbers",
+    "top_contexts",
+]
+
+
+ARRAYS_FILE = "arrays.npz"
+EXAMPLES_FILE = "examples.json"
+#: The paper's Fig. 2 middle column as a fraction of the schedule (now only the fallback when no phases fit).
+MIDDLE_FRACTION = fm.PAPER_FIG2_MIDDLE_FRACTION
+#: Progress measures split into their two terms for control (d) (Fig. 5d).
+TERMS_KEYS: tuple[str, ...] = ("activation_cosine", "feature_cosine")
+
+
+def formation_config_hash(run: RunConfig) -> str:
+    """Hash of the formation stage's inputs: the chain's hash (which covers the baselines), the formation section
+    and the phase rule's minimum phase length (it chooses Fig. 2's and Fig. 4's checkpoints)."""
+    payload = {
+        "chain": chain_config_hash(run),
+        "formation": run.to_dict()["formation"],
+        "min_phase_checkpoints": run.drift.min_phase_checkpoints,
+        "v": 3,
+    }
+    return config_hash(payload)
+
+
+@dataclass(frozen=True)
+class FormationResult:
+    """The arrays of a finished formation stage (T checkpoints, F features)."""
+
+    steps: np.ndarray  # [T]
+    labels: np.ndarray  # [T, F] "token" / "concept" / "inactive"
+    dominant: np.ndarray  # [T, F] dominant token id
+    top_values: np.ndarray  # [T, F, k] activations of each feature's top-k analysis datapoints under SAE[t]
+    top_indices: np.ndarray  # [T, F, k] their rows in the analysis set (context * context_length + position)
+    live: np.ndarray  # [F] bool (App. A.1)
+    patterns: np.ndarray  # [F] maintaining / shifting / grouping / other / excluded
+    live_features: np.ndarray  # [L] indices of live features, the columns of ``progress``
+    final_types: np.ndarray  # [L] label of each live feature at the final checkpoint
+    progress: dict[str, np.ndarray]  # key -> [T, L]; "baseline_<key>" -> [T]
+    umap_steps: np.ndarray  # [n panels]
+    umap_embeddings: np.ndarray  # [n panels, n, 2]
+    umap_point_feature: np.ndarray  # [n]
+    umap_types: dict[int, str]
+    examples: list[dict[str, Any]]
+    manifest: dict[str, Any]
+    shares: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # [T, F] dominant token's share
+    sub_patterns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))  # [F] ("excluded" if not live)
+    phase_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [T] median decoder cosine to final
+    control: dict[str, np.ndarray] = field(default_factory=dict)  # control (c), "control__" arrays
+
+    @property
+    def checkpoint_choice(self) -> dict[str, Any]:
+        """Fig. 2's columns and Fig. 4's panels with the phase and reason of each (empty for old stage folders)."""
+        return dict(self.manifest.get("checkpoint_choice", {}))
+
+
+def _choose_checkpoints(run: RunConfig, steps: list[int], cosine: np.ndarray, live: np.ndarray) -> fm.CheckpointChoice:
+    """Fig. 2's and Fig. 4's checkpoints from the phases of the median (over live features) decoder cosine to final."""
+    with np.errstate(all="ignore"):
+        curve = np.nanmedian(cosine[:, live], axis=1) if live.size else np.full(len(steps), np.nan)
+    choice = fm.choose_checkpoints(steps, curve, run.drift.min_phase_checkpoints)
+    if choice.fallback:
+        print(f"formation: no phases for Fig. 2 / Fig. 4 ({choice.fallback}); using the paper's index fractions")
+    else:
+        print(
+            f"formation: phases of the median decoder cosine: Emergent from step {steps[choice.emergent or 0]}, "
+            f"Convergent from step {steps[choice.convergent or 0]}; Fig. 2 shows steps "
+            f"{[e['step'] for e in choice.fig2]}, Fig. 4 steps {[e['step'] for e in choice.fig4]}"
+        )
+    return choice
+
+
+def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
+    """Compute every formation analysis over the chain and write the stage folder atomically."""
+    cfg = run.formation
+    source = open_activations(run, run_dir, device=device)
+    folders = load_chain(run_dir, run)
+    steps = sorted(folders)
+    control = BaselineControl(run, run_dir, device)
+    if control.skipped:
+        print(f"formation: control (c) skipped: {control.skipped}")
+
+    tables = feature_tables(run, source, folders, steps, device, progress, control)
+    flt = fx.filter_features(tables.stats, min_density=cfg.min_density)
+    live = np.nonzero(flt.live)[0]
+    patterns = np.full(tables.labels.shape[1], "excluded", dtype=object)
+    patterns[live] = fx.classify_patterns(tables.labels[:, live], tables.dominant[:, live])
+    subs = np.full(tables.labels.shape[1], "excluded", dtype=object)
+    subs[live] = pt.sub_patterns(tables.labels[:, live], tables.dominant[:, live])
+    choice = _choose_checkpoints(run, steps, tables.cosine, live)
+    umap_positions = [int(e["position"]) for e in choice.fig4]
+
+    final_indices = tables.top_indices[-1][live]  # D_i (Eq. 12)
+    final_types = tables.labels[-1, live]
+    second = progress_pass(
+        run, source, folders, steps, live, final_types, final_indices, umap_positions, device, progress
+    )
+    embeddings = [
+        fm.umap_embedding(second.umap_points[p], seed=cfg.umap_seed)
+        for p in tqdm(umap_positions, desc="UMAP per checkpoint", disable=not progress or not second.umap_points)
+    ] if second.umap_points else []  # fmt: skip
+    tokens = np.asarray(source.analysis_tokens)
+    examples = pattern_examples(
+        load_corpus(run_dir)[0], tokens, tables, subs, patterns, live, second.measures["activation_cosine"],
+        choice.fig2, cfg.examples_per_pattern, cfg.contexts_per_cell, run.chain_seed,
+    )  # fmt: skip
+    sensitivity = pt.pattern_sensitivity(
+        tables.top_values, tables.top_indices, tokens.reshape(-1), live, min_active=cfg.min_active
+    )
+    arrays = {
+        "steps": np.asarray(steps),
+        "labels": tables.labels.astype(str),
+        "dominant": tables.dominant,
+        "shares": tables.shares,
+        "top_values": tables.top_values,
+        "top_indices": tables.top_indices,
+        "live": flt.live,
+        "patterns": patterns.astype(str),
+        "sub_patterns": subs.astype(str),
+        "live_features": live,
+        "final_types": final_types.astype(str),
+        "phase_curve": np.nanmedian(tables.cosine[:, live], axis=1) if live.size else np.full(len(steps), np.nan),
+        "umap_steps": np.asarray([steps[p] for p in umap_positions]),
+        "umap_embeddings": np.asarray(embeddings) if embeddings else np.zeros((0, 0, 2)),
+        "umap_point_feature": second.point_feature,
+        "umap_features": np.asarray(second.chosen, dtype=np.int64),
+        **{f"progress__{k}": np.asarray(v) for k, v in second.measures.items() if k != "steps"},
+        **control.arrays(),
+    }
+    extra = {
+        "filter_counts": flt.counts(),
+        "pattern_counts": fx.pattern_counts(patterns[live]),
+        "sub_pattern_counts": pt.sub_pattern_counts(subs[live]),
+        "pattern_sensitivity": sensitivity,
+        "fig2_rules": {category: rule for category, (_, rule) in pt.FIG2_RULES.items()},
+        "checkpoint_choice": choice.record(),
+        "label_counts": {
+            str(steps[p]): {k: int((tables.labels[p, live] == k).sum()) for k in fx.LABELS}
+            for p in sorted({int(e["position"]) for e in choice.fig2})
+        },
+        "umap_features": {str(f): str(tables.labels[-1, f]) for f in second.chosen},
+        "baseline_control": {"skipped": control.skipped} if control.skipped else control_summary(control.arrays()),
+    }
+    return _write(run, stage, arrays, examples, extra)
+
+
+def _write(
+    run: RunConfig, stage: StageRun, arrays: dict[str, Any], examples: list[dict[str, Any]], extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Write the stage folder atomically: arrays, examples, and the manifest with ``extra``."""
+    with stage.atomic() as tmp:
+        np.savez(tmp / ARRAYS_FILE, **arrays)
+        (tmp / EXAMPLES_FILE).write_text(json.dumps(examples, indent=1, ensure_ascii=False))
+        files = {name: store.file_sha256(tmp / name) for name in (ARRAYS_FILE, EXAMPLES_FILE)}
+        return stage.finish(into=tmp, config=run.to_dict()["formation"], files=files, **extra)
+
+
+def analyse_formation(
+    run: RunConfig, run_dir: Path, *, device: str = "cpu", force: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Run the formation analyses (Sec. 4-5; Fig. 2, 4, 5, 8) over the chain of ``run``; return the stage manifest.
+
+    One checkpoint's analysis set is read (or, streamed, computed on ``device``) at a time and the SAEs encode on
+    ``device``: nothing of size tokens x d_model x checkpoints is held. Skipped when ``run_dir/formation`` is
+    current with this config (see :func:`saetrack.pipeline.skeleton.run_stage`).
+    """
+    return run_stage(
+        Path(run_dir) / paths.FORMATION_DIR,
+        "formation",
+        formation_config_hash(run),
+        lambda stage: _build_formation(run, run_dir, stage, device, progress),
+        force=force,
+    )
+
+
+def load_formation(run_dir: Path, run: RunConfig | None = None) -> FormationResult:
+    """The arrays and examples of a finished formation stage (checked against ``run`` when given).
+
+    Stage folders written before the sub-patterns, shares, phases and control (c) existed load with those fields
+    empty.
+    """
+    out = Path(run_dir) / paths.FORMATION_DIR
+    manifest = finished_manifest(out, formation_config_hash(run) if run else None, "formation stage", "03")
+    data = np.load(out / ARRAYS_FILE, allow_pickle=False)
+    progress = {k.removeprefix("progress__"): data[k] for k in data.files if k.startswith("progress__")}
+    umap_features = data["umap_features"].tolist()
+    optional = {name: data[name] for name in ("shares", "sub_patterns", "phase_curve") if name in data.files}
+    return FormationResult(
+        steps=data["steps"],
+        labels=data["labels"],
+        dominant=data["dominant"],
+        top_values=data["top_values"],
+        top_indices=data["top_indices"],
+        live=data["live"],
+        patterns=data["patterns"],
+        live_features=data["live_features"],
+        final_types=data["final_types"],
+        progress=progress,
+        umap_steps=data["umap_steps"],
+        umap_embeddings=data["umap_embeddings"],
+        umap_point_feature=data["umap_point_feature"],
+        umap_types={int(f): manifest["umap_features"][str(f)] for f in umap_features},
+        examples=json.loads((out / EXAMPLES_FILE).read_text()),
+        manifest=manifest,
+        control={k: data[k] for k in data.files if k.startswith(CONTROL_PREFIX)},
+        **optional,
+    )
+
+
+def top_contexts(
+    result: FormationResult, feature: int, position: int, tokenizer: Any, analysis_tokens: np.ndarray, n: int = 25
+) -> list[tuple[float, str, str]]:
+    """The top datapoints of ``feature`` at checkpoint ``position`` of the chain: (activation, text, HTML).
+
+    The activating token is marked «tok» in the text and with ``<mark>`` in the HTML; datapoints where the feature
+    is inactive are left out.
+    """
+    values = result.top_values[position, feature]
+    indices = result.top_indices[position, feature]
+    return [
+        (float(v), *fx.render_context(tokenizer, analysis_tokens, int(i)))
+        for v, i in zip(values[:n], indices[:n], strict=True)
+        if v > 0
+    ]
+
+
+def median_progress(result: FormationResult, kind: str | None, key: str = "activation_cosine") -> np.ndarray:
+    """Median progress measure M_i(t) (Def. 5.4) per checkpoint over live features whose final label is ``kind``
+    (``None``: all live features); NaN at every checkpoint when there is no such feature."""
+    values = np.asarray(result.progress[key], dtype=np.float64)
+    rows = np.ones(values.shape[1], dtype=bool) if kind is None else result.final_types == kind
+    return np.nanmedian(values[:, rows], axis=1) if rows.any() else np.full(values.shape[0], np.nan)
+
+
+def progress_terms(result: FormationResult, key: str = "activation_cosine") -> dict[str, np.ndarray]:
+    """Control (d): the progress measure M_i(t) (Def. 5.4, Eq. 14 / 17) split into its two terms, per checkpoint.
+
+    ``within_token`` / ``within_concept``: the median within-set similarity S(A_i^t) (Eq. 15 / 18) of live features
+    typed by their final label; ``random_baseline``: the random baseline (Eq. 16 / 19), one number per checkpoint;
+    ``progress_token`` / ``progress_concept``: the median M_i(t) (= median within-set similarity - baseline). Each
+    ``[T]``; NaN where a type has no feature.
+    """
+    baseline = np.asarray(result.progress[f"baseline_{key}"], dtype=np.float64)
+    within = within_set_similarity(result.progress[key], baseline)
+    out = {"random_baseline": baseline}
+    for kind in ("token", "concept"):
+        rows = result.final_types == kind
+        out[f"within_{kind}"] = np.nanmedian(within[:, rows], axis=1) if rows.any() else np.full(len(baseline), np.nan)
+        out[f"progress_{kind}"] = median_progress(result, kind, key)
+    return out
+
+
+def _terms_numbers(result: FormationResult) -> dict[str, Any]:
+    """Control (d)'s numbers: each term of :func:`progress_terms` at the first checkpoint, the start of the
+    Emergent phase (decoder-drift phases, when fitted) and the final checkpoint."""
+    emergent = result.checkpoint_choice.get("emergent")
+    at = {"first": 0, "emergent_start": emergent, "final": len(result.steps) - 1}
+    out: dict[str, Any] = {"emergent_start_step": None if emergent is None else int(result.steps[emergent])}
+    for key in TERMS_KEYS:
+        terms = progress_terms(result, key)
+        out[key] = {
+            name: {
+                where: None if t is None or not np.isfinite(curve[t]) else float(curve[t]) for where, t in at.items()
+            }
+            for name, curve in terms.items()
+            if not name.startswith("progress_")
+        }
+    return out
+
+
+def _choice_numbers(choice: dict[str, Any], steps: np.ndarray) -> dict[str, Any]:
+    """The checkpoints Fig. 2 and Fig. 4 show, with the rule and each one's phase and reason."""
+    if not choice:
+        return {}
+    emergent, convergent = choice.get("emergent"), choice.get("convergent")
+    return {
+        "rule": choice["rule"],
+        "fallback": choice.get("fallback"),
+        "emergent_start_step": None if emergent is None else int(steps[emergent]),
+        "convergent_start_step": None if convergent is None else int(steps[convergent]),
+        **{fig: [{k: e[k] for k in ("step", "phase", "why")} for e in choice[fig]] for fig in ("fig2", "fig4")},
+    }
+
+
+def summary_numbers(result: FormationResult) -> dict[str, Any]:
+    """The numbers behind the paper's formation claims (issue 4): medians by feature type, first vs final checkpoint.
+
+    For every progress-measure key: the median M_i(t) of token-level and of concept-level features (typed by
+    their label at the final checkpoint) at the first and final checkpoints, and the concept-level rise. Also the
+    sub-pattern counts and the pattern counts at other token-share thresholds (Sec. 4.2), the checkpoints Fig. 2
+    and Fig. 4 show and why, control (c) (formation on the from-scratch SAEs) and control (d) (the two terms of
+    the progress measure).
+    """
+    manifest = result.manifest
+    out: dict[str, Any] = {
+        "filter_counts": manifest["filter_counts"],
+        "pattern_counts": manifest["pattern_counts"],
+        "label_counts": manifest["label_counts"],
+        "sub_pattern_counts": manifest.get("sub_pattern_counts"),
+        "pattern_sensitivity": manifest.get("pattern_sensitivity"),
+        "checkpoint_choice": _choice_numbers(result.checkpoint_choice, result.steps),
+        "baseline_control": manifest.get("baseline_control"),
+        "progress_terms": _terms_numbers(result),
+    }
+    token, concept = result.final_types == "token", result.final_types == "concept"
+    for key in fm.PROGRESS_KEYS:
+        m = result.progress[key]
+
+        def median(rows: np.ndarray, t: int, m: np.ndarray = m) -> float | None:
+            return float(np.nanmedian(m[t, rows])) if rows.any() else None
+
+        first_token, first_concept = median(token, 0), median(concept, 0)
+        final_concept = median(concept, -1)
+        out[key] = {
+            "median_token_first": first_token,
+            "median_concept_first": first_concept,
+            "median_token_final": median(token, -1),
+            "median_concept_final": final_concept,
+            "concept_rise": None if first_concept is None or final_concept is None else final_concept - first_concept,
+        }
+    return out
+
+
+def output_hashes(run: RunConfig) -> dict[str, str]:
+    """Output folder -> config hash of the formation stage."""
+    return {paths.FORMATION_DIR: formation_config_hash(run)}

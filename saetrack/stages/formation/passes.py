@@ -1,0 +1,153 @@
+"""The formation stage's two passes over the checkpoints (notebook 03; paper Sec. 4-5, 6.1), one analysis set at a time.
+
+* :func:`feature_tables` — per link: feature statistics (App. A.1), top-k datapoints, token/concept labels
+  (Def. 4.1-4.2) with the dominant token and its share, and the decoder cosine to final (Sec. 6.1); control (c)
+  (:class:`~saetrack.stages.formation.baseline_formation.BaselineControl`) measures its SAEs on the same analysis sets.
+* :func:`progress_pass` — the progress measures (Def. 5.4, Eq. 14-19) of the live features at every checkpoint and
+  the activations of Fig. 4's features at the checkpoints it shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from saetrack.analysis import drift as dr
+from saetrack.analysis import features as fx
+from saetrack.analysis import formation as fm
+from saetrack.config.run import RunConfig
+from saetrack.data.activations import ActivationSource
+from saetrack.sae.weights import SAEWeights
+from saetrack.stages.formation.baseline_formation import BaselineControl
+
+__all__ = ["CheckpointFeatures", "ProgressPass", "feature_tables", "progress_pass", "select_umap_features"]
+
+
+def select_umap_features(
+    final_types: np.ndarray, final_progress: np.ndarray, live: np.ndarray, run: RunConfig
+) -> list[int]:
+    """The most formed token- and concept-level live features (highest final activation-space progress measure)."""
+    chosen: list[int] = []
+    for kind, n in (("token", run.formation.umap_token_features), ("concept", run.formation.umap_concept_features)):
+        score = np.where(final_types == kind, final_progress, -np.inf)
+        order = np.argsort(-score, kind="stable")
+        chosen += [int(live[j]) for j in order[:n] if np.isfinite(score[j])]
+    return chosen
+
+
+@dataclass(frozen=True)
+class CheckpointFeatures:
+    """Per-checkpoint feature tables of the chain on the analysis set (T checkpoints, F features, k datapoints)."""
+
+    stats: list[fx.FeatureStats]
+    labels: np.ndarray  # [T, F]
+    dominant: np.ndarray  # [T, F]
+    shares: np.ndarray  # [T, F] float32
+    top_values: np.ndarray  # [T, F, k] float32
+    top_indices: np.ndarray  # [T, F, k] int64
+    cosine: np.ndarray  # [T, F] decoder cosine to final (Sec. 6.1)
+
+
+def feature_tables(
+    run: RunConfig,
+    source: ActivationSource,
+    folders: dict[int, Path],
+    steps: list[int],
+    device: str,
+    progress: bool,
+    control: BaselineControl,
+) -> CheckpointFeatures:
+    """Statistics, top-k datapoints, token/concept labels (Def. 4.1-4.2) and decoder cosine to final (Sec. 6.1) of
+    every feature of every link; control (c) measures its SAEs on the same analysis sets.
+
+    One checkpoint's analysis set is read (streamed: computed) at a time and dropped before the next; the SAE
+    encodes on ``device``.
+    """
+    cfg = run.formation
+    tokens_flat = np.asarray(source.analysis_tokens).reshape(-1)
+    final_decoder = SAEWeights.load(folders[steps[-1]]).W_dec.detach().cpu().numpy()
+    stats, labels, dominant, shares, all_values, all_indices, cosine = [], [], [], [], [], [], []
+    for step in tqdm(steps, desc="features per checkpoint", disable=not progress):
+        weights = SAEWeights.load(folders[step], device=device)
+        x = source.analysis(step)
+        stats.append(fx.feature_statistics(weights, x))
+        values, indices = fx.top_k_datapoints(weights, x, k=cfg.top_k)
+        label, dom, share = fx.classify_token_concept(values, indices, tokens_flat, cfg.token_share, cfg.min_active)
+        labels.append(label)
+        dominant.append(dom)
+        shares.append(share.astype(np.float32))
+        all_values.append(values.astype(np.float32))
+        all_indices.append(indices.astype(np.int64))
+        decoder = weights.W_dec.detach().cpu().numpy()
+        cosine.append(dr.cosine_to_final(np.stack([decoder, final_decoder]))[0])
+        control.visit(step, x, weights, stats[-1], (values, indices), tokens_flat)
+        del x
+    return CheckpointFeatures(
+        stats,
+        np.array(labels),
+        np.array(dominant),
+        np.stack(shares),
+        np.stack(all_values),
+        np.stack(all_indices),
+        np.stack(cosine),
+    )
+
+
+@dataclass(frozen=True)
+class ProgressPass:
+    """What the second pass over the checkpoints gives: progress measures and the activations UMAP embeds."""
+
+    measures: dict[str, np.ndarray]  # key -> [T, L]; "baseline_<key>" -> [T]
+    chosen: list[int]  # the features Fig. 4 draws
+    point_feature: np.ndarray  # [n] the feature of each UMAP point
+    umap_points: dict[int, np.ndarray]  # checkpoint position -> [n, d] activations of the chosen features' D_i
+
+
+def progress_pass(
+    run: RunConfig,
+    source: ActivationSource,
+    folders: dict[int, Path],
+    steps: list[int],
+    live: np.ndarray,
+    final_types: np.ndarray,
+    final_indices: np.ndarray,
+    umap_positions: list[int],
+    device: str,
+    progress: bool,
+) -> ProgressPass:
+    """Progress measures (Def. 5.4, Eq. 14-19) of the live features at every checkpoint, the final one first.
+
+    The final checkpoint's measures choose Fig. 4's features; the activations of their D_i (Eq. 12-13) are kept at
+    ``umap_positions``. One checkpoint's analysis set is held at a time.
+    """
+    cfg = run.formation
+    positions = set(umap_positions)
+    per: dict[int, dict[str, np.ndarray]] = {}
+    chosen: list[int] = []
+    rows = np.zeros(0, dtype=np.int64)
+    umap_points: dict[int, np.ndarray] = {}
+    order = [len(steps) - 1, *range(len(steps) - 1)]
+    for position in tqdm(order, desc="progress measures per checkpoint", disable=not progress):
+        x = source.analysis(steps[position])
+        per[position] = fm.progress_measures(
+            [x],
+            [SAEWeights.load(folders[steps[position]], device=device)],
+            final_indices,
+            n_random_activation=cfg.n_random_activation,
+            n_random_feature=cfg.n_random_feature,
+            seed=run.chain_seed,
+            progress=False,
+        )
+        if position == len(steps) - 1:
+            chosen = select_umap_features(final_types, per[position]["activation_cosine"][-1], live, run)
+            live_pos = {int(f): j for j, f in enumerate(live)}
+            rows = np.concatenate([final_indices[live_pos[f]] for f in chosen]) if chosen else rows
+        if position in positions and len(rows) > 2:
+            umap_points[position] = np.asarray(x[rows])
+        del x
+    measures = {key: np.concatenate([per[p][key] for p in range(len(steps))]) for key in per[0]}
+    point_feature = np.repeat(chosen, cfg.top_k) if chosen else np.zeros(0, dtype=np.int64)
+    return ProgressPass(measures, chosen, point_feature, umap_points)
