@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from saetrack import paths, store
 from saetrack.config import DEFAULT_PRESET, PRESETS, ConfigError, get_preset
+from saetrack.ledger import render
 from saetrack.notebooks import NotebookFailed
 from saetrack.pipeline.stages import STAGES, run_stages
 from saetrack.publish import publish_run
@@ -49,6 +50,20 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             overrides[key.strip()] = raw
     return overrides
+
+
+def _sync_readme(preset: str) -> None:
+    """Regenerate the README's headline and the figure index from the default preset's published claims ledger (only
+    when its figures go to the repository's own ``figures/`` folder)."""
+    if preset != DEFAULT_PRESET or paths.figures_dir(preset) != paths.REPO_ROOT / "figures" / preset:
+        return
+    try:
+        changed = render.sync(preset)
+    except (KeyError, ValueError, OSError, store.StaleArtifactError) as error:
+        print(f"saetrack: README ledger blocks not regenerated ({type(error).__name__}: {error})")
+        return
+    for path in changed:
+        print(f"saetrack: regenerated the ledger block of {path.relative_to(paths.REPO_ROOT)} from the claims ledger")
 
 
 def _lock_run_dir(run_dir: Path) -> IO[str] | None:
@@ -180,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if published:
         renders = sum(path.suffix == ".html" for path in published)
         print(f"saetrack: the run's results.json and {renders} notebook renders (HTML) copied beside the figures")
+        _sync_readme(run.preset)
 
     if args.push_to_hub:
         from saetrack import hub

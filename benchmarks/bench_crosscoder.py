@@ -8,7 +8,12 @@ Measured side by side in one run, per token of the crosscoder's training set, on
    stage does) and reading it back in shuffled batches of ``batch`` rows (as training does, one epoch). The file
    was just written, so it is read from the page cache - as nano's 2 GB cache is on a machine with the memory;
 3. ``step``: one crosscoder training step (``Crosscoder.loss`` + backward + Adam) at ``T`` in ``--snapshots`` with
-   ``d_sae = expansion x d_model``, per token of its batch, and its ratio to the smallest ``T``.
+   ``d_sae = expansion x d_model``, per token of its batch, and its ratio to the smallest ``T``. Two steps are timed
+   alternately on the same machine, each on a crosscoder whose JumpReLU code has ``--l0`` active features per
+   token (nano's 43 by default; thresholds set to the matching quantile): the *dense* step (autograd over full
+   matrices, Adam's per-parameter loop - the step before issue 20) and the *sparse* step training now runs
+   (:mod:`saetrack.crosscoder.sparse`, fused Adam), with their ratio, in wall time and in the process's CPU time
+   (which other load on a shared machine does not inflate). ``--step-only`` skips the input part.
 
 Then, for ``epochs`` in ``--epochs``: the input's cost *cached* (forward once + write + epochs x read) against *on
 the fly* (epochs x forward), their ratio, and the step's cost for scale. Checkpoint loading is printed apart: on
@@ -21,6 +26,7 @@ tokens. Timings are the best of ``--repeats``. Run::
 
     python benchmarks/bench_crosscoder.py                       # about a minute on 2 idle CPU cores
     python benchmarks/bench_crosscoder.py --run-dir runs/nano --contexts 64
+    python benchmarks/bench_crosscoder.py --step-only --snapshots 23,28   # dense vs sparse step only
 """
 
 from __future__ import annotations
@@ -123,22 +129,59 @@ def bench_input(run: RunConfig, models: list[Any], tokens: np.ndarray, batch: in
     return {"forward": fwd / n_rows, "write": t_write / n_rows, "read": t_read / rows_read}
 
 
-def bench_step(n_snapshots: int, d_model: int, d_sae: int, batch: int, repeats: int, seed: int) -> float:
-    """Seconds per token of one crosscoder training step (loss, backward, Adam) at ``T = n_snapshots``."""
+def _step_model(n_snapshots: int, d_model: int, d_sae: int, batch: int, l0: float, seed: int) -> tuple[Any, Any]:
+    """A crosscoder and a batch whose JumpReLU code has about ``l0`` active features per token (thresholds set to
+    the matching quantile of the pre-activations, as a trained crosscoder's code is sparse)."""
     generator = torch.Generator().manual_seed(seed)
     model = Crosscoder(CrosscoderShape(n_snapshots, d_model, d_sae), generator=generator)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(batch, n_snapshots, d_model, generator=generator) / d_model**0.5
+    with torch.no_grad():
+        pre = model.pre_activation(x[: min(batch, 256)])
+        model.log_threshold.fill_(float(torch.quantile(pre.flatten(), 1 - l0 / d_sae).clamp(min=1e-4).log()))
+    return model, x
+
+
+def _step(model: Any, x: torch.Tensor, sparse: bool) -> Callable[[], None]:
+    """One training step of ``model`` on ``x``: the sparse step training runs (:mod:`saetrack.crosscoder.sparse`,
+    fused Adam), or the dense autograd step with Adam's per-parameter loop (the step before the sparse one)."""
+    optimizer = (
+        torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+        if sparse
+        else torch.optim.Adam(model.parameters(), lr=1e-3)
+    )
+    d_sae = model.shape.d_sae
     dead = torch.zeros(d_sae, dtype=torch.bool)
+    dead[: d_sae // 50] = True  # a few dead features get the pre-activation loss, as in training
 
     def step() -> None:
-        out = model.loss(x, 1.0, 0.05, pre_act_coefficient=0.1, dead=dead)
+        out = model.loss(x, 1.0, 0.05, pre_act_coefficient=0.1, dead=dead, sparse=sparse)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         optimizer.step()
 
     step()  # warm-up (Adam's state)
-    return best_of(repeats, step) / batch
+    return step
+
+
+def bench_steps(
+    n_snapshots: int, d_model: int, d_sae: int, batch: int, repeats: int, seed: int, l0: float
+) -> dict[str, float]:
+    """Seconds per token of one training step (loss, backward, Adam) at ``T = n_snapshots``, dense and sparse,
+    timed alternately (best of ``repeats`` each) so both see the same machine: wall time, and the process's CPU time
+    (all threads), which other processes on a shared machine do not inflate; and the code's L0."""
+    dense_model, x = _step_model(n_snapshots, d_model, d_sae, batch, l0, seed)
+    sparse_model, _ = _step_model(n_snapshots, d_model, d_sae, batch, l0, seed)
+    with torch.no_grad():
+        measured = float((sparse_model.encode(x) > 0).float().sum(1).mean())
+    steps = {"dense": _step(dense_model, x, False), "sparse": _step(sparse_model, x, True)}
+    best = {f"{name}{kind}": float("inf") for name in steps for kind in ("", "_cpu")}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            step()
+            best[name] = min(best[name], time.perf_counter() - wall)
+            best[f"{name}_cpu"] = min(best[f"{name}_cpu"], time.process_time() - cpu)
+    return {name: value / batch for name, value in best.items()} | {"l0": measured}
 
 
 def report(costs: dict[str, float], steps: dict[int, float], n_max: int, epochs: list[int], per_load: float) -> None:
@@ -179,6 +222,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--l0", type=float, default=43.0, help="active features per token of the timed step (nano's)")
+    parser.add_argument("--step-only", action="store_true", help="time only the training step, dense vs sparse")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = get_preset(args.preset)
@@ -192,13 +237,27 @@ def main() -> None:
         f"crosscoder input and step, {origin}; hook {run.cache.hook_name}; {tokens.size:,} tokens; d_model {d_model}, "
         f"d_sae {args.expansion * d_model}, batch {batch}; {torch.get_num_threads()} threads; best of {args.repeats}"
     )
-    costs = bench_input(run, models, tokens, min(batch, tokens.size), args.repeats)
+    if not args.step_only:
+        costs = bench_input(run, models, tokens, min(batch, tokens.size), args.repeats)
+        print(
+            f"T = {snapshots[-1]}: forward of all checkpoints {costs['forward'] * 1e6:.2f} us/token, write "
+            f"{costs['write'] * 1e6:.2f} us/token, read one epoch {costs['read'] * 1e6:.2f} us/token"
+        )
+    timed = {
+        t: bench_steps(t, d_model, args.expansion * d_model, batch, args.repeats, args.seed, args.l0) for t in snapshots
+    }
+    print(f"\ntraining step per token, microseconds (code L0 about {args.l0:g}; timed alternately, best of each):")
     print(
-        f"T = {snapshots[-1]}: forward of all checkpoints {costs['forward'] * 1e6:.2f} us/token, write "
-        f"{costs['write'] * 1e6:.2f} us/token, read one epoch {costs['read'] * 1e6:.2f} us/token"
+        f"{'T':>4} {'L0':>6} {'dense':>9} {'sparse':>9} {'ratio':>6} {'dense CPU':>10} {'sparse CPU':>11} {'ratio':>6}"
     )
-    steps = {t: bench_step(t, d_model, args.expansion * d_model, batch, args.repeats, args.seed) for t in snapshots}
-    report(costs, steps, snapshots[-1], epochs, per_load)
+    for t, row in timed.items():
+        print(
+            f"{t:>4} {row['l0']:>6.1f} {row['dense'] * 1e6:>9.2f} {row['sparse'] * 1e6:>9.2f} "
+            f"{row['dense'] / row['sparse']:>6.2f} {row['dense_cpu'] * 1e6:>10.2f} {row['sparse_cpu'] * 1e6:>11.2f} "
+            f"{row['dense_cpu'] / row['sparse_cpu']:>6.2f}"
+        )
+    if not args.step_only:
+        report(costs, {t: row["sparse"] for t, row in timed.items()}, snapshots[-1], epochs, per_load)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ token, the forward and backward matmuls). It ignores data loading and elementwis
 Notebook 06's stages are planned the same way. ``crosscoder``: the activations of ``crosscoder.train_contexts``
 training contexts at every snapshot, cached once (``N x T x d`` values of the cache's storage dtype; forwards
 ``N x T``), and a training compute of ``6 x 2 d_sae T d`` FLOPs per token and epoch (the crosscoder's parameters
-are ``2 d_sae T d``); device memory: the parameters, their gradients and Adam's two moments, one ``[batch, T, d]``
-batch and its reconstruction and the batch's feature activations. ``statistics``: a full forward with logits of
-every chain checkpoint over at most 256 held-out contexts and the corpus's unigram and bigram counts.
+are ``2 d_sae T d``), once more for every control crosscoder (``crosscoder.controls``, trained alike); device
+memory: the parameters, their gradients and Adam's two moments, one ``[batch, T, d]`` batch and its reconstruction
+and the batch's feature activations. ``statistics``: a full forward with logits of every chain checkpoint over at
+most 256 held-out contexts and the corpus's unigram and bigram counts.
 
 :func:`check_fits` refuses (:class:`ResourceError`, one message with the numbers) when a stage needs more disk,
 host memory or device memory than the machine has; ``run_all.py --ignore-resources`` goes on anyway.
@@ -33,6 +34,7 @@ import torch
 from saetrack.config.run import RunConfig
 from saetrack.data.cache_plan import NUMPY_DTYPES, TokenPlan, plan_tokens
 from saetrack.stages.crosscoder import EVAL_TOKENS
+from saetrack.stages.crosscoder.controls import control_inputs
 from saetrack.stages.crosscoder.statistics import DEFAULT_HELDOUT_CONTEXTS, LOGITS_BUDGET_BYTES
 
 __all__ = [
@@ -143,13 +145,15 @@ def _crosscoder_plan(run: RunConfig, rates: Rates, d_model: int, fwd_seconds: fl
         # parameters, gradients, Adam's two moments; the batch and its reconstruction; the feature activations
         device=4 * 4 * params + 2 * 4 * batch * n_snap * d_model + 3 * 4 * batch * d_sae,
     )
-    train_flops = 6 * tokens * cc.epochs * 2 * d_sae * n_snap * d_model
+    trainings = 1 + len(control_inputs(run))  # the control crosscoders train exactly like the main one
+    stage.sae_tokens *= trainings
+    train_flops = 6 * tokens * cc.epochs * trainings * 2 * d_sae * n_snap * d_model
     stage.seconds = stage.forward_tokens * fwd_seconds + train_flops / rates.sae_flops
     size = f"{cache / 1e12:,.1f} TB" if cache >= 1e12 else f"{cache / GB:,.2f} GB"
     stage.notes.append(
         f"caches {cc.train_contexts:,} contexts x {run.cache.context_length} tokens at {n_snap} snapshots ({size}, "
         f"{run.cache.dtype}), then trains {cc.epochs} epoch(s) of a {d_sae:,}-feature crosscoder "
-        f"({params:,} parameters)"
+        f"({params:,} parameters)" + (f", and {trainings - 1} control crosscoder(s) alike" if trainings > 1 else "")
     )
     return stage
 

@@ -76,10 +76,11 @@ def test_the_crosscoder_papers_plan_counts_its_aligned_cache_and_does_not_fit_he
     assert crosscoder_cache_bytes(run, d_model) == cache == 29_491_200_000_000  # ~29.5 TB: Ge et al.'s "tens of TB"
     params = 2 * snapshots * d_model * d_sae + 2 * d_sae + snapshots * d_model
     assert cc.disk == cache + 4 * (params + snapshots) + 3 * 4 * params  # + the saved model and the training state
-    assert (cc.forward_tokens, cc.sae_tokens) == (tokens * snapshots + 65_536 * snapshots, tokens)
+    trainings = 4  # the crosscoder and its three control crosscoders, trained alike
+    assert (cc.forward_tokens, cc.sae_tokens) == (tokens * snapshots + 65_536 * snapshots, trainings * tokens)
     assert cc.device == 16 * params + 2 * 4 * 4096 * snapshots * d_model + 3 * 4 * 4096 * d_sae
     assert cc.seconds == pytest.approx(
-        cc.forward_tokens * 2 * 12 * d_model**2 * 6 / 1e11 + 6 * tokens * params / 1e11, 1e-3
+        cc.forward_tokens * 2 * 12 * d_model**2 * 6 / 1e11 + 6 * trainings * tokens * params / 1e11, 1e-3
     )
     # statistics: a full forward of each of the 29 chain checkpoints over 256 held-out contexts
     assert by["statistics"].forward_tokens == 29 * 256 * 128
@@ -95,6 +96,9 @@ def test_the_nano_crosscoder_plan_and_a_plan_that_fits() -> None:
     run = get_preset("nano")
     cc = _by_stage("nano")["crosscoder"]
     assert cc.disk >= crosscoder_cache_bytes(run, 128) == 1024 * 128 * 28 * 128 * 4
-    assert (cc.forward_tokens, cc.sae_tokens) == (1024 * 128 * 28, 3 * 1024 * 128)  # cached: one forward per snapshot
+    # cached: one forward per snapshot; the crosscoder and its three controls train alike
+    assert (cc.forward_tokens, cc.sae_tokens) == (1024 * 128 * 28, 4 * run.crosscoder.epochs * 1024 * 128)
+    alone = {s.stage: s for s in plan_run(run.with_overrides({"crosscoder.controls": False}), RATES)}["crosscoder"]
+    assert alone.sae_tokens == run.crosscoder.epochs * 1024 * 128 and alone.seconds < cc.seconds
     text = format_plan(run, plan_run(run, RATES), RATES, {"disk": int(1000 * GB), "host": int(256 * GB)})
     assert "the run fits this machine" in text

@@ -95,19 +95,30 @@ def formed_mask(
     return same_label & same_token & coherent
 
 
-def formation_times(formed: np.ndarray) -> np.ndarray:
+def formation_times(formed: np.ndarray, flicker: int = 0) -> np.ndarray:
     """Formation time of each feature: the first checkpoint index from which it stays formed to the end.
 
     ``formed`` is ``[T, F]`` (see :func:`formed_mask`). A feature that is not formed at the final checkpoint never
-    formed and gets -1.
+    formed and gets -1. ``flicker`` tolerates runs of at most that many consecutive unformed checkpoints after the
+    formation time (a one-checkpoint dip of a noisy measure does not restart the clock); 0 is the strict rule.
     """
     formed = np.asarray(formed, dtype=bool)
     if formed.ndim != 2 or formed.shape[0] == 0:
         raise ValueError(f"formed must be a non-empty [T, F] array, got shape {formed.shape}.")
+    if flicker < 0:
+        raise ValueError(f"flicker must be >= 0, got {flicker}.")
+    bridged = formed.copy()
+    if flicker:
+        # an unformed run of <= flicker checkpoints with formed checkpoints on both sides counts as formed
+        n = formed.shape[0]
+        for length in range(1, flicker + 1):
+            for start in range(1, n - length):
+                gap = ~formed[start : start + length].any(axis=0)
+                bridged[start : start + length] |= (gap & formed[start - 1] & formed[start + length])[None, :]
     # stays_formed[t] = formed at every checkpoint >= t (a reversed cumulative AND)
-    stays_formed = np.flip(np.logical_and.accumulate(np.flip(formed, axis=0), axis=0), axis=0)
+    stays_formed = np.flip(np.logical_and.accumulate(np.flip(bridged, axis=0), axis=0), axis=0)
     first = np.argmax(stays_formed, axis=0)
-    return np.where(stays_formed[-1], first, -1).astype(np.int64)
+    return np.where(formed[-1] & stays_formed[-1], first, -1).astype(np.int64)
 
 
 def trajectory_projection(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,12 @@ Rules used to turn the paper's prose into code:
   - ``"grouping"``: not token-level at the first checkpoint (noisy: concept-level or inactive) and token- or
     concept-level at the final one;
   - ``"other"``: anything else (inactive at the end; token-level at both ends for the same token but not
-    throughout).
+    throughout);
+  - ``"interrupted"`` (:data:`INTERRUPTED_RULE`, overrides the others): active (token- or concept-level) at some
+    checkpoint, inactive (or dead) at a later one and active again after it. Recurrent initialisation keeps an
+    index, not a meaning: an index that died and came back was reused, so its labels before and after the gap are
+    not one feature's evolution. An inactive stretch before the first active checkpoint is not an interruption
+    (that is grouping from noise).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from tqdm.auto import tqdm
 from saetrack.sae.weights import SAEWeights, feature_activations
 
 __all__ = [
+    "INTERRUPTED_RULE",
     "LABELS",
     "PATTERNS",
     "FeatureFilter",
@@ -46,6 +52,8 @@ __all__ = [
     "classify_token_concept",
     "feature_statistics",
     "filter_features",
+    "interrupted_identities",
+    "interruption_lengths",
     "pattern_counts",
     "pick_examples",
     "render_context",
@@ -54,7 +62,14 @@ __all__ = [
 
 
 LABELS: tuple[str, ...] = ("token", "concept", "inactive")
-PATTERNS: tuple[str, ...] = ("maintaining", "shifting", "grouping", "other")
+PATTERNS: tuple[str, ...] = ("maintaining", "shifting", "grouping", "other", "interrupted")
+#: The rule of the "interrupted" pattern (:func:`interrupted_identities`), fixed before looking at any run.
+INTERRUPTED_RULE = (
+    "interrupted: active (token- or concept-level, i.e. at least min_active of its top-k datapoints active) at some "
+    "checkpoint, inactive or dead (fewer than min_active active) at a later checkpoint, and active again after it; "
+    "the index died and was reused. Counted apart from maintaining/shifting/grouping/other and never shown as an "
+    "example of them; an inactive stretch before the first active checkpoint is not an interruption"
+)
 
 
 @dataclass(frozen=True)
@@ -255,14 +270,40 @@ def classify_token_concept(
     return labels, dominant, share
 
 
-def classify_patterns(labels: np.ndarray, dominant: np.ndarray) -> np.ndarray:
+def interruption_lengths(labels: np.ndarray) -> np.ndarray:
+    """Number of ``"inactive"`` checkpoints strictly between each feature's first and last active (token- or
+    concept-level) checkpoint (:data:`INTERRUPTED_RULE`); 0 for a feature never interrupted or never active.
+
+    ``labels`` ``[T, F]`` (first to final checkpoint) from :func:`classify_token_concept`. Returns ``[F]`` int64.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape[0] == 0:
+        raise ValueError(f"labels must be [T >= 1, F], got shape {labels.shape}.")
+    active = labels != "inactive"
+    n_steps = labels.shape[0]
+    position = np.arange(n_steps)[:, None]
+    first = np.where(active.any(axis=0), np.argmax(active, axis=0), n_steps)
+    last = np.where(active.any(axis=0), n_steps - 1 - np.argmax(active[::-1], axis=0), -1)
+    gap = ~active & (position > first[None, :]) & (position < last[None, :])
+    return gap.sum(axis=0).astype(np.int64)
+
+
+def interrupted_identities(labels: np.ndarray) -> np.ndarray:
+    """Which features had their index interrupted (:data:`INTERRUPTED_RULE`; Sec. 4.2's patterns assume none): an
+    ``"inactive"`` checkpoint lies strictly between the first and the last active one
+    (:func:`interruption_lengths` > 0). ``labels`` ``[T, F]``; returns ``[F]`` bool."""
+    return interruption_lengths(labels) > 0
+
+
+def classify_patterns(labels: np.ndarray, dominant: np.ndarray, interrupted: bool = True) -> np.ndarray:
     """Evolution pattern of each feature across checkpoints (Sec. 4.2, Fig. 2).
 
     ``labels`` / ``dominant`` are ``[T, F]`` (checkpoints first to final) from :func:`classify_token_concept`.
     ``"maintaining"``: token-level at every checkpoint, same dominant token throughout. ``"shifting"``:
     token-level at the first checkpoint; at the final one concept-level or token-level for another token.
     ``"grouping"``: not token-level at the first checkpoint; token- or concept-level at the final one.
-    ``"other"``: the rest. Returns ``[F]`` strings.
+    ``"other"``: the rest. With ``interrupted`` (default), a feature whose index was interrupted
+    (:func:`interrupted_identities`) is ``"interrupted"`` whatever it would be otherwise. Returns ``[F]`` strings.
     """
     labels = np.asarray(labels)
     dominant = np.asarray(dominant)
@@ -282,6 +323,8 @@ def classify_patterns(labels: np.ndarray, dominant: np.ndarray) -> np.ndarray:
     out[grouping] = "grouping"
     out[shifting] = "shifting"
     out[maintaining] = "maintaining"
+    if interrupted:
+        out[interrupted_identities(labels)] = "interrupted"
     return out
 
 

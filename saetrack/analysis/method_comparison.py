@@ -7,6 +7,10 @@
   *final* link (the chain keeps feature identity by index, so its formation times belong to final-link indices)
   with cosine at least ``threshold``; for pairs where the chain feature formed and the crosscoder feature emerged,
   Spearman's rank correlation between the crosscoder's emergence step and the chain's formation step.
+* **Ties and chance** (:func:`rank_agreement`, :func:`random_matching_baseline`): most crosscoder features tie at
+  the first snapshot, so the rank correlation is Kendall's tau-b (which handles ties) against a permutation null of
+  the same tied data; the matched cosine is set against the Hungarian matching of the same directions to random
+  unit vectors (the chance level).
 * **Phase boundaries on one timeline** (:func:`boundary_agreement`): boundaries from several perspectives, in
   training steps, compared pairwise by how many checkpoints of the common grid lie between them.
 """
@@ -18,15 +22,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import kendalltau, spearmanr
 
 from saetrack.analysis.matching import match_features
 
+#: Matched pairs with a decoder cosine below this are not the same feature (the chain's agreement threshold).
+MATCH_THRESHOLD = 0.7
+
 __all__ = [
+    "MATCH_THRESHOLD",
     "EmergenceFormation",
     "boundary_agreement",
     "emergence_vs_formation",
     "match_per_snapshot",
+    "random_matching_baseline",
+    "rank_agreement",
 ]
 
 
@@ -106,6 +116,42 @@ def emergence_vs_formation(
         stat = spearmanr(e, f)
         rho, p = float(stat.statistic), float(stat.pvalue)
     return EmergenceFormation(a, b, cos, e, f, rho, p, int(keep.sum()))
+
+
+def rank_agreement(
+    emergence_step: np.ndarray, formation_step: np.ndarray, *, permutations: int, seed: int
+) -> dict[str, Any]:
+    """Kendall's tau-b between crosscoder emergence and chain formation of matched pairs, with a permutation null.
+
+    tau-b corrects for ties on either side (``scipy.stats.kendalltau``, variant ``"b"``). The null shuffles the
+    emergence steps over the pairs ``permutations`` times (seeded), which keeps both sides' ties: the two-sided
+    p-value is ``(1 + #{|tau_null| >= |tau|}) / (1 + permutations)``, with the null's 2.5% and 97.5% quantiles.
+    All None with fewer than 3 pairs or a constant side.
+    """
+    e, f = np.asarray(emergence_step), np.asarray(formation_step)
+    out: dict[str, Any] = {"n": int(e.size), "permutations": int(permutations), "kendall_tau_b": None,
+                           "permutation_p": None, "null_q025": None, "null_q975": None}  # fmt: skip
+    if e.size < 3 or np.unique(e).size < 2 or np.unique(f).size < 2:
+        return out
+    tau = float(kendalltau(e, f, variant="b").statistic)
+    rng = np.random.default_rng(seed)
+    null = np.array([kendalltau(rng.permutation(e), f, variant="b").statistic for _ in range(permutations)])
+    exceed = int(np.sum(np.abs(null) >= abs(tau) - 1e-12))
+    out.update(
+        kendall_tau_b=tau,
+        permutation_p=(1 + exceed) / (1 + permutations),
+        null_q025=float(np.quantile(null, 0.025)),
+        null_q975=float(np.quantile(null, 0.975)),
+    )
+    return out
+
+
+def random_matching_baseline(directions: np.ndarray, n_random: int, seed: int) -> np.ndarray:
+    """Matched cosines of the Hungarian matching of ``directions`` ``[n, d]`` to ``n_random`` random unit vectors of
+    the same dimension (isotropic, seeded): the chance level of :func:`match_per_snapshot` (Fig. X08)."""
+    directions = np.asarray(directions, dtype=np.float64)
+    random = np.random.default_rng(seed).standard_normal((n_random, directions.shape[1]))
+    return match_features(directions, random).cosines
 
 
 def boundary_agreement(boundaries: Mapping[str, Sequence[int]], grid: Sequence[int]) -> dict[str, Any]:

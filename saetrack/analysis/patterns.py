@@ -10,7 +10,10 @@ split by its labels at the first and final checkpoints, so a reader sees what a 
   ``grouping: concept->concept`` — not token-level at the first checkpoint: inactive, or its top-k datapoints
   spread over several tokens (at initialisation: noise), coherent at the end;
 * ``other: token->same token, not throughout`` (token-level for one token at both ends, not at every checkpoint or
-  with another token in between) and ``other: ->inactive`` (inactive at the final checkpoint).
+  with another token in between) and ``other: ->inactive`` (inactive at the final checkpoint);
+* ``interrupted: active->inactive->active`` — the whole of "interrupted"
+  (:data:`saetrack.analysis.features.INTERRUPTED_RULE`): the index died at an intermediate checkpoint and was
+  reused, so it belongs to none of the above and is never one of Fig. 2's examples.
 
 Fig. 2 shows one row per category of :data:`FIG2_RULES`, each the clearest instance by the score stated there
 (:func:`pick_fig2_examples`). :func:`pattern_sensitivity` recounts patterns with other token-share thresholds.
@@ -46,6 +49,7 @@ SUB_PATTERNS: tuple[str, ...] = (
     "grouping: concept->concept",
     "other: token->same token, not throughout",
     "other: ->inactive",
+    "interrupted: active->inactive->active",
 )
 
 #: Fig. 2's rows: category -> (sub-patterns it draws from, the rule that picks its clearest instance).
@@ -80,7 +84,8 @@ def sub_patterns(labels: np.ndarray, dominant: np.ndarray) -> np.ndarray:
     """Sub-pattern (:data:`SUB_PATTERNS`) of each feature from its labels ``[T, F]`` and dominant tokens (Sec. 4.2).
 
     Refines :func:`~saetrack.analysis.features.classify_patterns` by the labels at the first and final checkpoints;
-    every feature gets exactly one sub-pattern. Returns ``[F]`` strings.
+    every feature gets exactly one sub-pattern (an interrupted identity gets ``interrupted: active->inactive->active``
+    whatever its first and final labels). Returns ``[F]`` strings.
     """
     patterns = classify_patterns(labels, dominant)
     labels = np.asarray(labels)
@@ -95,6 +100,7 @@ def sub_patterns(labels: np.ndarray, dominant: np.ndarray) -> np.ndarray:
         for end in ("token", "concept"):
             out[grouping & (first == start) & (last == end)] = f"grouping: {start}->{end}"
     out[(patterns == "other") & (last != "inactive")] = "other: token->same token, not throughout"
+    out[patterns == "interrupted"] = "interrupted: active->inactive->active"
     return out
 
 
@@ -160,7 +166,9 @@ def pattern_sensitivity(
     threshold in ``thresholds`` (Sec. 4.2's sensitivity to the token-level rule).
 
     ``top_values`` / ``top_indices`` ``[T, F, k]`` are every link's top-k datapoints; labels are recomputed from them
-    at each threshold. Returns ``{str(threshold): {"patterns": {...}, "sub_patterns": {...}}}``.
+    at each threshold. Returns ``{str(threshold): {"patterns": {...}, "sub_patterns": {...}}}``: every pattern
+    (``"interrupted"`` included) and every sub-pattern of :data:`SUB_PATTERNS`, so that the stability of each
+    sub-pattern, not only of the patterns' totals, can be read across thresholds.
     """
     values, indices = np.asarray(top_values), np.asarray(top_indices)
     if values.ndim != 3 or values.shape != indices.shape:

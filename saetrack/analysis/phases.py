@@ -1,11 +1,15 @@
-"""Training phases (paper Sec. 4.1) as a finding: piecewise-linear fits of one, two and three segments, the count
-an information criterion prefers, and bootstrap intervals of the boundaries over features.
+"""Training phases (paper Sec. 4.1) as a finding: piecewise-linear fits of one up to ``max_segments`` segments, the
+count an information criterion prefers, on three time axes.
 
-* :func:`fit_segments` — the least-squares continuous linear fit with ``s`` segments (knots at checkpoints) and its
-  BIC; :func:`compare_segment_counts` fits every count the data allows (1-3) and reports the preferred one.
-* :func:`detect_phases` — the paper's three phases (Initialization & Warmup, Emergent, Convergent) as the two knots
-  of the three-segment fit; :func:`bootstrap_knots` / :func:`knot_interval` give their 5-95% intervals when the
-  features behind the curve are resampled; :func:`find_phases` does all of this for one curve of one perspective.
+* :func:`fit_segments` — the least-squares continuous linear fit with ``s`` segments (knots at checkpoints, every
+  admissible knot set tried) and its BIC; :func:`compare_segment_counts` fits every count the curve allows.
+* :func:`find_phases` — one curve on one axis: the fits of 1..``max_segments`` segments, the count BIC prefers
+  (and whether that is the largest count tried: then the curve is smoother than any small number of phases), and the
+  paper's three phases (Initialization & Warmup, Emergent, Convergent) as the two knots of the three-segment fit.
+* :func:`phase_axis` — the axes a curve is fitted against: the checkpoint index (the paper's figures), log10(step + 1)
+  and the training step itself; a count that depends on the axis is not a property of the model.
+* :func:`segments_within_noise` — the fewest segments whose fit of a mean curve over several runs lies within the
+  runs' own spread (a chi-square test with the run-to-run variance as the noise), the count the data can resolve.
 * :func:`phase_labels` and :func:`phase_agreement` compare two sets of boundaries.
 """
 
@@ -14,36 +18,41 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 __all__ = [
     "MAX_SEGMENTS",
+    "PHASE_AXES",
     "PHASE_NAMES",
     "PhaseFinding",
     "Phases",
     "SegmentFit",
-    "bootstrap_knots",
     "compare_segment_counts",
     "detect_phases",
     "find_phases",
     "finding_record",
     "fit_segments",
-    "knot_interval",
     "max_fittable_segments",
     "median_curve",
     "phase_agreement",
+    "phase_axis",
     "phase_labels",
     "phases_from_record",
+    "segments_within_noise",
 ]
 
 
 #: The three phases of feature evolution (paper Sec. 4.1), in order.
 PHASE_NAMES: tuple[str, str, str] = ("Initialization & Warmup", "Emergent", "Convergent")
-#: The largest number of segments fitted (the paper's three phases).
-MAX_SEGMENTS = 3
+#: The default largest number of segments fitted (``drift.max_segments``): twice the paper's three, so that "three"
+#: can lose to more.
+MAX_SEGMENTS = 6
+#: The time axes a phase curve is fitted against (:func:`phase_axis`).
+PHASE_AXES: tuple[str, ...] = ("index", "log_step", "step")
 #: SSE floor relative to the curve's range: exact fits (numerically zero SSE) compare by parameter count alone.
 SSE_FLOOR = 1e-9
 
@@ -51,30 +60,17 @@ SSE_FLOOR = 1e-9
 @dataclass(frozen=True)
 class Phases:
     """Two phase boundaries on a curve: the Emergent phase starts at checkpoint index ``emergent``, the Convergent
-    phase at ``convergent`` (so the Initialization & Warmup phase is ``[0, emergent)``).
-
-    ``emergent_interval`` / ``convergent_interval``: the 5-95% bootstrap interval of each boundary (checkpoint
-    indices, :func:`knot_interval`), when measured.
-    """
+    phase at ``convergent`` (so the Initialization & Warmup phase is ``[0, emergent)``)."""
 
     emergent: int
     convergent: int
     #: The fitted three-segment curve at every checkpoint, and its residual sum of squares.
     fit: np.ndarray
     sse: float
-    emergent_interval: tuple[int, int] | None = None
-    convergent_interval: tuple[int, int] | None = None
 
     @property
     def boundaries(self) -> tuple[int, int]:
         return self.emergent, self.convergent
-
-    @property
-    def intervals(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
-        """Both bootstrap intervals, or None when they were not measured."""
-        if self.emergent_interval is None or self.convergent_interval is None:
-            return None
-        return self.emergent_interval, self.convergent_interval
 
 
 @dataclass(frozen=True)
@@ -88,6 +84,19 @@ class SegmentFit:
     bic: float
     n_points: int  # finite points fitted
     n_params: int  # 2 * n_segments
+
+
+def phase_axis(steps: Sequence[int], axis: str) -> np.ndarray:
+    """The x values a phase curve is fitted against: ``"index"`` (0..T-1, the axis of the paper's Fig. 4 and 6),
+    ``"log_step"`` (log10(step + 1)) or ``"step"`` (the training step)."""
+    s = np.asarray(steps, dtype=np.float64)
+    if axis == "index":
+        return np.arange(s.size, dtype=np.float64)
+    if axis == "log_step":
+        return np.log10(s + 1.0)
+    if axis == "step":
+        return s
+    raise ValueError(f"axis = {axis!r} is invalid: allowed axes are {PHASE_AXES}.")
 
 
 def max_fittable_segments(n_checkpoints: int, n_finite: int, min_phase: int, limit: int = MAX_SEGMENTS) -> int:
@@ -121,17 +130,20 @@ def _knot_sets(n: int, n_segments: int, min_phase: int) -> np.ndarray:
 
 
 def _designs(xs: np.ndarray, knots: np.ndarray) -> np.ndarray:
-    """``[P, T, s + 1]`` hinge designs ``1, x, (x - x_k1)_+, ...`` of every knot set."""
-    base = np.broadcast_to(np.stack([np.ones_like(xs), xs], axis=1), (len(knots), xs.size, 2))
-    hinges = np.maximum(xs[None, :, None] - xs[knots][:, None, :], 0.0)
+    """``[P, T, s + 1]`` hinge designs ``1, x, (x - x_k1)_+, ...`` of every knot set (x scaled to [0, 1])."""
+    x = (xs - xs[0]) / max(float(xs[-1] - xs[0]), 1e-300)
+    base = np.broadcast_to(np.stack([np.ones_like(x), x], axis=1), (len(knots), x.size, 2))
+    hinges = np.maximum(x[None, :, None] - x[knots][:, None, :], 0.0)
     return np.concatenate([base, hinges], axis=2)
 
 
 def _best_fits(xs: np.ndarray, ys: np.ndarray, n_segments: int, min_phase: int) -> tuple[np.ndarray, np.ndarray]:
     """Best knot set of each curve of ``ys`` ``[B, T]`` (NaN left out): ``([B, s-1] knots, [B] SSE)``.
 
-    Vectorised: for each pattern of finite values, the residual maker ``I - A A^+`` of every knot set's design is
-    computed once and applied to every curve with that pattern. Near-ties (1e-12 relative) go to the earliest set.
+    Exact and vectorised: every admissible knot set's design is orthonormalised once per pattern of finite values
+    (a batched QR), and the SSE of every curve on every design is ``|y - Q Q^T y|^2`` (the residual itself, not a
+    difference of squares, so exact fits come out at rounding level). Near-ties (1e-12 relative) go to the earliest
+    set.
     """
     knots = _knot_sets(xs.size, n_segments, min_phase)
     designs = _designs(xs, knots)
@@ -140,10 +152,11 @@ def _best_fits(xs: np.ndarray, ys: np.ndarray, n_segments: int, min_phase: int) 
     finite = np.isfinite(ys)
     for pattern in np.unique(finite, axis=0):
         rows = np.nonzero((finite == pattern).all(axis=1))[0]
-        a = designs[:, pattern, :]
-        residual = np.eye(int(pattern.sum()))[None] - a @ np.linalg.pinv(a)  # [P, m, m]
-        r = np.einsum("pij,bj->bpi", residual, ys[np.ix_(rows, pattern)])
-        sse = np.einsum("bpi,bpi->bp", r, r)
+        q, _ = np.linalg.qr(designs[:, pattern, :])  # [P, m, s + 1]
+        y = ys[np.ix_(rows, pattern)]  # [B, m]
+        projected = np.einsum("pms,bm->bps", q, y)
+        residual = y[:, None, :] - np.einsum("pms,bps->bpm", q, projected)
+        sse = np.einsum("bpm,bpm->bp", residual, residual)  # [B, P]
         best = sse.min(axis=1, keepdims=True)
         first = np.argmax(sse <= best + 1e-12 * np.maximum(1.0, best), axis=1)
         out_knots[rows], out_sse[rows] = knots[first], sse[np.arange(rows.size), first]
@@ -191,12 +204,10 @@ def compare_segment_counts(
 def detect_phases(x: Sequence[float], y: Sequence[float], min_phase: int = 2) -> Phases:
     """The two knots of the continuous three-segment linear fit of ``y(x)`` with least squared error (Sec. 4.1).
 
-    The change-point rule behind the phases of Sec. 4.1: the fit is ``a + b x + c (x - x_e)_+ + d (x - x_c)_+``
-    and (e, c) range over every pair with each phase spanning at least ``min_phase`` checkpoints (``e >=
-    min_phase``, ``c - e >= min_phase``, ``T - c >= min_phase``); ties go to the earliest pair. The curve is e.g.
-    the median decoder cosine to final (Fig. 6) or the median concept-level progress measure (Fig. 5) against the
-    checkpoint index. NaN values of ``y`` are left out of the fit. Whether three segments describe the curve better
-    than one or two is :func:`compare_segment_counts`' question.
+    The change-point rule behind the paper's three phases: the fit is ``a + b x + c (x - x_e)_+ + d (x - x_c)_+``
+    and (e, c) range over every pair with each phase spanning at least ``min_phase`` checkpoints; ties go to the
+    earliest pair. NaN values of ``y`` are left out. Whether three segments describe the curve better than other
+    counts is :func:`find_phases`' question.
     """
     fit = fit_segments(x, y, 3, min_phase)
     return Phases(emergent=fit.knots[0], convergent=fit.knots[1], fit=fit.fit, sse=fit.sse)
@@ -212,125 +223,115 @@ def median_curve(matrix: np.ndarray) -> np.ndarray:
         return np.nanmedian(values, axis=1)
 
 
-def bootstrap_knots(
-    x: Sequence[float], matrix: np.ndarray, n_segments: int, n_boot: int, seed: int, min_phase: int = 2
-) -> np.ndarray:
-    """Knots of the ``n_segments`` fit of the median curve of ``n_boot`` bootstrap resamples of the features.
-
-    ``matrix`` is the ``[T, F]`` matrix behind the curve (e.g. each live feature's decoder cosine to final): each
-    resample draws F columns with replacement (``numpy.random.default_rng(seed)``), takes the median over them
-    per checkpoint (:func:`median_curve`) and refits (:func:`fit_segments`' rule). Returns ``[n_boot, s - 1]``.
-    """
-    xs, values = np.asarray(x, dtype=np.float64), np.asarray(matrix, dtype=np.float64)
-    if values.ndim != 2 or values.shape[0] != xs.size or values.shape[1] == 0:
-        raise ValueError(f"matrix must be [T={xs.size}, F >= 1], got shape {values.shape}.")
-    _check_curve(xs, values[:, 0], n_segments, min_phase)
-    rng = np.random.default_rng(seed)
-    columns = rng.integers(0, values.shape[1], size=(n_boot, values.shape[1]))
-    curves = np.stack([median_curve(values[:, c]) for c in columns]) if n_boot else np.zeros((0, xs.size))
-    fittable = np.isfinite(curves).sum(axis=1) >= n_segments + 1
-    knots = np.full((n_boot, n_segments - 1), -1, dtype=np.int64)
-    if fittable.any():
-        knots[fittable] = _best_fits(xs, curves[fittable], n_segments, min_phase)[0]
-    return knots
-
-
-def knot_interval(knots: Sequence[int], low: float = 0.05, high: float = 0.95) -> tuple[int, int] | None:
-    """The ``low``-``high`` quantile interval of bootstrap knot indices (outward to checkpoints: the lower quantile
-    rounded down, the upper one up); negative entries (unfittable resamples) are left out; None when none is left."""
-    values = np.asarray(knots, dtype=np.int64)
-    values = values[values >= 0]
-    if values.size == 0:
-        return None
-    return int(np.quantile(values, low, method="lower")), int(np.quantile(values, high, method="higher"))
-
-
 @dataclass(frozen=True)
 class PhaseFinding:
-    """Phases of one curve as a finding (see :func:`find_phases`)."""
+    """Phases of one curve on one axis as a finding (see :func:`find_phases`)."""
 
-    fits: dict[int, SegmentFit]  # segment count -> fit, every count the curve allows
-    phases: Phases | None  # the three-segment boundaries with bootstrap intervals; None when 3 cannot be fitted
-    bootstrap: np.ndarray  # [B, s - 1] knots of the largest fitted count per resample
+    axis: str
+    fits: dict[int, SegmentFit]  # segment count -> fit, every count the curve allows up to the cap
+    max_segments: int  # the cap asked for
+    phases: Phases | None  # the three-segment boundaries; None when three segments cannot be fitted
     note: str = ""  # why the three phases could not be fitted ("" when they were)
-    intervals: tuple[tuple[int, int] | None, ...] = field(default=())  # per knot of the largest fitted count
 
     @property
     def preferred(self) -> int | None:
         """The segment count with the lowest BIC (None: nothing could be fitted)."""
         return min(self.fits, key=lambda s: (self.fits[s].bic, s)) if self.fits else None
 
+    @property
+    def preferred_at_cap(self) -> bool:
+        """Whether BIC prefers the largest count fitted: the curve needs at least that many segments."""
+        return bool(self.fits) and self.preferred == max(self.fits)
+
 
 def find_phases(
-    x: Sequence[float], matrix: np.ndarray, *, min_phase: int = 2, n_boot: int = 200, seed: int = 0
-) -> PhaseFinding:
-    """The phases of Sec. 4.1 on the median curve of ``matrix`` ``[T, F]``, with model choice and uncertainty.
+    x: Sequence[float], curve: Sequence[float], *, axis: str = "index", min_phase: int = 2,
+    max_segments: int = MAX_SEGMENTS,
+) -> PhaseFinding:  # fmt: skip
+    """The phases of Sec. 4.1 on ``curve`` against ``x`` (the values of ``axis``), with model choice.
 
-    Fits 1, 2 and 3 segments to the median over features (:func:`compare_segment_counts`; the BIC of each says
-    which count the curve prefers), takes the three-segment knots as the phase boundaries and their 5-95%
-    bootstrap intervals over features (:func:`bootstrap_knots`, ``n_boot`` resamples, ``seed``). With too few
-    checkpoints or finite values for three segments, fits as many as the curve allows, returns ``phases=None``
-    and says why in ``note``.
+    Fits 1 to ``max_segments`` segments (:func:`compare_segment_counts`; the lowest BIC says which count the curve
+    prefers, and a preferred count at the cap says the curve is smoother than any smaller number of phases) and
+    takes the three-segment knots as the paper's phase boundaries. With too few checkpoints or finite values for
+    three segments, fits as many as the curve allows, returns ``phases=None`` and says why in ``note``.
     """
-    xs = np.asarray(x, dtype=np.float64)
-    values = np.asarray(matrix, dtype=np.float64)
-    curve = median_curve(values)
-    fits = compare_segment_counts(xs, curve, min_phase)
-    largest = max(fits, default=0)
-    boot = np.zeros((0, max(largest - 1, 0)), dtype=np.int64)
-    if largest >= 2 and n_boot > 0:
-        boot = bootstrap_knots(xs, values, largest, n_boot, seed, min_phase)
-    intervals = tuple(knot_interval(boot[:, j]) if boot.size else None for j in range(max(largest - 1, 0)))
-    if largest < MAX_SEGMENTS:
-        n_finite = int(np.isfinite(curve).sum())
+    if max_segments < 3:
+        raise ValueError(f"max_segments = {max_segments} is invalid: must be >= 3 (three phases must be tried).")
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(curve, dtype=np.float64)
+    fits = compare_segment_counts(xs, ys, min_phase, max_segments)
+    if 3 not in fits:
+        n_finite = int(np.isfinite(ys).sum())
         note = (
             f"three phases could not be fitted: they need at least 3 * min_phase = {3 * min_phase} checkpoints and "
-            f"4 finite values, the curve has {curve.size} checkpoints and {n_finite} finite values; "
-            + (f"fitted {largest} segment(s) instead." if largest else "no segment could be fitted.")
+            f"4 finite values, the curve has {ys.size} checkpoints and {n_finite} finite values; "
+            + (f"fitted {max(fits)} segment(s) instead." if fits else "no segment could be fitted.")
         )
-        return PhaseFinding(fits, None, boot, note, intervals)
-    three = fits[MAX_SEGMENTS]
-    phases = Phases(three.knots[0], three.knots[1], three.fit, three.sse, intervals[0], intervals[1])
-    return PhaseFinding(fits, phases, boot, "", intervals)
+        return PhaseFinding(axis, fits, max_segments, None, note)
+    three = fits[3]
+    return PhaseFinding(axis, fits, max_segments, Phases(three.knots[0], three.knots[1], three.fit, three.sse))
 
 
-def _interval_record(interval: tuple[int, int] | None, steps: list[int]) -> dict[str, list[int]] | None:
-    return None if interval is None else {"index": list(interval), "step": [steps[interval[0]], steps[interval[1]]]}
+def segments_within_noise(
+    x: Sequence[float], curves: np.ndarray, *, min_phase: int = 2, max_segments: int = MAX_SEGMENTS,
+    level: float = 0.95,
+) -> dict[str, Any]:  # fmt: skip
+    """The fewest segments whose fit of the mean of several runs' curves lies within the runs' own spread.
+
+    ``curves`` is ``[R, T]`` (R >= 2 runs of one curve, e.g. chain seeds x model seeds). The mean curve's noise at
+    checkpoint t is ``sd_t / sqrt(R)`` (``sd_t`` the runs' standard deviation there, floored at 1% of its median over
+    checkpoints so that a checkpoint where every run agrees does not dominate); a fit with ``s`` segments is
+    accepted when ``sum_t ((mean_t - fit_t) / noise_t)^2`` is below the ``level`` quantile of chi-square with
+    ``n - 2s`` degrees of freedom. Returns the accepted count (None: none up to ``max_segments``), every count's
+    chi-square and threshold, and the mean and sd curves.
+    """
+    values = np.asarray(curves, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] < 2:
+        raise ValueError(f"curves must be [R >= 2 runs, T], got shape {values.shape}.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, sd = np.nanmean(values, axis=0), np.nanstd(values, axis=0, ddof=1)
+    noise = np.maximum(sd, 0.01 * max(float(np.nanmedian(sd)), 1e-12)) / np.sqrt(values.shape[0])
+    fits = compare_segment_counts(x, mean, min_phase, max_segments)
+    chi2, threshold = {}, {}
+    for count, fit in fits.items():
+        ok = np.isfinite(mean)
+        dof = max(int(ok.sum()) - 2 * count, 1)
+        chi2[count] = float((((mean - fit.fit) / noise)[ok] ** 2).sum())
+        threshold[count] = float(stats.chi2.ppf(level, dof))
+    accepted = next((c for c in sorted(fits) if chi2[c] <= threshold[c]), None)
+    return {"segments": accepted, "chi2": chi2, "threshold": threshold, "mean": mean, "sd": sd, "runs": len(values)}
 
 
 def finding_record(finding: PhaseFinding, steps: Sequence[int]) -> dict[str, Any]:
     """A JSON-ready record of a :class:`PhaseFinding` (Sec. 4.1), checkpoint indices also given as ``steps``.
 
-    Keys: ``fitted`` (three phases fitted), ``note`` (why not), ``segments_fitted``, ``preferred_segments`` (lowest
-    BIC), ``bootstrap_samples``; ``segments``: per count its knots, SSE, BIC and BIC minus the lowest (the largest
-    count fitted also has its knots' bootstrap intervals); and the phase boundaries ``emergent_index/_step``,
-    ``convergent_index/_step``, ``sse`` and ``emergent_interval`` / ``convergent_interval`` (None when not fitted).
+    Keys: ``axis``, ``fitted`` (three phases fitted), ``note`` (why not), ``max_segments`` (the cap asked for),
+    ``segments_fitted``, ``preferred_segments`` (lowest BIC) and ``preferred_at_cap``; ``segments``: per count its
+    knots (indices and steps), SSE, BIC and BIC minus the lowest; and the three-segment boundaries
+    ``emergent_index/_step``, ``convergent_index/_step`` and ``sse`` (None when not fitted).
     """
     steps = [int(s) for s in steps]
     best = min((f.bic for f in finding.fits.values()), default=0.0)
-    largest = max(finding.fits, default=0)
     segments: dict[str, dict[str, Any]] = {}
     for count, fit in finding.fits.items():
         segments[str(count)] = {"knots_index": list(fit.knots), "knots_step": [steps[k] for k in fit.knots],
                                 "sse": fit.sse, "bic": fit.bic, "delta_bic": fit.bic - best, "n_points": fit.n_points,
                                 "n_params": fit.n_params}  # fmt: skip
-    if largest >= 2:
-        segments[str(largest)]["knot_intervals"] = [_interval_record(i, steps) for i in finding.intervals]
     p = finding.phases
     return {
+        "axis": finding.axis,
         "fitted": p is not None,
         "note": finding.note,
-        "segments_fitted": largest,
+        "max_segments": finding.max_segments,
+        "segments_fitted": max(finding.fits, default=0),
         "preferred_segments": finding.preferred,
-        "bootstrap_samples": int(finding.bootstrap.shape[0]),
+        "preferred_at_cap": finding.preferred_at_cap,
         "segments": segments,
         "emergent_index": p.emergent if p else None,
         "emergent_step": steps[p.emergent] if p else None,
         "convergent_index": p.convergent if p else None,
         "convergent_step": steps[p.convergent] if p else None,
         "sse": p.sse if p else None,
-        "emergent_interval": _interval_record(p.emergent_interval, steps) if p else None,
-        "convergent_interval": _interval_record(p.convergent_interval, steps) if p else None,
     }
 
 
@@ -338,13 +339,8 @@ def phases_from_record(record: dict[str, Any], fit: np.ndarray) -> Phases | None
     """The :class:`Phases` of a :func:`finding_record` (with ``fit``, the fitted curve), None when not fitted."""
     if record.get("emergent_index") is None:
         return None
-
-    def interval(key: str) -> tuple[int, int] | None:
-        value = record.get(key)
-        return (int(value["index"][0]), int(value["index"][1])) if value else None
-
     return Phases(int(record["emergent_index"]), int(record["convergent_index"]), np.asarray(fit),
-                  float(record["sse"]), interval("emergent_interval"), interval("convergent_interval"))  # fmt: skip
+                  float(record["sse"]))  # fmt: skip
 
 
 def phase_labels(n_steps: int, phases: Phases) -> np.ndarray:

@@ -5,6 +5,11 @@ codes (F_i^t, feature space). The progress measure is the mean pairwise similari
 pairwise similarity of a fixed set of randomly drawn datapoints at the same checkpoint (Eq. 14 / 17). Similarity is
 cosine (Eq. 27), Jaccard on supports (Eq. 28) or weighted Jaccard (Eq. 29).
 
+Beside Eq. 14: the baseline-normalised measure N_i(t) = (S_i(t) - B(t)) / (1 - B(t)) (:func:`normalised_progress`),
+the share of the room above the random baseline that feature i's set fills (1 = identical directions); and the
+within-set cosine of sets with some members left out (:func:`masked_mean_cosine`, for top-k lists with fewer than k
+active datapoints).
+
 All computation is in float64 and vectorised over any leading batch dimensions.
 """
 
@@ -15,6 +20,8 @@ import torch
 
 __all__ = [
     "METRICS",
+    "masked_mean_cosine",
+    "normalised_progress",
     "pairwise_mean_similarity",
     "progress_measure",
     "random_baseline",
@@ -166,3 +173,47 @@ def within_set_similarity(progress: np.ndarray, baseline: np.ndarray) -> np.ndar
     if m.ndim != 2 or b.shape != (m.shape[0],):
         raise ValueError(f"progress must be [T, F] and baseline [T], got shapes {m.shape} and {b.shape}")
     return m + b[:, None]
+
+
+def masked_mean_cosine(x: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Mean pairwise cosine similarity (Eq. 15 with Eq. 27) over the members of each set that ``mask`` keeps.
+
+    ``x`` is ``[F, k, d]`` (F sets of k vectors), ``mask`` ``[F, k]`` bool: the mean runs over the pairs j < l with
+    both members kept, so a set whose top-k list holds fewer than k active datapoints is measured on its active ones
+    only. With every member kept this equals :func:`pairwise_mean_similarity` with ``"cosine"``. A zero vector has
+    similarity 0 with anything; a set with fewer than 2 kept members gives NaN. Computed in float64 with numpy
+    (small batched products run several times faster than with torch's thread pool on a shared CPU). Returns ``[F]``
+    float64.
+    """
+    xs = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    keep = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
+    if xs.ndim != 3 or keep.shape != xs.shape[:2]:
+        raise ValueError(f"x must be [F, k, d] and mask [F, k], got shapes {xs.shape} and {keep.shape}")
+    if xs.shape[1] < 2:
+        raise ValueError(f"need at least 2 vectors per set to form a pair, got k={xs.shape[1]}")
+    norms = np.linalg.norm(xs, axis=-1, keepdims=True)
+    unit = np.divide(xs, norms, out=np.zeros_like(xs), where=norms > 0)
+    rows, cols = np.triu_indices(xs.shape[1], k=1)
+    sim = (unit @ unit.transpose(0, 2, 1))[:, rows, cols]
+    kept = keep[:, rows] & keep[:, cols]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(kept, sim, 0.0).sum(axis=-1) / kept.sum(axis=-1)
+
+
+def normalised_progress(within: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """Baseline-normalised progress measure N_i(t) = (S_i(t) - B(t)) / (1 - B(t)), beside Eq. 14 (Def. 5.4).
+
+    ``within`` ``[T, F]`` is the within-set cosine similarity S_i(t) (Eq. 15), ``baseline`` ``[T]`` the random
+    baseline B(t) (Eq. 16). The numerator is M_i(t) of Eq. 14; dividing by the room above the baseline (cosine
+    similarity is at most 1) gives the share of that room the set fills: 0 = no more similar than random datapoints,
+    1 = identical directions. Equivalently N = 1 - (1 - S) / (1 - B): the set's distance from identical directions
+    relative to random datapoints'. M_i(t) rises whenever B(t) falls faster than S_i(t); N_i(t) rises only when the
+    set's distance shrinks relative to the random one. NaN where B(t) >= 1 (no room). Returns ``[T, F]`` float64.
+    """
+    s = np.asarray(within, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    if s.ndim != 2 or b.shape != (s.shape[0],):
+        raise ValueError(f"within must be [T, F] and baseline [T], got shapes {s.shape} and {b.shape}")
+    room = 1.0 - b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(room[:, None] > 0, (s - b[:, None]) / room[:, None], np.nan)

@@ -75,10 +75,10 @@ class DriftConfig:
     trajectories_per_pattern: int = 2
     #: Fig. 6a: checkpoints shown as histograms (spread over the chain like the paper's panels).
     n_histograms: int = 6
-    #: Change-point rule: each of the three phases spans at least this many checkpoints.
+    #: Change-point rule: each segment of a phase fit spans at least this many checkpoints.
     min_phase_checkpoints: int = 2
-    #: Bootstrap resamples of the features behind each phase curve (5-95% interval of each boundary); 0: none.
-    bootstrap_samples: int = 200
+    #: Phase fits of 1 up to this many segments are compared by BIC (>= 3, so three phases can lose to more).
+    max_segments: int = 6
     #: Drift noise floor: links retrained from the final SAE on the unchanged final checkpoint (None: as many as the
     #: chain has after its first, T - 1; 0: no floor).
     noise_floor_links: int | None = None
@@ -86,8 +86,8 @@ class DriftConfig:
     def __post_init__(self) -> None:
         if not 0 < self.formed_fraction <= 1:
             fail("drift", "formed_fraction", self.formed_fraction, "must lie in (0, 1]")
-        if self.bootstrap_samples < 0:
-            fail("drift", "bootstrap_samples", self.bootstrap_samples, "must be >= 0")
+        if self.max_segments < 3:
+            fail("drift", "max_segments", self.max_segments, "must be >= 3 (three phases must be among the fits)")
         if self.noise_floor_links is not None and self.noise_floor_links < 0:
             fail("drift", "noise_floor_links", self.noise_floor_links, "must be >= 0 (or None: T - 1)")
         require_positive(
@@ -114,10 +114,30 @@ class ScaleConfig:
     #: models use a second thread poorly, so two one-thread pipelines fill two cores better than one after the
     #: other). 1: one after the other in this process (GPU presets: one GPU).
     parallel_sizes: int = 2
+    #: The seed study (notebook 05): the preset it runs on - the cheapest size that shows the phases - ("": off).
+    #: Its pipeline (notebooks 01-04's computations, no figures) runs once per model seed x chain seed, and once more
+    #: with a longer learning-rate warm-up of the model suite.
+    seed_preset: str = ""
+    #: Model (suite) seeds (the run seed) and chain seeds (``chain.seed``) of the seed study; every pair runs.
+    model_seeds: tuple[int, ...] = (0, 1)
+    chain_seeds: tuple[int, ...] = (0, 1, 2)
+    #: The warm-up control: the seed study's first model retrained with this many learning-rate warm-up steps (None:
+    #: no control). Do the first phase boundaries move with the warm-up's end?
+    warmup_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.parallel_sizes < 1:
             fail("scale", "parallel_sizes", self.parallel_sizes, "must be >= 1")
+        if self.seed_preset and self.seed_preset not in PRESETS:
+            fail("scale", "seed_preset", self.seed_preset, f"a known preset or '' (off); known: {sorted(PRESETS)}")
+        if self.seed_preset and (len(self.model_seeds) < 1 or len(self.chain_seeds) < 1):
+            fail("scale", "model_seeds", (self.model_seeds, self.chain_seeds), "at least one model and one chain seed")
+        for name in ("model_seeds", "chain_seeds"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values) or any(v < 0 for v in values):
+                fail("scale", name, values, "distinct seeds >= 0")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            fail("scale", "warmup_steps", self.warmup_steps, "must be >= 0, or None (no warm-up control)")
         if len(set(self.presets)) != len(self.presets):
             fail("scale", "presets", self.presets, "no preset may appear twice")
         unknown = [p for p in self.presets if p not in PRESETS]

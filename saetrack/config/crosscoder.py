@@ -52,7 +52,10 @@ class CrosscoderConfig:
     #: Contexts of the training stream (its first ones: the tokens the chain's first SAE trains on) whose activations
     #: at every snapshot are cached (``crosscoder/activations/``) and trained on for ``epochs`` shuffled passes.
     train_contexts: int = 1024
-    epochs: int = 3
+    #: Long enough for the decoder norms to settle (notebook 06's rule, saetrack.analysis.emergence_controls), measured
+    #: on nano (1024 contexts, batch 1024, lr decay 0.2): the row-normalised norm matrix changed 3.1% over the last
+    #: 10% of 5 epochs, 3.3% of 8 and 1.8% of 10 (2%: settled); at a constant rate still 4.3% after 969 steps.
+    epochs: int = 10
     batch_size: int = 1024
     lr: float = 1e-3
     #: λ of the sparsity penalty λ Σ_i tanh(c f_i Σ_θ ||W_dec,i^θ||), ramped up linearly over the first
@@ -63,6 +66,10 @@ class CrosscoderConfig:
     sparsity_coefficient: float = 1.0
     tanh_scale: float = 0.05
     sparsity_warmup: float = 0.05
+    #: The learning rate decays linearly to zero over this last share of the steps (0: constant), as in Anthropic's
+    #: crosscoder and SAE recipes: at a constant rate Adam's noise keeps the decoder norms moving (measured on nano:
+    #: the row-normalised norm matrix still changed 3-4% per 50 steps after 500 steps), so they never settle.
+    lr_decay: float = 0.2
     #: Anthropic's pre-activation loss on features that did not fire in the last ``dead_window_tokens`` tokens.
     pre_act_coefficient: float = 0.1
     dead_window_tokens: int = 20_000
@@ -77,6 +84,17 @@ class CrosscoderConfig:
     #: An initialisation feature (emerged at the first snapshot) *decays* when its norm at the last snapshot is below
     #: this fraction of its maximum.
     decay_fraction: float = 0.5
+    #: Train the control crosscoders beside the main one, each exactly like it (one more training each): null (i), the
+    #: last snapshot repeated at every snapshot; null (iii), the snapshots up to ``dropped_early_max_step`` dropped;
+    #: and the centred normalisation. Null (ii), permuted snapshot labels, needs no training and always runs.
+    controls: bool = True
+    #: Null (iii) drops the snapshots at steps <= this (nano: 0, 1, 2, 4, 8, the near-duplicate early checkpoints).
+    dropped_early_max_step: int = 8
+    #: Seeded permutations of the permuted-label null (ii) and of the rank-correlation null of Fig. X06.
+    null_permutations: int = 1000
+    #: Steps (inclusive) where the depth of the dip of the median row-normalised decoder norm is read: the window
+    #: of the random baseline's peak in the progress measure (Fig. 5d on nano).
+    dip_steps: tuple[int, int] = (8, 64)
 
     def __post_init__(self) -> None:
         require_positive(
@@ -94,6 +112,7 @@ class CrosscoderConfig:
                 "initial_threshold": self.initial_threshold,
                 "initial_decoder_norm": self.initial_decoder_norm,
                 "save_every": self.save_every,
+                "null_permutations": self.null_permutations,
             },
         )
         if self.expansion_factor is not None:
@@ -106,8 +125,14 @@ class CrosscoderConfig:
             fail("crosscoder", "snapshots", self.snapshots, "checkpoint indices must be >= 0")
         if not 0 <= self.sparsity_warmup < 1:
             fail("crosscoder", "sparsity_warmup", self.sparsity_warmup, "must lie in [0, 1)")
+        if not 0 <= self.lr_decay <= 1:
+            fail("crosscoder", "lr_decay", self.lr_decay, "must lie in [0, 1]")
         if self.pre_act_coefficient < 0:
             fail("crosscoder", "pre_act_coefficient", self.pre_act_coefficient, "must be >= 0 (0: off)")
+        if self.dropped_early_max_step < 0:
+            fail("crosscoder", "dropped_early_max_step", self.dropped_early_max_step, "must be >= 0")
+        if len(self.dip_steps) != 2 or not 0 <= self.dip_steps[0] <= self.dip_steps[1]:
+            fail("crosscoder", "dip_steps", self.dip_steps, "two steps (first, last) with 0 <= first <= last")
         for name in ("emergence_fraction", "decay_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 fail("crosscoder", name, getattr(self, name), "must lie in (0, 1]")

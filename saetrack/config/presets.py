@@ -229,14 +229,26 @@ def _pythia_crosscoder() -> RunConfig:
 #: Preset name -> builder. ``nano`` is the embedded default; ``nano-s``/``nano-m``/``nano`` are its scale-study
 #: sizes; the ``pythia-*`` presets are the paper's settings (GPU and Hub access needed).
 _BUILDERS: dict[str, Callable[[], RunConfig]] = {
-    "smoke": _smoke,
+    # the smoke preset's seed study: smoke-s with 2 model x 2 chain seeds and the warm-up control at 12 of 48 steps
+    "smoke": lambda: _smoke().with_overrides(
+        {
+            "scale.seed_preset": "smoke-s",
+            "scale.model_seeds": (0, 1),
+            "scale.chain_seeds": (0, 1),
+            "scale.warmup_steps": 12,
+        }
+    ),
     # the smoke preset's scale study: the same pipeline at d_model 16 and 24 (seconds each)
     "smoke-s": lambda: _smoke("smoke-s", d_model=16, n_heads=2, n_baseline=0),
     "smoke-m": lambda: _smoke("smoke-m", d_model=24, n_heads=3, n_baseline=0),
     # the scale study's smaller sizes (see _scale_size)
     "nano-s": lambda: _scale_size("nano-s", n_layers=2, d_model=64),
     "nano-m": lambda: _scale_size("nano-m", n_layers=3, d_model=80),
-    "nano": lambda: _nano("nano", n_layers=4, d_model=128, layer=2),
+    # the default; its seed study runs on nano-s, the cheapest size whose curves are fitted with phases: 2 model x 3
+    # chain seeds, and the suite's learning-rate warm-up 20 -> 100 steps as the warm-up control
+    "nano": lambda: _nano("nano", n_layers=4, d_model=128, layer=2).with_overrides(
+        {"scale.seed_preset": "nano-s", "scale.warmup_steps": 100}
+    ),
     # a larger size for a longer scale study on a bigger machine (--set scale.presets=...)
     "nano-l": lambda: _nano("nano-l", n_layers=6, d_model=192, layer=2),
     "pythia-160m-l4": lambda: _pythia("160m", 4),

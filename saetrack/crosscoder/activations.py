@@ -17,7 +17,10 @@ costs it once.
 
 Normalisation (Ge et al., as Anthropic's crosscoders): each snapshot's activations are divided by one scalar, their
 mean norm over the first :data:`SCALE_ROWS` rows, so every snapshot weighs the same in the loss although the
-residual stream grows about ten-fold over training.
+residual stream grows about ten-fold over training. That scale is *uncentred*: where a snapshot's activations share
+a large mean direction, the mean norm is mostly that mean, and the varying part is scaled down. The centred
+normalisation (:func:`snapshot_moments`, a control of notebook 06) subtracts each snapshot's mean activation and
+divides by the RMS norm of what is left, ``(x - mean_θ) / rms_θ``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "PROGRESS_FILE",
     "SCALE_ROWS",
     "build_aligned_activations",
+    "snapshot_moments",
     "snapshot_scales",
 ]
 
@@ -57,6 +61,22 @@ def snapshot_scales(activations: np.ndarray, n_rows: int = SCALE_ROWS) -> np.nda
     if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         raise ValueError(f"snapshot activation norms {scales} are not all finite and positive; the cache is broken.")
     return scales
+
+
+def snapshot_moments(activations: np.ndarray, n_rows: int = SCALE_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """The centred normalisation of each snapshot over the first ``n_rows`` rows of ``[T, N, d]``: its mean activation
+    ``mean_θ`` ``[T, d]`` and the RMS norm of the centred activations ``rms_θ = sqrt(mean ||x - mean_θ||²)`` ``[T]``
+    (the input is then ``(x - mean_θ) / rms_θ``, unit RMS norm per snapshot). One snapshot at a time, in float64."""
+    means, rms = [], []
+    for block in activations:
+        head = np.asarray(block[:n_rows], dtype=np.float64)
+        mean = head.mean(axis=0)
+        means.append(mean)
+        rms.append(np.sqrt(np.mean(np.sum((head - mean) ** 2, axis=-1))))
+    rms_arr = np.asarray(rms)
+    if not np.all(np.isfinite(rms_arr)) or np.any(rms_arr <= 0):
+        raise ValueError(f"centred activation norms {rms_arr} are not all finite and positive; the cache is broken.")
+    return np.stack(means), rms_arr
 
 
 def build_aligned_activations(

@@ -29,6 +29,8 @@ import torch
 from sae_lens.saes.jumprelu_sae import JumpReLU, calculate_pre_act_loss
 from torch import nn
 
+from saetrack.crosscoder.sparse import jumprelu_decode, sparse_linear, squared_error
+
 __all__ = [
     "Crosscoder",
     "CrosscoderLoss",
@@ -96,15 +98,24 @@ class Crosscoder(nn.Module):
         """The learned JumpReLU threshold τ of every feature, ``[F]``."""
         return self.log_threshold.exp()
 
-    def _check(self, x: torch.Tensor) -> None:
+    def _encoder_operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` flattened and the encoder matrix it multiplies: ``[B, T d] @ [T d, F]``; for ``x`` ``[B, 1, d]``, one
+        activation at every snapshot, ``[B, d] @ Σ_θ W_enc^θ`` (the same product, ``T`` times cheaper)."""
         t, d = self.shape.n_snapshots, self.shape.d_model
-        if x.ndim != 3 or x.shape[1:] != (t, d):
-            raise ValueError(f"crosscoder input has shape {tuple(x.shape)}, expected [batch, {t}, {d}].")
+        if x.ndim != 3 or x.shape[2] != d or x.shape[1] not in (t, 1):
+            raise ValueError(
+                f"crosscoder input has shape {tuple(x.shape)}, expected [batch, {t}, {d}] (or [batch, 1, {d}]: the "
+                "same activation at every snapshot)."
+            )
+        if x.shape[1] == 1 and t > 1:
+            return x[:, 0], self.W_enc.sum(dim=0)
+        return x.flatten(1), self.W_enc.flatten(0, 1)
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        """``Σ_θ W_enc^θ x^θ + b_enc``, ``[B, F]``: the shared encoder reads every snapshot of the token."""
-        self._check(x)
-        return x.flatten(1) @ self.W_enc.flatten(0, 1) + self.b_enc
+        """``Σ_θ W_enc^θ x^θ + b_enc``, ``[B, F]``: the shared encoder reads every snapshot of the token (``x`` is
+        ``[B, T, d]``, or ``[B, 1, d]`` for a token whose activation is the same at every snapshot)."""
+        flat, w_enc = self._encoder_operands(x)
+        return flat @ w_enc + self.b_enc
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Feature activations ``f(x) = JumpReLU_τ(pre-activation)``, ``[B, F]`` (SAELens' JumpReLU function)."""
@@ -131,6 +142,7 @@ class Crosscoder(nn.Module):
         *,
         pre_act_coefficient: float = 0.0,
         dead: torch.Tensor | None = None,
+        sparse: bool = False,
     ) -> CrosscoderLoss:
         """The training loss of Ge et al. (2025): ``Σ_θ ||x^θ - x̂^θ||² + λ Σ_i tanh(c f_i(x) Σ_θ ||W_dec,i^θ||)``.
 
@@ -139,11 +151,22 @@ class Crosscoder(nn.Module):
         ``Σ_i ReLU(τ_i - pre_i) Σ_θ ||W_dec,i^θ||`` over the dead features is added (SAELens'
         ``calculate_pre_act_loss``): the only gradient that reaches a feature whose pre-activation never crosses
         its threshold, so features killed early in training can come back.
+
+        ``x`` ``[B, 1, d]`` stands for the same activation at every snapshot (a null of notebook 06): the loss and
+        gradients of ``x`` repeated ``T`` times, with the encoder's work divided by ``T``.
+
+        ``sparse``: the same loss and gradients computed over the code's active entries only
+        (:mod:`saetrack.crosscoder.sparse`; equal to the dense step up to the order of summation, and faster when the
+        code is a few percent dense, as in training); ``x`` then gets no gradient.
         """
-        pre = self.pre_activation(x)
-        f = JumpReLU.apply(pre, self.threshold, self.shape.bandwidth, False)
-        x_hat = self.decode(f)
-        mse = (x_hat - x).pow(2).sum(dim=(1, 2)).mean()
+        if sparse:
+            pre = sparse_linear(*self._encoder_operands(x), self.b_enc)
+            f, decoded = jumprelu_decode(pre, self.threshold, self.W_dec.flatten(1), self.shape.bandwidth)
+            mse = squared_error(decoded, self.b_dec, x)
+        else:
+            pre = self.pre_activation(x)
+            f = JumpReLU.apply(pre, self.threshold, self.shape.bandwidth, False)
+            mse = (self.decode(f) - x).pow(2).sum(dim=(1, 2)).mean()
         weight = self.decoder_norms().sum(dim=1)
         sparsity = torch.tanh(tanh_scale * f * weight).sum(dim=1).mean()
         total = mse + sparsity_coefficient * sparsity

@@ -31,10 +31,12 @@ def crosscoder_metrics(
     scales: np.ndarray,
     *,
     present_fraction: float,
+    offsets: np.ndarray | None = None,
     batch_size: int = 1024,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Per-snapshot quality of ``model`` on held-out activations ``heldout`` ``[n, T, d]`` (model units).
+    """Per-snapshot quality of ``model`` on held-out activations ``heldout`` ``[n, T, d]`` (model units), normalised
+    as in training: ``(x - offsets) / scales`` (``offsets`` ``[T, d]``, none for the uncentred normalisation).
 
     Returns ``explained_variance [T]``, ``l0``, ``l0_present [T]``, ``dead_fraction``, ``absent_fraction [T]`` (lists
     for JSON) and ``fire_counts [F]`` (an array: held-out tokens on which each feature fired). Sums in float64.
@@ -48,6 +50,7 @@ def crosscoder_metrics(
     norms = decoder_norm_matrix(model.W_dec.detach().cpu().numpy())
     present = torch.as_tensor(present_mask(norms, present_fraction), dtype=torch.float64)
     scale_t = torch.as_tensor(scales, dtype=torch.float32, device=device)
+    offset_t = torch.as_tensor(np.zeros((t, d)) if offsets is None else offsets, dtype=torch.float32, device=device)
     sq_err = torch.zeros(t, dtype=torch.float64)
     x_sum = torch.zeros(t, d, dtype=torch.float64)
     x_sq = torch.zeros(t, dtype=torch.float64)
@@ -55,8 +58,8 @@ def crosscoder_metrics(
     l0_present = torch.zeros(t, dtype=torch.float64)
     with torch.no_grad():
         for start in range(0, n, batch_size):
-            x = torch.as_tensor(np.asarray(heldout[start : start + batch_size], dtype=np.float32), device=device)
-            x = x / scale_t[None, :, None]
+            x = torch.as_tensor(np.array(heldout[start : start + batch_size], dtype=np.float32), device=device)
+            x = (x - offset_t) / scale_t[None, :, None]
             f = model.encode(x)
             x_hat = model.decode(f)
             sq_err += (x_hat - x).double().pow(2).sum(dim=(0, 2)).cpu()

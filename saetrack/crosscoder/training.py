@@ -6,9 +6,14 @@ up linearly over the first ``sparsity_warmup`` share of the steps (so features a
 found data). A feature that has not fired in the last ``dead_window_tokens`` tokens is *dead* and gets Anthropic's
 pre-activation loss.
 
-Every ``save_every`` steps the model, the optimiser, the dead-feature counters and the loss curve are written
-atomically to ``state.pt``; :func:`train_crosscoder` given the same folder and ``key`` resumes from there and gives
-the same weights as an uninterrupted run (the permutation depends only on the seed and the epoch).
+The learning rate decays linearly to zero over the last ``lr_decay`` share of the steps, and the decoder-norm matrix
+``[F, T]`` is recorded every :func:`norm_record_every` steps for the settling rule of notebook 06
+(:func:`saetrack.analysis.emergence_controls.settling`). On CPU each step runs over the code's active entries only
+(:mod:`saetrack.crosscoder.sparse`) with fused Adam.
+
+Every ``save_every`` steps the model, the optimiser, the dead-feature counters, the norm records and the loss curve
+are written atomically to ``state.pt``; :func:`train_crosscoder` given the same folder and ``key`` resumes from there
+and gives the same weights as an uninterrupted run (the permutation depends only on the seed and the epoch).
 """
 
 from __future__ import annotations
@@ -24,13 +29,16 @@ import torch
 from tqdm.auto import tqdm
 
 from saetrack import store
+from saetrack.analysis.emergence_controls import SETTLING_WINDOW
 from saetrack.config.crosscoder import CrosscoderConfig
-from saetrack.crosscoder.model import Crosscoder, CrosscoderShape
+from saetrack.crosscoder.model import Crosscoder, CrosscoderLoss, CrosscoderShape
 
 __all__ = [
     "STATE_FILE",
     "TrainedCrosscoder",
     "crosscoder_shape",
+    "learning_rate",
+    "norm_record_every",
     "train_crosscoder",
 ]
 
@@ -48,6 +56,9 @@ class TrainedCrosscoder:
     curve: dict[str, list[float]]
     steps: int
     seconds: float
+    norm_steps: np.ndarray  # [R] optimiser steps after which the decoder norms were recorded (0 and the last included)
+    norm_records: np.ndarray  # [R, F, T] the decoder-norm matrix at each
+    live: np.ndarray  # [F] features that fired within the last dead_window_tokens tokens of training
 
 
 def crosscoder_shape(cfg: CrosscoderConfig, n_snapshots: int, d_model: int, d_sae: int) -> CrosscoderShape:
@@ -62,10 +73,31 @@ def crosscoder_shape(cfg: CrosscoderConfig, n_snapshots: int, d_model: int, d_sa
     )
 
 
-def _batch(data: np.ndarray, rows: np.ndarray, scales: torch.Tensor, device: str) -> torch.Tensor:
-    """Rows ``rows`` of snapshot-major ``data`` ``[T, N, d]`` as a normalised ``[B, T, d]`` batch."""
+def _batch(
+    data: np.ndarray, rows: np.ndarray, norm: tuple[torch.Tensor, torch.Tensor | None], device: str
+) -> torch.Tensor:
+    """Rows ``rows`` of snapshot-major ``data`` ``[T, N, d]`` as a normalised ``[B, T, d]`` batch: divided by the
+    per-snapshot scales ``norm[0]`` ``[T]`` after subtracting the per-snapshot offsets ``norm[1]`` ``[T, d]``."""
     x = torch.from_numpy(np.asarray(data[:, np.sort(rows)], dtype=np.float32)).to(device)
-    return x.transpose(0, 1) / scales[None, :, None]
+    scales, offsets = norm
+    if offsets is not None:
+        x -= offsets[:, None]
+    out = torch.empty(x.shape[1], x.shape[0], x.shape[2], device=device)
+    return torch.div(x.transpose(0, 1), scales[None, :, None], out=out)
+
+
+def learning_rate(cfg: CrosscoderConfig, step: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): ``cfg.lr``, decaying linearly to zero over the last
+    ``cfg.lr_decay`` share of the ``total_steps`` (the last step runs at ``cfg.lr / decay_steps``)."""
+    decay_steps = math.ceil(cfg.lr_decay * total_steps)
+    if decay_steps == 0:
+        return cfg.lr
+    return cfg.lr * min(1.0, (total_steps - step) / decay_steps)
+
+
+def norm_record_every(total_steps: int) -> int:
+    """Optimiser steps between two records of the decoder-norm matrix: a quarter of the settling window."""
+    return max(1, int(SETTLING_WINDOW * total_steps) // 4)
 
 
 def _save_state(path: Path, payload: dict[str, Any]) -> None:
@@ -73,21 +105,51 @@ def _save_state(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-def _resume(
-    path: Path, key: str, model: Crosscoder, optimizer: torch.optim.Optimizer, device: str
-) -> tuple[torch.Tensor, dict[str, list[float]], int]:
-    """Load the saved state into ``model`` and ``optimizer`` when it was written for ``key``; the dead-feature
-    counters, the loss curve and the step to go on from (fresh ones and step 0 otherwise)."""
-    since_fired = torch.zeros(model.shape.d_sae, device=device)
-    curve: dict[str, list[float]] = {"step": [], "mse": [], "sparsity": [], "l0": [], "dead": []}
+@dataclass
+class _Progress:
+    """What training carries from step to step besides the model and optimiser (saved with them, resumed)."""
+
+    since_fired: torch.Tensor  # [F] tokens since each feature last fired
+    curve: dict[str, list[float]]
+    norm_steps: list[int]
+    norm_records: list[np.ndarray]  # [F, T] decoder norms after norm_steps[k] steps
+    step: int = 0
+
+
+def _resume(path: Path, key: str, model: Crosscoder, optimizer: torch.optim.Optimizer, device: str) -> _Progress:
+    """Load the saved state into ``model`` and ``optimizer`` when it was written for ``key`` and return the progress
+    to go on from (fresh progress at step 0 otherwise)."""
+    fresh = _Progress(
+        torch.zeros(model.shape.d_sae, device=device),
+        {"step": [], "mse": [], "sparsity": [], "l0": [], "dead": []},
+        [0],
+        [model.decoder_norms().detach().cpu().numpy()],
+    )
     if not path.exists():
-        return since_fired, curve, 0
+        return fresh
     state = torch.load(path, map_location=device, weights_only=False)
     if state.get("key") != key:
-        return since_fired, curve, 0
+        return fresh
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    return state["since_fired"], state["curve"], int(state["step"])
+    return _Progress(
+        state["since_fired"], state["curve"], state["norm_steps"], state["norm_records"], int(state["step"])
+    )
+
+
+def _record(progress: _Progress, out: CrosscoderLoss, dead: torch.Tensor, step: int) -> None:
+    for name, value in (("step", step), ("mse", out.mse), ("sparsity", out.sparsity), ("l0", out.l0)):
+        progress.curve[name].append(float(value))
+    progress.curve["dead"].append(float(dead.float().mean()))
+
+
+def _optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
+    """One Adam step on ``loss`` at learning rate ``lr``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
 
 
 def train_crosscoder(
@@ -99,67 +161,74 @@ def train_crosscoder(
     seed: int,
     state_dir: Path,
     key: str,
+    offsets: np.ndarray | None = None,
+    n_snapshots: int | None = None,
     device: str = "cpu",
     progress: bool = True,
+    sparse: bool | None = None,
 ) -> TrainedCrosscoder:
     """Train a crosscoder (:class:`~saetrack.crosscoder.model.Crosscoder`) on ``data`` ``[T, N, d]`` / ``scales [T]``.
 
     ``cfg.epochs`` shuffled passes in batches of ``cfg.batch_size`` tokens (a last partial batch is dropped), Adam
-    at ``cfg.lr``; the loss of Ge et al. (2025) with λ = ``cfg.sparsity_coefficient`` (warmed up) and Anthropic's
-    pre-activation loss on dead features. Resumes from ``state_dir/state.pt`` when it was written for ``key``.
+    at ``cfg.lr`` decaying to zero over the last ``cfg.lr_decay`` share (:func:`learning_rate`); the loss of Ge et
+    al. (2025) with λ = ``cfg.sparsity_coefficient`` (warmed up), Anthropic's pre-activation loss on dead features.
+    ``offsets`` ``[T, d]`` are subtracted before the scale (centred inputs); ``n_snapshots`` is ``T`` when ``data``
+    is one block ``[1, N, d]`` read at every snapshot (the repeated-snapshot null). Decoder norms are recorded every
+    :func:`norm_record_every` steps and at the end (the settling rule). ``sparse`` (default: on CPU) uses
+    :mod:`saetrack.crosscoder.sparse`. Resumes from ``state_dir/state.pt`` when it was written for ``key``.
     """
-    n_snapshots, n_rows, d_model = data.shape
+    blocks, n_rows, d_model = data.shape
+    n_snapshots = n_snapshots or blocks
     steps_per_epoch = n_rows // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"the crosscoder has {n_rows} training tokens, fewer than one batch of {cfg.batch_size}.")
+    if blocks not in (1, n_snapshots) or steps_per_epoch == 0:
+        raise ValueError(
+            f"the crosscoder reads {n_snapshots} snapshots; data holds {blocks} blocks (expected that or 1)."
+            if steps_per_epoch
+            else f"the crosscoder has {n_rows} training tokens, fewer than one batch of {cfg.batch_size}."
+        )
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, math.ceil(cfg.sparsity_warmup * total))
     generator = torch.Generator().manual_seed(seed)
     model = Crosscoder(crosscoder_shape(cfg, n_snapshots, d_model, d_sae), generator=generator).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     state_path = state_dir / STATE_FILE
-    since_fired, curve, start = _resume(state_path, key, model, optimizer, device)
-    scale_t = torch.as_tensor(scales, dtype=torch.float32, device=device)
-    record_every = max(1, total // CURVE_POINTS)
+    state = _resume(state_path, key, model, optimizer, device)
+    norm = (
+        torch.as_tensor(scales, dtype=torch.float32, device=device),
+        None if offsets is None else torch.as_tensor(offsets, dtype=torch.float32, device=device),
+    )
+    sparse = device == "cpu" if sparse is None else sparse
+    record_every, norms_every = max(1, total // CURVE_POINTS), norm_record_every(total)
     started = time.perf_counter()
-    bar = tqdm(total=total, initial=start, desc="crosscoder training", disable=not progress, unit="step")
-    for step in range(start, total):
+    bar = tqdm(total=total, initial=state.step, desc="crosscoder training", disable=not progress, unit="step")
+    for step in range(state.step, total):
         epoch, position = divmod(step, steps_per_epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(n_rows)
-        rows = order[position * cfg.batch_size : (position + 1) * cfg.batch_size]
-        dead = since_fired >= cfg.dead_window_tokens
+        rows = np.random.default_rng([seed, epoch]).permutation(n_rows)
+        x = _batch(data, rows[position * cfg.batch_size : (position + 1) * cfg.batch_size], norm, device)
+        dead = state.since_fired >= cfg.dead_window_tokens
         out = model.loss(
-            _batch(data, rows, scale_t, device),
-            cfg.sparsity_coefficient * min(1.0, (step + 1) / warmup),
-            cfg.tanh_scale,
-            pre_act_coefficient=cfg.pre_act_coefficient,
-            dead=dead,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
-        optimizer.step()
-        since_fired += cfg.batch_size
-        since_fired[(out.activations > 0).any(dim=0)] = 0
+            x, cfg.sparsity_coefficient * min(1.0, (step + 1) / warmup), cfg.tanh_scale,
+            pre_act_coefficient=cfg.pre_act_coefficient, dead=dead, sparse=sparse,
+        )  # fmt: skip
+        _optimise(optimizer, out.total, learning_rate(cfg, step, total))
+        state.since_fired += cfg.batch_size
+        state.since_fired[(out.activations > 0).any(dim=0)] = 0
         if step % record_every == 0 or step == total - 1:
-            for name, value in (("step", step), ("mse", out.mse), ("sparsity", out.sparsity), ("l0", out.l0)):
-                curve[name].append(float(value))
-            curve["dead"].append(float(dead.float().mean()))
+            _record(state, out, dead, step)
             bar.set_postfix(
                 mse=f"{float(out.mse):.3f}", l0=f"{float(out.l0):.1f}", dead=f"{float(dead.float().mean()):.2f}"
             )
+        if (step + 1) % norms_every == 0 or step == total - 1:
+            state.norm_steps.append(step + 1)
+            state.norm_records.append(model.decoder_norms().detach().cpu().numpy())
         bar.update(1)
         if (step + 1) % cfg.save_every == 0 and step + 1 < total:
-            _save_state(
-                state_path,
-                {
-                    "key": key,
-                    "step": step + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "since_fired": since_fired,
-                    "curve": curve,
-                },
-            )
+            state.step = step + 1
+            _save_state(state_path, {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     **vars(state)})  # fmt: skip
     bar.close()
     model.eval()
-    return TrainedCrosscoder(model, curve, total, time.perf_counter() - started)
+    return TrainedCrosscoder(
+        model, state.curve, total, time.perf_counter() - started, np.asarray(state.norm_steps),
+        np.stack(state.norm_records), (state.since_fired < cfg.dead_window_tokens).cpu().numpy(),
+    )  # fmt: skip

@@ -104,15 +104,17 @@ def corpus_config_hash(run: RunConfig) -> str:
     not hashed but checked by :func:`prepare_corpus` (a corpus holding fewer training tokens than needed is rebuilt,
     one built without them - for a chain installed from the Hub - serves the analysis stages).
     """
+    # no seed: the documents, the held-out split (by name hash) and the BPE tokenizer do not depend on it, so runs
+    # with other seeds (the seed study) share a corpus
     if run.model.source == "suite":
-        return run.section_hash("corpus")
+        return config_hash({"corpus": run.to_dict()["corpus"]})
     if not streams_from_dataset(run):
-        return run.section_hash("corpus", "model")
+        data = run.to_dict()
+        return config_hash({"corpus": data["corpus"], "model": data["model"]})
     data = run.to_dict()
     _, n_heldout = streamed_token_budget(run)
     return config_hash(
         {
-            "seed": run.seed,
             "corpus": data["corpus"],
             "model": data["model"],
             "n_heldout_tokens": n_heldout,

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from saetrack import paths, store
 from saetrack.config.run import RunConfig
-from saetrack.data.corpus import TRAIN_TOKENS, load_corpus
+from saetrack.data.corpus import TRAIN_TOKENS, corpus_config_hash, load_corpus
 from saetrack.data.nanolm import (
     GRAD_CLIP,
     adamw_optimizer,
@@ -281,7 +281,7 @@ def _train_suite(
     assert suite is not None
     folder, digest = stage.folder, stage.config_hash
     corpus_manifest = store.read_manifest(Path(run_dir) / paths.CORPUS_DIR)
-    if corpus_manifest is None or corpus_manifest.get("config_hash") != run.section_hash("corpus"):
+    if corpus_manifest is None or corpus_manifest.get("config_hash") != corpus_config_hash(run):
         where = Path(run_dir) / paths.CORPUS_DIR
         raise store.StaleArtifactError(
             f"{where} holds no corpus for this config; run prepare_corpus(run, run_dir) first."

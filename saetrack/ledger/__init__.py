@@ -50,6 +50,7 @@ CLAIMS: tuple[Callable[[Results], Claim], ...] = (
     formation.formation_without_chain,
     reviews.index_stability,
     reviews.link_quality_smooth,
+    reviews.feature_measures_smooth,
     crosscoder.emergence_informative,
     crosscoder.emergence_not_first_snapshot_artefact,
     crosscoder.emergence_robust_to_normalisation,

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "FAILS",
     "HOLDS",
@@ -53,6 +55,7 @@ class Claim:
     rule: str
     verdict: str
     why: str
+    figures: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -62,6 +65,7 @@ class Claim:
         """The claim as JSON-ready data (``sections`` as a list)."""
         out = asdict(self)
         out["sections"] = list(self.sections)
+        out["figures"] = list(self.figures)
         return out
 
 
@@ -97,7 +101,7 @@ def fmt(value: float | int | None, digits: int = 2) -> str:
         return "n/a"
     if isinstance(value, bool):
         return str(value)
-    if isinstance(value, int):
+    if isinstance(value, int | np.integer):
         return f"{value:,}"
     return f"{value:.{digits}f}"
 
@@ -116,6 +120,8 @@ class Spec:
     statement: str
     sections: tuple[str, ...]
     rule: str
+    #: The figures (registry keys, :data:`saetrack.plots.common.FIGURES`) a reader looks at for this claim.
+    figures: tuple[str, ...] = ()
 
     def claim(
         self, number: float | None, number_text: str, control: float | None, control_text: str, verdict: str, why: str
@@ -124,7 +130,7 @@ class Spec:
         value = None if number is None else float(number)
         base = None if control is None else float(control)
         return Claim(self.id, self.source, self.statement, self.sections, value, number_text, base, control_text,
-                     self.rule, verdict, why)  # fmt: skip
+                     self.rule, verdict, why, self.figures)  # fmt: skip
 
     def missing(self, why: str) -> Claim:
         """The claim when its inputs are missing from results.json (``why`` says which)."""

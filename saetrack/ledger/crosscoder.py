@@ -38,6 +38,7 @@ INFORMATIVE = Spec(
     "same share with the snapshot labels permuted (5-95% over permutations) and with one snapshot repeated T times:"
     " holds if s is below the permutation null's 5% quantile and at least 0.1 below the repeated-snapshot null; "
     "does not hold if s lies within the permutation null's 5-95% range; otherwise inconclusive",
+    ("X02", "X03"),
 )
 FIRST_SNAPSHOT = Spec(
     "X2",
@@ -47,6 +48,7 @@ FIRST_SNAPSHOT = Spec(
     "with steps <= 8 dropped, d = share emerging at the new first snapshot, c = share of the same (matched) "
     "features the full crosscoder had emerged by that step: holds if d <= c + 0.1; does not hold if d >= c + 0.25; "
     "otherwise inconclusive",
+    ("X03",),
 )
 NORMALISATION = Spec(
     "X3",
@@ -55,6 +57,7 @@ NORMALISATION = Spec(
     ("crosscoder",),
     "share at the first snapshot with centred (RMS) normalisation against the uncentred mean-norm one: holds if "
     "they differ by <= 0.1; does not hold if by > 0.25; otherwise inconclusive",
+    ("X02", "X03"),
 )
 AGREES = Spec(
     "X4",
@@ -63,6 +66,7 @@ AGREES = Spec(
     ("crosscoder",),
     "Kendall tau-b (ties handled) over features matched between the crosscoder and the final link, with a "
     "permutation p-value: holds if tau >= 0.3 and p < 0.01; does not hold if p >= 0.05; otherwise inconclusive",
+    ("X06",),
 )
 STATISTICS_FIRST = Spec(
     "X5",
@@ -72,6 +76,7 @@ STATISTICS_FIRST = Spec(
     "the step at which the unigram KL of the mean prediction falls below 10% of its start, against the chain's "
     "Emergent boundary (three-segment fit of decoder drift, checkpoint index): holds if at or before it; does not "
     "hold if 2 or more checkpoints after it; otherwise inconclusive",
+    ("X05", "X07"),
 )
 BIGRAM = Spec(
     "X6",
@@ -81,6 +86,7 @@ BIGRAM = Spec(
     "held-out loss at the final checkpoint against the conditional bigram entropy H(B|A) of the training stream: "
     "holds if below it by more than 0.05 nats; does not hold if above it by more than 0.05 nats; otherwise "
     "inconclusive",
+    ("X05",),
 )
 TURNING = Spec(
     "X7",
@@ -89,6 +95,7 @@ TURNING = Spec(
     ("crosscoder",),
     "lowest median cosine between consecutive snapshots' decoder directions: holds if <= 0.5; does not hold if >= "
     "0.8; otherwise inconclusive",
+    ("X04",),
 )
 SAME_FEATURES = Spec(
     "X8",
@@ -97,6 +104,7 @@ SAME_FEATURES = Spec(
     ("crosscoder",),
     "median Hungarian-matched decoder cosine between the crosscoder (final snapshot) and the final chain link, "
     "minus the same against random unit vectors: holds if >= 0.3; does not hold if <= 0.1; otherwise inconclusive",
+    ("X08",),
 )
 
 

@@ -28,6 +28,7 @@ SETTLES = Spec(
     "whether the median lies below the floor's 5% quantile at the same distance (beyond noise): holds if m0 <= 0.5 "
     "and the checkpoints are beyond noise up to some step and within it at every later one; does not hold if m0 > "
     "0.8 or no checkpoint is within the floor; otherwise inconclusive",
+    ("06a", "06b"),
 )
 AFTER_FORMATION = Spec(
     "P5b",
@@ -37,6 +38,7 @@ AFTER_FORMATION = Spec(
     "c_f = median decoder cosine to final at formation (features formed after the first checkpoint), against the "
     "noise floor after all its links (the most drift SAE training alone makes): holds if c_f < the floor's 5% "
     "quantile; does not hold if c_f >= the floor's median; otherwise inconclusive",
+    ("06b", "07"),
 )
 DIRECTED = Spec(
     "P5c",
@@ -46,6 +48,7 @@ DIRECTED = Spec(
     "share of Fig. 7's trajectories whose straightness (end-to-end distance / path length) exceeds the 95% quantile"
     " of 200 random walks on the sphere with its step sizes: holds if >= 50%; does not hold if <= 10%; otherwise "
     "inconclusive",
+    ("07", "07n"),
 )
 EVERY_SIZE = Spec(
     "P6",
@@ -55,6 +58,7 @@ EVERY_SIZE = Spec(
     "per size: (i) median decoder cosine to final at the first checkpoint <= 0.5 and (ii) the concept-level "
     "normalised coherence rises (final > first): holds if both at every size; does not hold if either fails at >= 2"
     " sizes; otherwise inconclusive",
+    ("S06", "10", "11", "14", "15"),
 )
 
 

@@ -26,6 +26,7 @@ TOKEN_AT_INIT = Spec(
     ("drift",),
     "share of the final token-level features (interrupted identities left out) formed at the first checkpoint by "
     "the flicker-tolerant rule: holds if >= 50%; does not hold if < 20%; otherwise inconclusive",
+    ("05", "07"),
 )
 CONCEPT_FORMS = Spec(
     "P4b",
@@ -37,6 +38,7 @@ CONCEPT_FORMS = Spec(
     "chosen at the first checkpoint: holds if rise >= 0.1 and decay <= rise / 2; does not hold if rise < 0.05 or "
     "decay >= rise (coherence falls away from whichever checkpoint chose the sets: a selection effect); otherwise "
     "inconclusive",
+    ("05", "05a", "05n"),
 )
 WITHOUT_CHAIN = Spec(
     "R4",
@@ -44,9 +46,10 @@ WITHOUT_CHAIN = Spec(
     "Formation is a property of the model, not of the chain",
     ("formation",),
     "concept-level median progress (Eq. 14) of each SAE's own top-k, first vs last baseline checkpoint: holds if "
-    "the from-scratch SAEs' rise >= half the chain links' and every from-scratch SAE has <= 20% dead features; does"
-    " not hold if it is <= a quarter of the chain's with <= 20% dead; otherwise inconclusive (also when one is over"
-    " 20% dead)",
+    "the chain links rise (> 0) and the from-scratch SAEs' rise >= half the chain links' with every from-scratch SAE "
+    "<= 20% dead; does not hold if the chain links rise by > 0.05 and the from-scratch SAEs' rise is <= a quarter of "
+    "it with <= 20% dead; otherwise inconclusive (also when one is over 20% dead, or the chain links do not rise)",
+    ("S07",),
 )
 
 
@@ -120,5 +123,6 @@ def formation_without_chain(r: Results) -> Claim:
     span = f"step {first['step']} -> {last['step']}"
     return WITHOUT_CHAIN.claim(scratch, f"from-scratch SAEs' concept-level rise {fmt(scratch)} ({span})", chain,
                                f"chain links' rise {fmt(chain)}; most dead from-scratch SAE {dead_text}",
-                               three_way(clean and scratch >= chain / 2, clean and scratch <= chain / 4),
+                               three_way(clean and chain > 0 and scratch >= chain / 2,
+                                         clean and chain > 0.05 and scratch <= chain / 4),
                                f"scratch / chain rise {fmt(scratch)} / {fmt(chain)}")  # fmt: skip

@@ -29,6 +29,7 @@ EFFICIENCY = Spec(
     ("chain",),
     "median token ratio (recurrent probe / from-scratch SAE, to the from-scratch SAE's final loss) over non-trivial"
     " probes: holds if <= 0.05; does not hold if > 0.05; inconclusive with fewer than 2 non-trivial probes",
+    ("S04",),
 )
 THREE_PHASES = Spec(
     "P2",
@@ -38,6 +39,7 @@ THREE_PHASES = Spec(
     "over the seed study's runs (model x chain seeds), both curves (decoder drift, progress measure) on the "
     "checkpoint index: holds if BIC prefers exactly three segments (of 1 to drift.max_segments >= 6) in >= 80% of "
     "the fits; does not hold if in <= 20%; otherwise inconclusive",
+    ("S08", "06a", "05p"),
 )
 WARMUP = Spec(
     "P2w",
@@ -48,6 +50,7 @@ WARMUP = Spec(
     "default (same seeds), range = that boundary's range over the seed runs; it follows the warm-up if shift >= 2 "
     "and shift > range: holds if |shift| <= range for both curves; does not hold if it follows the warm-up for "
     "either; otherwise inconclusive",
+    ("S08",),
 )
 PATTERNS = Spec(
     "P3",
@@ -56,15 +59,18 @@ PATTERNS = Spec(
     ("formation",),
     "each pattern's share of live features (interrupted identities counted apart) at token shares 0.4, 0.5, 0.6: "
     "holds if all >= 1%; does not hold if one is < 1% at 0.5; otherwise inconclusive",
+    ("02",),
 )
 PATTERNS_ROBUST = Spec(
     "P3r",
     "paper Sec. 4.2 (control)",
     "Each sub-pattern's count is robust to the token-share rule",
     ("formation",),
-    "over sub-patterns (not 'other') with >= 5% of live features at 0.5: holds if every count at 0.4 and 0.6 is "
-    "within a factor 1.5 of its count at 0.5; does not hold if one is off by more than a factor 2; otherwise "
-    "inconclusive",
+    "over the paper's sub-patterns (maintaining, shifting, grouping) with >= 5% of live features at 0.5 (none: "
+    "inconclusive): holds if every "
+    "count at 0.4 and 0.6 is within a factor 1.5 of its count at 0.5; does not hold if one is off by more than a "
+    "factor 2; otherwise inconclusive",
+    ("02",),
 )
 
 
@@ -76,7 +82,8 @@ def link_efficiency(r: Results) -> Claim:
     if ratio is None or steps is None:
         return EFFICIENCY.missing("no convergence study in this run")
     verdict = three_way(len(steps) >= 2 and ratio <= 0.05, len(steps) >= 2 and ratio > 0.05)
-    return EFFICIENCY.claim(ratio, f"median token ratio {fmt(ratio)} (about 1/{1 / ratio:.0f})", len(steps),
+    about = f" (about 1/{1 / ratio:.0f})" if ratio > 0 else ""
+    return EFFICIENCY.claim(ratio, f"median token ratio {fmt(ratio)}{about}", len(steps),
                             f"{len(steps)} non-trivial probes (steps {steps}) against from-scratch SAEs", verdict,
                             f"{fmt(ratio)} {'<=' if ratio <= 0.05 else '>'} 0.05")  # fmt: skip
 
@@ -149,7 +156,7 @@ def patterns_robust(r: Results) -> Claim:
     live = sum(subs["0.5"].values())
     factors = {}
     for name, count in subs["0.5"].items():
-        if count >= 0.05 * live and not name.startswith("other"):
+        if count >= 0.05 * live and name.split(":")[0] in ("maintaining", "shifting", "grouping"):
             factors[name] = max(max(c, count) / max(min(c, count), 1) for c in (subs["0.4"].get(name, 0),
                                                                                 subs["0.6"].get(name, 0)))  # fmt: skip
     worst_name = max(factors, key=lambda k: factors[k]) if factors else None
@@ -157,4 +164,5 @@ def patterns_robust(r: Results) -> Claim:
     counts = "/".join(str(subs[t].get(worst_name, 0)) for t in ("0.4", "0.5", "0.6")) if worst_name else ""
     return PATTERNS_ROBUST.claim(worst, f"largest change factor {worst:.2f} ({worst_name}: {counts} at 0.4/0.5/0.6)",
                                  None, "counts at token shares 0.4 and 0.6 beside 0.5",
-                                 three_way(worst <= 1.5, worst > 2), f"worst factor {worst:.2f}")  # fmt: skip
+                                 three_way(bool(factors) and worst <= 1.5, worst > 2),
+                                 f"worst factor {worst:.2f}" if factors else "no sub-pattern reaches 5%")  # fmt: skip

@@ -10,12 +10,14 @@ from saetrack.ledger.claim import Claim, Results, Spec, fmt, three_way
 
 __all__ = [
     "DATA_ORDER",
+    "DATA_ORDER_FEATURES",
     "IDENTITY",
     "PERSPECTIVES",
     "QUALITY",
     "SCRATCH_FEATURES",
     "chain_matches_scratch_features",
     "chain_quality",
+    "feature_measures_smooth",
     "index_stability",
     "link_quality_smooth",
     "phases_agree_across_perspectives",
@@ -30,6 +32,7 @@ PERSPECTIVES = Spec(
     "gap in checkpoints between the two curves' three-segment boundaries on the checkpoint index, per boundary; "
     "range = that boundary's range over the seed study's runs (0 without one): holds if both gaps <= max(1, range);"
     " does not hold if a gap >= 3 and > range; otherwise inconclusive",
+    ("05p", "06a", "X07"),
 )
 SCRATCH_FEATURES = Spec(
     "R2",
@@ -39,6 +42,7 @@ SCRATCH_FEATURES = Spec(
     "mean Hungarian-matched decoder cosine chain vs from-scratch SAE at the checkpoints with a second-seed SAE, "
     "against second seed vs first: holds if chain >= seeds - 0.05 at each; does not hold if chain < seeds - 0.10 at"
     " any; otherwise inconclusive",
+    ("S05",),
 )
 QUALITY = Spec(
     "R3",
@@ -48,6 +52,7 @@ QUALITY = Spec(
     "explained-variance gap chain - from-scratch at each baseline checkpoint (its held-out tokens): holds if every "
     "gap >= -0.01; does not hold if any gap < -0.02; otherwise inconclusive; the control is the difference between "
     "two from-scratch seeds where measured",
+    ("S03",),
 )
 IDENTITY = Spec(
     "R5",
@@ -56,6 +61,7 @@ IDENTITY = Spec(
     ("chain",),
     "mean share of features matched to their own index between consecutive links (Hungarian matching): holds if >= "
     "0.9; does not hold if < 0.5; otherwise inconclusive",
+    ("S05",),
 )
 DATA_ORDER = Spec(
     "D1",
@@ -64,6 +70,18 @@ DATA_ORDER = Spec(
     ("chain",),
     "largest |explained-variance difference| between consecutive links from step 700 on (nano's second half; the "
     "middle checkpoint on for other schedules): holds if < 0.01; does not hold if > 0.02; otherwise inconclusive",
+    ("S03",),
+)
+
+DATA_ORDER_FEATURES = Spec(
+    "D2",
+    "control: data order",
+    "The feature-space progress measures change smoothly in late training (no data-order steps)",
+    ("formation",),
+    "for each feature-space measure (cosine, Jaccard, weighted Jaccard) and feature type (token, concept), the median "
+    "curve from the middle checkpoint on: ratio = largest |change between consecutive checkpoints| / median |change|; "
+    "holds if the largest ratio <= 4; does not hold if > 8; otherwise inconclusive",
+    ("05", "08"),
 )
 
 
@@ -152,3 +170,26 @@ def link_quality_smooth(r: Results) -> Claim:
                             f"{start}",
                             None, "every link's slice and the held-out and analysis sets drawn across the whole corpus",
                             three_way(worst < 0.01, worst > 0.02), f"{worst:.4f}")  # fmt: skip
+
+
+FEATURE_KEYS: tuple[str, ...] = ("feature_cosine", "feature_jaccard", "feature_weighted_jaccard")
+
+
+def feature_measures_smooth(r: Results) -> Claim:
+    """The data-order check on the analysis side: with every set drawn across the whole corpus, the feature-space
+    progress measures (Eq. 17-19) have no step between consecutive checkpoints of the slow late phase."""
+    ratios: dict[str, float] = {}
+    for key in FEATURE_KEYS:
+        for kind in ("token", "concept"):
+            curve = np.asarray([np.nan if v is None else v for v in r.get("formation", key, f"curve_{kind}") or []])
+            late = np.abs(np.diff(curve[len(curve) // 2 :]))
+            late = late[np.isfinite(late)]
+            if late.size >= 3 and np.median(late) > 0:
+                ratios[f"{key} ({kind})"] = float(late.max() / np.median(late))
+    if not ratios:
+        return DATA_ORDER_FEATURES.missing("no feature-space progress curves in this run")
+    name = max(ratios, key=lambda k: ratios[k])
+    worst = ratios[name]
+    return DATA_ORDER_FEATURES.claim(worst, f"largest step / median step {worst:.1f} ({name})", None,
+                                     f"{len(ratios)} curves checked from the middle checkpoint on",
+                                     three_way(worst <= 4, worst > 8), f"{worst:.1f}")  # fmt: skip

@@ -1,4 +1,6 @@
-"""Running the scale study's other sizes as parallel one-thread run_all.py processes that die with their parent."""
+"""Running pipelines as parallel one-thread processes that die with their parent: the scale study's other sizes
+(``run_all.py`` processes) and the seed study's variants (:mod:`saetrack.pipeline.headless` processes), in one pool
+where a job may wait for others (a variant that shares a size's model waits for that size)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ from saetrack.notebooks import NotebookFailed
 __all__ = [
     "SIZE_STAGES",
     "STREAM_ECHO_EVERY_S",
+    "Job",
+    "run_jobs",
     "run_parallel",
+    "size_job",
 ]
 
 #: A size's streamed notebook output (its cells' prints and progress lines) is echoed at most this often.
@@ -54,11 +59,21 @@ def _parent_death_signal() -> Callable[[], None] | None:
 SIZE_STAGES: tuple[str, ...] = ("cache", "chain", "formation", "drift")
 
 
-def _command(size: RunConfig, folder: Path, *, force: bool, device: str) -> list[str]:
-    """The ``run_all.py`` command line that runs notebooks 01-04 of one size into ``folder``."""
+@dataclass(frozen=True)
+class Job:
+    """One pipeline process of a pool: its name, command line, log file, and the jobs it must wait for."""
+
+    name: str
+    command: tuple[str, ...]
+    log_path: Path
+    after: tuple[str, ...] = ()
+
+
+def size_job(size: RunConfig, folder: Path, *, force: bool, device: str) -> Job:
+    """The job running notebooks 01-04 of one size of the scale study (``run_all.py --only ...``) into ``folder``."""
     command = [sys.executable, str(paths.REPO_ROOT / "run_all.py"), "--preset", size.preset, "--run-dir", str(folder)]
     command += ["--device", device, "--only", *SIZE_STAGES]
-    return [*command, "--force"] if force else command
+    return Job(size.preset, tuple([*command, "--force"] if force else command), folder / "run_all.log")
 
 
 def _echo(size: str, proc: subprocess.Popen[str], log_path: Path, log: Callable[[str], None]) -> None:
@@ -78,31 +93,77 @@ def _echo(size: str, proc: subprocess.Popen[str], log_path: Path, log: Callable[
 
 @dataclass
 class _Running:
-    """A size's pipeline process, the thread echoing its output, and when it started."""
+    """A job's process, the thread echoing its output, and when it started."""
 
-    size: RunConfig
+    job: Job
     proc: subprocess.Popen[str]
     thread: threading.Thread
     started: float
 
 
-def _start(
-    size: RunConfig, folder: Path, *, force: bool, device: str, log: Callable[[str], None], death_signal: Any
-) -> _Running:
-    """Start one size's ``run_all.py`` on one thread, its output echoed by a daemon thread."""
+def _start(job: Job, log: Callable[[str], None], death_signal: Any) -> _Running:
+    """Start one job on one thread, its output echoed by a daemon thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log(f"[scale] size {size.preset}: pipeline started (one thread; log {folder / 'run_all.log'})")
+    job.log_path.parent.mkdir(parents=True, exist_ok=True)
+    log(f"[scale] {job.name}: pipeline started (one thread; log {job.log_path})")
     proc = subprocess.Popen(
-        _command(size, folder, force=force, device=device),
+        list(job.command),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
         preexec_fn=death_signal,
     )
-    thread = threading.Thread(target=_echo, args=(size.preset, proc, folder / "run_all.log", log), daemon=True)
+    thread = threading.Thread(target=_echo, args=(job.name, proc, job.log_path, log), daemon=True)
     thread.start()
-    return _Running(size, proc, thread, time.perf_counter())
+    return _Running(job, proc, thread, time.perf_counter())
+
+
+def _ready(job: Job, done: set[str], failed: set[str]) -> bool | None:
+    """Whether ``job`` can start (True), must wait (False) or can never run because a job it waits for failed."""
+    if set(job.after) & failed:
+        return None
+    return set(job.after) <= done
+
+
+def run_jobs(jobs: Sequence[Job], parallel: int, *, log: Callable[[str], None]) -> None:
+    """Run ``jobs``, ``parallel`` at a time, one thread each, a job starting once the jobs it waits for finished.
+
+    Each process's output goes to its log file; its stage lines are echoed here prefixed with its name, and, to show
+    it is alive, one line of its streamed output at most every :data:`STREAM_ECHO_EVERY_S` seconds. A failing job
+    (or one waiting for a failed one) raises :class:`NotebookFailed` naming its log, once the others have finished.
+    """
+    names = [job.name for job in jobs]
+    unknown = sorted({a for job in jobs for a in job.after} - set(names))
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"jobs {names}: names must be distinct and every awaited job known (unknown: {unknown}).")
+    death_signal = _parent_death_signal()
+    pending, running = list(jobs), []
+    done: set[str] = set()
+    failed: dict[str, str] = {}
+    while pending or running:
+        while blocked := [j for j in pending if _ready(j, done, set(failed)) is None]:  # a failure's waiters, theirs...
+            for job in blocked:
+                pending.remove(job)
+                failed[job.name] = f"{job.name} (not run: it waits for a failed job)"
+        startable = [j for j in pending if _ready(j, done, set(failed))]
+        while startable and len(running) < parallel:
+            job = startable.pop(0)
+            pending.remove(job)
+            running.append(_start(job, log, death_signal))
+        if not running and pending and not startable:
+            raise ValueError(f"jobs {[j.name for j in pending]} wait for each other in a cycle.")
+        time.sleep(0.2 if not running else 1.0)
+        for item in [r for r in running if r.proc.poll() is not None]:
+            item.thread.join()
+            running.remove(item)
+            if item.proc.returncode:
+                failed[item.job.name] = f"{item.job.name} (exit {item.proc.returncode}; log {item.job.log_path})"
+            else:
+                done.add(item.job.name)
+                log(f"[scale] {item.job.name}: pipeline current after {time.perf_counter() - item.started:.1f} s")
+    if failed:
+        raise NotebookFailed("scale study: the pipeline failed for " + ", ".join(failed.values()))
 
 
 def run_parallel(
@@ -114,30 +175,6 @@ def run_parallel(
     device: str,
     log: Callable[[str], None],
 ) -> None:
-    """Run ``run_all.py --only cache chain formation drift`` for each size, ``jobs`` at a time, one thread each.
-
-    Each process's output goes to ``<run dir>/run_all.log``; its stage lines are echoed here prefixed with the size,
-    and, to show it is alive, one line of its notebooks' streamed output (a print or a progress bar's state) at most
-    every :data:`STREAM_ECHO_EVERY_S` seconds. A failing size raises :class:`NotebookFailed` naming its log.
-    """
-    death_signal = _parent_death_signal()
-    pending = list(sizes)
-    running: list[_Running] = []
-    failures = []
-    while pending or running:
-        while pending and len(running) < jobs:
-            size = pending.pop(0)
-            running.append(
-                _start(size, folders[size.preset], force=force, device=device, log=log, death_signal=death_signal)
-            )
-        time.sleep(1.0)
-        for item in [r for r in running if r.proc.poll() is not None]:
-            item.thread.join()
-            running.remove(item)
-            preset = item.size.preset
-            if item.proc.returncode:
-                failures.append(f"{preset} (exit {item.proc.returncode}; log {folders[preset] / 'run_all.log'})")
-            else:
-                log(f"[scale] size {preset}: pipeline current after {time.perf_counter() - item.started:.1f} s")
-    if failures:
-        raise NotebookFailed("scale study: the pipeline failed for " + ", ".join(failures))
+    """Run ``run_all.py --only cache chain formation drift`` for each size, ``jobs`` at a time, one thread each
+    (:func:`run_jobs` over :func:`size_job`). A failing size raises :class:`NotebookFailed` naming its log."""
+    run_jobs([size_job(size, folders[size.preset], force=force, device=device) for size in sizes], jobs, log=log)

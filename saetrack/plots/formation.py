@@ -30,6 +30,7 @@ __all__ = [
     "checkpoint_titles",
     "clip_context",
     "feature_regions_figure",
+    "figure_legend",
     "pattern_examples_from_records",
     "pattern_table_figure",
     "pattern_table_html",
@@ -53,6 +54,15 @@ PROGRESS_TITLES: dict[str, str] = {
 }
 
 
+def figure_legend(fig: Figure, axes: Sequence[Any], ncol: int = 3, fontsize: float = 8) -> None:
+    """One legend for the whole figure, below the panels (never over a curve): each label of ``axes`` once."""
+    seen: dict[str, Any] = {}
+    for handle, label in (pair for ax in axes for pair in zip(*ax.get_legend_handles_labels(), strict=True)):
+        seen.setdefault(label, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol, fontsize=fontsize)
+
+
 def progress_figure(
     steps: Sequence[int],
     measures: Mapping[str, np.ndarray],
@@ -63,24 +73,26 @@ def progress_figure(
     title: str = "",
     phases: Any | None = None,
     other_phases: Any | None = None,
+    phases_key: str = "activation_cosine",
 ) -> Figure:
-    """Fig. 5 (``keys`` = activation and feature cosine) and Fig. 8 (Jaccard variants): progress measure M_i(t).
-
-    The scale study draws the same figure per size (Fig. 10 and 14).
+    """Fig. 5 (``keys`` = activation and feature cosine) and Fig. 8 (Jaccard variants): progress measure M_i(t);
+    the scale study draws the same figure per size (Fig. 10 and 14).
 
     One panel per key; x is checkpoint step + 1 on a log axis. ``feature_types`` [F] holds "token" or "concept"
     per feature (other labels are left out). For each type, ``n_lines`` features drawn reproducibly with ``seed``
     are thin lines and the median over *all* features of that type is a thick line. ``phases`` (detected on the
-    concept-level median, notebook 04) are shaded; ``other_phases`` (from the drift curve) are dashed lines.
+    concept-level median of ``phases_key``, notebook 04) are shaded and ``other_phases`` (from the drift curve) drawn
+    as dashed lines on the ``phases_key`` panel only, the measure they were fitted on. The legend sits below the
+    panels.
     """
     x = np.asarray(steps) + 1
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.6 * len(keys), 4.2), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.6 * len(keys), 4.6), constrained_layout=True, squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         values = np.asarray(measures[key])
-        if phases is not None:
+        if phases is not None and key == phases_key:
             shade_phases(ax, steps, phases, other=other_phases, other_label="boundaries from decoder drift (a)",
-                         source="progress measure (b)", other_source="decoder drift (a)")  # fmt: skip
+                         source="progress measure (b)")  # fmt: skip
         for kind, style in TYPE_STYLE.items():
             members = np.nonzero(np.asarray(feature_types) == kind)[0]
             if members.size == 0:
@@ -88,12 +100,13 @@ def progress_figure(
             shown = rng.choice(members, size=min(n_lines, members.size), replace=False)
             ax.plot(x, values[:, shown], color=style["color"], lw=0.6, alpha=0.35)
             ax.plot(x, np.nanmedian(values[:, members], axis=1), color=style["color"], lw=3,
-                    label=f"{style['label']}: median of {members.size}")  # fmt: skip
+                    label=f"{style['label']}: median of {members.size} (thin: {len(shown)} of them)")  # fmt: skip
         ax.axhline(0, color="black", lw=0.8, ls=":")
-        ax.set(xscale="log", xlabel="checkpoint step + 1", ylabel="progress measure $M_i(t)$",
-               title=PROGRESS_TITLES.get(key, key))  # fmt: skip
+        note = "\nshaded: phases fitted on this panel's concept-level median"
+        panel = PROGRESS_TITLES.get(key, key) + (note if phases is not None and key == phases_key else "")
+        ax.set(xscale="log", xlabel="checkpoint step + 1", ylabel="progress measure $M_i(t)$", title=panel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7 if phases is not None else 8, loc="lower right")
+    figure_legend(fig, axes[0], ncol=3)
     if title:
         fig.suptitle(title)
     return fig
@@ -107,13 +120,14 @@ def umap_figure(
     title: str = "",
     panel_titles: Sequence[str] | None = None,
 ) -> Figure:
-    """Fig. 4: UMAP of the activation sets A_i^t of a few features, one panel per checkpoint (fitted separately).
+    """Fig. 4: UMAP of the activation sets A_i^t of a few features, one panel per checkpoint (fitted separately);
+    the scale study draws the same figure per size (Fig. 9 and 13).
 
-    The scale study draws the same figure per size (Fig. 9 and 13).
-
-    ``embeddings[j]`` [n, 2] are the points at checkpoint ``steps[j]``; ``point_feature`` [n] says which feature
-    each point belongs to (the same points in every panel); ``feature_types`` maps a feature to "token" (circles)
-    or "concept" (diamonds). Each feature has its own colour. ``panel_titles`` (one per panel, e.g. from
+    ``embeddings[j]`` [n, 2] are the points at checkpoint ``steps[j]`` (the formation stage turns each panel onto
+    the next, :func:`saetrack.analysis.umap_panels.align_panels`, so the panels share an orientation; axes have
+    equal scales so no panel is stretched); ``point_feature`` [n] says which feature each point belongs to (the
+    same points in every panel); ``feature_types`` maps a feature to "token" (circles) or "concept" (diamonds).
+    Each feature has its own colour; the legend sits below the panels. ``panel_titles`` (one per panel, e.g. from
     :func:`checkpoint_titles`: the step, its phase and why it is shown) replace the default "checkpoint step N".
     """
     features = list(dict.fromkeys(np.asarray(point_feature).tolist()))
@@ -121,7 +135,7 @@ def umap_figure(
     n = len(embeddings)
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.9 * rows), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.9 * rows + 0.6), layout="constrained", squeeze=False)
     titles = list(panel_titles) if panel_titles is not None else [f"checkpoint step {step}" for step in steps]
     for ax, emb, panel_title in zip(axes.flat, embeddings, titles, strict=False):
         for j, feature in enumerate(features):
@@ -130,11 +144,11 @@ def umap_figure(
             ax.scatter(emb[mask, 0], emb[mask, 1], s=22, color=palette(j % palette.N),
                        marker=TYPE_STYLE.get(kind, TYPE_STYLE["token"])["marker"], edgecolors="white", linewidths=0.4,
                        label=f"#{feature} ({kind})")  # fmt: skip
-        ax.set(xticks=[], yticks=[])
+        ax.set(xticks=[], yticks=[], aspect="equal", adjustable="datalim")
         ax.set_title(panel_title, fontsize=10)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=7, loc="best", markerscale=0.8)
+    figure_legend(fig, axes.flat[:1], ncol=min(len(features), 7))
     if title:
         fig.suptitle(title)
     return fig

@@ -135,3 +135,24 @@ def test_beyond_noise_floor_compares_each_checkpoint_with_the_floor_at_its_dista
     assert not dr.beyond_noise_floor(np.array([0.1, 1.0]), np.zeros(0)).any()  # no floor: nothing beyond it
     with pytest.raises(ValueError, match="1-D"):
         dr.beyond_noise_floor(np.zeros((2, 2)), floor)
+
+
+def test_a_one_checkpoint_flicker_is_forgiven_only_by_the_tolerant_rule() -> None:
+    formed = np.array(
+        [
+            [1, 0, 1, 0, 0],
+            [1, 1, 1, 1, 0],
+            [0, 1, 1, 0, 0],  # feature 0 dips for one checkpoint, feature 3 for two
+            [1, 1, 1, 0, 1],
+            [1, 1, 1, 1, 1],
+        ],
+        dtype=bool,
+    )
+    np.testing.assert_array_equal(dr.formation_times(formed), [3, 1, 0, 4, 3])
+    np.testing.assert_array_equal(dr.formation_times(formed, flicker=1), [0, 1, 0, 4, 3])
+    np.testing.assert_array_equal(dr.formation_times(formed, flicker=2), [0, 1, 0, 1, 3])
+    # a dip at the final checkpoint is never forgiven: a feature not formed at the end never formed
+    tail = np.array([[1], [1], [0]], dtype=bool)
+    assert dr.formation_times(tail, flicker=1)[0] == -1
+    with pytest.raises(ValueError, match="flicker"):
+        dr.formation_times(formed, flicker=-1)

@@ -16,6 +16,8 @@ from saetrack.analysis.features import (
     classify_token_concept,
     feature_statistics,
     filter_features,
+    interrupted_identities,
+    interruption_lengths,
     pattern_counts,
     pick_examples,
     render_context,
@@ -142,8 +144,11 @@ def test_classify_patterns_each_case() -> None:
         ]
     )
     patterns = classify_patterns(labels, dominant)
-    assert patterns.tolist() == ["maintaining", "shifting", "shifting", "grouping", "grouping", "other", "other"]
-    assert pattern_counts(patterns) == {"maintaining": 1, "shifting": 2, "grouping": 2, "other": 2}
+    # feature 3 (concept, inactive, token) was active, died and came back: an interrupted identity, not grouping
+    assert patterns.tolist() == ["maintaining", "shifting", "shifting", "interrupted", "grouping", "other", "other"]
+    assert pattern_counts(patterns) == {"maintaining": 1, "shifting": 2, "grouping": 1, "other": 2, "interrupted": 1}
+    without = classify_patterns(labels, dominant, interrupted=False)
+    assert without.tolist() == ["maintaining", "shifting", "shifting", "grouping", "grouping", "other", "other"]
     with pytest.raises(ValueError, match="unknown labels"):
         classify_patterns(np.array([["tok"]]), np.array([[1]]))
 
@@ -196,3 +201,27 @@ def test_render_context_marks_token_and_escapes_html() -> None:
     assert plain0 == "cat sat «on» the mat"
     with pytest.raises(ValueError, match="flat_index"):
         render_context(tokenizer, tokens, flat_index=12)
+
+
+def test_interrupted_identities_need_activity_on_both_sides_of_the_gap() -> None:
+    t, c, i = "token", "concept", "inactive"
+    cases = {  # one feature per case: labels from the first to the final checkpoint -> interrupted?
+        "token, dead, concept (the index was reused)": ([t, t, i, c, c], True),
+        "dead at two checkpoints in the middle": ([c, i, i, c, c], True),
+        "a one-checkpoint gap then dead to the end": ([t, i, t, i, i], True),
+        "grouping from inactive: inactive first, active after": ([i, i, c, c, t], False),
+        "active then dead to the end (other: ->inactive)": ([t, t, c, i, i], False),
+        "never active": ([i, i, i, i, i], False),
+        "active throughout, labels changing": ([t, c, t, c, c], False),
+        "inactive at the start and the end only": ([i, t, c, t, i], False),
+    }
+    labels = np.array([case for case, _ in cases.values()]).T
+    expected = [answer for _, answer in cases.values()]
+    assert interrupted_identities(labels).tolist() == expected
+    dominant = np.zeros(labels.shape, dtype=np.int64)
+    patterns = classify_patterns(labels, dominant)
+    assert [p == "interrupted" for p in patterns] == expected
+    assert patterns[3] == "grouping"  # grouping from noise stays grouping
+    assert interruption_lengths(labels).tolist() == [1, 2, 1, 0, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="labels must be"):
+        interrupted_identities(np.array(["token"]))

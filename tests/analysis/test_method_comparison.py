@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from saetrack.analysis.method_comparison import boundary_agreement, emergence_vs_formation, match_per_snapshot
+from saetrack.analysis.method_comparison import (
+    boundary_agreement,
+    emergence_vs_formation,
+    match_per_snapshot,
+    random_matching_baseline,
+    rank_agreement,
+)
 
 
 def test_match_per_snapshot_finds_permuted_copies() -> None:
@@ -99,3 +105,37 @@ def test_boundary_agreement_counts_checkpoints_apart_on_the_grid() -> None:
     assert boundary_agreement({"a": [], "b": []}, grid) == {"a vs b": {"comparable": False}}
     # the grid need not be given sorted
     assert boundary_agreement({"a": [0], "b": [50]}, grid[::-1])["a vs b"]["checkpoints_apart"] == [5]
+
+
+def test_kendall_tau_b_handles_ties_as_by_hand() -> None:
+    # pairs: 6 concordant, 0 discordant; 3 tied in emergence (the three 0s), 2 tied in formation: 6 / sqrt(7 * 8)
+    out = rank_agreement(np.array([0, 0, 0, 1, 2]), np.array([1, 1, 2, 2, 3]), permutations=200, seed=0)
+    assert out["kendall_tau_b"] == pytest.approx(6 / np.sqrt(56))
+    assert out["n"] == 5 and 0 < out["permutation_p"] <= 1
+
+
+def test_the_permutation_null_of_tau_b_keeps_the_ties_and_separates_signal_from_noise() -> None:
+    rng = np.random.default_rng(1)
+    formation = rng.integers(0, 10, size=60)
+    tied = np.where(rng.random(60) < 0.5, 0, formation)  # half tied at the first snapshot, the rest agree
+    signal = rank_agreement(tied, formation, permutations=999, seed=2)
+    assert signal["kendall_tau_b"] > signal["null_q975"] and signal["permutation_p"] == pytest.approx(1 / 1000)
+    noise = rank_agreement(rng.permutation(tied), formation, permutations=999, seed=2)
+    assert noise["null_q025"] < noise["kendall_tau_b"] < noise["null_q975"] and noise["permutation_p"] > 0.05
+    assert noise["null_q025"] < 0 < noise["null_q975"]
+    assert rank_agreement(np.zeros(5), np.arange(5), permutations=10, seed=0)["kendall_tau_b"] is None  # constant
+
+
+def test_the_random_matching_baseline_is_the_chance_level_of_matched_cosines() -> None:
+    rng = np.random.default_rng(3)
+    medians = {}
+    for d in (64, 256):
+        directions = rng.standard_normal((300, d))
+        cosines = random_matching_baseline(directions, 300, seed=4)
+        assert cosines.shape == (300,) and np.all(np.abs(cosines) <= 1)
+        medians[d] = float(np.median(cosines))
+        # above a typical random cosine (about 0.8 / sqrt(d)), below the best single pair (about sqrt(2 ln n^2 / d))
+        assert 0.8 / np.sqrt(d) < medians[d] < np.sqrt(4 * np.log(300) / d)
+    assert medians[64] / medians[256] == pytest.approx(2.0, rel=0.15)  # chance cosines shrink as 1 / sqrt(d)
+    again = random_matching_baseline(directions, 300, seed=4)
+    np.testing.assert_array_equal(again, cosines)  # seeded

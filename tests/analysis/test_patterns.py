@@ -104,10 +104,35 @@ def test_pattern_sensitivity_recounts_labels_at_each_threshold() -> None:
     out = pattern_sensitivity(values, indices, tokens, np.array([0, 1]), min_active=5)
     assert list(out) == ["0.4", "0.5", "0.6"]
     # 0.4: both token-level at both ends; f0 same token -> maintaining; f1 token 1 -> token 2 -> shifting
-    assert out["0.4"]["patterns"] == {"maintaining": 1, "shifting": 1, "grouping": 0, "other": 0}
+    assert out["0.4"]["patterns"] == {"maintaining": 1, "shifting": 1, "grouping": 0, "other": 0, "interrupted": 0}
     # 0.5: f0 maintaining; f1 concept -> token -> grouping
-    assert out["0.5"]["patterns"] == {"maintaining": 1, "shifting": 0, "grouping": 1, "other": 0}
+    assert out["0.5"]["patterns"] == {"maintaining": 1, "shifting": 0, "grouping": 1, "other": 0, "interrupted": 0}
     assert out["0.5"]["sub_patterns"]["grouping: concept->token"] == 1
     # 0.6: f0 concept at both ends -> grouping concept->concept; f1 concept -> token -> grouping
-    assert out["0.6"]["patterns"] == {"maintaining": 0, "shifting": 0, "grouping": 2, "other": 0}
+    assert out["0.6"]["patterns"] == {"maintaining": 0, "shifting": 0, "grouping": 2, "other": 0, "interrupted": 0}
     assert out["0.6"]["sub_patterns"]["grouping: concept->concept"] == 1
+
+
+def test_an_interrupted_identity_is_its_own_sub_pattern_and_never_a_fig2_example() -> None:
+    labels = np.array([["token", "token"], ["inactive", "token"], ["concept", "concept"]])  # feature 0 interrupted
+    dominant = np.array([[1, 2], [-1, 2], [3, 3]])
+    subs = sub_patterns(labels, dominant)
+    assert subs.tolist() == ["interrupted: active->inactive->active", "shifting: token->concept"]
+    assert SUB_PATTERNS[-1] == "interrupted: active->inactive->active"
+    assert all(subs[0] not in members for members, _ in FIG2_RULES.values())
+    share = np.array([[1.0, 1.0], [0.0, 1.0], [0.2, 0.2]])
+    picks = pick_fig2_examples(subs, share, np.zeros((3, 2)))
+    assert [p["index"] for p in picks] == [1] and picks[0]["category"] == "shifting token->concept"
+
+
+def test_pattern_sensitivity_gives_every_sub_pattern_and_interrupted_at_each_threshold() -> None:
+    # feature 0: top-5 all token 1 at t=0, none active at t=1, all token 1 again at t=2 -> interrupted
+    tokens = np.array([1, 1, 1, 1, 1, 2, 3, 4, 5, 6])
+    values = np.zeros((3, 1, 5), dtype=np.float32)
+    values[[0, 2]] = 1.0
+    indices = np.tile(np.arange(5), (3, 1, 1))
+    out = pattern_sensitivity(values, indices, tokens, np.array([0]), min_active=5)
+    for counts in out.values():
+        assert list(counts["sub_patterns"]) == list(SUB_PATTERNS)
+        assert counts["patterns"]["interrupted"] == 1
+        assert counts["sub_patterns"]["interrupted: active->inactive->active"] == 1

@@ -1,5 +1,5 @@
-"""Phases as a finding (Sec. 4.1): one/two/three-segment fits, BIC model choice and bootstrap intervals, on known
-answers."""
+"""Phases as a finding (Sec. 4.1): fits of 1 to 6 segments, BIC model choice, the three axes and the segment count a
+mean curve needs within the runs' spread, on known answers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import pytest
 
 from saetrack.analysis import phases as ph
 
+NANO_STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400,
+              1500, 1600, 1700, 1800, 1900, 2000]  # fmt: skip
+
 
 def _planted(n: int, knots: tuple[int, ...], slopes: tuple[float, ...], start: float = 0.1) -> np.ndarray:
     """A continuous piecewise-linear curve over x = 0..n-1 with slope changes at ``knots``."""
@@ -23,7 +26,7 @@ def _planted(n: int, knots: tuple[int, ...], slopes: tuple[float, ...], start: f
 
 
 def _brute_force(x: np.ndarray, y: np.ndarray, n_segments: int, min_phase: int) -> tuple[tuple[int, ...], float]:
-    """Reference: a least-squares fit per admissible knot set, one at a time (the pre-vectorised rule)."""
+    """Reference: a least-squares fit per admissible knot set, one at a time."""
     ok = np.isfinite(y)
     best: tuple[float, tuple[int, ...]] | None = None
     for knots in itertools.combinations(range(min_phase, x.size - min_phase + 1), n_segments - 1):
@@ -38,97 +41,89 @@ def _brute_force(x: np.ndarray, y: np.ndarray, n_segments: int, min_phase: int) 
     return best[1], best[0]
 
 
-def test_vectorised_fit_equals_the_one_at_a_time_rule() -> None:
+def test_vectorised_fit_equals_the_one_at_a_time_rule_up_to_six_segments() -> None:
     rng = np.random.default_rng(0)
-    x = np.log10(np.array([0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 300, 400, 500, 600, 700, 800]) + 1.0)
-    for n_segments in (1, 2, 3):
-        y = rng.standard_normal(x.size).cumsum()
-        y[3] = np.nan
-        fit = ph.fit_segments(x, y, n_segments, min_phase=2)
-        knots, sse = _brute_force(x, y, n_segments, 2)
-        assert fit.knots == knots and fit.sse == pytest.approx(sse, rel=1e-9, abs=1e-12)
-        assert fit.n_points == x.size - 1 and fit.n_params == 2 * n_segments
-        n = fit.n_points
-        assert fit.bic == pytest.approx(n * np.log(sse / n) + 2 * n_segments * np.log(n))
+    for axis in ("index", "log_step", "step"):
+        x = ph.phase_axis(NANO_STEPS[:16], axis)
+        for n_segments in range(1, 7):
+            y = rng.standard_normal(x.size).cumsum()
+            y[3] = np.nan
+            fit = ph.fit_segments(x, y, n_segments, min_phase=2)
+            knots, sse = _brute_force(x, y, n_segments, 2)
+            assert fit.knots == knots and fit.sse == pytest.approx(sse, rel=1e-7, abs=1e-9), (axis, n_segments)
+            assert fit.n_points == x.size - 1 and fit.n_params == 2 * n_segments
+            n = fit.n_points
+            assert fit.bic == pytest.approx(n * np.log(max(sse, 1e-300) / n) + 2 * n_segments * np.log(n), rel=1e-6)
 
 
-def test_bic_prefers_one_segment_on_a_line_and_three_on_a_planted_three_segment_curve() -> None:
+def test_bic_finds_the_planted_count_and_hits_the_cap_on_a_smooth_curve() -> None:
     x = np.arange(28, dtype=float)
     rng = np.random.default_rng(1)
-    line = 0.2 + 0.03 * x
-    for y in (line, line + rng.normal(0, 0.01, x.size)):
-        fits = ph.compare_segment_counts(x, y)
-        assert set(fits) == {1, 2, 3}
-        assert min(fits, key=lambda s: fits[s].bic) == 1
-    three = _planted(28, (5, 16), (0.0, 0.06, 0.005))
-    for y in (three, three + rng.normal(0, 0.005, x.size)):
-        fits = ph.compare_segment_counts(x, y)
-        assert min(fits, key=lambda s: fits[s].bic) == 3
-        assert fits[3].knots == (5, 16)
-    two = _planted(28, (9,), (0.0, 0.04)) + rng.normal(0, 0.005, x.size)
-    fits = ph.compare_segment_counts(x, two)
-    assert min(fits, key=lambda s: fits[s].bic) == 2 and fits[2].knots == (9,)
+    line = 0.2 + 0.03 * x + rng.normal(0, 0.01, x.size)
+    assert ph.find_phases(x, line).preferred == 1
+    three = _planted(28, (5, 16), (0.0, 0.06, 0.005)) + rng.normal(0, 0.005, x.size)
+    found = ph.find_phases(x, three)
+    assert set(found.fits) == set(range(1, 7)) and found.preferred == 3 and not found.preferred_at_cap
+    assert found.phases is not None and found.phases.boundaries == (5, 16)
+    five = _planted(28, (4, 9, 15, 21), (0.0, 0.08, 0.0, 0.06, -0.02)) + rng.normal(0, 0.003, x.size)
+    assert ph.find_phases(x, five).preferred == 5
+    # a smooth saturating curve has no phases: every extra segment fits better, BIC goes to the cap it is given
+    smooth = 1 - np.exp(-x / 6)
+    assert ph.find_phases(x, smooth).preferred_at_cap and ph.find_phases(x, smooth).preferred == 6
+    assert ph.find_phases(x, smooth, max_segments=4).preferred == 4
+    with pytest.raises(ValueError, match="max_segments = 2 is invalid"):
+        ph.find_phases(x, smooth, max_segments=2)
 
 
-def test_bootstrap_of_an_exact_planted_shape_recovers_the_knots_with_zero_width() -> None:
-    # every feature follows the same shape up to a positive scale: any resample's median has the same knots
-    curve = _planted(20, (4, 13), (0.0, 0.08, 0.01))
-    scales = np.random.default_rng(2).uniform(0.5, 2.0, size=40)
-    matrix = curve[:, None] * scales[None, :]
-    x = np.arange(20, dtype=float)
-    knots = ph.bootstrap_knots(x, matrix, 3, n_boot=50, seed=0)
-    assert knots.shape == (50, 2)
-    assert (knots == [4, 13]).all()
-    finding = ph.find_phases(x, matrix, n_boot=50, seed=0)
-    assert finding.phases is not None and finding.phases.boundaries == (4, 13)
-    assert finding.phases.intervals == ((4, 4), (13, 13)) and finding.note == ""
-    assert finding.preferred == 3
+def test_the_count_depends_on_the_axis_it_is_fitted_against() -> None:
+    # linear in log10(step + 1) on nano's schedule: one segment on that axis, several on the step axis
+    steps = np.asarray(NANO_STEPS, dtype=float)
+    y = 0.1 + 0.25 * np.log10(steps + 1)
+    assert ph.find_phases(ph.phase_axis(steps, "log_step"), y, axis="log_step").preferred == 1
+    on_steps = ph.find_phases(ph.phase_axis(steps, "step"), y, axis="step")
+    assert on_steps.axis == "step" and on_steps.preferred > 1
+    np.testing.assert_array_equal(ph.phase_axis(steps, "index"), np.arange(28.0))
+    with pytest.raises(ValueError, match="axis = 'time' is invalid"):
+        ph.phase_axis(steps, "time")
 
 
-def test_bootstrap_is_seeded_and_spreads_on_noisy_features() -> None:
-    rng = np.random.default_rng(3)
-    curve = _planted(28, (6, 18), (0.0, 0.05, 0.01))
-    matrix = curve[:, None] + rng.normal(0, 0.3, size=(28, 30))
-    x = np.arange(28, dtype=float)
-    a = ph.bootstrap_knots(x, matrix, 3, n_boot=40, seed=7)
-    np.testing.assert_array_equal(a, ph.bootstrap_knots(x, matrix, 3, n_boot=40, seed=7))
-    finding = ph.find_phases(x, matrix, n_boot=40, seed=7)
-    assert finding.phases is not None
-    (e_lo, e_hi), (c_lo, c_hi) = finding.phases.intervals or ((0, 0), (0, 0))
-    assert e_lo <= finding.phases.emergent <= e_hi and c_lo <= finding.phases.convergent <= c_hi
-    assert (e_lo, e_hi) == ph.knot_interval(a[:, 0])
-
-
-def test_bootstrap_is_fast_at_nano_size() -> None:
-    # nano: 28 checkpoints (~300 knot pairs), ~1000 live features, 200 resamples
-    rng = np.random.default_rng(4)
-    matrix = _planted(28, (5, 16), (0.0, 0.05, 0.005))[:, None] + rng.normal(0, 0.2, size=(28, 1000))
+def test_the_search_over_six_segments_is_fast_at_nano_size() -> None:
+    x = np.arange(28.0)
     began = time.perf_counter()
-    ph.find_phases(np.arange(28.0), matrix, n_boot=200, seed=0)
-    assert time.perf_counter() - began < 10.0
+    for axis in ph.PHASE_AXES:
+        ph.find_phases(ph.phase_axis(NANO_STEPS, axis), np.sin(x / 5) + x / 10, axis=axis)
+    assert time.perf_counter() - began < 20.0
 
 
-def test_knot_interval_rounds_outward_and_skips_unfittable_resamples() -> None:
-    assert ph.knot_interval(np.arange(100)) == (4, 95)  # quantiles 4.95 and 94.05, outward
-    assert ph.knot_interval([7, 7, 7]) == (7, 7)
-    assert ph.knot_interval([-1, 3, 5]) == (3, 5)
-    assert ph.knot_interval([-1, -1]) is None
+def test_segments_within_noise_accepts_the_planted_count_and_not_fewer() -> None:
+    rng = np.random.default_rng(3)
+    x = np.arange(28.0)
+    truth = _planted(28, (6, 17), (0.0, 0.05, 0.004))
+    runs = truth[None, :] + rng.normal(0, 0.01, size=(6, 28))
+    found = ph.segments_within_noise(x, runs)
+    assert found["segments"] == 3 and found["runs"] == 6
+    assert found["chi2"][2] > found["threshold"][2] and found["chi2"][3] <= found["threshold"][3]
+    np.testing.assert_allclose(found["mean"], runs.mean(axis=0))
+    # runs that agree far better than the curve's curvature: no small count is within their spread
+    smooth = 1 - np.exp(-x / 6)
+    tight = smooth[None, :] + rng.normal(0, 1e-4, size=(4, 28))
+    assert ph.segments_within_noise(x, tight)["segments"] is None
+    with pytest.raises(ValueError, match="R >= 2 runs"):
+        ph.segments_within_noise(x, truth[None, :])
 
 
 def test_too_few_checkpoints_fit_what_the_data_allows_and_say_why() -> None:
     x3 = np.arange(3.0)
-    finding = ph.find_phases(x3, np.array([[0.1, 0.2], [0.5, 0.6], [1.0, 1.0]]), n_boot=20)
+    finding = ph.find_phases(x3, np.array([0.1, 0.5, 1.0]))
     assert finding.phases is None and set(finding.fits) == {1} and finding.preferred == 1
     assert "three phases could not be fitted" in finding.note and "3 checkpoints" in finding.note
-    assert "fitted 1 segment(s)" in finding.note and finding.bootstrap.shape == (0, 0)
-    x5 = np.arange(5.0)
-    two = ph.find_phases(x5, np.tile(_planted(5, (2,), (0.0, 0.3))[:, None], (1, 4)), n_boot=10)
+    assert "fitted 1 segment(s)" in finding.note
+    two = ph.find_phases(np.arange(5.0), _planted(5, (2,), (0.0, 0.3)))
     assert two.phases is None and set(two.fits) == {1, 2} and two.fits[2].knots == (2,)
-    assert two.intervals == ((2, 2),) and "fitted 2 segment(s)" in two.note
-    empty = ph.find_phases(x3, np.full((3, 2), np.nan), n_boot=5)
-    assert empty.fits == {} and empty.preferred is None and "no segment" in empty.note
+    empty = ph.find_phases(x3, np.full(3, np.nan))
+    assert empty.fits == {} and empty.preferred is None and not empty.preferred_at_cap and "no segment" in empty.note
     assert ph.max_fittable_segments(6, 6, 2) == 3 and ph.max_fittable_segments(6, 3, 2) == 2
-    assert ph.max_fittable_segments(1, 1, 1) == 0
+    assert ph.max_fittable_segments(28, 28, 2, limit=6) == 6 and ph.max_fittable_segments(1, 1, 1) == 0
 
 
 def test_fit_segments_validates() -> None:
@@ -139,23 +134,29 @@ def test_fit_segments_validates() -> None:
         ph.fit_segments(np.arange(8.0), np.r_[np.full(6, np.nan), 1.0, 2.0], 3)
     with pytest.raises(ValueError, match="increasing"):
         ph.fit_segments(x[::-1], x, 1)
-    with pytest.raises(ValueError, match=r"\[T=5, F >= 1\]"):
-        ph.bootstrap_knots(x, np.zeros((5, 0)), 2, 10, 0)
 
 
 def test_finding_record_is_json_ready_and_gives_the_phases_back() -> None:
-    steps = [0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200]
+    steps = NANO_STEPS[:20]
     curve = _planted(20, (4, 13), (0.0, 0.08, 0.01))
-    finding = ph.find_phases(np.arange(20.0), curve[:, None] * np.linspace(0.5, 2, 9)[None, :], n_boot=10)
+    finding = ph.find_phases(np.arange(20.0), curve, axis="index")
     record = json.loads(json.dumps(ph.finding_record(finding, steps)))
     assert record["fitted"] and record["emergent_step"] == 8 and record["convergent_step"] == 600
-    assert record["emergent_interval"] == {"index": [4, 4], "step": [8, 8]}
-    assert record["segments"]["3"]["knots_step"] == [8, 600] and record["segments"]["3"]["delta_bic"] == 0
-    assert record["segments"]["3"]["knot_intervals"][1] == {"index": [13, 13], "step": [600, 600]}
-    assert record["preferred_segments"] == 3 and record["bootstrap_samples"] == 10
+    assert record["axis"] == "index" and record["max_segments"] == 6 and record["segments_fitted"] == 6
+    assert record["segments"]["3"]["knots_step"] == [8, 600] and record["preferred_segments"] == 3
+    assert not record["preferred_at_cap"]
+    assert min(s["delta_bic"] for s in record["segments"].values()) == 0
     back = ph.phases_from_record(record, finding.phases.fit)
-    assert back is not None and back.boundaries == (4, 13) and back.intervals == ((4, 4), (13, 13))
-    short = ph.find_phases(np.arange(3.0), np.ones((3, 2)), n_boot=5)
+    assert back is not None and back.boundaries == (4, 13)
+    short = ph.find_phases(np.arange(3.0), np.ones(3))
     record = json.loads(json.dumps(ph.finding_record(short, [0, 5, 10])))
     assert not record["fitted"] and record["emergent_index"] is None and record["segments_fitted"] == 1
     assert ph.phases_from_record(record, np.zeros(3)) is None
+
+
+def test_phase_labels_and_agreement() -> None:
+    a, b = ph.Phases(2, 5, np.zeros(8), 0.0), ph.Phases(3, 5, np.zeros(8), 0.0)
+    np.testing.assert_array_equal(ph.phase_labels(8, a), [0, 0, 1, 1, 1, 2, 2, 2])
+    agree = ph.phase_agreement(a, b, NANO_STEPS[:8])
+    assert agree["emergent_gap_checkpoints"] == 1 and agree["convergent_gap_checkpoints"] == 0
+    assert agree["same_phase_fraction"] == pytest.approx(7 / 8)

@@ -11,6 +11,8 @@ import torch
 
 from saetrack.analysis.progress import (
     METRICS,
+    masked_mean_cosine,
+    normalised_progress,
     pairwise_mean_similarity,
     progress_measure,
     random_baseline,
@@ -132,3 +134,33 @@ def test_within_set_similarity_adds_the_baseline_back() -> None:
     np.testing.assert_allclose(within, [[0.8, 0.2], [0.3, 0.4]])
     with pytest.raises(ValueError, match="baseline"):
         within_set_similarity(progress, np.zeros(3))
+
+
+def test_normalised_progress_on_hand_made_values() -> None:
+    within = np.array([[0.85, 1.0, 0.5], [0.58, 0.14, 0.3]])
+    baseline = np.array([0.63, 0.14])
+    n = normalised_progress(within, baseline)
+    # the reviewer's concept-level medians: M rises 0.22 -> 0.44 while N falls (0.22 / 0.37 -> 0.44 / 0.86)
+    np.testing.assert_allclose(n[:, 0], [0.22 / 0.37, 0.44 / 0.86])
+    np.testing.assert_allclose(n[:, 1], [1.0, 0.0])  # identical directions -> 1; as similar as random -> 0
+    assert n[1, 0] < n[0, 0] and (within - baseline[:, None])[1, 0] > (within - baseline[:, None])[0, 0]
+    assert np.isnan(normalised_progress(np.array([[1.0]]), np.array([1.0]))[0, 0])  # no room above B = 1
+    with pytest.raises(ValueError, match="baseline"):
+        normalised_progress(within, np.array([0.1]))
+
+
+def test_masked_mean_cosine_equals_the_full_measure_when_every_member_is_kept() -> None:
+    x = torch.randn(3, 6, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    full = pairwise_mean_similarity(x, "cosine").numpy()
+    np.testing.assert_allclose(masked_mean_cosine(x, np.ones((3, 6), dtype=bool)), full)
+
+
+def test_masked_mean_cosine_leaves_out_the_dropped_members() -> None:
+    # kept: (1,0) and (1,1) -> cosine 1/sqrt2; the dropped (-1,0) would pull the mean down
+    sets = np.array([[[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+    mask = np.array([[True, True, False], [True, False, False]])
+    out = masked_mean_cosine(sets, mask)
+    assert out[0] == pytest.approx(1 / math.sqrt(2))
+    assert np.isnan(out[1])  # one kept member: no pair
+    with pytest.raises(ValueError, match="mask"):
+        masked_mean_cosine(sets, mask[:, :2])

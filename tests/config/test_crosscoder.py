@@ -57,6 +57,10 @@ def test_snapshot_indices_prefers_the_named_snapshots() -> None:
         ("max_snapshots", 1, ">= 2"),
         ("expansion_factor", 0, "> 0"),
         ("lr", 0.0, "> 0"),
+        ("null_permutations", 0, "> 0"),
+        ("dropped_early_max_step", -1, ">= 0"),
+        ("dip_steps", (64, 8), "first <= last"),
+        ("dip_steps", (8,), "two steps"),
     ],
 )
 def test_invalid_values_raise_config_error(field: str, value: object, message: str) -> None:

@@ -11,7 +11,7 @@ import torch
 
 from saetrack import store
 from saetrack.config import get_preset
-from saetrack.crosscoder.activations import PROGRESS_FILE, build_aligned_activations, snapshot_scales
+from saetrack.crosscoder.activations import PROGRESS_FILE, build_aligned_activations, snapshot_moments, snapshot_scales
 
 VOCAB, D_MODEL, STEPS = 11, 4, (4, 16, 32)
 RUN = get_preset("smoke", {"cache.batch_contexts": 2, "cache.dtype": "float32"})
@@ -100,3 +100,19 @@ def test_snapshot_scales_are_mean_row_norms_per_snapshot() -> None:
     data[1] = 0.0
     with pytest.raises(ValueError, match=r"not all finite and positive; the cache is broken\."):
         snapshot_scales(data)
+
+
+def test_snapshot_moments_centre_each_snapshot_and_give_unit_rms_norm() -> None:
+    data = np.zeros((2, 4, 3))
+    data[0, :, 0] = [1, 2, 3, 4]  # mean (2.5, 0, 0); centred norms 1.5, 0.5, 0.5, 1.5 -> rms sqrt(1.25)
+    data[1] = [10.0, 0.0, 0.0]  # a large shared mean direction ...
+    data[1, :, 1] = [1, -1, 1, -1]  # ... and a small varying part: centred rms 1, while the mean norm is about 10
+    means, rms = snapshot_moments(data)
+    np.testing.assert_allclose(means, [[2.5, 0, 0], [10, 0, 0]])
+    np.testing.assert_allclose(rms, [np.sqrt(1.25), 1.0])
+    assert snapshot_scales(data)[1] > 10  # the uncentred scale is dominated by the mean
+    centred = (data - means[:, None]) / rms[:, None, None]
+    np.testing.assert_allclose(np.mean(np.sum(centred**2, axis=-1), axis=1), [1.0, 1.0])
+    np.testing.assert_allclose(snapshot_moments(data, n_rows=2)[0][0], [1.5, 0, 0])
+    with pytest.raises(ValueError, match=r"not all finite and positive; the cache is broken\."):
+        snapshot_moments(np.ones((1, 3, 2)))

@@ -151,3 +151,61 @@ def test_pre_activation_loss_acts_only_on_dead_features() -> None:
     (with_dead.total - plain.total).backward()
     assert model.W_enc.grad is not None
     assert torch.all(model.W_enc.grad[:, :, ~dead] == 0) and model.W_enc.grad[:, :, dead].abs().sum() > 0
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_the_loss_is_invariant_under_a_joint_permutation_of_the_snapshots(sparse: bool) -> None:
+    """Permuting the snapshots of the input and of every per-snapshot block (encoder, decoder, decoder bias) together
+    leaves the loss unchanged and permutes the gradients alike: the basis of the permuted-label null (ii), which then
+    needs no retraining (the initialisation draws every snapshot's block i.i.d.)."""
+    g = torch.Generator().manual_seed(7)
+    model = Crosscoder(CrosscoderShape(6, D, 16, initial_threshold=0.05), generator=g)
+    with torch.no_grad():
+        model.b_dec.normal_(0, 0.2, generator=g)
+        model.b_enc.normal_(0, 0.1, generator=g)
+    x = torch.randn(40, 6, D, generator=g)
+    dead = torch.zeros(16, dtype=torch.bool)
+    dead[3] = True
+    order = torch.tensor([4, 0, 5, 2, 1, 3])
+    permuted = Crosscoder(CrosscoderShape(6, D, 16, initial_threshold=0.05))
+    with torch.no_grad():
+        permuted.W_enc.copy_(model.W_enc[order])
+        permuted.W_dec.copy_(model.W_dec[:, order])
+        permuted.b_dec.copy_(model.b_dec[order])
+        permuted.b_enc.copy_(model.b_enc)
+        permuted.log_threshold.copy_(model.log_threshold)
+    losses, grads = [], []
+    for m, inputs in ((model, x), (permuted, x[:, order])):
+        out = m.loss(inputs, 0.8, 0.05, pre_act_coefficient=0.1, dead=dead, sparse=sparse)
+        out.total.backward()
+        losses.append(out.total.detach())
+        grads.append({name: p.grad for name, p in m.named_parameters()})
+    assert 0 < float(grads[0]["W_dec"].abs().max())  # gradients are there to compare
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grads[1]["W_enc"], grads[0]["W_enc"][order], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[1]["W_dec"], grads[0]["W_dec"][:, order], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[1]["b_dec"], grads[0]["b_dec"][order], rtol=1e-5, atol=1e-7)
+    for name in ("b_enc", "log_threshold"):  # shared across snapshots: unchanged
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_one_block_read_at_every_snapshot_is_the_block_repeated(sparse: bool) -> None:
+    """``x`` ``[B, 1, d]`` gives the loss and gradients of the same activation repeated at all ``T`` snapshots (the
+    repeated-snapshot null trains this way, with the encoder's work divided by ``T``)."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(30, 1, D, generator=g)
+    results = []
+    for inputs in (x, x.expand(30, T, D).contiguous()):
+        model = _model(seed=9)
+        out = model.loss(inputs, 0.8, 0.05, pre_act_coefficient=0.1, dead=torch.tensor([True] + [False] * (F - 1)),
+                         sparse=sparse)  # fmt: skip
+        out.total.backward()
+        results.append((out.total.detach(), {name: p.grad for name, p in model.named_parameters()}))
+    (one, one_grads), (repeated, repeated_grads) = results
+    torch.testing.assert_close(one, repeated, rtol=1e-6, atol=1e-6)
+    for name, grad in repeated_grads.items():
+        torch.testing.assert_close(one_grads[name], grad, rtol=1e-5, atol=1e-6)
+    assert _model().pre_activation(x).shape == (30, F)
+    with pytest.raises(ValueError, match=r"expected \[batch, 3, 4\] \(or \[batch, 1, 4\]"):
+        _model().pre_activation(torch.randn(2, 2, D))

@@ -82,3 +82,18 @@ def test_heldout_of_the_wrong_shape_is_rejected() -> None:
     model = Crosscoder(CrosscoderShape(2, 3, 4))
     with pytest.raises(ValueError, match=r"held-out activations are \[n, 3, 3\]; the crosscoder reads \[n, 2, 3\]"):
         crosscoder_metrics(model, np.zeros((5, 3, 3)), np.ones(3), present_fraction=0.5)
+
+
+def test_offsets_are_subtracted_as_in_centred_training() -> None:
+    """With offsets, a token ``offset + a * scale * W_dec,i`` is read as ``a * W_dec,i``: exact again, and the
+    explained variance of a per-snapshot affine normalisation is that of the model units."""
+    model = _exact_crosscoder()
+    rng = np.random.default_rng(3)
+    which, amount = rng.integers(0, 3, size=40), rng.uniform(1, 2, size=40)
+    offsets = rng.standard_normal((2, 3))
+    w_dec = model.W_dec.detach().double().numpy()
+    heldout = offsets[None] + amount[:, None, None] * w_dec[which] * SCALES[None, :, None]
+    centred = crosscoder_metrics(model, heldout, SCALES, present_fraction=0.5, offsets=offsets)
+    np.testing.assert_allclose(centred["explained_variance"], [1.0, 1.0], atol=1e-6)
+    uncentred = crosscoder_metrics(model, heldout, SCALES, present_fraction=0.5)
+    assert min(uncentred["explained_variance"]) < 0.99  # the same tokens without the offsets are not reconstructed

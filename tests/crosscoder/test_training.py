@@ -12,7 +12,13 @@ from saetrack.analysis.evolution import decoder_norm_matrix, emergence_index
 from saetrack.config.crosscoder import CrosscoderConfig
 from saetrack.crosscoder.activations import snapshot_scales
 from saetrack.crosscoder.model import Crosscoder
-from saetrack.crosscoder.training import STATE_FILE, crosscoder_shape, train_crosscoder
+from saetrack.crosscoder.training import (
+    STATE_FILE,
+    crosscoder_shape,
+    learning_rate,
+    norm_record_every,
+    train_crosscoder,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,6 +122,8 @@ def test_interrupted_training_resumes_to_the_same_weights(
     expected, got = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(expected[name], got[name]) for name in expected)
     assert resumed.curve == straight.curve
+    assert resumed.norm_steps.tolist() == straight.norm_steps.tolist()  # the settling records survive a resume
+    np.testing.assert_array_equal(resumed.norm_records, straight.norm_records)
 
     # a state saved for another key is not resumed from: the run starts afresh (and equals a fresh run)
     fresh = train_crosscoder(data, scales, cfg, 8, seed=5, state_dir=tmp_path / "fresh", key="k", progress=False)
@@ -132,3 +140,40 @@ def test_crosscoder_shape_takes_the_configs_hyperparameters() -> None:
     shape = crosscoder_shape(CrosscoderConfig(bandwidth=0.2, initial_threshold=0.3, initial_decoder_norm=0.4), 5, 6, 7)
     assert (shape.n_snapshots, shape.d_model, shape.d_sae) == (5, 6, 7)
     assert (shape.bandwidth, shape.initial_threshold, shape.initial_decoder_norm) == (0.2, 0.3, 0.4)
+
+
+def test_the_learning_rate_decays_linearly_to_zero_over_the_last_share_of_the_steps() -> None:
+    cfg = CrosscoderConfig(lr=1e-3, lr_decay=0.25)
+    rates = [learning_rate(cfg, step, 100) for step in range(100)]
+    assert rates[:75] == [1e-3] * 75  # constant until the last quarter
+    assert rates[75] == pytest.approx(1e-3) and rates[99] == pytest.approx(1e-3 / 25)  # then down to lr / 25
+    assert np.all(np.diff(rates[75:]) < 0)
+    assert learning_rate(CrosscoderConfig(lr=1e-3, lr_decay=0.0), 99, 100) == 1e-3
+
+
+def test_decoder_norms_are_recorded_for_the_settling_rule(data: np.ndarray, tmp_path: Path) -> None:
+    trained = train_crosscoder(
+        data, snapshot_scales(data), _small(epochs=10), 8, seed=0, state_dir=tmp_path, key="k", progress=False
+    )
+    every = norm_record_every(80)
+    assert every == 2 and trained.norm_steps.tolist() == list(range(0, 81, every))  # from the start to the last step
+    assert trained.norm_records.shape == (41, 8, N_SNAPSHOTS)
+    np.testing.assert_allclose(trained.norm_records[-1], trained.model.decoder_norms().detach().numpy())
+    np.testing.assert_allclose(trained.norm_records[0], 0.1, rtol=1e-6)  # the initial decoder norm
+
+
+def test_one_block_read_at_every_snapshot_trains_as_the_block_repeated(data: np.ndarray, tmp_path: Path) -> None:
+    """The repeated-snapshot null trains on the last block ``[1, N, d]`` with ``n_snapshots = T``: the same run as on
+    that block repeated ``T`` times, to float precision."""
+    block = data[-1:]
+    scale = snapshot_scales(block)
+    one = train_crosscoder(
+        block, scale, _small(), 8, seed=1, state_dir=tmp_path / "a", key="k", n_snapshots=N_SNAPSHOTS, progress=False
+    )
+    repeated = np.broadcast_to(block, (N_SNAPSHOTS, *block.shape[1:]))
+    full = train_crosscoder(repeated, np.repeat(scale, N_SNAPSHOTS), _small(), 8, seed=1, state_dir=tmp_path / "b",
+                            key="k", progress=False)  # fmt: skip
+    for name, value in full.model.state_dict().items():
+        torch.testing.assert_close(one.model.state_dict()[name], value, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="data holds 2 blocks"):
+        train_crosscoder(data[:2], scale, _small(), 8, seed=1, state_dir=tmp_path, key="k", n_snapshots=N_SNAPSHOTS)

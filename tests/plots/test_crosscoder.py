@@ -1,4 +1,4 @@
-"""Figures of the crosscoder (Fig. X01-X08, issue 14), drawn from small seeded synthetic arrays."""
+"""Figures of the crosscoder (Fig. X01, X04, X05, X07, X08; issue 14), drawn from small seeded synthetic arrays."""
 
 from __future__ import annotations
 
@@ -8,11 +8,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from saetrack.plots.crosscoder import (
-    SCATTER_JITTER,
+    checked_array,
     crosscoder_quality_figure,
-    decoder_norm_heatmap_figure,
-    emergence_histogram_figure,
-    emergence_vs_formation_figure,
     evolution_figure,
     matching_figure,
     phase_timeline_figure,
@@ -48,65 +45,6 @@ def test_quality_has_three_panels_with_both_lines_at_step_plus_one() -> None:
         crosscoder_quality_figure(STEPS, {k: v for k, v in crosscoder.items() if k != "l0"}, chain)
     with pytest.raises(ValueError, match=r"crosscoder dead_fraction must have shape \[7\]"):
         crosscoder_quality_figure(STEPS, {**crosscoder, "dead_fraction": np.zeros(T - 1)}, chain)
-
-
-def _planted_norms(rng: np.random.Generator, emergence: np.ndarray) -> np.ndarray:
-    """Norms that are small before each feature's emergence index and 1-2 from it on (all zero: dead)."""
-    norms = np.zeros((len(emergence), T))
-    for i, e in enumerate(emergence):
-        if e >= 0:
-            norms[i, :e] = rng.uniform(0, 0.1, e)
-            norms[i, e:] = rng.uniform(1, 2, T - e)
-    return norms
-
-
-def test_heatmap_puts_earlier_emerging_features_first_and_drops_dead_ones() -> None:
-    rng = np.random.default_rng(1)
-    emergence = rng.integers(-1, T, size=60)
-    norms = _planted_norms(rng, emergence)
-    fig = decoder_norm_heatmap_figure(STEPS, norms, emergence, 0.5)
-    image = fig.axes[0].images[0].get_array()
-    alive = int((emergence >= 0).sum())
-    assert image.shape == (alive, T) and np.allclose(image.max(axis=1), 1.0)  # dead rows dropped, rows normalised
-    first_passing = np.argmax(image >= 0.5, axis=1)
-    np.testing.assert_array_equal(first_passing, np.sort(emergence[emergence >= 0]))  # earliest emergence on top
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [str(s) for s in STEPS]
-    subtitle = fig._suptitle.get_text()
-    assert f"all {alive} features drawn" in subtitle and f"{60 - alive} never reaching it (dead) dropped" in subtitle
-
-
-def test_heatmap_subsamples_rows_in_sorted_order_and_breaks_ties_by_peak() -> None:
-    emergence = np.zeros(10, dtype=int)
-    norms = np.full((10, T), 0.9)
-    norms[np.arange(10), np.arange(10)[::-1] % T] = 1.0  # peaks at 2, 1, 0, 6, 5, ... in row order
-    fig = decoder_norm_heatmap_figure(STEPS, norms, emergence, 0.5, max_rows=4)
-    image = fig.axes[0].images[0].get_array()
-    assert image.shape == (4, T)  # every 3rd of 10 rows
-    peaks = np.argmax(image, axis=1)
-    assert list(peaks) == sorted(peaks)
-    assert "1 in 3 of 10 features drawn" in fig._suptitle.get_text()
-    with pytest.raises(ValueError, match="norms must have shape"):
-        decoder_norm_heatmap_figure(STEPS, norms[:, :-1], emergence, 0.5)
-    with pytest.raises(ValueError, match="emergence must have shape"):
-        decoder_norm_heatmap_figure(STEPS, norms, emergence[:-1], 0.5)
-
-
-def test_emergence_histogram_bar_heights_are_the_counts_per_checkpoint() -> None:
-    rng = np.random.default_rng(2)
-    emergence = rng.integers(-1, T, size=200)
-    init_decaying = (emergence == 0) & (rng.uniform(size=200) < 0.5)
-    fig = emergence_histogram_figure(STEPS, emergence, init_decaying)
-    (ax,) = fig.axes
-    counts, decaying = ([p.get_height() for p in c] for c in ax.containers)
-    np.testing.assert_array_equal(counts, np.bincount(emergence[emergence >= 0], minlength=T))
-    assert decaying[0] == init_decaying.sum() and sum(decaying[1:]) == 0
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[0].endswith(f"{int((emergence < 0).sum())} dead, never emerging)")
-    assert labels[1].startswith("of which present at initialisation and later decaying")
-    with pytest.raises(ValueError, match="init_decaying must have shape"):
-        emergence_histogram_figure(STEPS, emergence, init_decaying[:5])
-    with pytest.raises(ValueError, match="below the number of checkpoints"):
-        emergence_histogram_figure(STEPS, np.array([T]), np.array([False]))
 
 
 def test_evolution_draws_the_normalised_median_and_the_cosine_quantiles() -> None:
@@ -147,44 +85,24 @@ def test_statistical_learning_has_kl_curves_and_entropy_lines() -> None:
         statistical_learning_figure(STEPS, kl, kl, loss[:2], 6.5, 5.0)
 
 
-def test_emergence_vs_formation_scatters_jittered_indices_with_rho_in_the_legend() -> None:
-    rng = np.random.default_rng(4)
-    formation = rng.integers(0, T, 30)
-    emergence = np.clip(formation + rng.integers(-1, 2, 30), 0, T - 1)
-    fig = emergence_vs_formation_figure(STEPS, formation, emergence, 0.81, 1e-5)
-    (ax,) = fig.axes
-    points = ax.collections[0].get_offsets()
-    assert np.abs(points[:, 0] - formation).max() <= SCATTER_JITTER
-    assert np.abs(points[:, 1] - emergence).max() <= SCATTER_JITTER
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend[0] == "matched features: Spearman ρ = 0.81 (p = 1e-05), n = 30" and legend[1] == "same checkpoint"
-    assert f"jitter ±{SCATTER_JITTER}" in ax.get_xlabel()
-    with pytest.raises(ValueError, match="emergence_index must have shape"):
-        emergence_vs_formation_figure(STEPS, formation, emergence[:3], 0.8, 0.1)
-
-
-def test_phase_timeline_one_row_per_perspective() -> None:
+def test_phase_timeline_one_row_per_perspective_and_only_boundaries_in_the_legend() -> None:
     perspectives = [
-        ("chain decoder drift", [4, 16], [(2, 8), None]),
-        ("progress measure", [2, 8], []),
-        ("crosscoder emergence", [4], [(4, 4)]),
-        ("statistical learning", [1], []),
+        ("chain decoder drift", [4, 16]),
+        ("progress measure", [2, 8]),
+        ("crosscoder emergence", [4]),
+        ("statistical learning", [1]),
     ]
     fig = phase_timeline_figure(perspectives, STEPS, agreement_text="agree within one checkpoint")
     (ax,) = fig.axes
-    assert [t.get_text() for t in ax.get_yticklabels()] == [name for name, _, _ in perspectives]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [name for name, _ in perspectives]
     diamonds = [line for line in ax.lines if line.get_marker() == "D"]
     np.testing.assert_array_equal(diamonds[0].get_xdata(), [5, 17])  # boundary steps at step + 1
     assert [line.get_ydata()[0] for line in diamonds] == [0, 1, 2, 3]
-    intervals = [line for line in ax.lines if line.get_marker() == "|"]
-    np.testing.assert_array_equal(intervals[0].get_xdata(), [3, 9])
     assert ax.get_xscale() == "log" and fig.get_supxlabel() == "agree within one checkpoint"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["phase boundary", "interval (lo, hi)"]
-    with pytest.raises(ValueError, match="2 boundaries but 1 intervals"):
-        phase_timeline_figure([("a", [1, 2], [None])], STEPS)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["phase boundary"]  # no empty interval entry
 
 
-def test_matching_draws_the_median_cosine_per_checkpoint() -> None:
+def test_matching_draws_the_median_cosine_per_checkpoint_and_the_chance_level() -> None:
     rng = np.random.default_rng(5)
     cosines = [rng.uniform(0, 1, rng.integers(5, 20)) for _ in STEPS]
     cosines[2] = np.array([])  # no match at one checkpoint: a gap
@@ -194,7 +112,19 @@ def test_matching_draws_the_median_cosine_per_checkpoint() -> None:
     np.testing.assert_allclose(np.delete(median, 2), [np.median(c) for i, c in enumerate(cosines) if i != 2])
     assert np.isnan(median[2])
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["5-95%", "25-75%", "median"]
+    chance = np.full(T, 0.2)
+    (ax,) = matching_figure(STEPS, cosines, chance).axes
+    np.testing.assert_array_equal(ax.lines[1].get_ydata(), chance)
+    assert ax.get_legend().get_texts()[-1].get_text() == "chance: matched to random unit vectors (median)"
+    with pytest.raises(ValueError, match=r"chance must have shape \[7\]"):
+        matching_figure(STEPS, cosines, chance[:3])
     with pytest.raises(ValueError, match="one array per checkpoint"):
         matching_figure(STEPS, cosines[:3])
     with pytest.raises(ValueError, match="steps must be a non-empty"):
         matching_figure([], [])
+
+
+def test_checked_array_names_the_array_and_the_shape() -> None:
+    assert checked_array("x", [1, 2], (2,)).shape == (2,)
+    with pytest.raises(ValueError, match=r"x must have shape \[any, 3\], got \(2,\)"):
+        checked_array("x", [1, 2], (None, 3))

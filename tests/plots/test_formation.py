@@ -83,8 +83,9 @@ def test_progress_figure_has_a_panel_per_key_and_a_median_per_type() -> None:
     types = np.array(["token"] * 25 + ["concept"] * 10 + ["inactive"] * 5)
     fig = plots.progress_figure(steps, measures, types, n_lines=3)
     assert len(fig.axes) == 2
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend == ["token-level: median of 25", "concept-level: median of 10"]
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1  # below the panels
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["token-level: median of 25 (thin: 3 of them)", "concept-level: median of 10 (thin: 3 of them)"]
     median = next(line for line in fig.axes[0].lines if line.get_linewidth() == 3)
     np.testing.assert_allclose(median.get_ydata(), np.median(measures["activation_cosine"][:, :25], axis=1))
     fig8 = plots.progress_figure(steps, measures, types, keys=("feature_jaccard", "feature_weighted_jaccard"))
@@ -99,8 +100,10 @@ def test_umap_figure_has_a_panel_per_checkpoint_and_marks_types() -> None:
     fig = plots.umap_figure(embeddings, [0, 5, 10, 15, 60, 153], point_feature, {3: "token", 7: "concept"})
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == [f"checkpoint step {s}" for s in (0, 5, 10, 15, 60, 153)]
-    labels = [t.get_text() for t in visible[0].get_legend().get_texts()]
+    assert all(ax.get_legend() is None for ax in visible) and len(fig.legends) == 1  # not over the points
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["#3 (token)", "#7 (concept)"]
+    assert all(ax.get_aspect() == 1.0 for ax in visible)  # equal scales: a turned panel is not stretched
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +128,26 @@ def test_progress_figure_shades_phases_and_skips_missing_types() -> None:
     fig = plots.progress_figure(steps, measures, np.array(["concept"] * 4), keys=("activation_cosine",),
                                 phases=phases, other_phases=Phases(1, 3, np.zeros(6), 0.0))  # fmt: skip
     (ax,) = fig.axes
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels[:3] == [f"{name} (shaded: progress measure (b))" for name in ("Initialization & Warmup", "Emergent",
                                                                                  "Convergent")]  # fmt: skip
     assert "boundaries from decoder drift (a)" in labels
-    assert "concept-level: median of 4" in labels and not any(label.startswith("token-level") for label in labels)
+    assert "concept-level: median of 4 (thin: 4 of them)" in labels
+    assert not any(label.startswith("token-level") for label in labels)
     assert len(ax.patches) == 3  # the three shaded phases
+
+
+def test_progress_figure_shades_the_phases_only_on_the_panel_they_were_fitted_on() -> None:
+    steps = [0, 1, 2, 4, 8, 16]
+    measures = {key: np.tile(np.linspace(0, 1, 6)[:, None], (1, 4)) for key in ("activation_cosine", "feature_cosine")}
+    phases = Phases(emergent=2, convergent=4, fit=np.zeros(6), sse=0.0)
+    fig = plots.progress_figure(steps, measures, np.array(["token"] * 4), phases=phases,
+                                other_phases=Phases(1, 3, np.zeros(6), 0.0))  # fmt: skip
+    activation, feature = fig.axes
+    assert len(activation.patches) == 3 and len(feature.patches) == 0
+    dashed = [line for line in feature.lines if line.get_linestyle() == "--"]
+    assert not dashed  # the drift boundaries only where the shading is
+    assert "fitted on this panel" in activation.get_title() and "fitted" not in feature.get_title()
 
 
 CELLS = [

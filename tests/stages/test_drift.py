@@ -37,23 +37,37 @@ def test_drift_stage_end_to_end_at_smoke_size(run: RunConfig, formation_run: tup
     assert drift.cosine.shape == (n_steps, d_sae)
     np.testing.assert_allclose(drift.cosine[-1], 1.0, atol=1e-6)  # the final link against itself
     assert drift.formation_time.shape == (n_live,) and drift.formation_time.max() < n_steps
+    # the tolerant rule only forgives dips: a feature formed strictly is formed at least as early by it
+    strict, tolerant = drift.formation_time, drift.formation_time_tolerant
+    assert np.all((tolerant == -1) == (strict == -1)) and np.all(tolerant[strict >= 0] <= strict[strict >= 0])
     numbers = summary_numbers(drift)
     assert set(numbers["median_cosine_to_final"]) == {"first", "middle", "final_but_one"}
+    assert numbers["steps"] == drift.steps.tolist() and len(numbers["median_cosine_curve"]) == n_steps
     for key in ("phases_from_drift", "phases_from_progress"):
-        phases = numbers[key]
-        assert phases["fitted"] and phases["note"] == ""
-        assert 0 < phases["emergent_index"] < phases["convergent_index"] < n_steps
-        for name in ("emergent", "convergent"):  # each boundary within its bootstrap interval
-            lo, hi = phases[f"{name}_interval"]["index"]
-            assert lo <= phases[f"{name}_index"] <= hi
-            assert phases[f"{name}_interval"]["step"] == [int(drift.steps[lo]), int(drift.steps[hi])]
-        assert set(phases["segments"]) == {"1", "2", "3"} and phases["preferred_segments"] in (1, 2, 3)
-        bics = {s: f["bic"] for s, f in phases["segments"].items()}
-        assert min(bics.values()) == bics[str(phases["preferred_segments"])]
-        assert phases["segments"]["3"]["knots_index"] == [phases["emergent_index"], phases["convergent_index"]]
-        assert phases["bootstrap_samples"] == run.drift.bootstrap_samples
-    assert drift.drift_bootstrap.shape == (run.drift.bootstrap_samples, 2)
+        assert set(numbers[key]) == {"index", "log_step", "step"}
+        for axis, phases in numbers[key].items():
+            assert phases["axis"] == axis and phases["fitted"] and phases["note"] == ""
+            assert 0 < phases["emergent_index"] < phases["convergent_index"] < n_steps
+            # smoke: 8 checkpoints, each segment >= 2 of them: at most 4 segments
+            assert set(phases["segments"]) == {"1", "2", "3", "4"} and phases["max_segments"] == run.drift.max_segments
+            bics = {s: f["bic"] for s, f in phases["segments"].items()}
+            assert min(bics.values()) == bics[str(phases["preferred_segments"])]
+            assert phases["preferred_at_cap"] == (phases["preferred_segments"] == 4)
+            assert phases["segments"]["3"]["knots_index"] == [phases["emergent_index"], phases["convergent_index"]]
+    assert drift.drift_phases.boundaries == (numbers["phases_from_drift"]["index"]["emergent_index"],
+                                             numbers["phases_from_drift"]["index"]["convergent_index"])  # fmt: skip
+    assert drift.drift_preferred_fit.shape == (n_steps,) and np.isfinite(drift.drift_preferred_fit).all()
     assert 0 <= numbers["phase_agreement"]["same_phase_fraction"] <= 1
+    formation = numbers["formation"]
+    assert set(formation) == {"interrupted", "strict", "tolerant", "rule"}
+    assert formation["strict"]["live"] + formation["interrupted"] == n_live
+    assert formation["tolerant"]["formed"] == formation["strict"]["formed"]
+    assert formation["tolerant"]["formed_at_first_checkpoint"] >= formation["strict"]["formed_at_first_checkpoint"]
+    # Fig. 7 beside its null: random walks with each trajectory's step sizes
+    n_traj = len(drift.trajectory_features)
+    assert drift.null_variance.shape == (n_traj, 200, 2) and drift.null_straightness.shape == (n_traj, 200)
+    assert np.all(drift.trajectory_variance.sum(axis=1) <= 1 + 1e-9)
+    assert numbers["trajectories"]["trajectories"] == n_traj
     # the noise floor: T - 1 links retrained on the final checkpoint, cosines to the final SAE per live feature
     noise = numbers["noise_floor"]
     assert noise["links"] == n_steps - 1 and noise["tokens_per_link"] == run.chain.link_tokens
@@ -95,9 +109,7 @@ def test_a_three_checkpoint_chain_gets_everything_but_the_phases(
     run: RunConfig, smoke_run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # a user's 3-checkpoint suite: too few checkpoints for three phases (each >= 2), the rest still computed
-    short = run.with_overrides(
-        {"chain.schedule": (0, 3, 7), "chain.baseline": (), "drift.bootstrap_samples": 20, "drift.noise_floor_links": 1}
-    )
+    short = run.with_overrides({"chain.schedule": (0, 3, 7), "chain.baseline": (), "drift.noise_floor_links": 1})
     for folder in (paths.CORPUS_DIR, paths.MODEL_DIR):
         shutil.copytree(smoke_run_dir / folder, tmp_path / folder)
     cache_activations(short, tmp_path, progress=False)
@@ -114,10 +126,10 @@ def test_a_three_checkpoint_chain_gets_everything_but_the_phases(
     assert drift.noise_cosine.shape == (1, d_sae)
     numbers = summary_numbers(drift)
     for key in ("phases_from_drift", "phases_from_progress"):
-        phases = numbers[key]
-        assert not phases["fitted"] and phases["emergent_step"] is None
-        assert "3 checkpoints" in phases["note"] and "fitted 1 segment(s) instead" in phases["note"]
-        assert set(phases["segments"]) == {"1"} and phases["preferred_segments"] == 1
+        for phases in numbers[key].values():
+            assert not phases["fitted"] and phases["emergent_step"] is None
+            assert "3 checkpoints" in phases["note"] and "fitted 1 segment(s) instead" in phases["note"]
+            assert set(phases["segments"]) == {"1"} and phases["preferred_segments"] == 1
     assert set(drift.phase_notes) == {"drift", "progress"}
     assert numbers["noise_floor"]["links"] == 1 and [c["step"] for c in numbers["noise_floor"]["per_checkpoint"]] == [4]
     live = drift.live_features

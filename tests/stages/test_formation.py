@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from saetrack import paths, store
+from saetrack.analysis.anchors import ANCHOR_NAMES
+from saetrack.analysis.features import interrupted_identities
 from saetrack.analysis.formation import PROGRESS_KEYS
 from saetrack.analysis.patterns import SUB_PATTERNS
 from saetrack.config import RunConfig
@@ -83,7 +85,7 @@ def test_formation_stage_end_to_end_at_smoke_size(run: RunConfig, formation_run:
     result = load_formation(work, run)
     n_steps, n_live = len(run.sae_steps), len(result.live_features)
     assert result.top_indices.shape == (n_steps, d_sae, run.formation.top_k)
-    assert set(result.patterns[result.live]) <= {"maintaining", "shifting", "grouping", "other"}
+    assert set(result.patterns[result.live]) <= {"maintaining", "shifting", "grouping", "other", "interrupted"}
     for key in ("activation_cosine", "feature_cosine", "feature_jaccard", "feature_weighted_jaccard"):
         assert result.progress[key].shape == (n_steps, n_live)
     tokenizer = load_corpus(work)[0]
@@ -168,3 +170,39 @@ def test_formation_stage_chooses_checkpoints_from_phases_and_picks_checkable_exa
     numbers = summary_numbers(result)
     assert json.loads(json.dumps(numbers)) == numbers
     assert numbers["progress_terms"]["emergent_start_step"] == run.sae_steps[choice["emergent"]]
+
+
+def test_formation_stage_keeps_the_controls_of_issue_20(run: RunConfig, formation_run: tuple[Path, dict]) -> None:
+    work, manifest = formation_run
+    result = load_formation(work, run)
+    n_steps, live = len(run.sae_steps), result.live_features
+    # interrupted identities: their own pattern, counted apart, never an example of Fig. 2
+    interrupted = result.patterns[live] == "interrupted"
+    assert manifest["interrupted"]["count"] == int(interrupted.sum()) == manifest["pattern_counts"]["interrupted"]
+    assert manifest["interrupted"]["share_of_live"] == pytest.approx(interrupted.mean())
+    assert interrupted_identities(result.labels[:, live]).tolist() == interrupted.tolist()
+    assert 0 <= manifest["interrupted"]["one_inactive_checkpoint"] <= manifest["interrupted"]["count"]
+    assert all(e["pattern"] != "interrupted" for e in result.examples)
+    for counts in manifest["pattern_sensitivity"].values():
+        assert list(counts["sub_patterns"]) == list(SUB_PATTERNS) and "interrupted" in counts["patterns"]
+    # control (c): every SAE's dead share beside its numbers; every link's own
+    for row in manifest["baseline_control"]["per_step"]:
+        assert 0.0 <= row["dead_fraction_chain"] <= 1.0 and 0.0 <= row["dead_fraction_scratch"] <= 1.0
+    assert result.link_dead_fraction.shape == result.link_ultra_low_fraction.shape == (n_steps,)
+    # the anchor control: the final anchor's sets with every member active are the paper's D_i (Eq. 15)
+    final_features = result.anchors["anchor__final__features"]
+    full = (result.top_values[-1, final_features] > 0).all(axis=1)
+    columns = np.searchsorted(live, final_features[full])
+    expected = result.progress["activation_cosine"][:, columns] + result.progress["baseline_activation_cosine"][:, None]
+    np.testing.assert_allclose(result.anchors["anchor__final__within"][:, full], expected, atol=1e-5)
+    numbers = summary_numbers(result)
+    assert list(numbers["anchor_control"]["anchors"]) == list(ANCHOR_NAMES)
+    middle = numbers["anchor_control"]["anchors"]["middle"]
+    assert middle["index"] == (n_steps - 1) // 2 and len(middle["token"]["curve"]) == n_steps
+    assert numbers["normalised_progress"]["concept"]["n"] == int((result.final_types == "concept").sum())
+    assert len(numbers["chain_dead_fraction"]["dead"]) == n_steps
+    # Fig. 4: no two shown features share more than half their datapoints; panels share one orientation
+    rows = {int(f): set(result.top_indices[-1, f].tolist()) for f in result.umap_types}
+    assert all(len(rows[a] & rows[b]) <= run.formation.top_k / 2 for a in rows for b in rows if a < b)
+    if len(result.umap_embeddings):
+        np.testing.assert_allclose(result.umap_embeddings.mean(axis=1), 0.0, atol=1e-6)  # centred by the alignment

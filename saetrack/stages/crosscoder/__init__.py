@@ -1,17 +1,22 @@
 """The crosscoder stage (notebook 06): aligned activations, a trained cross-snapshot crosscoder, its quality and the
-feature evolution it measures (Ge et al. 2025; issue 14, items 1-3).
+feature evolution it measures (Ge et al. 2025; issue 14, items 1-3), with the controls of that reading (issue 20).
 
 Written to ``run_dir/crosscoder/``:
 
 * ``activations/`` — the first ``crosscoder.train_contexts`` training contexts at every snapshot, ``[T, N, d]``
   (:mod:`saetrack.crosscoder.activations`; built one snapshot at a time, resumable);
 * ``training/state.pt`` — the training state every ``crosscoder.save_every`` steps (resumable);
-* ``model/`` — the crosscoder in its documented format (:mod:`saetrack.crosscoder.io`), with its own manifest; it is
-  reused while the training config is unchanged, so changing an analysis field (``emergence_fraction``,
-  ``decay_fraction``) does not retrain;
+* ``model/`` — the crosscoder in its documented format (:mod:`saetrack.crosscoder.io`), with its own manifest (the
+  settling of its decoder norms, :func:`saetrack.analysis.emergence_controls.settling`, and the share emerging at the
+  first snapshot at every norm record); it is reused while the training config is unchanged, so changing an analysis
+  field (:data:`ANALYSIS_FIELDS`) does not retrain;
+* ``controls/<name>/`` — the control crosscoders, trained exactly like it (:mod:`.controls`: one snapshot repeated,
+  the early snapshots dropped, centred inputs), each reused while its own training hash holds;
 * ``arrays.npz`` + ``manifest.json`` — decoder norms ``[F, T]``, emergence, decaying initialisation features,
   cosines to the final direction, the adjacent-snapshot median cosine (directional turning point), the per-snapshot
-  quality on the cache's held-out tokens, the loss curve; timings of every part.
+  quality on the cache's held-out tokens, the loss curve; emergence at every fraction of
+  :data:`~saetrack.analysis.emergence_controls.EMERGENCE_FRACTIONS`, the dip of the median normalised norm, and the
+  nulls (:func:`.controls.nulls_summary`); timings of every part.
 
 The crosscoder reads the chain's hook (``cache.layer``) on the run's checkpoints: ``run.crosscoder_steps``.
 """
@@ -26,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from saetrack import paths, store
+from saetrack.analysis import emergence_controls as ec
 from saetrack.analysis import evolution as ev
 from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
@@ -38,6 +44,7 @@ from saetrack.data.cache_plan import cache_config_hash, plan_tokens
 from saetrack.data.checkpoints import open_source
 from saetrack.data.corpus import load_corpus
 from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
+from saetrack.stages.crosscoder import controls
 
 __all__ = [
     "ANALYSIS_FIELDS",
@@ -56,7 +63,15 @@ __all__ = [
 
 ARRAYS_FILE = "arrays.npz"
 #: Crosscoder fields that leave the trained model (and its hash) alone: the analyses' thresholds and the switch.
-ANALYSIS_FIELDS: tuple[str, ...] = ("emergence_fraction", "decay_fraction", "enabled")
+ANALYSIS_FIELDS: tuple[str, ...] = (
+    "emergence_fraction",
+    "decay_fraction",
+    "enabled",
+    "controls",
+    "dropped_early_max_step",
+    "null_permutations",
+    "dip_steps",
+)
 #: At most this many held-out tokens enter the quality metrics (all of nano's 16k; bounds memory at paper scale).
 EVAL_TOKENS = 65_536
 
@@ -77,14 +92,14 @@ def training_config_hash(run: RunConfig) -> str:
             "crosscoder": section,
             "steps": list(run.crosscoder_steps),
             "d_sae": crosscoder_d_sae(run),
-            "v": 1,
+            "v": 2,  # 2: the sparse step with fused Adam, decoder norms recorded for the settling rule
         }
     )
 
 
 def crosscoder_config_hash(run: RunConfig) -> str:
     """Hash of the whole stage: the trained model's hash and the analysis fields."""
-    return config_hash({"training": training_config_hash(run), "crosscoder": run.to_dict()["crosscoder"], "v": 1})
+    return config_hash({"training": training_config_hash(run), "crosscoder": run.to_dict()["crosscoder"], "v": 2})
 
 
 def _activations_hash(run: RunConfig) -> str:
@@ -123,42 +138,45 @@ class CrosscoderResult:
         return int(self.manifest["turning_point"]["index"])
 
 
-def _train_or_reuse(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
-    """The model part: reuse ``model/`` when trained with this training hash, else build activations and train."""
+class _Activations:
+    """The aligned activations, built (or finished) on first use only: a reused model and reused controls never
+    open the checkpoints."""
+
+    def __init__(self, run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> None:
+        self.run, self.run_dir, self.stage, self.device, self.progress = run, run_dir, stage, device, progress
+        self.data: np.ndarray | None = None
+        self.seconds = 0.0
+
+    def __call__(self) -> np.ndarray:
+        if self.data is None:
+            run = self.run
+            _, train_stream, _ = load_corpus(self.run_dir)
+            # the first contexts of the training plan (the chain's first SAE reads them too), over the whole stream
+            tokens = plan_tokens(run).contexts(train_stream, (0, run.crosscoder.train_contexts))
+            checkpoints = open_source(run.model, self.run_dir)
+            t0 = time.perf_counter()
+            self.data = build_aligned_activations(
+                run, self.stage.folder / "activations", tokens, run.crosscoder_steps,
+                lambda step: checkpoints.load_hooked(step, device=self.device), key=_activations_hash(run),
+                device=self.device, progress=self.progress,
+            )  # fmt: skip
+            self.seconds = time.perf_counter() - t0
+        return self.data
+
+
+def _train_or_reuse(run: RunConfig, stage: StageRun, activations: _Activations) -> dict[str, Any]:
+    """The model part: reuse ``model/`` when trained with this training hash, else train (building activations)."""
     model_dir = stage.folder / paths.CROSSCODER_MODEL_DIR
     key = training_config_hash(run)
     existing = store.read_manifest(model_dir)
     if existing is not None and existing.get("config_hash") == key and not stage.force:
         return existing
-    steps = run.crosscoder_steps
-    _, train_stream, _ = load_corpus(run_dir)
-    # the first contexts of the training plan (the chain's first SAE reads them too), spread over the whole stream
-    tokens = plan_tokens(run).contexts(train_stream, (0, run.crosscoder.train_contexts))
-    checkpoints = open_source(run.model, run_dir)
-    t0 = time.perf_counter()
-    data = build_aligned_activations(
-        run,
-        stage.folder / "activations",
-        tokens,
-        steps,
-        lambda step: checkpoints.load_hooked(step, device=device),
-        key=_activations_hash(run),
-        device=device,
-        progress=progress,
-    )
-    t_acts = time.perf_counter() - t0
+    data = activations()
     scales = snapshot_scales(data)
     trained = train_crosscoder(
-        data,
-        scales,
-        run.crosscoder,
-        crosscoder_d_sae(run),
-        seed=run.chain_seed,
-        state_dir=stage.folder / "training",
-        key=key,
-        device=device,
-        progress=progress,
-    )
+        data, scales, run.crosscoder, crosscoder_d_sae(run), seed=run.chain_seed, state_dir=stage.folder / "training",
+        key=key, device=activations.device, progress=activations.progress,
+    )  # fmt: skip
     metadata = {
         "hook_name": run.cache.hook_name,
         "layer": run.cache.layer,
@@ -169,7 +187,8 @@ def _train_or_reuse(run: RunConfig, run_dir: Path, stage: StageRun, device: str,
         "unique_train_tokens": int(data.shape[1]),
     }
     with stage.part(paths.CROSSCODER_MODEL_DIR) as tmp:
-        files = save_crosscoder(trained.model, tmp, snapshot_steps=steps, input_scale=scales, metadata=metadata)
+        files = save_crosscoder(trained.model, tmp, snapshot_steps=run.crosscoder_steps, input_scale=scales,
+                                metadata=metadata)  # fmt: skip
         store.write_json(tmp / "curve.json", trained.curve)
         manifest = store.write_manifest(
             tmp,
@@ -177,10 +196,18 @@ def _train_or_reuse(run: RunConfig, run_dir: Path, stage: StageRun, device: str,
             config=metadata,
             config_hash=key,
             files=files,
-            timings={"activations": t_acts, "training": trained.seconds},
+            timings={"activations": activations.seconds, "training": trained.seconds},
             train_steps=trained.steps,
             unique_train_tokens=int(data.shape[1]),
             train_tokens=int(data.shape[1]) * run.crosscoder.epochs,
+            settling=ec.settling(trained.norm_steps, trained.norm_records, trained.steps).to_dict(),
+            emergence_during_training={
+                "step": trained.norm_steps.tolist(),
+                "emerged_at_first": ec.emergence_during_training(
+                    trained.norm_records, run.crosscoder.emergence_fraction, trained.live
+                ),
+                "alive": "fired within the last crosscoder.dead_window_tokens training tokens",
+            },
         )
     (stage.folder / "training" / "state.pt").unlink(missing_ok=True)
     return manifest
@@ -209,15 +236,33 @@ def _evolution(saved: SavedCrosscoder, alive: np.ndarray, run: RunConfig) -> dic
     }
 
 
+def _controls(
+    run: RunConfig, stage: StageRun, activations: _Activations, heldout: np.ndarray, main: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Train (or reuse) the control crosscoders and summarise every null; the ``nulls`` section and timings."""
+    manifests = controls.train_controls(
+        run, stage.folder, activations, heldout, training_hash=training_config_hash(run), d_sae=crosscoder_d_sae(run),
+        device=activations.device, progress=activations.progress, force=stage.force,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    nulls = controls.nulls_summary(run, main, controls.load_controls(stage.folder, run), manifests)
+    timings = {
+        f"{part}_{name}": m["timings_s"][part] for name, m in manifests.items() for part in ("training", "evaluation")
+    }
+    return nulls, {**timings, "nulls": time.perf_counter() - t0}
+
+
 def _build(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
     stage.folder.mkdir(parents=True, exist_ok=True)
-    model_manifest = _train_or_reuse(run, run_dir, stage, device, progress)
+    activations = _Activations(run, run_dir, stage, device, progress)
+    model_manifest = _train_or_reuse(run, stage, activations)
     saved = load_crosscoder(stage.folder / paths.CROSSCODER_MODEL_DIR, device=device)
     steps = saved.snapshot_steps
     t0 = time.perf_counter()
+    heldout = _heldout(run, run_dir, steps, device)
     metrics = crosscoder_metrics(
         saved.model,
-        _heldout(run, run_dir, steps, device),
+        heldout,
         saved.input_scale,
         present_fraction=run.crosscoder.emergence_fraction,
         batch_size=run.crosscoder.batch_size,
@@ -227,6 +272,9 @@ def _build(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress
     evo = _evolution(saved, alive, run)
     curve = store.read_json(stage.folder / paths.CROSSCODER_MODEL_DIR / "curve.json")
     t_eval = time.perf_counter() - t0
+    main = {"steps": np.asarray(steps), "norms": evo["norms"], "alive": alive, "emergence": evo["emergence"],
+            "w_dec_last": saved.model.W_dec.detach().cpu().numpy()[:, -1]}  # fmt: skip
+    nulls, control_timings = _controls(run, stage, activations, heldout, main)
     path = stage.folder / ARRAYS_FILE
     with store.atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
@@ -246,13 +294,19 @@ def _build(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress
     return stage.finish(
         config=run.to_dict()["crosscoder"],
         files={ARRAYS_FILE: store.file_sha256(path)},
-        timings={**model_manifest["timings_s"], "evaluation": t_eval},
+        timings={**model_manifest["timings_s"], "evaluation": t_eval, **control_timings},
         steps=list(steps),
         d_sae=saved.model.shape.d_sae,
         train_tokens=model_manifest["train_tokens"],
         unique_train_tokens=model_manifest["unique_train_tokens"],
+        train_steps=model_manifest["train_steps"],
         metrics=metrics,
         turning_point={"index": turn, "step": int(steps[turn]) if len(steps) else None},
+        settling=model_manifest["settling"],
+        emergence_during_training=model_manifest["emergence_during_training"],
+        emergence=controls.emergence_numbers(evo["norms"], alive, np.asarray(steps), run.crosscoder.emergence_fraction),
+        median_norm_dip=ec.median_norm_dip(evo["norms"], alive, steps, run.crosscoder.dip_steps),
+        nulls=nulls,
     )
 
 
@@ -282,16 +336,26 @@ def load_crosscoder_result(run_dir: Path, run: RunConfig | None = None) -> Cross
 
 
 def summary_numbers(result: CrosscoderResult) -> dict[str, Any]:
-    """The crosscoder's numbers for ``results.json``: size, budget, quality, emergence and the turning point."""
+    """The crosscoder's numbers for ``results.json``: size, budget and settling, quality, emergence at every fraction
+    with its nulls and controls, the norm dip and the turning point."""
     m = result.manifest
     steps = result.steps.tolist()
     alive = result.emergence >= 0
     counts = np.bincount(result.emergence[alive], minlength=len(steps))
+    dip = m["median_norm_dip"]
+    settling = m["settling"]
     return {
         "snapshots": len(steps),
         "d_sae": m["d_sae"],
         "train_tokens": m["train_tokens"],
         "unique_train_tokens": m["unique_train_tokens"],
+        "training": {
+            **{k: settling[k] for k in ("steps", "criterion", "settled", "final_relative_change", "window_steps")},
+            "epochs": m["train_tokens"] / m["unique_train_tokens"],
+            "relative_change_curve": settling["curve"],
+            "final_absolute_change": settling["final_absolute_change"],
+            "emerged_at_first_during_training": m["emergence_during_training"],
+        },
         "seconds": {k: round(v, 1) for k, v in m["timings_s"].items()},
         "explained_variance": {
             "first": result.explained_variance[0],
@@ -303,6 +367,14 @@ def summary_numbers(result: CrosscoderResult) -> dict[str, Any]:
         "alive_features": int(alive.sum()),
         "emerged_at_first_snapshot": float(counts[0] / max(1, alive.sum())),
         "emergence_counts": {str(s): int(c) for s, c in zip(steps, counts, strict=True)},
+        "emergence_at_first": m["emergence"]["emerged_at_first"],
+        "emergence_histogram": m["emergence"]["emergence_histogram"],
+        "median_norm_dip": dip["dip"],
+        "median_norm_dip_step": dip["step"],
+        "median_norm_dip_window": dip["window"],
+        "median_norm_dip_definition": "1 - min over snapshots in the window of m / m at the first snapshot, m the "
+        "median over alive features of the decoder norm divided by the feature's maximum",
+        "nulls": m["nulls"],
         "median_emergence_step": int(np.asarray(steps)[int(np.median(result.emergence[alive]))])
         if alive.any()
         else None,

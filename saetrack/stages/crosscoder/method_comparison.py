@@ -6,7 +6,10 @@ the statistical-learning stage, and writes ``run_dir/crosscoder_vs_chain/`` (``a
 * matched decoder cosines, crosscoder vs chain, at every snapshot both have
   (:func:`saetrack.analysis.method_comparison.match_per_snapshot`; at most :data:`MAX_MATCH_FEATURES` per side,
   a seeded sample above that, since the Hungarian algorithm is cubic);
-* crosscoder emergence against chain formation for matched features, with Spearman's rho;
+* the chance level of that matching: the same crosscoder directions matched to as many random unit vectors
+  (:func:`saetrack.analysis.method_comparison.random_matching_baseline`), per snapshot;
+* crosscoder emergence against chain formation for matched features: Kendall's tau-b (ties handled) with a
+  permutation null (:func:`saetrack.analysis.method_comparison.rank_agreement`), and Spearman's rho;
 * the phase boundaries from four perspectives on one timeline — chain decoder drift and progress measure (drift
   stage), crosscoder emergence (the same change-point rule, :func:`saetrack.analysis.phases.find_phases`, on the
   median normalised decoder norm of alive crosscoder features), statistical learning (the step where the unigram KL
@@ -53,7 +56,7 @@ ARRAYS_FILE = "arrays.npz"
 #: Largest dictionary side matched with the Hungarian algorithm at each snapshot (a seeded sample above).
 MAX_MATCH_FEATURES = 4096
 #: Matched pairs with a decoder cosine below this are not the same feature (the chain's agreement threshold).
-MATCH_THRESHOLD = 0.7
+MATCH_THRESHOLD = mc.MATCH_THRESHOLD
 
 
 def comparison_config_hash(run: RunConfig) -> str:
@@ -63,7 +66,7 @@ def comparison_config_hash(run: RunConfig) -> str:
             "crosscoder": cc_stage.crosscoder_config_hash(run),
             "drift": drift_config_hash(run),
             "statistics": stat_stage.output_hashes(run)[paths.STATISTICS_DIR],
-            "v": 3,
+            "v": 4,
         }
     )
 
@@ -83,15 +86,9 @@ def _statistical_boundaries(stats: stat_stage.StatisticsResult) -> list[int]:
     return [int(b) for b in bounds if b is not None]
 
 
-def _phase_steps(phases: ph.Phases | None, steps: np.ndarray) -> tuple[list[int], list[list[int] | None]]:
-    if phases is None:
-        return [], []
-    bounds = [int(steps[phases.emergent]), int(steps[phases.convergent])]
-    intervals = [
-        None if iv is None else [int(steps[iv[0]]), int(steps[iv[1]])]
-        for iv in (phases.emergent_interval, phases.convergent_interval)
-    ]
-    return bounds, intervals
+def _phase_steps(phases: ph.Phases | None, steps: np.ndarray) -> list[int]:
+    """The steps of the three-segment fit's two boundaries (none when three segments could not be fitted)."""
+    return [] if phases is None else [int(steps[phases.emergent]), int(steps[phases.convergent])]
 
 
 def _costs(run: RunConfig, run_dir: Path, cc_manifest: dict[str, Any], d_model: int) -> dict[str, Any]:
@@ -134,10 +131,9 @@ def _timeline(
     normalised = cc.norms[cc.alive] / np.maximum(cc.norms[cc.alive].max(axis=1, keepdims=True), 1e-12)
     finding = ph.find_phases(
         np.arange(len(cc.steps)),
-        normalised.T,
+        ph.median_curve(normalised.T),
         min_phase=run.drift.min_phase_checkpoints,
-        n_boot=run.drift.bootstrap_samples,
-        seed=run.chain_seed,
+        max_segments=run.drift.max_segments,
     )
     timeline: dict[str, dict[str, Any]] = {}
     for name, phases, grid in (
@@ -145,9 +141,8 @@ def _timeline(
         ("progress measure", drift.progress_phases, chain_steps),
         ("crosscoder emergence", finding.phases, cc.steps),
     ):
-        bounds, intervals = _phase_steps(phases, np.asarray(grid))
-        timeline[name] = {"boundaries": bounds, "intervals": intervals}
-    timeline["statistical learning"] = {"boundaries": _statistical_boundaries(stats), "intervals": []}
+        timeline[name] = {"boundaries": _phase_steps(phases, np.asarray(grid))}
+    timeline["statistical learning"] = {"boundaries": _statistical_boundaries(stats)}
     grid_union = sorted(set(chain_steps.tolist()) | set(cc.steps.tolist()) | set(stats.steps.tolist()))
     both = {k: v["boundaries"] for k, v in timeline.items() if len(v["boundaries"]) == 2}
     first = {k: v["boundaries"][:1] for k, v in timeline.items() if v["boundaries"]}
@@ -158,10 +153,24 @@ def _timeline(
     return timeline, agreement, finding
 
 
+def _random_baselines(
+    w_dec: np.ndarray, present: np.ndarray, steps: list[int], matched: dict[int, np.ndarray], n_chain: int, seed: int
+) -> dict[int, float]:
+    """Median matched cosine of each matched snapshot's crosscoder directions against ``n_chain`` random unit
+    vectors (seeded per snapshot): the chance level of Fig. X08."""
+    out = {}
+    for step in matched:
+        t = steps.index(step)
+        cosines = mc.random_matching_baseline(w_dec[np.flatnonzero(present[:, t]), t], n_chain, seed + t)
+        out[step] = float(np.median(cosines))
+    return out
+
+
 def _matchings(
     run: RunConfig, cc: cc_stage.CrosscoderResult, w_dec: np.ndarray, drift: Any, folders: dict[int, Path]
-) -> tuple[dict[int, np.ndarray], mc.EmergenceFormation, int]:
-    """Matched cosines per common step, and the emergence-vs-formation pairs at the last common step."""
+) -> tuple[dict[int, np.ndarray], dict[int, float], mc.EmergenceFormation, int]:
+    """Matched cosines per common step with their chance level, and the emergence-vs-formation pairs at the last
+    common step."""
     f_chain = int(drift.cosine.shape[1])
     live_sample = np.zeros(f_chain, dtype=bool)
     live_sample[_sample(drift.live_features, run.chain_seed)] = True
@@ -172,6 +181,7 @@ def _matchings(
     steps = cc.steps.tolist()
     chain_dec = {s: SAEWeights.load(folders[s]).W_dec.numpy() for s in folders if s in set(steps)}
     matched = mc.match_per_snapshot(w_dec, present_sample, steps, chain_dec, {s: live_sample for s in chain_dec})
+    chance = _random_baselines(w_dec, present_sample, steps, matched, int(live_sample.sum()), run.chain_seed + 2)
     final = int(max(set(steps) & set(folders)))
     chain_steps = np.asarray(sorted(folders))
     formation_step = np.full(f_chain, -1, dtype=np.int64)
@@ -187,7 +197,17 @@ def _matchings(
         formation_step,
         threshold=MATCH_THRESHOLD,
     )
-    return matched, pairs, final
+    return matched, chance, pairs, final
+
+
+def _emergence_vs_formation(run: RunConfig, pairs: mc.EmergenceFormation, first_step: int) -> dict[str, Any]:
+    """Spearman's rho (as before) and Kendall's tau-b with its permutation null, and the share of pairs tied at the
+    crosscoder's first snapshot."""
+    ranks = mc.rank_agreement(
+        pairs.emergence_step, pairs.formation_step, permutations=run.crosscoder.null_permutations, seed=run.chain_seed
+    )
+    tied = float(np.mean(pairs.emergence_step == first_step)) if pairs.emergence_step.size else None
+    return {**pairs.to_dict(), **ranks, "tied_at_first_share": tied}
 
 
 def _build(run: RunConfig, run_dir: Path, stage: StageRun) -> dict[str, Any]:
@@ -197,7 +217,7 @@ def _build(run: RunConfig, run_dir: Path, stage: StageRun) -> dict[str, Any]:
     drift = load_drift(run_dir, run)
     stats = stat_stage.load_statistics(run_dir, run)
     folders = load_chain(run_dir, run)
-    matched, pairs, final = _matchings(run, cc, w_dec, drift, folders)
+    matched, chance, pairs, final = _matchings(run, cc, w_dec, drift, folders)
     timeline, agreement, finding = _timeline(run, cc, drift, stats, np.asarray(sorted(folders)))
     match_steps = np.asarray(sorted(matched), dtype=np.int64)
     with stage.atomic() as tmp:
@@ -206,6 +226,7 @@ def _build(run: RunConfig, run_dir: Path, stage: StageRun) -> dict[str, Any]:
             match_steps=match_steps,
             match_cosines=np.concatenate([matched[s] for s in match_steps]) if matched else np.zeros(0),
             match_offsets=np.cumsum([0] + [matched[s].size for s in match_steps]),
+            random_match_median=np.asarray([chance[s] for s in match_steps]),
             pair_crosscoder=pairs.crosscoder_features,
             pair_chain=pairs.chain_features,
             pair_cosine=pairs.cosines,
@@ -218,16 +239,19 @@ def _build(run: RunConfig, run_dir: Path, stage: StageRun) -> dict[str, Any]:
                 "pairs": int(matched[s].size),
                 "median_cosine": float(np.median(matched[s])),
                 "above_threshold": float((matched[s] >= MATCH_THRESHOLD).mean()),
+                "random_baseline_median": chance[s],
             }
             for s in match_steps
         }
+        baseline = float(np.median(list(chance.values()))) if chance else None
         return stage.finish(
             into=tmp,
             config={"match_threshold": MATCH_THRESHOLD, "max_match_features": MAX_MATCH_FEATURES},
             files={ARRAYS_FILE: store.file_sha256(tmp / ARRAYS_FILE)},
             final_step=final,
             matching=matching,
-            emergence_vs_formation=pairs.to_dict(),
+            random_baseline_median=baseline,
+            emergence_vs_formation=_emergence_vs_formation(run, pairs, int(cc.steps[0])),
             crosscoder_phases=ph.finding_record(finding, cc.steps.tolist()),
             timeline=timeline,
             agreement=agreement,

@@ -7,8 +7,10 @@ and sub-pattern of every live feature (Sec. 4.2) and the pattern counts at other
 of the median decoder cosine to final (Sec. 4.1) that choose the checkpoints Fig. 2 and Fig. 4 show, the progress
 measures of every live feature at every checkpoint (Def. 5.4, Eq. 14-19, 27-29; D_i = the top-k datapoints of
 feature i under the final SAE at the final checkpoint, Eq. 12), UMAP embeddings of a few features' activation sets
-(Fig. 4), Fig. 2's examples picked by rule (:mod:`saetrack.stages.formation.examples`), and control (c), formation on
-the from-scratch SAEs (:mod:`saetrack.stages.formation.baseline_formation`).
+(Fig. 4, the panels turned to one orientation: :mod:`saetrack.analysis.umap_panels`), Fig. 2's examples picked by rule
+(:mod:`saetrack.stages.formation.examples`; interrupted identities never among them), control (c), formation on the
+from-scratch SAEs (:mod:`saetrack.stages.formation.baseline_formation`), and the anchor-swap control
+(:mod:`saetrack.analysis.anchors`). The numbers for results.json: :mod:`saetrack.stages.formation.summary`.
 
 Written to ``run_dir/formation/`` (``arrays.npz``, ``examples.json``, ``manifest.json``); skipped when the
 manifest matches the config.
@@ -25,10 +27,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from saetrack import paths, store
+from saetrack.analysis import anchors as an
 from saetrack.analysis import features as fx
 from saetrack.analysis import formation as fm
 from saetrack.analysis import patterns as pt
-from saetrack.analysis.progress import within_set_similarity
+from saetrack.analysis.umap_panels import align_panels
 from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
 from saetrack.data.activations import open_activations
@@ -37,7 +40,17 @@ from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
 from saetrack.stages.chain import chain_config_hash, load_chain
 from saetrack.stages.formation.baseline_formation import CONTROL_PREFIX, BaselineControl, control_summary
 from saetrack.stages.formation.examples import pattern_examples
-from saetrack.stages.formation.passes import feature_tables, progress_pass
+from saetrack.stages.formation.passes import CheckpointFeatures, feature_tables, progress_pass
+from saetrack.stages.formation.summary import (
+    ANCHOR_PREFIX,
+    TERMS_KEYS,
+    anchor_numbers,
+    median_progress,
+    normalised_curves,
+    normalised_numbers,
+    progress_terms,
+    summary_numbers,
+)
 
 __all__ = [
     "ARRAYS_FILE",
@@ -46,9 +59,12 @@ __all__ = [
     "TERMS_KEYS",
     "FormationResult",
     "analyse_formation",
+    "anchor_numbers",
     "formation_config_hash",
     "load_formation",
     "median_progress",
+    "normalised_curves",
+    "normalised_numbers",
     "output_hashes",
     "progress_terms",
     "summary_numbers",
@@ -60,8 +76,6 @@ ARRAYS_FILE = "arrays.npz"
 EXAMPLES_FILE = "examples.json"
 #: The paper's Fig. 2 middle column as a fraction of the schedule (now only the fallback when no phases fit).
 MIDDLE_FRACTION = fm.PAPER_FIG2_MIDDLE_FRACTION
-#: Progress measures split into their two terms for control (d) (Fig. 5d).
-TERMS_KEYS: tuple[str, ...] = ("activation_cosine", "feature_cosine")
 
 
 def formation_config_hash(run: RunConfig) -> str:
@@ -71,7 +85,7 @@ def formation_config_hash(run: RunConfig) -> str:
         "chain": chain_config_hash(run),
         "formation": run.to_dict()["formation"],
         "min_phase_checkpoints": run.drift.min_phase_checkpoints,
-        "v": 3,
+        "v": 4,
     }
     return config_hash(payload)
 
@@ -86,7 +100,7 @@ class FormationResult:
     top_values: np.ndarray  # [T, F, k] activations of each feature's top-k analysis datapoints under SAE[t]
     top_indices: np.ndarray  # [T, F, k] their rows in the analysis set (context * context_length + position)
     live: np.ndarray  # [F] bool (App. A.1)
-    patterns: np.ndarray  # [F] maintaining / shifting / grouping / other / excluded
+    patterns: np.ndarray  # [F] maintaining / shifting / grouping / other / interrupted / excluded
     live_features: np.ndarray  # [L] indices of live features, the columns of ``progress``
     final_types: np.ndarray  # [L] label of each live feature at the final checkpoint
     progress: dict[str, np.ndarray]  # key -> [T, L]; "baseline_<key>" -> [T]
@@ -100,6 +114,9 @@ class FormationResult:
     sub_patterns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))  # [F] ("excluded" if not live)
     phase_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [T] median decoder cosine to final
     control: dict[str, np.ndarray] = field(default_factory=dict)  # control (c), "control__" arrays
+    anchors: dict[str, np.ndarray] = field(default_factory=dict)  # anchor control, "anchor__" arrays
+    link_dead_fraction: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [T] dead share of each link
+    link_ultra_low_fraction: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [T] ultra-low share
 
     @property
     def checkpoint_choice(self) -> dict[str, Any]:
@@ -123,6 +140,48 @@ def _choose_checkpoints(run: RunConfig, steps: list[int], cosine: np.ndarray, li
     return choice
 
 
+def _patterns(tables: CheckpointFeatures, live: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Pattern and sub-pattern of every feature (Sec. 4.2; "excluded" if not live) and the interrupted identities'
+    record: the rule, their count and share of the live features, the pattern each would have had otherwise, and how
+    many were inactive at a single checkpoint only."""
+    n_features = tables.labels.shape[1]
+    labels, dominant = tables.labels[:, live], tables.dominant[:, live]
+    patterns = np.full(n_features, "excluded", dtype=object)
+    patterns[live] = fx.classify_patterns(labels, dominant)
+    subs = np.full(n_features, "excluded", dtype=object)
+    subs[live] = pt.sub_patterns(labels, dominant)
+    interrupted = patterns[live] == "interrupted"
+    otherwise = fx.classify_patterns(labels, dominant, interrupted=False)[interrupted]
+    gaps = fx.interruption_lengths(labels)[interrupted]
+    record = {
+        "rule": fx.INTERRUPTED_RULE,
+        "count": int(interrupted.sum()),
+        "share_of_live": float(interrupted.mean()) if live.size else None,
+        "pattern_without_the_rule": {p: int((otherwise == p).sum()) for p in fx.PATTERNS if p != "interrupted"},
+        "one_inactive_checkpoint": int((gaps == 1).sum()),
+    }
+    return patterns, subs, record
+
+
+def _link_fractions(tables: CheckpointFeatures, min_density: float) -> dict[str, np.ndarray]:
+    """Each chain link's dead and ultra-low fraction on its own checkpoint's analysis set (App. A.1, t alone)."""
+    filters = [fx.filter_features([stats], min_density=min_density) for stats in tables.stats]
+    return {
+        "link_dead_fraction": np.asarray([f.dead.mean() for f in filters]),
+        "link_ultra_low_fraction": np.asarray([f.ultra_low.mean() for f in filters]),
+    }
+
+
+def _anchor_arrays(sets: list[an.AnchorSet], within: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The anchor control's arrays: per anchor its features, their labels at the anchor and S_i^a(t) ``[T, n]``."""
+    out: dict[str, np.ndarray] = {}
+    for anchor in sets:
+        out[f"{ANCHOR_PREFIX}{anchor.name}__features"] = anchor.features
+        out[f"{ANCHOR_PREFIX}{anchor.name}__types"] = anchor.types.astype(str)
+        out[f"{ANCHOR_PREFIX}{anchor.name}__within"] = within[anchor.name]
+    return out
+
+
 def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
     """Compute every formation analysis over the chain and write the stage folder atomically."""
     cfg = run.formation
@@ -136,22 +195,20 @@ def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str
     tables = feature_tables(run, source, folders, steps, device, progress, control)
     flt = fx.filter_features(tables.stats, min_density=cfg.min_density)
     live = np.nonzero(flt.live)[0]
-    patterns = np.full(tables.labels.shape[1], "excluded", dtype=object)
-    patterns[live] = fx.classify_patterns(tables.labels[:, live], tables.dominant[:, live])
-    subs = np.full(tables.labels.shape[1], "excluded", dtype=object)
-    subs[live] = pt.sub_patterns(tables.labels[:, live], tables.dominant[:, live])
+    patterns, subs, interrupted = _patterns(tables, live)
     choice = _choose_checkpoints(run, steps, tables.cosine, live)
     umap_positions = [int(e["position"]) for e in choice.fig4]
+    anchor_sets = an.anchor_sets(tables.labels, tables.top_values, tables.top_indices, live)
 
     final_indices = tables.top_indices[-1][live]  # D_i (Eq. 12)
     final_types = tables.labels[-1, live]
     second = progress_pass(
-        run, source, folders, steps, live, final_types, final_indices, umap_positions, device, progress
+        run, source, folders, steps, live, final_types, final_indices, umap_positions, device, progress, anchor_sets
     )
-    embeddings = [
+    embeddings = align_panels([
         fm.umap_embedding(second.umap_points[p], seed=cfg.umap_seed)
         for p in tqdm(umap_positions, desc="UMAP per checkpoint", disable=not progress or not second.umap_points)
-    ] if second.umap_points else []  # fmt: skip
+    ] if second.umap_points else [])  # fmt: skip
     tokens = np.asarray(source.analysis_tokens)
     examples = pattern_examples(
         load_corpus(run_dir)[0], tokens, tables, subs, patterns, live, second.measures["activation_cosine"],
@@ -178,6 +235,8 @@ def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str
         "umap_point_feature": second.point_feature,
         "umap_features": np.asarray(second.chosen, dtype=np.int64),
         **{f"progress__{k}": np.asarray(v) for k, v in second.measures.items() if k != "steps"},
+        **_link_fractions(tables, cfg.min_density),
+        **_anchor_arrays(anchor_sets, second.anchor_within),
         **control.arrays(),
     }
     extra = {
@@ -185,6 +244,7 @@ def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str
         "pattern_counts": fx.pattern_counts(patterns[live]),
         "sub_pattern_counts": pt.sub_pattern_counts(subs[live]),
         "pattern_sensitivity": sensitivity,
+        "interrupted": interrupted,
         "fig2_rules": {category: rule for category, (_, rule) in pt.FIG2_RULES.items()},
         "checkpoint_choice": choice.record(),
         "label_counts": {
@@ -229,15 +289,16 @@ def analyse_formation(
 def load_formation(run_dir: Path, run: RunConfig | None = None) -> FormationResult:
     """The arrays and examples of a finished formation stage (checked against ``run`` when given).
 
-    Stage folders written before the sub-patterns, shares, phases and control (c) existed load with those fields
-    empty.
+    Stage folders written before the sub-patterns, shares, phases, control (c), the anchor control and the links'
+    dead fractions existed load with those fields empty.
     """
     out = Path(run_dir) / paths.FORMATION_DIR
     manifest = finished_manifest(out, formation_config_hash(run) if run else None, "formation stage", "03")
     data = np.load(out / ARRAYS_FILE, allow_pickle=False)
     progress = {k.removeprefix("progress__"): data[k] for k in data.files if k.startswith("progress__")}
     umap_features = data["umap_features"].tolist()
-    optional = {name: data[name] for name in ("shares", "sub_patterns", "phase_curve") if name in data.files}
+    names = ("shares", "sub_patterns", "phase_curve", "link_dead_fraction", "link_ultra_low_fraction")
+    optional = {name: data[name] for name in names if name in data.files}
     return FormationResult(
         steps=data["steps"],
         labels=data["labels"],
@@ -256,6 +317,7 @@ def load_formation(run_dir: Path, run: RunConfig | None = None) -> FormationResu
         examples=json.loads((out / EXAMPLES_FILE).read_text()),
         manifest=manifest,
         control={k: data[k] for k in data.files if k.startswith(CONTROL_PREFIX)},
+        anchors={k: data[k] for k in data.files if k.startswith(ANCHOR_PREFIX)},
         **optional,
     )
 
@@ -275,103 +337,6 @@ def top_contexts(
         for v, i in zip(values[:n], indices[:n], strict=True)
         if v > 0
     ]
-
-
-def median_progress(result: FormationResult, kind: str | None, key: str = "activation_cosine") -> np.ndarray:
-    """Median progress measure M_i(t) (Def. 5.4) per checkpoint over live features whose final label is ``kind``
-    (``None``: all live features); NaN at every checkpoint when there is no such feature."""
-    values = np.asarray(result.progress[key], dtype=np.float64)
-    rows = np.ones(values.shape[1], dtype=bool) if kind is None else result.final_types == kind
-    return np.nanmedian(values[:, rows], axis=1) if rows.any() else np.full(values.shape[0], np.nan)
-
-
-def progress_terms(result: FormationResult, key: str = "activation_cosine") -> dict[str, np.ndarray]:
-    """Control (d): the progress measure M_i(t) (Def. 5.4, Eq. 14 / 17) split into its two terms, per checkpoint.
-
-    ``within_token`` / ``within_concept``: the median within-set similarity S(A_i^t) (Eq. 15 / 18) of live features
-    typed by their final label; ``random_baseline``: the random baseline (Eq. 16 / 19), one number per checkpoint;
-    ``progress_token`` / ``progress_concept``: the median M_i(t) (= median within-set similarity - baseline). Each
-    ``[T]``; NaN where a type has no feature.
-    """
-    baseline = np.asarray(result.progress[f"baseline_{key}"], dtype=np.float64)
-    within = within_set_similarity(result.progress[key], baseline)
-    out = {"random_baseline": baseline}
-    for kind in ("token", "concept"):
-        rows = result.final_types == kind
-        out[f"within_{kind}"] = np.nanmedian(within[:, rows], axis=1) if rows.any() else np.full(len(baseline), np.nan)
-        out[f"progress_{kind}"] = median_progress(result, kind, key)
-    return out
-
-
-def _terms_numbers(result: FormationResult) -> dict[str, Any]:
-    """Control (d)'s numbers: each term of :func:`progress_terms` at the first checkpoint, the start of the
-    Emergent phase (decoder-drift phases, when fitted) and the final checkpoint."""
-    emergent = result.checkpoint_choice.get("emergent")
-    at = {"first": 0, "emergent_start": emergent, "final": len(result.steps) - 1}
-    out: dict[str, Any] = {"emergent_start_step": None if emergent is None else int(result.steps[emergent])}
-    for key in TERMS_KEYS:
-        terms = progress_terms(result, key)
-        out[key] = {
-            name: {
-                where: None if t is None or not np.isfinite(curve[t]) else float(curve[t]) for where, t in at.items()
-            }
-            for name, curve in terms.items()
-            if not name.startswith("progress_")
-        }
-    return out
-
-
-def _choice_numbers(choice: dict[str, Any], steps: np.ndarray) -> dict[str, Any]:
-    """The checkpoints Fig. 2 and Fig. 4 show, with the rule and each one's phase and reason."""
-    if not choice:
-        return {}
-    emergent, convergent = choice.get("emergent"), choice.get("convergent")
-    return {
-        "rule": choice["rule"],
-        "fallback": choice.get("fallback"),
-        "emergent_start_step": None if emergent is None else int(steps[emergent]),
-        "convergent_start_step": None if convergent is None else int(steps[convergent]),
-        **{fig: [{k: e[k] for k in ("step", "phase", "why")} for e in choice[fig]] for fig in ("fig2", "fig4")},
-    }
-
-
-def summary_numbers(result: FormationResult) -> dict[str, Any]:
-    """The numbers behind the paper's formation claims (issue 4): medians by feature type, first vs final checkpoint.
-
-    For every progress-measure key: the median M_i(t) of token-level and of concept-level features (typed by
-    their label at the final checkpoint) at the first and final checkpoints, and the concept-level rise. Also the
-    sub-pattern counts and the pattern counts at other token-share thresholds (Sec. 4.2), the checkpoints Fig. 2
-    and Fig. 4 show and why, control (c) (formation on the from-scratch SAEs) and control (d) (the two terms of
-    the progress measure).
-    """
-    manifest = result.manifest
-    out: dict[str, Any] = {
-        "filter_counts": manifest["filter_counts"],
-        "pattern_counts": manifest["pattern_counts"],
-        "label_counts": manifest["label_counts"],
-        "sub_pattern_counts": manifest.get("sub_pattern_counts"),
-        "pattern_sensitivity": manifest.get("pattern_sensitivity"),
-        "checkpoint_choice": _choice_numbers(result.checkpoint_choice, result.steps),
-        "baseline_control": manifest.get("baseline_control"),
-        "progress_terms": _terms_numbers(result),
-    }
-    token, concept = result.final_types == "token", result.final_types == "concept"
-    for key in fm.PROGRESS_KEYS:
-        m = result.progress[key]
-
-        def median(rows: np.ndarray, t: int, m: np.ndarray = m) -> float | None:
-            return float(np.nanmedian(m[t, rows])) if rows.any() else None
-
-        first_token, first_concept = median(token, 0), median(concept, 0)
-        final_concept = median(concept, -1)
-        out[key] = {
-            "median_token_first": first_token,
-            "median_concept_first": first_concept,
-            "median_token_final": median(token, -1),
-            "median_concept_final": final_concept,
-            "concept_rise": None if first_concept is None or final_concept is None else final_concept - first_concept,
-        }
-    return out
 
 
 def output_hashes(run: RunConfig) -> dict[str, str]:

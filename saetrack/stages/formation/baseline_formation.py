@@ -9,7 +9,9 @@ from-scratch SAE at a baseline checkpoint (``chain.baseline``) and for the chain
 * each feature's coherence at t: the progress measure (Def. 5.4, Eq. 14 / 17, the same code path as Fig. 5) of its
   OWN top-k datapoints at t (not the final link's D_i).
 
-Per checkpoint: the number of token- and concept-level features and the median measure of each type. The question
+Per checkpoint: the number of token- and concept-level features and the median measure of each type, and each
+SAE's dead and ultra-low fractions on that analysis set (App. A.1), since a comparison of medians over live features
+says little when one SAE has half its dictionary dead. The question
 it answers: does token -> concept formation (token-level features coherent from the start, concept-level coherence
 rising with training) hold without the chain? Computed in the formation stage's first pass (the analysis set of a
 baseline checkpoint is read once) and saved with the stage's arrays under the ``control__`` prefix.
@@ -30,6 +32,7 @@ from saetrack.sae.weights import SAEWeights
 from saetrack.stages.chain import baseline_config_hash
 
 __all__ = [
+    "CONTROL_FIELDS",
     "CONTROL_KEYS",
     "CONTROL_PREFIX",
     "CONTROL_RULE",
@@ -47,8 +50,12 @@ CONTROL_PREFIX = "control__"
 CONTROL_RULE = (
     "per SAE at checkpoint t (from-scratch baseline, and the chain link at t): live features filtered on t alone "
     "(App. A.1), labelled token/concept on the analysis set at t (Def. 4.1-4.2); coherence = progress measure "
-    "(Def. 5.4) of each feature's own top-k datapoints at t; medians per label"
+    "(Def. 5.4) of each feature's own top-k datapoints at t; medians per label. dead_fraction = share of the SAE's "
+    "features never active on the analysis set at t; ultra_low_fraction = share active but below the App. A.1 "
+    "density / max-activation thresholds (both on t alone)"
 )
+#: Per-feature arrays the control keeps for each SAE and baseline checkpoint.
+CONTROL_FIELDS: tuple[str, ...] = ("labels", "live", "dead", "ultra_low", *CONTROL_KEYS)
 
 
 def own_set_formation(
@@ -62,14 +69,14 @@ def own_set_formation(
     """Labels (Def. 4.1-4.2), live mask (App. A.1, this checkpoint alone) and the progress measure (Def. 5.4,
     Eq. 14 / 17) of each feature's own top-k datapoints, for one SAE on one checkpoint's analysis set ``x``.
 
-    ``stats`` and ``top`` (values, indices) are computed when not given. Returns ``{"labels", "live", *keys}``, each
-    ``[F]``, the keys of :data:`CONTROL_KEYS`.
+    ``stats`` and ``top`` (values, indices) are computed when not given. Returns ``{"labels", "live", "dead",
+    "ultra_low", *keys}``, each ``[F]``, the keys of :data:`CONTROL_KEYS`.
     """
     cfg = run.formation
     stats = stats if stats is not None else fx.feature_statistics(weights, x)
     values, indices = top if top is not None else fx.top_k_datapoints(weights, x, k=cfg.top_k)
     labels, _, _ = fx.classify_token_concept(values, indices, tokens_flat, cfg.token_share, cfg.min_active)
-    live = fx.filter_features([stats], min_density=cfg.min_density).live
+    flt = fx.filter_features([stats], min_density=cfg.min_density)
     measures = fm.progress_measures(
         [x],
         [weights],
@@ -79,7 +86,8 @@ def own_set_formation(
         seed=run.chain_seed,
         progress=False,
     )
-    return {"labels": np.asarray(labels), "live": live, **{key: measures[key][0] for key in CONTROL_KEYS}}
+    masks = {"live": flt.live, "dead": flt.dead, "ultra_low": flt.ultra_low}
+    return {"labels": np.asarray(labels), **masks, **{key: measures[key][0] for key in CONTROL_KEYS}}
 
 
 class BaselineControl:
@@ -120,21 +128,25 @@ class BaselineControl:
         steps = [s for s in self.steps if s in self.sides["baseline"]]
         out: dict[str, np.ndarray] = {f"{CONTROL_PREFIX}steps": np.asarray(steps, dtype=np.int64)}
         for side, per_step in self.sides.items():
-            for name in ("labels", "live", *CONTROL_KEYS):
+            for name in CONTROL_FIELDS:
                 rows = [per_step[s][name] for s in steps]
                 value = np.stack(rows) if rows else np.zeros((0, 0))
                 out[f"{CONTROL_PREFIX}{side}__{name}"] = value.astype(str) if name == "labels" else value
         return out
 
 
-def _side_numbers(labels: np.ndarray, live: np.ndarray, measure: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Counts of live token- and concept-level features and the median measure of each type, at one checkpoint."""
+def _side_numbers(arr: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Counts of live token- and concept-level features and the median measure of each type, and the SAE's dead and
+    ultra-low fractions (``None`` for stage folders written before they were kept), at one checkpoint."""
+    labels, live = arr["labels"], arr["live"].astype(bool)
     out: dict[str, Any] = {"n_live": int(live.sum())}
+    for name in ("dead", "ultra_low"):
+        out[f"{name}_fraction"] = float(np.mean(arr[name])) if name in arr and arr[name].size else None
     for kind in ("token", "concept"):
         rows = live & (labels == kind)
         out[f"n_{kind}"] = int(rows.sum())
-        for key, values in measure.items():
-            out[f"median_{kind}_{key}"] = float(np.nanmedian(values[rows])) if rows.any() else None
+        for key in CONTROL_KEYS:
+            out[f"median_{kind}_{key}"] = float(np.nanmedian(arr[key][rows])) if rows.any() else None
     return out
 
 
@@ -149,14 +161,18 @@ def _rise(per_step: list[dict[str, Any]], side: str, name: str) -> float | None:
 def control_summary(control: dict[str, np.ndarray]) -> dict[str, Any]:
     """Control (c)'s numbers from the ``control__`` arrays: per baseline checkpoint, for the from-scratch SAE and
     the chain link, the counts of token-/concept-level features and their median own-set progress measure (Def. 5.4),
-    and the concept-level rise from the first to the last baseline checkpoint for each SAE kind."""
+    each SAE's dead and ultra-low fractions (also as ``dead_fraction_chain`` / ``dead_fraction_scratch`` etc. on the
+    row), and the concept-level rise from the first to the last baseline checkpoint for each SAE kind."""
     steps = np.asarray(control.get(f"{CONTROL_PREFIX}steps", np.zeros(0)), dtype=np.int64)
     per_step = []
     for b, step in enumerate(steps):
         row: dict[str, Any] = {"step": int(step)}
         for side in ("baseline", "chain"):
-            arr = {name: control[f"{CONTROL_PREFIX}{side}__{name}"][b] for name in ("labels", "live", *CONTROL_KEYS)}
-            row[side] = _side_numbers(arr["labels"], arr["live"].astype(bool), {k: arr[k] for k in CONTROL_KEYS})
+            names = [n for n in CONTROL_FIELDS if f"{CONTROL_PREFIX}{side}__{n}" in control]
+            row[side] = _side_numbers({n: control[f"{CONTROL_PREFIX}{side}__{n}"][b] for n in names})
+        for name in ("dead", "ultra_low"):
+            row[f"{name}_fraction_chain"] = row["chain"][f"{name}_fraction"]
+            row[f"{name}_fraction_scratch"] = row["baseline"][f"{name}_fraction"]
         per_step.append(row)
     rises = {
         f"{side}_concept_rise_{key}": _rise(per_step, side, f"median_concept_{key}")
@@ -174,16 +190,19 @@ def _fmt(value: float | None, sign: bool = False) -> str:
 def control_lines(summary: dict[str, Any], key: str = "activation_cosine") -> list[str]:
     """Control (c)'s numbers (:func:`control_summary`) as printable lines: per baseline checkpoint the counts of
     token-/concept-level features (Def. 4.1-4.2) and their median own-set progress measure (Def. 5.4), for the
-    from-scratch SAE and the chain link, then the concept-level rise of each; one line saying why when skipped."""
+    from-scratch SAE and the chain link with each one's dead fraction, then the concept-level rise of each; one line
+    saying why when skipped."""
     if not summary.get("per_step"):
         return [f"control (c) not run: {summary.get('skipped', 'no baseline checkpoints')}"]
     lines = []
     for row in summary["per_step"]:
         b, c = row["baseline"], row["chain"]
+        b_m = f"{_fmt(b[f'median_token_{key}'])} / {_fmt(b[f'median_concept_{key}'])}"
+        c_m = f"{_fmt(c[f'median_token_{key}'])} / {_fmt(c[f'median_concept_{key}'])}"
         lines.append(
             f"step {row['step']}: from-scratch {b['n_token']} token / {b['n_concept']} concept-level features, "
-            f"median M {_fmt(b[f'median_token_{key}'])} / {_fmt(b[f'median_concept_{key}'])}; chain link "
-            f"{c['n_token']} / {c['n_concept']}, {_fmt(c[f'median_token_{key}'])} / {_fmt(c[f'median_concept_{key}'])}"
+            f"median M {b_m}, dead {_fmt(b.get('dead_fraction'))}; chain link {c['n_token']} / {c['n_concept']}, "
+            f"{c_m}, dead {_fmt(c.get('dead_fraction'))}"
         )
     rise_baseline, rise_chain = summary[f"baseline_concept_rise_{key}"], summary[f"chain_concept_rise_{key}"]
     lines.append(

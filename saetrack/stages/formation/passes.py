@@ -3,8 +3,9 @@
 * :func:`feature_tables` — per link: feature statistics (App. A.1), top-k datapoints, token/concept labels
   (Def. 4.1-4.2) with the dominant token and its share, and the decoder cosine to final (Sec. 6.1); control (c)
   (:class:`~saetrack.stages.formation.baseline_formation.BaselineControl`) measures its SAEs on the same analysis sets.
-* :func:`progress_pass` — the progress measures (Def. 5.4, Eq. 14-19) of the live features at every checkpoint and
-  the activations of Fig. 4's features at the checkpoints it shows.
+* :func:`progress_pass` — the progress measures (Def. 5.4, Eq. 14-19) of the live features at every checkpoint, the
+  anchor-swap control's within-set similarities (:mod:`saetrack.analysis.anchors`) and the activations of Fig. 4's
+  features at the checkpoints it shows.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from saetrack.analysis import anchors as an
 from saetrack.analysis import drift as dr
 from saetrack.analysis import features as fx
 from saetrack.analysis import formation as fm
+from saetrack.analysis.umap_panels import distinct_features
 from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource
 from saetrack.sae.weights import SAEWeights
@@ -27,15 +30,17 @@ __all__ = ["CheckpointFeatures", "ProgressPass", "feature_tables", "progress_pas
 
 
 def select_umap_features(
-    final_types: np.ndarray, final_progress: np.ndarray, live: np.ndarray, run: RunConfig
+    final_types: np.ndarray, final_progress: np.ndarray, live: np.ndarray, run: RunConfig, final_indices: np.ndarray
 ) -> list[int]:
-    """The most formed token- and concept-level live features (highest final activation-space progress measure)."""
-    chosen: list[int] = []
+    """Fig. 4's features: the most formed token- and concept-level live features (highest final activation-space
+    progress measure), skipping any whose D_i (``final_indices`` ``[L, k]``, Eq. 12) shares more than half its
+    datapoints with a feature already chosen (:func:`saetrack.analysis.umap_panels.distinct_features`)."""
+    chosen_rows: list[int] = []
     for kind, n in (("token", run.formation.umap_token_features), ("concept", run.formation.umap_concept_features)):
         score = np.where(final_types == kind, final_progress, -np.inf)
-        order = np.argsort(-score, kind="stable")
-        chosen += [int(live[j]) for j in order[:n] if np.isfinite(score[j])]
-    return chosen
+        order = [int(j) for j in np.argsort(-score, kind="stable") if np.isfinite(score[j])]
+        chosen_rows += distinct_features(order, final_indices, n, chosen_rows)
+    return [int(live[j]) for j in chosen_rows]
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,13 @@ def feature_tables(
 
 @dataclass(frozen=True)
 class ProgressPass:
-    """What the second pass over the checkpoints gives: progress measures and the activations UMAP embeds."""
+    """What the second pass over the checkpoints gives: progress measures, the anchor control and UMAP's inputs."""
 
     measures: dict[str, np.ndarray]  # key -> [T, L]; "baseline_<key>" -> [T]
     chosen: list[int]  # the features Fig. 4 draws
     point_feature: np.ndarray  # [n] the feature of each UMAP point
     umap_points: dict[int, np.ndarray]  # checkpoint position -> [n, d] activations of the chosen features' D_i
+    anchor_within: dict[str, np.ndarray]  # anchor name -> [T, n_a] within-set cosine S_i^a(t) (Eq. 15)
 
 
 def progress_pass(
@@ -117,8 +123,10 @@ def progress_pass(
     umap_positions: list[int],
     device: str,
     progress: bool,
+    anchor_sets: list[an.AnchorSet] | None = None,
 ) -> ProgressPass:
-    """Progress measures (Def. 5.4, Eq. 14-19) of the live features at every checkpoint, the final one first.
+    """Progress measures (Def. 5.4, Eq. 14-19) of the live features at every checkpoint, the final one first, and
+    the anchor control's within-set cosine (Eq. 15) of every set of ``anchor_sets`` on the same read.
 
     The final checkpoint's measures choose Fig. 4's features; the activations of their D_i (Eq. 12-13) are kept at
     ``umap_positions``. One checkpoint's analysis set is held at a time.
@@ -126,6 +134,7 @@ def progress_pass(
     cfg = run.formation
     positions = set(umap_positions)
     per: dict[int, dict[str, np.ndarray]] = {}
+    anchored: dict[int, dict[str, np.ndarray]] = {}
     chosen: list[int] = []
     rows = np.zeros(0, dtype=np.int64)
     umap_points: dict[int, np.ndarray] = {}
@@ -141,13 +150,16 @@ def progress_pass(
             seed=run.chain_seed,
             progress=False,
         )
+        anchored[position] = an.anchor_within(x, anchor_sets or [])
         if position == len(steps) - 1:
-            chosen = select_umap_features(final_types, per[position]["activation_cosine"][-1], live, run)
+            final = per[position]["activation_cosine"][-1]
+            chosen = select_umap_features(final_types, final, live, run, final_indices)
             live_pos = {int(f): j for j, f in enumerate(live)}
             rows = np.concatenate([final_indices[live_pos[f]] for f in chosen]) if chosen else rows
         if position in positions and len(rows) > 2:
             umap_points[position] = np.asarray(x[rows])
         del x
     measures = {key: np.concatenate([per[p][key] for p in range(len(steps))]) for key in per[0]}
+    within = {a.name: np.stack([anchored[p][a.name] for p in range(len(steps))]) for a in anchor_sets or []}
     point_feature = np.repeat(chosen, cfg.top_k) if chosen else np.zeros(0, dtype=np.int64)
-    return ProgressPass(measures, chosen, point_feature, umap_points)
+    return ProgressPass(measures, chosen, point_feature, umap_points, within)

@@ -3,8 +3,10 @@
 Every size of ``run.scale.presets`` is a preset with its own run directory (``runs/<size>/``); its stages (notebooks
 01-04) run through :func:`saetrack.pipeline.run_stages`, so finished sizes are skipped and an interrupted size
 resumes. :func:`load_size` collects what the per-size figures and the cross-scale summary need, and
-:func:`summary_numbers` the numbers for the results JSON. The stage's manifest (``run_dir/scale/``) records the drift
-hash of every size, so the stage is current exactly when every size is.
+:func:`summary_numbers` the numbers for the results JSON. The seed study (:mod:`saetrack.stages.scale.seeds`: one size
+over model and chain seeds, and a longer warm-up) runs in the same pool of processes as the other sizes. The stage's
+manifest (``run_dir/scale/``) records the drift hash of every size and every seed variant, so the stage is current
+exactly when all of them are.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from saetrack import paths, store
 from saetrack.config.base import config_hash
 from saetrack.config.presets import get_preset
 from saetrack.config.run import RunConfig
-from saetrack.pipeline.parallel import SIZE_STAGES, run_parallel
-from saetrack.pipeline.skeleton import StageRun
+from saetrack.pipeline import headless
+from saetrack.pipeline.parallel import SIZE_STAGES, run_jobs, size_job
+from saetrack.pipeline.skeleton import StageRun, current_manifest
 from saetrack.sae.weights import SAEWeights
 from saetrack.stages.chain import load_chain, read_link_manifests
 from saetrack.stages.drift import drift_config_hash, load_drift
 from saetrack.stages.drift import summary_numbers as drift_numbers
 from saetrack.stages.formation import load_formation, median_progress
 from saetrack.stages.formation import summary_numbers as formation_numbers
+from saetrack.stages.scale.seeds import SeedVariant, seed_variants, variant_hashes, variant_jobs
 
 __all__ = [
     "PAPER_FIGURE_KEYS",
@@ -39,6 +43,7 @@ __all__ = [
     "output_hashes",
     "scale_config_hash",
     "size_runs",
+    "study_variants",
     "summary_numbers",
     "write_summary",
 ]
@@ -59,9 +64,36 @@ def _size_dir(size: RunConfig, run: RunConfig, run_dir: Path) -> Path:
 
 
 def scale_config_hash(run: RunConfig) -> str:
-    """Hash of the scale stage's inputs: the drift-stage hash of every size (which covers all earlier stages)."""
+    """Hash of the scale stage's inputs: the drift-stage hash of every size and every seed variant (which cover all
+    earlier stages)."""
+    sizes = size_runs(run)
+    variants = seed_variants(run, Path("."), {s.preset: Path(s.preset) for s in sizes})
+    return config_hash({"sizes": {s.preset: drift_config_hash(s) for s in sizes}, "seeds": variant_hashes(variants),
+                        "v": 2})  # fmt: skip
 
-    return config_hash({"sizes": {s.preset: drift_config_hash(s) for s in size_runs(run)}, "v": 1})
+
+def study_variants(run: RunConfig, run_dir: Path) -> list[SeedVariant]:
+    """The seed study's variants of ``run`` with their folders (:func:`~saetrack.stages.scale.seeds.seed_variants`;
+    the variant with the seed size's own seeds is the scale study's run of that size)."""
+    folders = {s.preset: _size_dir(s, run, run_dir) for s in size_runs(run)}
+    return seed_variants(run, run_dir, folders)
+
+
+def _variant_current(variant: SeedVariant) -> bool:
+    """Whether a seed variant's drift stage (its last) is finished with its config."""
+    return current_manifest(variant.folder / paths.DRIFT_DIR, drift_config_hash(variant.run)) is not None
+
+
+def _run_variants_here(
+    variants: list[SeedVariant], pending: list[SeedVariant], device: str, log: Callable[[str], None]
+) -> None:
+    """The ``pending`` seed variants one after the other in this process (no parallel pool); every variant's folder
+    (the shared one, finished ones) may lend its corpus and model."""
+    lenders = [v.folder for v in variants]
+    for v in pending:
+        headless.adopt(v.run, v.folder, lenders)
+        seconds = headless.run_headless(v.run, v.folder, device=device)
+        log(f"[scale] seed variant {v.name}: current after {seconds:.1f} s")
 
 
 def ensure_sizes(
@@ -95,12 +127,18 @@ def ensure_sizes(
             log(f"[scale] size {size.preset}: pipeline current after {seconds:.1f} s")
         else:
             others.append(size)
-    if run.scale.parallel_sizes > 1 and len(others) > 1:
-        run_parallel(others, folders, run.scale.parallel_sizes, force=force, device=device, log=log)
+    # seed variants not yet current (``force`` rebuilds the sizes, not the variants: delete runs/<preset>/seeds/)
+    variants = study_variants(run, run_dir)
+    pending = [v for v in variants if not v.shared and not _variant_current(v)]
+    if run.scale.parallel_sizes > 1 and len(others) + len(pending) > 1:
+        jobs = [size_job(size, folders[size.preset], force=force, device=device) for size in others]
+        jobs += variant_jobs(variants, {job.name for job in jobs}, device, pending={v.name for v in pending})
+        run_jobs(jobs, run.scale.parallel_sizes, log=log)
     else:
         for size in others:
             seconds = run_pipeline(size, folders[size.preset], only=SIZE_STAGES, force=force, device=device, log=log)
             log(f"[scale] size {size.preset}: pipeline current after {seconds:.1f} s")
+        _run_variants_here(variants, pending, device, log)
     return folders
 
 
@@ -179,12 +217,13 @@ def figure_keys(sizes: Sequence[str], this_preset: str) -> dict[str, tuple[str, 
 
 def summary_numbers(results: Sequence[SizeResult]) -> dict[str, Any]:
     """Per-size numbers of the study (results JSON): model size and LM loss, chain quality, drift and phases,
-    formation counts, and the median token- and concept-level progress at the first and final checkpoints."""
-
-    sizes = [
-        {**r.numbers, "progress_activation_cosine": formation_numbers(r.formation)["activation_cosine"]}
-        for r in results
-    ]
+    formation counts, the median token- and concept-level progress at the first and final checkpoints, and the
+    baseline-normalised measure (``normalised_progress``, which the ledger's "every size" claim reads)."""
+    sizes = []
+    for r in results:
+        formation = formation_numbers(r.formation)
+        sizes.append({**r.numbers, "progress_activation_cosine": formation["activation_cosine"],
+                      "normalised_progress": formation["normalised_progress"]})  # fmt: skip
     return {"sizes": sizes}
 
 

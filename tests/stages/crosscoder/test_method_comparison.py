@@ -45,8 +45,20 @@ def test_the_comparison_matches_times_and_sets_boundaries_side_by_side(run: RunC
     assert np.all(np.abs(arrays["match_cosines"]) <= 1.0 + 1e-9)
     for i, step in enumerate(steps):
         assert manifest["matching"][str(step)]["pairs"] == offsets[i + 1] - offsets[i] > 0
+    # the chance level per matched step: the same crosscoder rows against random unit vectors, below the real match
+    chance = arrays["random_match_median"]
+    assert chance.shape == arrays["match_steps"].shape and np.all((chance > 0) & (chance < 1))
+    assert manifest["random_baseline_median"] == pytest.approx(float(np.median(chance)))
+    assert [manifest["matching"][str(s)]["random_baseline_median"] for s in steps] == pytest.approx(chance.tolist())
     # matched pairs carry times that exist, and only pairs above the threshold enter the correlation
     assert np.all(arrays["pair_cosine"] >= 0.7)
+    pairs = manifest["emergence_vs_formation"]
+    assert pairs["n"] == arrays["pair_emergence_step"].size
+    assert pairs["permutations"] == run.crosscoder.null_permutations
+    tied = arrays["pair_emergence_step"] == steps[0]
+    assert pairs["tied_at_first_share"] == (pytest.approx(float(np.mean(tied))) if tied.size else None)
+    if pairs["kendall_tau_b"] is not None:  # defined when both sides vary over at least three pairs
+        assert pairs["null_q025"] <= pairs["null_q975"] and 0 < pairs["permutation_p"] <= 1
     assert set(arrays["pair_emergence_step"].tolist()) <= set(steps)
     assert set(arrays["pair_formation_step"].tolist()) <= set(steps)
     # the four perspectives on one timeline, boundaries as steps of the run

@@ -27,7 +27,10 @@ def test_own_set_formation_measures_each_feature_on_its_own_top_k(smoke: RunConf
     values, indices = fx.top_k_datapoints(weights, x, k=5)
     labels, _, _ = fx.classify_token_concept(values, indices, tokens, 0.5, 2)
     np.testing.assert_array_equal(out["labels"], labels)
-    np.testing.assert_array_equal(out["live"], fx.filter_features([fx.feature_statistics(weights, x)]).live)
+    flt = fx.filter_features([fx.feature_statistics(weights, x)])
+    np.testing.assert_array_equal(out["live"], flt.live)
+    np.testing.assert_array_equal(out["dead"], flt.dead)
+    np.testing.assert_array_equal(out["ultra_low"], flt.ultra_low)
     expected = progress_measures([x], [weights], indices, n_random_activation=150, n_random_feature=100,
                                  seed=run.seed, progress=False)  # fmt: skip
     np.testing.assert_allclose(out["activation_cosine"], expected["activation_cosine"][0])
@@ -47,8 +50,18 @@ def test_control_summary_counts_and_medians_per_type() -> None:
         "control__chain__live": np.ones((2, 4), dtype=bool),
         "control__chain__activation_cosine": np.full((2, 4), 0.5),
         "control__chain__feature_cosine": np.full((2, 4), 0.25),
+        "control__baseline__dead": np.array([[False] * 4, [True, True, False, False]]),
+        "control__baseline__ultra_low": np.array([[False] * 4, [False, False, False, True]]),
+        "control__chain__dead": np.array([[False, False, False, True], [False] * 4]),
+        "control__chain__ultra_low": np.zeros((2, 4), dtype=bool),
     }
     summary = control_summary(control)
+    assert [row["dead_fraction_scratch"] for row in summary["per_step"]] == [0.0, 0.5]
+    assert [row["dead_fraction_chain"] for row in summary["per_step"]] == [0.25, 0.0]
+    assert summary["per_step"][1]["ultra_low_fraction_scratch"] == 0.25
+    assert summary["per_step"][1]["baseline"]["dead_fraction"] == 0.5
+    old_folder = {k: v for k, v in control.items() if not k.endswith(("dead", "ultra_low"))}
+    assert control_summary(old_folder)["per_step"][0]["dead_fraction_chain"] is None
     assert summary["steps"] == [1, 48]
     first, last = summary["per_step"]
     assert first["baseline"]["n_token"] == 2 and first["baseline"]["n_concept"] == 1
@@ -71,7 +84,7 @@ def test_baseline_control_says_why_it_is_skipped(smoke: RunConfig, tmp_path: Pat
 
 def test_control_lines_print_the_numbers_or_why_not() -> None:
     side = {"n_token": 3, "n_concept": 2, "median_token_activation_cosine": 0.71234,
-            "median_concept_activation_cosine": None}  # fmt: skip
+            "median_concept_activation_cosine": None, "dead_fraction": 0.4912}  # fmt: skip
     summary = {
         "per_step": [{"step": 7, "baseline": side, "chain": side}],
         "baseline_concept_rise_activation_cosine": 0.25,
@@ -79,7 +92,8 @@ def test_control_lines_print_the_numbers_or_why_not() -> None:
     }
     lines = control_lines(summary)
     assert lines[0] == (
-        "step 7: from-scratch 3 token / 2 concept-level features, median M 0.712 / n/a; chain link 3 / 2, 0.712 / n/a"
+        "step 7: from-scratch 3 token / 2 concept-level features, median M 0.712 / n/a, dead 0.491; chain link "
+        "3 / 2, 0.712 / n/a, dead 0.491"
     )
     assert lines[1].endswith("from-scratch +0.250, chain n/a")
     assert control_lines({"skipped": "no baselines"}) == ["control (c) not run: no baselines"]

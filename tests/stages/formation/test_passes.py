@@ -14,6 +14,18 @@ def test_select_umap_features_takes_the_most_formed_of_each_type(smoke: RunConfi
     live = np.array([3, 5, 8, 13, 21])
     types = np.array(["token", "concept", "token", "token", "concept"])
     final = np.array([0.2, 0.1, 0.9, 0.5, 0.4])
-    assert select_umap_features(types, final, live, run) == [8, 13, 21]
+    distinct = np.arange(20).reshape(5, 4)
+    assert select_umap_features(types, final, live, run, distinct) == [8, 13, 21]
     none = run.with_overrides({"formation.umap_token_features": 0, "formation.umap_concept_features": 0})
-    assert select_umap_features(types, final, live, none) == []
+    assert select_umap_features(types, final, live, none, distinct) == []
+
+
+def test_select_umap_features_skips_a_feature_whose_datapoints_repeat_a_chosen_one(smoke: RunConfig) -> None:
+    run = smoke.with_overrides({"formation.umap_token_features": 2, "formation.umap_concept_features": 1})
+    live = np.array([3, 5, 8, 13, 21])
+    types = np.array(["token", "concept", "token", "token", "concept"])
+    final = np.array([0.2, 0.1, 0.9, 0.5, 0.4])
+    indices = np.arange(20).reshape(5, 4)
+    indices[3] = indices[2]  # feature 13 has feature 8's datapoints: hidden under it in Fig. 4
+    indices[4, :3] = indices[2, :3]  # feature 21 shares 3 of 4 with feature 8 -> the next concept-level one
+    assert select_umap_features(types, final, live, run, indices) == [8, 3, 5]
