@@ -70,7 +70,8 @@ def _count_table(ax: Any, runs: Sequence[dict[str, Any]], perspective: str, axes
         for j, axis in enumerate(axes_names):
             entry = run["phases"][perspective][axis]
             text = f"{entry['preferred']}" + ("+" if entry["at_cap"] else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=9, color="black")
+            dark = (entry["preferred"] or 0) >= 4
+            ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
     ax.set_xticks(range(len(axes_names)), list(axes_names), fontsize=8)
     ax.set_yticks(range(len(runs)), [r["name"] for r in runs], fontsize=8)
     ax.set_title("segments BIC prefers (+: the largest tried)", fontsize=9)
