@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from saetrack import paths, store
+from saetrack import ledger, paths, store
 from saetrack.config import DEFAULT_PRESET, PRESETS, ConfigError, get_preset
 from saetrack.ledger import render
 from saetrack.notebooks import NotebookFailed
@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     except NotebookFailed as error:
         print(f"saetrack: FAILED\n{error}", file=sys.stderr, flush=True)
         return 1
+    if (run_dir / paths.RESULTS_JSON).exists():
+        # every verdict from every section now in results.json, whichever notebooks ran (or were skipped) this time
+        ledger.update(run_dir)
     published = publish_run(run.preset, run_dir)
     print(f"saetrack: finished in {time.perf_counter() - started:.1f} s; figures in {paths.figures_dir(run.preset)}")
     if published:
