@@ -9,7 +9,7 @@
   moves it (the drift noise floor: links retrained on the unchanged final checkpoint, Fig. 6a).
 * :func:`detect_phases` — the three phases of Sec. 4.1 (Initialization & Warmup, Emergent, Convergent) as the two
   knots of the best continuous three-segment linear fit of a curve; :func:`phase_agreement` compares two sets.
-  Both live in :mod:`saetrack.analysis.phases` (with the one/two/three-segment comparison and the bootstrap) and
+  Both live in :mod:`saetrack.analysis.phases` (with the 1-to-6-segment comparison by BIC) and
   are re-exported here.
 """
 
