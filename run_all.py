@@ -33,7 +33,7 @@ from saetrack import ledger, paths, store
 from saetrack.config import DEFAULT_PRESET, PRESETS, ConfigError, get_preset
 from saetrack.ledger import render
 from saetrack.notebooks import NotebookFailed
-from saetrack.pipeline.stages import STAGES, run_stages
+from saetrack.pipeline.stages import STAGES, last_executions, run_stages
 from saetrack.publish import publish_run
 from saetrack.resources import ResourceError, check_fits, format_plan, machine_limits, measure_rates, plan_run
 from saetrack.runtime import resolve_device
@@ -50,6 +50,10 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             overrides[key.strip()] = raw
     return overrides
+
+
+def _human_seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _sync_readme(preset: str) -> None:
@@ -143,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     stages = plan_run(run, rates)
     if args.plan:
         print(format_plan(run, stages, rates, limits))
+        measured = last_executions(run, run_dir)
+        if measured:
+            print(f"measured in {run_dir} (each notebook's last execution; *: for another config):")
+            print("  " + ", ".join(f"{name} {_human_seconds(s)}{'' if same else '*'}" for name, s, same in measured))
         return 0
     try:
         check_fits(stages, limits)

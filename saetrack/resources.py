@@ -6,16 +6,27 @@ memory and device memory it needs at its peak, and a projected time. Everything 
 device's float32 matmul rate at an SAE step's shape and at a model forward's shape (:func:`measure_rates`). A
 projection is ``FLOPs / measured rate``: the FLOPs of a model forward up to the hooked layer (``2 x parameters``
 per token: attention and MLP of the blocks before the hook) and of an SAE training step (``12 x d_in x d_sae`` per
-token, the forward and backward matmuls). It ignores data loading and elementwise work, so it is a lower bound;
-``benchmarks/bench_streaming.py`` measures whole runs.
+token, the forward and backward matmuls). It ignores data loading and elementwise work, so on a quiet machine it is
+a lower bound; ``benchmarks/bench_streaming.py`` measures whole runs, and ``run_all.py --plan`` prints each
+notebook's measured time from a run directory's last execution beside it.
 
 Notebook 06's stages are planned the same way. ``crosscoder``: the activations of ``crosscoder.train_contexts``
 training contexts at every snapshot, cached once (``N x T x d`` values of the cache's storage dtype; forwards
-``N x T``), and a training compute of ``6 x 2 d_sae T d`` FLOPs per token and epoch (the crosscoder's parameters
-are ``2 d_sae T d``), once more for every control crosscoder (``crosscoder.controls``, trained alike); device
-memory: the parameters, their gradients and Adam's two moments, one ``[batch, T, d]`` batch and its reconstruction
-and the batch's feature activations. ``statistics``: a full forward with logits of every chain checkpoint over at
+``N x T``), and a training compute per token and epoch of ``12 d_sae T d`` FLOPs on a GPU (the dense step: the
+forward and backward products of encoder and decoder, whose parameters are ``2 d_sae T d``) and of ``2 d_sae T d``
+on a CPU (the encoder forward, the one dense product of the sparse step, :mod:`saetrack.crosscoder.sparse`; its work
+over active features only is not counted, so this too is a lower bound), once more for every control crosscoder
+(``crosscoder.controls``, trained alike, each counted with all T snapshots); device memory: the parameters, their
+gradients and Adam's two moments, one ``[batch, T, d]`` batch and its reconstruction and the batch's feature
+activations. ``statistics``: a full forward with logits of every chain checkpoint over at
 most 256 held-out contexts and the corpus's unigram and bigram counts.
+
+The ``cache`` stage of a preset that trains its own model suite also counts the suite's training (``6 x parameters``
+FLOPs per token of its ``total_steps x batch_size x context_length`` tokens). Notebook 05's ``scale`` stage is the
+sum of the whole-pipeline plans (notebooks 01-04) of the scale study's other sizes and of the seed study's runs
+(each with :data:`~saetrack.stages.scale.seeds.LIGHT_OVERRIDES`; a chain-seed variant shares its model suite, so its
+suite training is not counted again). The jobs run two at a time on separate threads, which shares the same
+machine: the projection is the work's total, not divided.
 
 :func:`check_fits` refuses (:class:`ResourceError`, one message with the numbers) when a stage needs more disk,
 host memory or device memory than the machine has; ``run_all.py --ignore-resources`` goes on anyway.
@@ -31,11 +42,13 @@ from pathlib import Path
 
 import torch
 
+from saetrack.config.presets import get_preset
 from saetrack.config.run import RunConfig
 from saetrack.data.cache_plan import NUMPY_DTYPES, TokenPlan, plan_tokens
 from saetrack.stages.crosscoder import EVAL_TOKENS
 from saetrack.stages.crosscoder.controls import control_inputs
 from saetrack.stages.crosscoder.statistics import DEFAULT_HELDOUT_CONTEXTS, LOGITS_BUDGET_BYTES
+from saetrack.stages.scale.seeds import seed_variants
 
 __all__ = [
     "Rates",
@@ -147,7 +160,8 @@ def _crosscoder_plan(run: RunConfig, rates: Rates, d_model: int, fwd_seconds: fl
     )
     trainings = 1 + len(control_inputs(run))  # the control crosscoders train exactly like the main one
     stage.sae_tokens *= trainings
-    train_flops = 6 * tokens * cc.epochs * trainings * 2 * d_sae * n_snap * d_model
+    per_token = 2 if rates.device == "cpu" else 12  # the sparse step on a CPU (its dense encoder forward), else dense
+    train_flops = per_token * tokens * cc.epochs * trainings * d_sae * n_snap * d_model
     stage.seconds = stage.forward_tokens * fwd_seconds + train_flops / rates.sae_flops
     size = f"{cache / 1e12:,.1f} TB" if cache >= 1e12 else f"{cache / GB:,.2f} GB"
     stage.notes.append(
@@ -186,6 +200,16 @@ def _statistics_plan(
     return stage
 
 
+def _suite_training(run: RunConfig, rates: Rates) -> tuple[int, float]:
+    """``(tokens, seconds)`` of training the preset's own model suite (``6 x parameters`` FLOPs per token); zeros
+    for a model that is not trained here."""
+    if run.model.source != "suite" or run.suite is None:
+        return 0, 0.0
+    d_model, n_layers, vocab, _ = _shapes(run)
+    tokens = run.suite.total_steps * run.suite.batch_size * run.suite.context_length
+    return tokens, 6 * (12 * d_model**2 * n_layers + 2 * vocab * d_model) * tokens / rates.forward_flops
+
+
 def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
     """The resource plan of every stage of ``run`` (module doc), from the config and the measured ``rates``."""
     d_model, n_layers, vocab, d_sae = _shapes(run)
@@ -214,13 +238,16 @@ def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
     if run.model.source == "hub":
         cache.disk += n_ckpt * 2 * params  # float16 checkpoints in the Hugging Face cache
         cache.notes.append(f"downloads {n_ckpt} float16 checkpoints into the Hugging Face cache (counted in disk)")
+    suite_tokens, cache.seconds = _suite_training(run, rates)
+    if suite_tokens:
+        cache.notes.append(f"trains the model suite: {run.suite.total_steps:,} steps, {suite_tokens:,} tokens")
     per_ckpt = (analysis_tokens + heldout_tokens) * n_ckpt
     if run.cache.streamed:
         cache.notes.append("streamed: no activations written; later stages run the models on the fly")
     else:
         cache.forward_tokens = per_ckpt + train_tokens
         cache.disk += (per_ckpt + train_tokens) * row
-        cache.seconds = cache.forward_tokens * fwd
+        cache.seconds += cache.forward_tokens * fwd
     streamed_fwd = chain_tokens + baseline_tokens + heldout_tokens * (n_ckpt + n_scratch)
     chain = StagePlan(
         "chain",
@@ -260,7 +287,42 @@ def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
         formation.notes.append("reads the cached analysis set of one checkpoint at a time")
     statistics = _statistics_plan(run, rates, plan, (d_model, n_layers, vocab), train_tokens)
     notebook_06 = [_crosscoder_plan(run, rates, d_model, fwd), statistics] if run.crosscoder.enabled else []
-    return [corpus, cache, chain, formation, drift, *notebook_06]
+    scale = _scale_plan(run, rates)
+    return [corpus, cache, chain, formation, drift, *([scale] if scale else []), *notebook_06]
+
+
+PIPELINE_STAGES = ("corpus", "cache", "chain", "formation", "drift")  #: what a scale or seed-study run plans
+
+
+def _pipeline_sum(name: str, runs: list[tuple[RunConfig, bool]], rates: Rates) -> StagePlan:
+    """One plan line for whole pipelines (notebooks 01-04) of ``runs``: ``(config, trains its own suite)``."""
+    total = StagePlan(name)
+    for run, own_suite in runs:
+        stages = [s for s in plan_run(run.with_overrides({"scale.presets": (), "scale.seed_preset": ""}), rates)
+                  if s.stage in PIPELINE_STAGES]  # fmt: skip
+        if not own_suite:  # the suite is adopted from the variant that trained it
+            total.seconds -= _suite_training(run, rates)[1]
+        total.forward_tokens += sum(s.forward_tokens for s in stages)
+        total.sae_tokens += sum(s.sae_tokens for s in stages)
+        total.disk += sum(s.disk for s in stages)
+        total.host = max(total.host, *(s.host for s in stages))
+        total.device = max(total.device, *(s.device for s in stages))
+        total.seconds += sum(s.seconds for s in stages)
+    return total
+
+
+def _scale_plan(run: RunConfig, rates: Rates) -> StagePlan | None:
+    """Notebook 05: the scale study's other sizes and the seed study's runs, each a whole pipeline (module doc)."""
+    sizes = [p for p in run.scale.presets if p != run.preset]
+    if not sizes and not run.scale.seed_preset:
+        return None
+    jobs = [(get_preset(p), True) for p in sizes]
+    folders = {p: Path(p) for p in (*run.scale.presets, run.preset)}
+    variants = [v for v in seed_variants(run, Path("."), folders) if not v.shared]
+    jobs += [(v.run, v.model == v.name) for v in variants]
+    scale = _pipeline_sum("scale", jobs, rates)
+    scale.notes.append(f"{len(sizes)} other size(s) and {len(variants)} seed-study run(s), each notebooks 01-04")
+    return scale
 
 
 def machine_limits(run_dir: Path, device: str) -> dict[str, int]:
@@ -332,6 +394,7 @@ def format_plan(run: RunConfig, stages: list[StagePlan], rates: Rates, limits: d
         lines.append(str(error))
     lines.append(
         f"rates measured now on {rates.device}: {rates.sae_flops / 1e9:,.0f} GFLOP/s at an SAE step's shape, "
-        f"{rates.forward_flops / 1e9:,.0f} GFLOP/s at a forward's; times are FLOPs / rate (a lower bound)"
+        f"{rates.forward_flops / 1e9:,.0f} GFLOP/s at a forward's; times are FLOPs / rate (data movement and "
+        "elementwise work left out)"
     )
     return "\n".join(lines)

@@ -20,8 +20,9 @@ from saetrack.resources import (
 RATES = Rates("cpu", sae_flops=1e11, forward_flops=1e11)
 
 
-#: Notebook 06's stages (the crosscoder and the statistical-learning phase); the chain's budgets are tested without.
-NOTEBOOK_06 = ("crosscoder", "statistics")
+#: Notebook 06's stages (the crosscoder and the statistical-learning phase) and notebook 05's other sizes and seed
+#: runs; the chain's budgets are tested without them.
+NOTEBOOK_06 = ("crosscoder", "statistics", "scale")
 
 
 def _by_stage(preset: str) -> dict:
@@ -80,7 +81,9 @@ def test_the_crosscoder_papers_plan_counts_its_aligned_cache_and_does_not_fit_he
     assert (cc.forward_tokens, cc.sae_tokens) == (tokens * snapshots + 65_536 * snapshots, trainings * tokens)
     assert cc.device == 16 * params + 2 * 4 * 4096 * snapshots * d_model + 3 * 4 * 4096 * d_sae
     assert cc.seconds == pytest.approx(
-        cc.forward_tokens * 2 * 12 * d_model**2 * 6 / 1e11 + 6 * trainings * tokens * params / 1e11, 1e-3
+        # on a CPU the sparse step's one dense product, the encoder forward (the GPU's dense step: 12 d_sae T d)
+        (cc.forward_tokens * 2 * 12 * d_model**2 * 6 + 2 * trainings * tokens * d_sae * snapshots * d_model) / 1e11,
+        1e-3,
     )
     # statistics: a full forward of each of the 29 chain checkpoints over 256 held-out contexts
     assert by["statistics"].forward_tokens == 29 * 256 * 128
@@ -102,3 +105,42 @@ def test_the_nano_crosscoder_plan_and_a_plan_that_fits() -> None:
     assert alone.sae_tokens == run.crosscoder.epochs * 1024 * 128 and alone.seconds < cc.seconds
     text = format_plan(run, plan_run(run, RATES), RATES, {"disk": int(1000 * GB), "host": int(256 * GB)})
     assert "the run fits this machine" in text
+
+
+def test_a_suite_preset_counts_its_suite_training_in_the_cache_stage() -> None:
+    run = get_preset("nano")
+    local = run.with_overrides({"model.source": "local", "model.local_path": "elsewhere"})
+    trained, given = _by_stage("nano")["cache"], {s.stage: s for s in plan_run(local, RATES)}["cache"]
+    suite = run.suite
+    tokens = suite.total_steps * suite.batch_size * suite.context_length
+    params = 12 * suite.d_model**2 * suite.n_layers + 2 * run.corpus.vocab_size * suite.d_model
+    assert trained.seconds - given.seconds == pytest.approx(6 * params * tokens / RATES.forward_flops)
+    assert any("trains the model suite" in note for note in trained.notes)
+
+
+def test_the_scale_stage_is_the_other_sizes_and_the_seed_runs_whole_pipelines() -> None:
+    run = get_preset("nano")
+    scale = _by_stage("nano")["scale"]
+    pipeline = ("corpus", "cache", "chain", "formation", "drift")
+    sizes = [p for p in run.scale.presets if p != "nano"]
+    size_seconds = sum(s.seconds for p in sizes for s in plan_run(get_preset(p), RATES) if s.stage in pipeline)
+    # every model x chain seed, plus the warm-up control, less the one that is the scale study's own nano-s run
+    n_variants = len(run.scale.model_seeds) * len(run.scale.chain_seeds) + 1 - 1
+    assert f"{n_variants} seed-study run(s)" in scale.notes[0]
+    assert scale.seconds > size_seconds > 0  # the seed runs add to the sizes
+    no_seeds = {s.stage: s for s in plan_run(run.with_overrides({"scale.seed_preset": ""}), RATES)}["scale"]
+    assert no_seeds.seconds == pytest.approx(size_seconds)
+    alone = run.with_overrides({"scale.presets": (), "scale.seed_preset": ""})
+    assert "scale" not in {s.stage for s in plan_run(alone, RATES)}
+
+
+def test_the_crosscoder_is_planned_with_the_step_its_device_runs() -> None:
+    # the sparse step on a CPU does one dense product (the encoder forward); the dense step on a GPU six
+    run = get_preset("nano")
+    cpu = {s.stage: s for s in plan_run(run, RATES)}["crosscoder"]
+    gpu = {s.stage: s for s in plan_run(run, Rates("cuda", 1e11, 1e11))}["crosscoder"]
+    cc = run.crosscoder
+    trainings, d_sae, d_model = 4, 8 * 128, 128  # the crosscoder and its three controls
+    flops = cc.train_contexts * run.cache.context_length * cc.epochs * trainings * d_sae * d_model
+    flops *= len(run.crosscoder_steps)
+    assert gpu.seconds - cpu.seconds == pytest.approx((12 - 2) * flops / RATES.sae_flops)

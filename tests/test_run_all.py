@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 from saetrack import paths
+from saetrack.config import get_preset
 from saetrack.notebooks import NotebookFailed, run_notebook
 from saetrack.pipeline.parallel import STREAM_ECHO_EVERY_S, _echo_line
 from saetrack.pipeline.stages import STAGES
@@ -123,3 +124,12 @@ def test_a_hub_chain_pinned_to_a_branch_is_one_clear_message(tmp_path: Path, cap
     err = capsys.readouterr().err
     assert err.startswith("saetrack: cannot load the chain me/chain@main:") and "Traceback" not in err
     assert "40" in err  # names what a pin must be
+
+
+def test_plan_prints_the_measured_times_of_the_last_run_beside_the_projection(tmp_path: Path, capsys) -> None:
+    stage = run_all.STAGES[1]
+    stage.mark_done(get_preset("smoke"), tmp_path, 125.0)
+    assert run_all.main(["--preset", "smoke", "--plan", "--run-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "\nscale" in out and "seed-study run(s)" in out  # notebook 05 line
+    assert f"measured in {tmp_path}" in out and f"{stage.name} 2.1 min" in out

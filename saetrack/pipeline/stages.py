@@ -34,6 +34,7 @@ __all__ = [
     "STAGES",
     "Stage",
     "get_stage",
+    "last_executions",
     "run_stages",
     "stage_hashes",
 ]
@@ -147,6 +148,22 @@ STAGES: tuple[Stage, ...] = (
         switch="crosscoder.enabled",
     ),
 )
+
+
+def last_executions(run: RunConfig, run_dir: Path) -> list[tuple[str, float, bool]]:
+    """``(stage, seconds, current)`` for every stage whose notebook last finished in ``run_dir``: the wall time of its
+    last execution (from its marker) and whether that execution was for ``run``'s config - what ``--plan`` prints
+    beside the projection."""
+    out = []
+    for stage in STAGES:
+        marker = stage.marker(run_dir)
+        try:
+            record = store.read_json(marker) if marker.exists() else None
+        except (OSError, ValueError, store.StaleArtifactError):
+            record = None
+        if record and isinstance(record.get("seconds"), (int, float)):
+            out.append((stage.name, float(record["seconds"]), record.get("outputs") == stage.output_hashes(run)))
+    return out
 
 
 def get_stage(name: str) -> Stage:

@@ -94,3 +94,12 @@ def test_run_stages_skips_current_stages_and_runs_the_rest(
     assert executed[-1][1]["FORCE"] is True
     with pytest.raises(KeyError, match=r"\['train'\] are not stages"):
         run_stages(run, tmp_path, only=["train"], log=lines.append)
+
+
+def test_last_executions_read_each_notebooks_marker(run: RunConfig, tmp_path: Path) -> None:
+    # --plan prints these beside the projection: the wall time of each notebook's last execution in the run directory
+    assert pipeline_module.last_executions(run, tmp_path) == []
+    get_stage("chain").mark_done(run, tmp_path, 419.74)
+    get_stage("cache").mark_done(run.with_overrides({"seed": 7}), tmp_path, 552.8)
+    (tmp_path / paths.NOTEBOOKS_DIR / "03_feature_formation.done.json").write_text("not json")
+    assert pipeline_module.last_executions(run, tmp_path) == [("cache", 552.8, False), ("chain", 419.7, True)]
