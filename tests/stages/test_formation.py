@@ -26,31 +26,14 @@ from saetrack.stages.formation import (
     summary_numbers,
     top_contexts,
 )
+from tests.stages.formation.helpers import formation_result
 
 
 def _result(progress: np.ndarray, final_types: list[str], manifest: dict | None = None) -> FormationResult:
     steps = np.arange(progress.shape[0])
-    return FormationResult(
-        steps=steps,
-        labels=np.empty((0, 0)),
-        dominant=np.empty((0, 0)),
-        top_values=np.empty((0, 0, 0)),
-        top_indices=np.empty((0, 0, 0)),
-        live=np.ones(progress.shape[1], dtype=bool),
-        patterns=np.empty(0),
-        live_features=np.arange(progress.shape[1]),
-        final_types=np.array(final_types),
-        progress={
-            **{key: progress for key in PROGRESS_KEYS},
-            **{f"baseline_{key}": np.linspace(0.1, 0.3, progress.shape[0]) for key in PROGRESS_KEYS},
-        },
-        umap_steps=steps,
-        umap_embeddings=np.zeros((0, 0, 2)),
-        umap_point_feature=np.zeros(0),
-        umap_types={},
-        examples=[],
-        manifest=manifest or {"filter_counts": {}, "pattern_counts": {}, "label_counts": {}},
-    )
+    baseline = np.linspace(0.1, 0.3, progress.shape[0])
+    extra = {"manifest": manifest} if manifest else {}
+    return formation_result(progress, final_types, steps, baseline, **extra)
 
 
 def test_summary_numbers_on_known_values() -> None:

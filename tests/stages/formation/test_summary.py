@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from saetrack.analysis.formation import PROGRESS_KEYS
 from saetrack.stages.formation import FormationResult
 from saetrack.stages.formation.summary import (
     anchor_numbers,
@@ -15,34 +14,15 @@ from saetrack.stages.formation.summary import (
     normalised_numbers,
     summary_numbers,
 )
+from tests.stages.formation.helpers import formation_result
 
 STEPS = np.array([0, 10, 100])
 BASELINE = np.array([0.6, 0.3, 0.2])
 
 
 def _result(progress: np.ndarray, final_types: list[str], **extra: object) -> FormationResult:
-    return FormationResult(
-        steps=STEPS[: progress.shape[0]],
-        labels=np.empty((0, 0)),
-        dominant=np.empty((0, 0)),
-        top_values=np.empty((0, 0, 0)),
-        top_indices=np.empty((0, 0, 0)),
-        live=np.ones(progress.shape[1], dtype=bool),
-        patterns=np.empty(0),
-        live_features=np.arange(progress.shape[1]),
-        final_types=np.array(final_types),
-        progress={
-            **{key: progress for key in PROGRESS_KEYS},
-            **{f"baseline_{key}": BASELINE[: progress.shape[0]] for key in PROGRESS_KEYS},
-        },
-        umap_steps=STEPS,
-        umap_embeddings=np.zeros((0, 0, 2)),
-        umap_point_feature=np.zeros(0),
-        umap_types={},
-        examples=[],
-        manifest={"filter_counts": {}, "pattern_counts": {}, "label_counts": {}},
-        **extra,  # type: ignore[arg-type]
-    )
+    n = progress.shape[0]
+    return formation_result(progress, final_types, STEPS[:n], BASELINE[:n], umap_steps=STEPS, **extra)
 
 
 def test_normalised_progress_divides_m_by_the_room_above_the_baseline() -> None:
