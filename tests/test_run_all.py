@@ -133,3 +133,15 @@ def test_plan_prints_the_measured_times_of_the_last_run_beside_the_projection(tm
     out = capsys.readouterr().out
     assert "\nscale" in out and "seed-study run(s)" in out  # notebook 05 line
     assert f"measured in {tmp_path}" in out and f"{stage.name} 2.1 min" in out
+
+
+WRONG_TYPES = [("seed=abc", "run.seed = 'abc' is invalid: must be int"),
+               ("chain.l1_coefficient=abc", "chain.l1_coefficient = 'abc' is invalid: must be float")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("override", "message"), WRONG_TYPES)
+def test_a_set_value_of_the_wrong_type_is_one_message(override: str, message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        run_all.main(["--preset", "smoke", "--plan", "--set", override])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and message in err and "Traceback" not in err

@@ -13,6 +13,7 @@ from saetrack.config.base import PRESETS, ConfigError, config_hash, fail
 from saetrack.config.chain import ChainConfig
 from saetrack.config.crosscoder import CrosscoderConfig
 from saetrack.config.data import CacheConfig, CorpusConfig, ModelConfig, SuiteConfig
+from saetrack.config.types import check_types
 
 __all__ = [
     "RunConfig",
@@ -136,6 +137,7 @@ class RunConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"run has no field(s) {sorted(unknown)}; allowed: {sorted(known)}.")
+        check_types("run", cls, {name: value for name, value in data.items() if name not in _SECTIONS})
         kwargs: dict[str, Any] = {}
         for name, value in data.items():
             section = _SECTIONS.get(name)
@@ -171,4 +173,5 @@ def _section_from_dict(name: str, section: type, value: Mapping[str, Any]) -> An
     if unknown:
         raise ConfigError(f"{name} has no field(s) {sorted(unknown)}; allowed: {sorted(known)}.")
     coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    check_types(name, section, coerced)
     return section(**coerced)
