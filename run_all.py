@@ -35,7 +35,15 @@ from saetrack.ledger import render
 from saetrack.notebooks import NotebookFailed
 from saetrack.pipeline.stages import STAGES, last_executions, run_stages
 from saetrack.publish import publish_run
-from saetrack.resources import ResourceError, check_fits, format_plan, machine_limits, measure_rates, plan_run
+from saetrack.resources import (
+    ResourceError,
+    check_fits,
+    format_plan,
+    machine_limits,
+    measure_rates,
+    plan_run,
+    planned_for,
+)
 from saetrack.runtime import resolve_device
 
 
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = paths.run_dir(run.preset) if not args.run_dir else Path(args.run_dir).resolve()
     rates = measure_rates(device)
     limits = machine_limits(run_dir, device)
-    stages = plan_run(run, rates)
+    stages = planned_for(plan_run(run, rates), args.only)  # only what this call will run is checked
     if args.plan:
         print(format_plan(run, stages, rates, limits))
         measured = last_executions(run, run_dir)

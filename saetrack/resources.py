@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +44,7 @@ import torch
 from saetrack.config.presets import get_preset
 from saetrack.config.run import RunConfig
 from saetrack.data.cache_plan import NUMPY_DTYPES, TokenPlan, plan_tokens
+from saetrack.rates import Rates, measure_rates
 from saetrack.stages.crosscoder import EVAL_TOKENS
 from saetrack.stages.crosscoder.controls import control_inputs
 from saetrack.stages.crosscoder.statistics import DEFAULT_HELDOUT_CONTEXTS, LOGITS_BUDGET_BYTES
@@ -60,6 +60,7 @@ __all__ = [
     "machine_limits",
     "measure_rates",
     "plan_run",
+    "planned_for",
 ]
 
 GB = 1e9
@@ -67,15 +68,6 @@ GB = 1e9
 
 class ResourceError(RuntimeError):
     """A stage needs more disk, host memory or device memory than the machine has (the message has the numbers)."""
-
-
-@dataclass(frozen=True)
-class Rates:
-    """Measured float32 matmul rates of a device (FLOP/s) at an SAE step's and a model forward's shapes."""
-
-    device: str
-    sae_flops: float
-    forward_flops: float
 
 
 @dataclass
@@ -100,26 +92,6 @@ def _shapes(run: RunConfig) -> tuple[int, int, int, int]:
         raise ResourceError(f"preset {run.preset!r} does not state model.d_model and model.n_layers; cannot plan.")
     vocab = run.corpus.vocab_size if run.suite and run.corpus else 50_304  # Pythia's embedding rows
     return d_model, n_layers, vocab, run.chain.expansion_factor * d_model
-
-
-def measure_rates(device: str = "cpu", d_model: int = 512, d_sae: int = 4096, batch: int = 1024) -> Rates:
-    """Measure the float32 matmul rate of ``device`` at an SAE step's shape and a forward's shape (best of 3)."""
-
-    def rate(m: int, k: int, n: int) -> float:
-        a = torch.randn(m, k, device=device)
-        b = torch.randn(k, n, device=device)
-        best = float("inf")
-        for _ in range(3):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            a @ b
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t0)
-        return 2 * m * k * n / best
-
-    return Rates(device, rate(batch, d_model, d_sae), rate(batch, d_model, 4 * d_model))
 
 
 def _sae_bytes(d_model: int, d_sae: int) -> int:
@@ -292,6 +264,13 @@ def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
 
 
 PIPELINE_STAGES = ("corpus", "cache", "chain", "formation", "drift")  #: what a scale or seed-study run plans
+#: The pipeline stage (``run_all.py --only`` name) each plan line belongs to.
+RUN_STAGE = {"corpus": "cache", "statistics": "crosscoder"}
+
+
+def planned_for(stages: list[StagePlan], only: list[str] | None) -> list[StagePlan]:
+    """The plan lines of the pipeline stages that will run (``only``: ``run_all.py --only``; all when None)."""
+    return [s for s in stages if not only or RUN_STAGE.get(s.stage, s.stage) in only]
 
 
 def _pipeline_sum(name: str, runs: list[tuple[RunConfig, bool]], rates: Rates) -> StagePlan:

@@ -13,8 +13,8 @@ from saetrack.resources import (
     check_fits,
     crosscoder_cache_bytes,
     format_plan,
-    measure_rates,
     plan_run,
+    planned_for,
 )
 
 RATES = Rates("cpu", sae_flops=1e11, forward_flops=1e11)
@@ -61,11 +61,6 @@ def test_a_run_that_does_not_fit_is_refused_with_its_numbers() -> None:
     check_fits(stages, {"disk": int(1000 * GB), "host": int(256 * GB), "device": int(80 * GB)})
     text = format_plan(get_preset("pythia-1.4b-l3"), stages, RATES, {"disk": int(20 * GB)})
     assert "chain" in text and "formation" in text and "GFLOP/s" in text
-
-
-def test_measured_rates_are_positive() -> None:
-    rates = measure_rates("cpu", d_model=64, d_sae=256, batch=128)
-    assert rates.sae_flops > 0 and rates.forward_flops > 0
 
 
 def test_the_crosscoder_papers_plan_counts_its_aligned_cache_and_does_not_fit_here() -> None:
@@ -144,3 +139,13 @@ def test_the_crosscoder_is_planned_with_the_step_its_device_runs() -> None:
     flops = cc.train_contexts * run.cache.context_length * cc.epochs * trainings * d_sae * d_model
     flops *= len(run.crosscoder_steps)
     assert gpu.seconds - cpu.seconds == pytest.approx((12 - 2) * flops / RATES.sae_flops)
+
+
+def test_only_the_stages_that_will_run_are_checked() -> None:
+    # run_all.py --only formation on a paper preset must not be refused for the disk its scale study would need
+    stages = plan_run(get_preset("pythia-160m-l4"), RATES)
+    assert [s.stage for s in planned_for(stages, ["formation", "drift"])] == ["formation", "drift"]
+    assert [s.stage for s in planned_for(stages, ["cache"])] == ["corpus", "cache"]
+    assert planned_for(stages, None) == stages
+    nano = plan_run(get_preset("nano"), RATES)
+    assert [s.stage for s in planned_for(nano, ["crosscoder"])] == ["crosscoder", "statistics"]
