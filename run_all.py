@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.only or []) - set(stage_names))
     if unknown:
         parser.error(f"--only {unknown} are not stages; stages: {stage_names}")
+    if run.model.source == "local" and not Path(run.model.local_path or "").expanduser().is_dir():
+        parser.error(f"model.local_path = {run.model.local_path!r} is not a folder (it must hold the step{{N}}/ "
+                     "checkpoints of model.source='local').")  # fmt: skip
     if bool(args.chain_from_hub) != bool(args.chain_revision):
         parser.error("--chain-from-hub REPO and --chain-revision COMMIT go together (a chain is loaded pinned).")
 

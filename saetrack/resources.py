@@ -64,6 +64,8 @@ __all__ = [
 ]
 
 GB = 1e9
+#: A run projected longer than this on a CPU is told that its preset is meant for a GPU.
+CPU_DAY_S = 24 * 3600.0
 
 
 class ResourceError(RuntimeError):
@@ -371,6 +373,10 @@ def format_plan(run: RunConfig, stages: list[StagePlan], rates: Rates, limits: d
         lines.append("the run fits this machine (every need under 90% of what it has)")
     except ResourceError as error:
         lines.append(str(error))
+    total = sum(s.seconds for s in stages)
+    if rates.device == "cpu" and total > CPU_DAY_S:
+        lines.append(f"on this CPU the run projects {_human_time(total)}: the preset is meant for a GPU "
+                     "(run it with --device cuda on a machine that has one)")  # fmt: skip
     lines.append(
         f"rates measured now on {rates.device}: {rates.sae_flops / 1e9:,.0f} GFLOP/s at an SAE step's shape, "
         f"{rates.forward_flops / 1e9:,.0f} GFLOP/s at a forward's; times are FLOPs / rate (data movement and "

@@ -15,6 +15,7 @@ from saetrack.notebooks import NotebookFailed, run_notebook
 from saetrack.pipeline.parallel import STREAM_ECHO_EVERY_S, _echo_line
 from saetrack.pipeline.stages import STAGES
 from saetrack.plots.common import FIGURES
+from saetrack.rates import Rates
 
 sys.path.insert(0, str(paths.REPO_ROOT))
 import run_all
@@ -145,3 +146,20 @@ def test_a_set_value_of_the_wrong_type_is_one_message(override: str, message: st
         run_all.main(["--preset", "smoke", "--plan", "--set", override])
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_local_model_folder_that_does_not_exist_is_one_message(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "no-such-suite"
+    with pytest.raises(SystemExit) as stopped:
+        argv = ["--preset", "smoke", "--plan", "--set", "model.source=local", "--set", f"model.local_path={missing}"]
+        run_all.main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and f"model.local_path = '{missing}' is not a folder" in err
+
+
+def test_plan_says_when_a_preset_is_meant_for_a_gpu(capsys, monkeypatch) -> None:
+    monkeypatch.setattr(run_all, "measure_rates", lambda device: Rates("cpu", 1e11, 1e11))
+    assert run_all.main(["--preset", "pythia-410m-l4", "--plan", "--device", "cpu"]) == 0
+    assert "the preset is meant for a GPU" in capsys.readouterr().out
+    assert run_all.main(["--preset", "smoke", "--plan", "--device", "cpu"]) == 0
+    assert "meant for a GPU" not in capsys.readouterr().out
