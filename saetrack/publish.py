@@ -2,7 +2,9 @@
 
 After a run, ``run_all.py`` copies ``runs/<preset>/results.json`` to ``figures/<preset>/results.json`` and renders
 every executed notebook of ``runs/<preset>/notebooks/`` to ``figures/<preset>/notebooks/<name>.html`` (inputs,
-printed output and figures; the figures are re-encoded at a reading size so the renders stay small).
+printed output and figures; the figures are re-encoded at a reading size so the renders stay small). The machine's
+own paths are written as a reader can use them (:func:`machine_paths`): the run directory as ``runs/<preset>``, the
+checkout as ``.``, the Python environment as ``<python environment>``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import base64
 import io
 import re
 import shutil
+import sys
+from collections.abc import Mapping
+from html import escape
 from pathlib import Path
 
 import nbformat
@@ -22,6 +27,7 @@ from saetrack.plots.common import FIGURES
 
 __all__ = [
     "MAX_IMAGE_WIDTH",
+    "machine_paths",
     "publish_run",
     "render_notebook",
 ]
@@ -85,10 +91,20 @@ def _final_streams(outputs: list) -> list:
     return merged
 
 
-def render_notebook(notebook: Path, target: Path) -> Path:
+def machine_paths(preset: str, run_dir: Path, repo_root: Path) -> dict[str, str]:
+    """The absolute paths of the machine that ran, mapped to what a render shows instead (longest first, so a run
+    directory or environment inside the checkout is named as such): the run directory, the Python environment, the
+    checkout."""
+    hidden = {str(Path(run_dir).resolve()): f"runs/{preset}", str(Path(sys.prefix).resolve()): "<python environment>",
+              str(Path(repo_root).resolve()): "."}  # fmt: skip
+    return dict(sorted(hidden.items(), key=lambda item: -len(item[0])))
+
+
+def render_notebook(notebook: Path, target: Path, hidden: Mapping[str, str] | None = None) -> Path:
     """Write an executed notebook as standalone HTML, atomically: progress bars at their final state
-    (:func:`_final_streams`), inline figures scaled by :func:`_smaller_png`, and after each cell that saves figures
-    to the render's figure folder (``target``'s grandparent), those figures, linked."""
+    (:func:`_final_streams`), inline figures scaled by :func:`_smaller_png`, after each cell that saves figures to
+    the render's figure folder (``target``'s grandparent) those figures, linked, and every path of ``hidden``
+    (:func:`machine_paths`) replaced by what it stands for."""
     nb = nbformat.read(notebook, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -103,6 +119,8 @@ def render_notebook(notebook: Path, target: Path) -> Path:
                 cell.outputs.append(nbformat.v4.new_output("display_data", data={"text/html": "\n".join(tags)}))
     body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
     html = _PAGE.format(title=notebook.stem, body=body)
+    for path, shown in (hidden or {}).items():
+        html = html.replace(path, escape(shown))  # the page is HTML: <python environment> must stay text
     with store.atomic_path(target) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return target
@@ -122,5 +140,5 @@ def publish_run(preset: str, run_dir: Path) -> list[Path]:
     for notebook in sorted((Path(run_dir) / paths.NOTEBOOKS_DIR).glob("*.ipynb")):
         target = out / paths.NOTEBOOKS_DIR / f"{notebook.stem}.html"
         target.parent.mkdir(parents=True, exist_ok=True)
-        written.append(render_notebook(notebook, target))
+        written.append(render_notebook(notebook, target, machine_paths(preset, run_dir, paths.REPO_ROOT)))
     return written

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -62,3 +63,23 @@ def test_publish_of_an_empty_run_writes_nothing(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv(paths.FIGURES_ENV, str(tmp_path / "figures"))
     assert publish_run("nano", tmp_path / "run") == []
     assert not (tmp_path / "figures").exists()
+
+
+def test_renders_show_no_path_of_the_machine_that_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(paths.FIGURES_ENV, str(tmp_path / "figures"))
+    run_dir = tmp_path / "checkout" / "runs" / "nano"
+    (run_dir / paths.NOTEBOOKS_DIR).mkdir(parents=True)
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path / "checkout")
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(f'RUN_DIR = "{run_dir}"')
+    warning = f"{sys.prefix}/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning\n"
+    saved = f"{tmp_path}/checkout/figures/nano/x.png\n"
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=warning),
+                    nbformat.v4.new_output("stream", name="stdout", text=saved)]  # fmt: skip
+    nb.cells = [cell]
+    nbformat.write(nb, run_dir / paths.NOTEBOOKS_DIR / "01_cache_activations.ipynb")
+    publish_run("nano", run_dir)
+    html = (tmp_path / "figures" / "nano" / "notebooks" / "01_cache_activations.html").read_text()
+    assert str(tmp_path) not in html and sys.prefix not in html
+    assert "runs/nano" in html  # the parameters cell's RUN_DIR
+    assert "&lt;python environment&gt;/lib/python3.11" in html and "./figures/nano/x.png" in html
