@@ -36,6 +36,9 @@ __all__ = [
 #: A notebook cell's call that saves figure KEY (``plots.save_figure(fig, run.preset, "05")``).
 _SAVED_FIGURE = re.compile(r"save_figure\(\s*\w+\s*,\s*[\w.]+\s*,\s*[\"'](\w+)[\"']")
 
+#: Where a warning raised in a cell says it came from: the kernel's temporary file of the cell.
+_CELL_FILE = re.compile(r"[^\s\"'<>]*/ipykernel_\d+/\d+\.py")
+
 #: Width (pixels) inline figures are scaled down to in the HTML renders.
 MAX_IMAGE_WIDTH = 900
 
@@ -121,6 +124,7 @@ def render_notebook(notebook: Path, target: Path, hidden: Mapping[str, str] | No
     html = _PAGE.format(title=notebook.stem, body=body)
     for path, shown in (hidden or {}).items():
         html = html.replace(path, escape(shown))  # the page is HTML: <python environment> must stay text
+    html = _CELL_FILE.sub(escape("<this cell>"), html)
     with store.atomic_path(target) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return target

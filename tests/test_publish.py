@@ -72,7 +72,7 @@ def test_renders_show_no_path_of_the_machine_that_ran(tmp_path: Path, monkeypatc
     monkeypatch.setattr(paths, "REPO_ROOT", tmp_path / "checkout")
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell(f'RUN_DIR = "{run_dir}"')
-    warning = f"{sys.prefix}/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning\n"
+    warning = f"{sys.prefix}/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning\n/tmp/ipykernel_27/39.py:6: W\n"
     saved = f"{tmp_path}/checkout/figures/nano/x.png\n"
     cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=warning),
                     nbformat.v4.new_output("stream", name="stdout", text=saved)]  # fmt: skip
@@ -80,6 +80,7 @@ def test_renders_show_no_path_of_the_machine_that_ran(tmp_path: Path, monkeypatc
     nbformat.write(nb, run_dir / paths.NOTEBOOKS_DIR / "01_cache_activations.ipynb")
     publish_run("nano", run_dir)
     html = (tmp_path / "figures" / "nano" / "notebooks" / "01_cache_activations.html").read_text()
-    assert str(tmp_path) not in html and sys.prefix not in html
+    assert str(tmp_path) not in html and sys.prefix not in html and "ipykernel" not in html
+    assert "&lt;this cell&gt;:6: W" in html
     assert "runs/nano" in html  # the parameters cell's RUN_DIR
     assert "&lt;python environment&gt;/lib/python3.11" in html and "./figures/nano/x.png" in html
