@@ -1,4 +1,4 @@
-"""The README's paper → code table stays true: every entry imports, names its paper object, and nothing is missing."""
+"""The paper → code table (docs/paper-to-code.md) stays true: every entry imports and names its paper object."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SECTION = "## Paper → code"
+TABLE = Path(__file__).resolve().parents[1] / "docs" / "paper-to-code.md"
+SECTION = "# Paper → code"
 #: What the table must cover (the paper's definitions, the equations of Sec. 3-5 and App. C.2, every figure).
 REQUIRED = (
     [f"Def. {d}" for d in ("4.1", "4.2", "5.1", "5.2", "5.3", "5.4", "6.1")]
@@ -21,9 +21,9 @@ _REF = re.compile(r"\b(Eq|Def|Fig|Sec|App)\.\s*([0-9A-Z][0-9a-z.]*(?:\s*(?:-|–
 
 
 def _rows() -> list[tuple[str, str]]:
-    """``(paper column, code path)`` of every row of the README's table."""
-    text = README.read_text(encoding="utf-8")
-    assert SECTION in text, f"README.md has no {SECTION!r} section"
+    """``(paper column, code path)`` of every row of the table."""
+    text = TABLE.read_text(encoding="utf-8")
+    assert SECTION in text, f"{TABLE.name} has no {SECTION!r} section"
     section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
     rows = []
     for line in section.splitlines():
@@ -79,7 +79,7 @@ def _resolve(path: str) -> tuple[object, object]:
 def test_table_covers_every_definition_equation_and_figure() -> None:
     covered = {label for paper, _ in _rows() for label in _labels(paper)}
     missing = [label for label in REQUIRED if label not in covered]
-    assert not missing, f"README's paper → code table has no row for {missing}"
+    assert not missing, f"the paper → code table has no row for {missing}"
 
 
 @pytest.mark.parametrize(("paper", "path"), _rows(), ids=[f"{p} {c}" for p, c in _rows()])

@@ -12,7 +12,7 @@ stack of its activations at every snapshot, ``x = (x^1, ..., x^T)`` with ``x^θ 
 The JumpReLU and its straight-through threshold gradient are SAELens' own autograd functions
 (``sae_lens.saes.jumprelu_sae.JumpReLU``, rectangle kernel of width ``bandwidth``), the same ones SAELens trains its
 JumpReLU SAEs with; the threshold is learned through ``log_threshold``. SAELens has no multi-snapshot architecture,
-so the encoder and decoder shapes and the loss live here (see the README, "The crosscoder", for why not
+so the encoder and decoder shapes and the loss live here (see docs/crosscoder.md for why not
 dictionary_learning's ``CrossCoder``: not on PyPI, ReLU + L1 only).
 
 Shapes: ``W_enc [T, d, F]``, ``b_enc [F]``, ``log_threshold [F]``, ``W_dec [F, T, d]``, ``b_dec [T, d]``; a batch
