@@ -1,4 +1,5 @@
-"""The package as a wheel: every subpackage inside it, every module importable from it without the source tree."""
+"""The package as a wheel: every subpackage inside it, every module importable from it in a fresh virtual environment
+without the source tree, and the ``saetrack`` console command installed with it."""
 
 from __future__ import annotations
 
@@ -48,20 +49,39 @@ def test_the_wheel_holds_every_module_of_the_source_tree(wheel: Path) -> None:
     }  # fmt: skip
 
 
+def _fresh_venv(root: Path) -> Path:
+    """A new virtual environment whose only saetrack is the one pip installs into it; the dependencies (torch and the
+    rest, gigabytes) are borrowed from this environment's site-packages through a ``.pth`` path line, which adds the
+    folder to ``sys.path`` without running the editable install's own ``.pth`` hook there. Returns its ``bin``."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
+    (site,) = root.glob("lib/python3.*/site-packages")
+    borrowed = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site / "borrowed_dependencies.pth").write_text("\n".join(borrowed) + "\n")
+    return root / "bin"
+
+
 @pytest.mark.slow
-def test_every_module_imports_from_the_installed_wheel_alone(wheel: Path, tmp_path: Path) -> None:
-    # installed into a folder of its own and imported from a working directory outside the checkout, with that
-    # folder first on the path: every module must come from the wheel, none from the source tree
-    site = tmp_path / "site"
-    install = [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)]
+def test_a_fresh_venv_with_the_wheel_imports_every_module_and_runs_saetrack(wheel: Path, tmp_path: Path) -> None:
+    # installed by pip into a fresh virtual environment and run from a working directory outside the checkout: every
+    # module must come from the wheel, none from the source tree, and the console command must be there
+    bin_dir = _fresh_venv(tmp_path / "venv")
+    install = [sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "--no-deps", "-q",
+               str(wheel)]  # fmt: skip
     subprocess.run(install, check=True, capture_output=True, text=True, timeout=300)
-    env = {**os.environ, "PYTHONPATH": str(site), "MPLBACKEND": "Agg"}
-    done = subprocess.run([sys.executable, "-c", IMPORT_ALL], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"} | {"MPLBACKEND": "Agg"}
+    done = subprocess.run([bin_dir / "python", "-c", IMPORT_ALL], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     imported = dict(line.split(" ", 1) for line in done.stdout.splitlines())
     expected = {"saetrack." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts) for p in PACKAGE.rglob("*.py")}
     expected = {name.removesuffix(".__init__") for name in expected} | {"saetrack"}
     assert set(imported) == expected
-    outside = {name: where for name, where in imported.items() if not where.startswith(str(site))}
+    venv = str((tmp_path / "venv").resolve())
+    outside = {name: where for name, where in imported.items() if not str(Path(where).resolve()).startswith(venv)}
     assert outside == {}, f"modules imported from outside the wheel: {sorted(outside)[:5]}"
+    helped = subprocess.run([bin_dir / "saetrack", "--help"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert helped.returncode == 0 and "usage: saetrack" in helped.stdout and "run" in helped.stdout, helped.stderr
+    helped = subprocess.run([bin_dir / "saetrack", "run", "--help"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert helped.returncode == 0 and "--preset" in helped.stdout and "``" not in helped.stdout

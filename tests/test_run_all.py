@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 from saetrack import paths
+from saetrack.cli import run as run_command
 from saetrack.config import get_preset
 from saetrack.notebooks import NotebookFailed, run_notebook
 from saetrack.pipeline.parallel import STREAM_ECHO_EVERY_S, _echo_line
@@ -90,14 +91,14 @@ def test_scale_children_echo_stage_lines_and_a_streamed_line_now_and_then() -> N
 
 
 def test_a_second_run_all_on_the_same_run_directory_is_refused(tmp_path: Path, capsys) -> None:
-    held = run_all._lock_run_dir(tmp_path)
+    held = run_command._lock_run_dir(tmp_path)
     assert held is not None
     try:
         assert run_all.main(["--preset", "smoke", "--run-dir", str(tmp_path)]) == 2
-        assert "another run_all.py is working on" in capsys.readouterr().err
+        assert "another run is working on" in capsys.readouterr().err
     finally:
         held.close()
-    again = run_all._lock_run_dir(tmp_path)  # released with the first holder
+    again = run_command._lock_run_dir(tmp_path)  # released with the first holder
     assert again is not None
     again.close()
 
@@ -112,7 +113,9 @@ def test_plan_prints_the_resource_plan_of_a_paper_preset_without_running_anythin
 
 
 def test_plan_of_the_crosscoder_papers_preset_says_it_does_not_fit(capsys, monkeypatch) -> None:
-    monkeypatch.setattr(run_all, "machine_limits", lambda run_dir, device: {"disk": 64 * 10**9, "host": 128 * 10**9})
+    monkeypatch.setattr(
+        run_command, "machine_limits", lambda run_dir, device: {"disk": 64 * 10**9, "host": 128 * 10**9}
+    )
     assert run_all.main(["--preset", "pythia-160m-l6", "--plan"]) == 0
     out = capsys.readouterr().out
     assert "\ncrosscoder" in out and "\nstatistics" in out and "at 32 snapshots (29.5 TB, float32)" in out
@@ -128,7 +131,7 @@ def test_a_hub_chain_pinned_to_a_branch_is_one_clear_message(tmp_path: Path, cap
 
 
 def test_plan_prints_the_measured_times_of_the_last_run_beside_the_projection(tmp_path: Path, capsys) -> None:
-    stage = run_all.STAGES[1]
+    stage = STAGES[1]
     stage.mark_done(get_preset("smoke"), tmp_path, 125.0)
     assert run_all.main(["--preset", "smoke", "--plan", "--run-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -158,7 +161,7 @@ def test_a_local_model_folder_that_does_not_exist_is_one_message(tmp_path: Path,
 
 
 def test_plan_says_when_a_preset_is_meant_for_a_gpu(capsys, monkeypatch) -> None:
-    monkeypatch.setattr(run_all, "measure_rates", lambda device: Rates("cpu", 1e11, 1e11))
+    monkeypatch.setattr(run_command, "measure_rates", lambda device: Rates("cpu", 1e11, 1e11))
     assert run_all.main(["--preset", "pythia-410m-l4", "--plan", "--device", "cpu"]) == 0
     assert "the preset is meant for a GPU" in capsys.readouterr().out
     assert run_all.main(["--preset", "smoke", "--plan", "--device", "cpu"]) == 0

@@ -1,0 +1,123 @@
+"""The ``saetrack`` command: ``saetrack run`` runs the pipeline as ``run_all.py`` does.
+
+This module imports nothing heavy (no torch, no notebook machinery): the parsers are built from the presets' names
+and the pipeline's shape (:mod:`saetrack.pipeline.shape`), so ``saetrack --help`` and ``saetrack run --help`` answer
+at once; the work of a subcommand is imported only when it runs (:func:`_subcommand`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from saetrack import __version__
+from saetrack.config import DEFAULT_PRESET, PRESETS
+from saetrack.pipeline.shape import STAGE_NAMES
+
+__all__ = ["RUN_DESCRIPTION", "main", "run_main", "run_parser"]
+
+#: What ``saetrack run --help`` (and ``python run_all.py --help``) says before the options.
+RUN_DESCRIPTION = f"""\
+Run the pipeline for one preset: the numbered notebooks (01 cache ... 06 crosscoder), executed through papermill in
+order, then the figures, the results and the notebook renders copied to figures/<preset>/.
+
+examples:
+  saetrack run                                   the default preset ({DEFAULT_PRESET}), offline on a CPU
+  saetrack run --preset smoke                    the whole pipeline at test size (a few minutes)
+  saetrack run --only cache chain                some stages only
+  saetrack run --force                           rebuild stages whose outputs are already current
+  saetrack run --rerun                           re-execute the notebooks from finished outputs (redraws figures)
+  saetrack run --set chain.l1_coefficient=1e-3   override a config field (validated)
+  saetrack run --preset pythia-410m-l4 --plan    print the run's resource plan and stop
+  saetrack run --push-to-hub me/saetrack-nano    then push the trained chain to the Hub
+  saetrack run --preset pythia-410m-l4 --chain-from-hub me/chain --chain-revision <commit>
+                                                 analyse a chain from the Hub instead of training one
+
+Stages whose outputs match the config are skipped (and say so); an interrupted run resumes where it stopped. While a
+stage runs, its notebook's output streams here, each line prefixed with "  <preset>:<stage> | ". Executed notebooks
+go to runs/<preset>/notebooks/, figures to figures/<preset>/. The Hub token comes from HF_TOKEN or `hf auth login`
+and is never printed or written anywhere.
+"""
+
+
+def run_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options of ``saetrack run`` (and ``run_all.py``) to ``parser``; return it."""
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {sorted(PRESETS)} (default: %(default)s)")
+    parser.add_argument("--only", nargs="+", metavar="STAGE", help=f"run only these stages: {list(STAGE_NAMES)}")
+    parser.add_argument("--force", action="store_true", help="rebuild every stage's outputs, even current ones")
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="execute the notebooks of current stages again without rebuilding their outputs (regenerates figures)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field by dotted name (repeatable)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only the stage lines, not each notebook's printed output and progress bars",
+    )
+    parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', or 'auto' (default)")
+    parser.add_argument(
+        "--plan", action="store_true", help="print the resource plan of the run (nothing is loaded or run) and stop"
+    )
+    parser.add_argument(
+        "--ignore-resources",
+        action="store_true",
+        help="go on even when the resource plan says the run does not fit this machine",
+    )
+    parser.add_argument("--run-dir", default="", help="run directory (default: runs/<preset>)")
+    hub = parser.add_argument_group("Hugging Face Hub")
+    hub.add_argument("--push-to-hub", metavar="REPO", default="", help="push the finished chain to this repo")
+    hub.add_argument("--hub-branch", default=None, help="branch to push to (default: main)")
+    hub.add_argument("--hub-overwrite", action="store_true", help="replace files that already exist in the repo")
+    hub.add_argument("--hub-public", action="store_true", help="create the repo public (default: private)")
+    hub.add_argument("--chain-from-hub", metavar="REPO", default="", help="download this chain instead of training one")
+    hub.add_argument("--chain-revision", default="", help="commit hash (40 hex) the downloaded chain is pinned to")
+    return parser
+
+
+def _subcommand(name: str) -> object:
+    """The module that carries out subcommand ``name`` (``saetrack.cli.<name>``), imported now: it loads torch and
+    the notebook machinery, which ``--help`` must not wait for."""
+    return importlib.import_module(f"saetrack.cli.{name}")
+
+
+def run_main(argv: list[str] | None = None, prog: str = "run_all.py") -> int:
+    """``run_all.py``: parse the options of ``saetrack run`` from ``argv`` and run the pipeline; return the exit
+    code."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = run_parser(argparse.ArgumentParser(prog=prog, description=RUN_DESCRIPTION, formatter_class=formatter))
+    args = parser.parse_args(argv)
+    return _subcommand("run").run(args, parser)  # type: ignore[attr-defined]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``saetrack`` console command: parse ``argv`` (default ``sys.argv[1:]``) and run the subcommand it names;
+    return the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="saetrack",
+        description="SAE-Track: chains of sparse autoencoders over a language model's training checkpoints "
+        "(arXiv 2412.17626).",
+    )
+    parser.add_argument("--version", action="version", version=f"saetrack {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run the pipeline (the numbered notebooks) for a preset",
+        description=RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run_parser(run)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return _subcommand(args.command).run(args, run)  # type: ignore[attr-defined]

@@ -1,0 +1,182 @@
+"""``saetrack run`` (and ``run_all.py``): the pipeline for one preset, from parsed options to published figures.
+
+Imported only when the command runs (it loads torch through the resource plan and the notebook machinery); the
+options themselves are declared in :mod:`saetrack.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import fcntl
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from saetrack import hub, ledger, paths, store
+from saetrack.config import DEFAULT_PRESET, ConfigError, RunConfig, get_preset
+from saetrack.ledger import render
+from saetrack.notebooks import NotebookFailed
+from saetrack.pipeline.shape import STAGE_NAMES
+from saetrack.pipeline.stages import last_executions, run_stages
+from saetrack.publish import publish_run
+from saetrack.resources import (
+    ResourceError,
+    check_fits,
+    format_plan,
+    machine_limits,
+    measure_rates,
+    plan_run,
+    planned_for,
+)
+from saetrack.runtime import resolve_device
+
+__all__ = ["run"]
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} is invalid: expected FIELD=VALUE, e.g. chain.l1_coefficient=1e-3.")
+        try:
+            overrides[key.strip()] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            overrides[key.strip()] = raw
+    return overrides
+
+
+def _human_seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _sync_readme(preset: str) -> None:
+    """Regenerate the README's headline and the figure index from the default preset's published claims ledger (only
+    when its figures go to the repository's own ``figures/`` folder)."""
+    if preset != DEFAULT_PRESET or paths.figures_dir(preset) != paths.REPO_ROOT / "figures" / preset:
+        return
+    try:
+        changed = render.sync(preset)
+    except (KeyError, ValueError, OSError, store.StaleArtifactError) as error:
+        print(f"saetrack: README ledger blocks not regenerated ({type(error).__name__}: {error})")
+        return
+    for path in changed:
+        print(f"saetrack: regenerated the ledger block of {path.relative_to(paths.REPO_ROOT)} from the claims ledger")
+
+
+def _lock_run_dir(run_dir: Path) -> IO[str] | None:
+    """Hold an exclusive lock on ``run_dir/.lock`` for this process's lifetime; ``None`` if another process has it."""
+    handle = (run_dir / ".lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def _validated(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[RunConfig, str]:
+    """The run's config and device from the options; any bad value ends in one ``parser.error`` message."""
+    try:
+        run = get_preset(args.preset, _parse_overrides(args.overrides))
+        device = resolve_device(args.device)
+    except (ConfigError, ValueError) as error:
+        parser.error(str(error))
+    unknown = sorted(set(args.only or []) - set(STAGE_NAMES))
+    if unknown:
+        parser.error(f"--only {unknown} are not stages; stages: {list(STAGE_NAMES)}")
+    if run.model.source == "local" and not Path(run.model.local_path or "").expanduser().is_dir():
+        parser.error(f"model.local_path = {run.model.local_path!r} is not a folder (it must hold the step{{N}}/ "
+                     "checkpoints of model.source='local').")  # fmt: skip
+    if bool(args.chain_from_hub) != bool(args.chain_revision):
+        parser.error("--chain-from-hub REPO and --chain-revision COMMIT go together (a chain is loaded pinned).")
+    return run, device
+
+
+def _plan_or_check(args: argparse.Namespace, run: RunConfig, run_dir: Path, device: str) -> int | None:
+    """With ``--plan``, print the resource plan (and the last measured times) and return 0; otherwise check the run
+    fits this machine: 2 (after saying why) when it does not, ``None`` to go on."""
+    rates = measure_rates(device)
+    limits = machine_limits(run_dir, device)
+    stages = planned_for(plan_run(run, rates), args.only)  # only what this call will run is checked
+    if args.plan:
+        print(format_plan(run, stages, rates, limits))
+        measured = last_executions(run, run_dir)
+        if measured:
+            print(f"measured in {run_dir} (each notebook's last execution; *: for another config):")
+            print("  " + ", ".join(f"{name} {_human_seconds(s)}{'' if same else '*'}" for name, s, same in measured))
+        return 0
+    try:
+        check_fits(stages, limits)
+    except ResourceError as error:
+        if not args.ignore_resources:
+            print(f"saetrack: {error}\n{format_plan(run, stages, rates, limits)}", file=sys.stderr)
+            return 2
+        print(f"saetrack: warning (--ignore-resources): {error}", file=sys.stderr)
+    return None
+
+
+def _publish(run: RunConfig, run_dir: Path, started: float) -> None:
+    """Re-evaluate the claims ledger, copy results and renders beside the figures, and say where they are."""
+    if (run_dir / paths.RESULTS_JSON).exists():
+        # every verdict from every section now in results.json, whichever notebooks ran (or were skipped) this time
+        ledger.update(run_dir)
+    published = publish_run(run.preset, run_dir)
+    print(f"saetrack: finished in {time.perf_counter() - started:.1f} s; figures in {paths.figures_dir(run.preset)}")
+    if published:
+        renders = sum(path.suffix == ".html" for path in published)
+        print(f"saetrack: the run's results.json and {renders} notebook renders (HTML) copied beside the figures")
+        _sync_readme(run.preset)
+
+
+def _push(args: argparse.Namespace, run: RunConfig, run_dir: Path) -> None:
+    """Push the finished chain to ``--push-to-hub`` and print how to load it back."""
+    commit = hub.push_chain(run_dir, run, args.push_to_hub, revision=args.hub_branch, private=not args.hub_public,
+                            overwrite=args.hub_overwrite)  # fmt: skip
+    print(
+        f"[hub] pushed the chain to {args.push_to_hub} at commit {commit}\n"
+        f"[hub] load a link:  sae_lens.SAE.from_pretrained({args.push_to_hub!r}, 'step{run.sae_steps[-1]}')\n"
+        f"[hub] load pinned:  saetrack run --preset {run.preset} --chain-from-hub {args.push_to_hub} "
+        f"--chain-revision {commit}",
+        flush=True,
+    )
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``saetrack run``: validate the parsed options and the config, print the resource plan or check the run fits,
+    run (or skip) each stage, publish the figures and renders, and push to the Hub when asked; return the exit code.
+    Bad input ends in one message (``parser.error``), never a traceback."""
+    run, device = _validated(args, parser)
+    run_dir = paths.run_dir(run.preset) if not args.run_dir else Path(args.run_dir).resolve()
+    planned = _plan_or_check(args, run, run_dir, device)
+    if planned is not None:
+        return planned
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_run_dir(run_dir)
+    if lock is None:
+        print(f"saetrack: another run is working on {run_dir}; wait for it to finish.", file=sys.stderr)
+        return 2
+    print(f"saetrack: preset {run.preset} | device {device} | run directory {run_dir}", flush=True)
+    started = time.perf_counter()
+    skip: tuple[str, ...] = ()
+    if args.chain_from_hub:
+        try:
+            folders = hub.load_hub_chain(args.chain_from_hub, args.chain_revision, run_dir, run)
+        except (ValueError, OSError, store.StaleArtifactError) as error:  # one message, no traceback
+            where = f"{args.chain_from_hub}@{args.chain_revision}"
+            print(f"saetrack: cannot load the chain {where}: {error}", file=sys.stderr)
+            return 2
+        print(f"[chain] {len(folders)} links installed from {args.chain_from_hub}@{args.chain_revision}", flush=True)
+        skip = ("chain",)
+    try:
+        run_stages(run, run_dir, only=args.only, skip=skip, force=args.force, rerun=args.rerun, device=device,
+                   log=lambda line: print(line, flush=True), echo=not args.quiet)  # fmt: skip
+    except NotebookFailed as error:
+        print(f"saetrack: FAILED\n{error}", file=sys.stderr, flush=True)
+        return 1
+    _publish(run, run_dir, started)
+    if args.push_to_hub:
+        _push(args, run, run_dir)
+    return 0

@@ -1,0 +1,62 @@
+"""The ``saetrack`` command: its help answers without loading torch, ``run`` takes ``run_all.py``'s options, and bad
+input ends in one message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from saetrack import cli, paths
+from saetrack.pipeline.shape import STAGE_NAMES
+
+#: Parses ``saetrack --help`` and ``saetrack run --help`` and says which heavy libraries that imported.
+HELP_IMPORTS = """
+import contextlib, io, sys
+from saetrack.cli import main
+for argv in (["--help"], ["run", "--help"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main(argv)
+print(sorted(name for name in ("torch", "transformer_lens", "papermill", "matplotlib") if name in sys.modules))
+"""
+
+
+def test_help_loads_no_heavy_library() -> None:
+    done = subprocess.run([sys.executable, "-c", HELP_IMPORTS], capture_output=True, text=True, timeout=120,
+                          cwd=paths.REPO_ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_help_names_the_subcommand_the_presets_and_the_stages_without_markup(capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert stopped.value.code == 0 and "usage: saetrack" in out and "run the pipeline" in out
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "usage: saetrack run" in out and "'smoke'" in out and all(name in out for name in STAGE_NAMES)
+    assert "``" not in out and ":func:" not in out
+
+
+def test_no_subcommand_prints_the_help_and_fails(capsys) -> None:
+    assert cli.main([]) == 2
+    assert "usage: saetrack" in capsys.readouterr().out
+
+
+def test_run_plans_a_preset_and_refuses_a_bad_value_with_one_message(capsys) -> None:
+    assert cli.main(["run", "--preset", "smoke", "--plan", "--device", "cpu"]) == 0
+    assert "smoke" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["run", "--preset", "smoke", "--plan", "--set", "seed=abc"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "seed = 'abc' is invalid" in err and "Traceback" not in err
+    assert err.count("error:") == 1  # the usage and one message
+
+
+def test_unknown_stages_are_named_with_the_known_ones(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--preset", "smoke", "--only", "train", "--plan"])
+    assert f"are not stages; stages: {list(STAGE_NAMES)}" in capsys.readouterr().err
