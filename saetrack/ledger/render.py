@@ -1,7 +1,9 @@
-"""The README's headline section and the figure index, generated from the claims ledger of a published run.
+"""The README's verdict summary, the results page and the figure index, generated from a published run's claims ledger.
 
-The README and ``figures/README.md`` each hold one block between :data:`BEGIN` and :data:`END`; :func:`sync` rewrites
-those blocks from ``figures/<preset>/results.json`` (the ledger section a run wrote), so no number in them is typed.
+``README.md``, ``docs/results.md`` and ``figures/README.md`` each hold one block between :data:`BEGIN` and
+:data:`END`; :func:`sync` rewrites those blocks from ``figures/<preset>/results.json`` (the ledger section a run
+wrote), so no number in them is typed: the README a short :func:`summary`, the results page the whole
+:func:`headline` table, the figure folder its :func:`figure_index`.
 ``python -m saetrack.ledger.render`` rewrites them; ``--check`` only says whether they are current (a test runs it).
 """
 
@@ -24,6 +26,7 @@ __all__ = [
     "headline",
     "main",
     "replace_block",
+    "summary",
     "sync",
 ]
 
@@ -38,23 +41,44 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ") if text else ""
 
 
-def headline(ledger: Mapping[str, Any], preset: str) -> str:
-    """The README's headline: the verdict counts, one table row per claim (claim, measured, control, verdict, its
-    figures) and, plainly, every claim this run does not support."""
-    claims = ledger["claims"]
+def _counts(ledger: Mapping[str, Any]) -> str:
     counts = ledger["counts"]
+    return ", ".join(f"{counts.get(v, 0)} {v}" for v in (HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED) if counts.get(v))
+
+
+def summary(ledger: Mapping[str, Any], preset: str, results_page: str = "docs/results.md") -> str:
+    """The README's verdict summary: the counts, the claims that hold and those inconclusive by id, and one line for
+    every claim this run does not support (what it claims, what was measured), with a link to the whole table."""
+    claims = ledger["claims"]
+    lines = [f"Verdicts on `{preset}`: {_counts(ledger)} ([every claim, its number, control and figures]"
+             f"({results_page})).", ""]  # fmt: skip
+    for verdict, title in ((HOLDS, "Holds"), (INCONCLUSIVE, "Inconclusive")):
+        ids = [c["id"] for c in claims if c["verdict"] == verdict]
+        if ids:
+            lines.append(f"- **{title}:** {', '.join(ids)}.")
+    failing = [c for c in claims if c["verdict"] == FAILS]
+    if failing:
+        lines.append("- **Does not hold:**")
+        lines += [f"  - **{c['id']}** {c['statement']}: {c['number_text']}." for c in failing]
+    return "\n".join(lines)
+
+
+def headline(ledger: Mapping[str, Any], preset: str, root: str = "") -> str:
+    """The results table: the verdict counts, one table row per claim (claim, measured, control, verdict, its
+    figures, linked from ``root``, the page's way back to the repository) and, plainly, every claim this run does not
+    support."""
+    claims = ledger["claims"]
     lines = [
         f"Every claim below is computed from `figures/{preset}/results.json` by a rule fixed before the run "
         "(`saetrack/ledger/`; the rules and the numbers behind each verdict are in the notebooks' last cells and in "
-        "`results.json` → `ledger`). "
-        + ", ".join(f"{counts.get(v, 0)} {v}" for v in (HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED) if counts.get(v)),
+        "`results.json` → `ledger`). " + _counts(ledger),
         "",
         "| | claim | measured | control | verdict | figures |",
         "|---|---|---|---|---|---|",
     ]
     for c in claims:
         keys = [key for key in c["figures"] if key in FIGURES]
-        figures = ", ".join(f"[{key}](figures/{preset}/{FIGURES[key][0]}.png)" for key in keys)
+        figures = ", ".join(f"[{key}]({root}figures/{preset}/{FIGURES[key][0]}.png)" for key in keys)
         lines.append(f"| {c['id']} | {_cell(c['statement'])} ({_cell(c['source'])}) | {_cell(c['number_text'])} | "
                      f"{_cell(c['control_text'])} | {MARKS[c['verdict']]} | {figures} |")  # fmt: skip
     failing = [c for c in claims if c["verdict"] == FAILS]
@@ -94,12 +118,13 @@ def replace_block(text: str, block: str) -> str:
 
 
 def sync(preset: str = "nano", root: Path = paths.REPO_ROOT, check: bool = False) -> list[Path]:
-    """Rewrite (``check``: only compare) the ledger blocks of ``README.md`` and ``figures/README.md`` from
-    ``figures/<preset>/results.json``; return the files that were (or would be) changed."""
+    """Rewrite (``check``: only compare) the ledger blocks of ``README.md``, ``docs/results.md`` and
+    ``figures/README.md`` from ``figures/<preset>/results.json``; return the files that were (or would be) changed."""
     figure_dir = Path(root) / "figures" / preset
     ledger = store.read_json(figure_dir / "results.json")["ledger"]
     targets = {
-        Path(root) / "README.md": headline(ledger, preset),
+        Path(root) / "README.md": summary(ledger, preset),
+        Path(root) / "docs" / "results.md": headline(ledger, preset, root="../"),
         Path(root) / "figures" / "README.md": figure_index(ledger, preset, figure_dir),
     }
     changed = []

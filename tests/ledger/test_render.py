@@ -1,4 +1,4 @@
-"""The README's headline and the figure index, generated from a run's ledger section."""
+"""The README's verdict summary, the results page and the figure index, generated from a run's ledger section."""
 
 from __future__ import annotations
 
@@ -54,6 +54,21 @@ def test_headline_has_the_counts_a_row_per_claim_and_names_what_fails() -> None:
     assert rd.MARKS[FAILS] == "**does not hold**" and rd.MARKS[INCONCLUSIVE] == "inconclusive"
 
 
+def test_headline_links_figures_from_the_page_that_holds_it() -> None:
+    stem = FIGURES["S05"][0]
+    assert f"[S05](../figures/nano/{stem}.png)" in rd.headline(_ledger(), "nano", root="../")
+
+
+def test_summary_names_every_verdict_and_spells_out_what_does_not_hold() -> None:
+    text = rd.summary(_ledger(), "nano")
+    lines = text.splitlines()
+    assert lines[0] == ("Verdicts on `nano`: 1 holds, 1 does not hold, 1 inconclusive, 23 not measured ([every claim, "
+                        "its number, control and figures](docs/results.md)).")  # fmt: skip
+    assert "- **Holds:** R5." in lines and "- **Inconclusive:** P5c." in lines
+    assert lines[-2] == "- **Does not hold:**" and lines[-1].startswith("  - **X7** Features turn sharply")
+    assert "|" not in text  # no table: the README stays short
+
+
 def test_headline_escapes_table_cells() -> None:
     ledger = _ledger()
     ledger["claims"][0] = {**ledger["claims"][0], "number_text": "a | b\nc"}
@@ -72,17 +87,20 @@ def test_figure_index_lists_the_figures_drawn_with_the_claims_reading_them(tmp_p
     assert next(line for line in lines if line.startswith("| 07n |")).endswith("| P5c inconclusive |")
 
 
-def test_sync_rewrites_both_blocks_and_check_only_compares(tmp_path: Path) -> None:
+def test_sync_rewrites_every_block_and_check_only_compares(tmp_path: Path) -> None:
     figures = tmp_path / "figures" / "smoke"
     figures.mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
     store.write_json(figures / "results.json", {**RESULTS, LEDGER_SECTION: _ledger()})
     readme, index = tmp_path / "README.md", tmp_path / "figures" / "README.md"
-    for path in (readme, index):
+    results = tmp_path / "docs" / "results.md"
+    for path in (readme, results, index):
         path.write_text(f"# title\n{rd.BEGIN}\nstale\n{rd.END}\nend\n")
-    assert rd.sync("smoke", tmp_path, check=True) == [readme, index]
+    assert rd.sync("smoke", tmp_path, check=True) == [readme, results, index]
     assert "stale" in readme.read_text()  # checking writes nothing
-    assert rd.sync("smoke", tmp_path) == [readme, index]
-    assert rd.headline(_ledger(), "smoke") in readme.read_text() and readme.read_text().endswith(f"{rd.END}\nend\n")
+    assert rd.sync("smoke", tmp_path) == [readme, results, index]
+    assert rd.summary(_ledger(), "smoke") in readme.read_text() and readme.read_text().endswith(f"{rd.END}\nend\n")
+    assert rd.headline(_ledger(), "smoke", root="../") in results.read_text()
     assert rd.sync("smoke", tmp_path, check=True) == []  # current now
 
 
@@ -102,6 +120,6 @@ def test_main_exit_code_says_whether_the_blocks_are_current(
 
 
 def test_the_committed_readme_and_figure_index_are_generated_from_the_committed_ledger() -> None:
-    # the README's headline numbers and the figure index are the ledger's: regenerate them after every nano run
+    # the README's summary, the results page and the figure index are the ledger's: regenerate them after every nano run
     # (python run_all.py does; by hand: python -m saetrack.ledger.render)
     assert rd.sync("nano", check=True) == [], "run `python -m saetrack.ledger.render` to regenerate them"
