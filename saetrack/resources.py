@@ -57,6 +57,7 @@ __all__ = [
     "check_fits",
     "crosscoder_cache_bytes",
     "format_plan",
+    "human_time",
     "machine_limits",
     "measure_rates",
     "plan_run",
@@ -340,7 +341,8 @@ def check_fits(stages: list[StagePlan], limits: dict[str, int]) -> None:
         )
 
 
-def _human_time(seconds: float) -> str:
+def human_time(seconds: float) -> str:
+    """A duration as a reader takes it in: seconds under 2 min, minutes under 2 h, then hours."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -358,13 +360,13 @@ def format_plan(run: RunConfig, stages: list[StagePlan], rates: Rates, limits: d
     for s in stages:
         lines.append(
             f"{s.stage:<10} {s.forward_tokens:>17,} {s.sae_tokens:>14,} {s.disk / GB:>9.2f} {s.host / GB:>9.2f} "
-            f"{s.device / GB:>10.2f} {_human_time(s.seconds):>10}"
+            f"{s.device / GB:>10.2f} {human_time(s.seconds):>10}"
         )
         lines += [f"{'':<10} - {note}" for note in s.notes]
     lines.append(
         f"{'total':<10} {sum(s.forward_tokens for s in stages):>17,} {sum(s.sae_tokens for s in stages):>14,} "
         f"{sum(s.disk for s in stages) / GB:>9.2f} {max(s.host for s in stages) / GB:>9.2f} "
-        f"{max(s.device for s in stages) / GB:>10.2f} {_human_time(sum(s.seconds for s in stages)):>10}"
+        f"{max(s.device for s in stages) / GB:>10.2f} {human_time(sum(s.seconds for s in stages)):>10}"
     )
     have = ", ".join(f"{k} {v / GB:,.1f} GB" for k, v in limits.items())
     lines.append(f"this machine: {have}")
@@ -375,7 +377,7 @@ def format_plan(run: RunConfig, stages: list[StagePlan], rates: Rates, limits: d
         lines.append(str(error))
     total = sum(s.seconds for s in stages)
     if rates.device == "cpu" and total > CPU_DAY_S:
-        lines.append(f"on this CPU the run projects {_human_time(total)}: the preset is meant for a GPU "
+        lines.append(f"on this CPU the run projects {human_time(total)}: the preset is meant for a GPU "
                      "(run it with --device cuda on a machine that has one)")  # fmt: skip
     lines.append(
         f"rates measured now on {rates.device}: {rates.sae_flops / 1e9:,.0f} GFLOP/s at an SAE step's shape, "

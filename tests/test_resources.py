@@ -13,6 +13,7 @@ from saetrack.resources import (
     check_fits,
     crosscoder_cache_bytes,
     format_plan,
+    human_time,
     plan_run,
     planned_for,
 )
@@ -149,3 +150,9 @@ def test_only_the_stages_that_will_run_are_checked() -> None:
     assert planned_for(stages, None) == stages
     nano = plan_run(get_preset("nano"), RATES)
     assert [s.stage for s in planned_for(nano, ["crosscoder"])] == ["crosscoder", "statistics"]
+
+
+def test_human_time_reads_seconds_minutes_then_hours() -> None:
+    assert [human_time(s) for s in (5, 119, 125, 7199, 7200, 36000)] == [
+        "5 s", "119 s", "2 min", "120 min", "2.0 h", "10.0 h"
+    ]  # fmt: skip

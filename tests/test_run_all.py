@@ -136,7 +136,7 @@ def test_plan_prints_the_measured_times_of_the_last_run_beside_the_projection(tm
     assert run_all.main(["--preset", "smoke", "--plan", "--run-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "\nscale" in out and "seed-study run(s)" in out  # notebook 05 line
-    assert f"measured in {tmp_path}" in out and f"{stage.name} 2.1 min" in out
+    assert f"measured in {tmp_path}" in out and f"{stage.name} 2 min" in out
 
 
 WRONG_TYPES = [("seed=abc", "run.seed = 'abc' is invalid: must be int"),

@@ -25,6 +25,7 @@ from saetrack.resources import (
     ResourceError,
     check_fits,
     format_plan,
+    human_time,
     machine_limits,
     measure_rates,
     plan_run,
@@ -46,10 +47,6 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             overrides[key.strip()] = raw
     return overrides
-
-
-def _human_seconds(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _sync_readme(preset: str) -> None:
@@ -106,7 +103,7 @@ def _plan_or_check(args: argparse.Namespace, run: RunConfig, run_dir: Path, devi
         measured = last_executions(run, run_dir)
         if measured:
             print(f"measured in {run_dir} (each notebook's last execution; *: for another config):")
-            print("  " + ", ".join(f"{name} {_human_seconds(s)}{'' if same else '*'}" for name, s, same in measured))
+            print("  " + ", ".join(f"{name} {human_time(s)}{'' if same else '*'}" for name, s, same in measured))
         return 0
     try:
         check_fits(stages, limits)
