@@ -52,7 +52,9 @@ def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Fil
     up = "../" * depth
     if page.file.src_uri == "overview.md":  # the README links docs pages as docs/x.md and figures as figures/...
         return re.sub(r"\]\(docs/", "](", markdown)
-    if page.file.src_uri.startswith(("figures/", "reference/")):
+    if page.file.src_uri.startswith("figures/"):  # a figure folder's page links docs pages as ../docs/x.md
+        return markdown.replace("](../docs/", f"]({up}")
+    if page.file.src_uri.startswith("reference/"):
         return markdown
     markdown = markdown.replace("](../README.md)", f"]({up}overview.md)")
     return markdown.replace("](../figures/", f"]({up}figures/")
