@@ -1,9 +1,10 @@
 """Writing artifacts safely: atomic files, content hashes and stage manifests.
 
 Every file is written to a temporary name in its destination folder and renamed into place, so a
-partly written file is never taken for a finished one. Every stage ends by writing a
-``manifest.json`` holding its resolved config, the config's hash, the hashes of its files and its
-timings; a stage whose manifest matches its config is skipped by the pipeline.
+partly written file is never taken for a finished one; a finished file gets the mode a plain ``open``
+would have given it (``0o666`` less the umask), not the temporary file's private ``0o600``. Every
+stage ends by writing a ``manifest.json`` holding its resolved config, the config's hash, the hashes
+of its files and its timings; a stage whose manifest matches its config is skipped by the pipeline.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -37,13 +39,29 @@ __all__ = [
 ]
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _file_mode() -> int:
+    """The mode a new file gets from ``open`` in this process: ``0o666`` less the current umask.
+
+    The umask can only be read by setting it; the lock keeps two threads of this module from reading it at once
+    (one would otherwise take the other's temporary 0o077 for the umask).
+    """
+    with _UMASK_LOCK:
+        umask = os.umask(0o077)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 class StaleArtifactError(RuntimeError):
     """An artifact on disk is corrupt or was made with a different config than the one asked for."""
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it."""
+    """Yield a temporary path beside ``path``; on success give it the usual mode of a new file (``0o666`` less the
+    umask: :func:`tempfile.mkstemp` makes it ``0o600``) and rename it to ``path``; on error delete it."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
@@ -51,6 +69,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, final)
     finally:
         if tmp.exists():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +102,22 @@ def test_check_files_names_a_changed_or_missing_file(tmp_path: Path) -> None:
     (tmp_path / "a.npy").unlink()
     with pytest.raises(store.StaleArtifactError, match="missing or corrupt"):
         store.check_files(tmp_path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_finished_files_get_the_mode_of_a_new_file(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        store.write_json(tmp_path / "r.json", {"a": 1})
+        store.save_npy(tmp_path / "a.npy", np.arange(3))
+        with store.atomic_path(tmp_path / "copied.txt") as tmp:
+            shutil.copyfile(tmp_path / "r.json", tmp)  # a file put in place of the temporary one
+        (tmp_path / "plain.txt").write_text("x")
+        assert os.umask(umask) == umask  # reading the mode left the umask as it was
+    finally:
+        os.umask(old)
+    expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    for name in ("r.json", "a.npy", "copied.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name  # not mkstemp's 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "copied.txt", "plain.txt", "r.json"]
