@@ -13,6 +13,8 @@ import shutil
 import time
 from typing import TextIO
 
+from saetrack.progress_text import KERNEL_NOISE
+
 __all__ = [
     "PROGRESS_EVERY_S",
     "OutputEcho",
@@ -22,9 +24,10 @@ __all__ = [
 PROGRESS_EVERY_S = 10.0
 
 
-# Kernel-machinery chatter that says nothing about the run (tqdm.auto asks for ipywidgets inside a kernel; without
-# them it falls back to the text bars we stream). Lines containing these are not echoed (they stay in the notebook).
-_NOISE = ("TqdmWarning: IProgress not found", "from .autonotebook import tqdm as notebook_tqdm")
+# Kernel-machinery chatter that says nothing about the run: the libraries the package imports import tqdm.auto, which
+# inside a kernel without ipywidgets warns that it falls back to the text bars we stream. Lines containing these are
+# not echoed (they stay in the notebook; its HTML render drops them too).
+_NOISE = KERNEL_NOISE
 
 
 # What a kernel's stream text is split into: line ends, carriage returns, and terminal escape sequences.

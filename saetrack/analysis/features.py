@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from saetrack.sae.weights import SAEWeights, feature_activations
 
@@ -256,7 +256,8 @@ def classify_token_concept(
     active = values > 0
     if active.any() and (indices[active].min() < 0 or indices[active].max() >= tokens.size):
         raise ValueError(f"indices of active datapoints must lie in [0, {tokens.size}) (len(token_ids_flat)).")
-    toks = np.where(active, tokens[np.where(active, indices, 0)], -1)
+    # int64 before the fill values below: an int32 token array would wrap int64.max to -1 (NumPy 2 casting)
+    toks = np.where(active, tokens[np.where(active, indices, 0)].astype(np.int64), -1)
     # counts[i, j]: active entries of feature i holding the token of entry j (0 for inactive entries)
     counts = ((toks[:, :, None] == toks[:, None, :]) & active[:, None, :]).sum(axis=2) * active
     n_active = active.sum(axis=1)

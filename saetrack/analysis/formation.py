@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from saetrack.analysis.drift import PHASE_NAMES, detect_phases, phase_labels
 from saetrack.analysis.progress import pairwise_mean_similarity, progress_measure, random_baseline, random_indices

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from sae_lens import SAE
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = [
     "ArrayLike",
@@ -42,7 +42,11 @@ def _batches(x: ArrayLike, batch_size: int, device: torch.device, dtype: torch.d
         raise ValueError(f"batch_size = {batch_size} is invalid: must be > 0.")
     for start in range(0, int(x.shape[0]), batch_size):
         chunk = x[start : start + batch_size]
-        tensor = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(chunk))
+        if not isinstance(chunk, torch.Tensor):
+            chunk = np.ascontiguousarray(chunk)
+            if not chunk.flags.writeable:  # a read-only memory map (the activation cache): torch cannot wrap it
+                chunk = chunk.copy()  # one batch, about to be copied to the device anyway
+        tensor = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(chunk)
         yield tensor.to(device=device, dtype=dtype)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from saetrack import store
 from saetrack.config.run import RunConfig

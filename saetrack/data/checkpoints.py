@@ -28,7 +28,7 @@ from typing import Any
 import huggingface_hub
 import torch
 import transformers
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from transformer_lens import HookedTransformer
 from transformers import AutoConfig, AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
 

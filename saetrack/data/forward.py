@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from saetrack.config.run import RunConfig
 from saetrack.data.cache_plan import TORCH_DTYPES

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from saetrack.config.data import CorpusConfig
 from saetrack.data.documents import CorpusSourceError, Document, is_heldout, open_hf_texts, update_corpus_digest

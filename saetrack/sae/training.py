@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from sae_lens import LoggingConfig, SAETrainer
 from sae_lens.config import SAETrainerConfig
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from saetrack.data.shuffle import full_batches
 from saetrack.sae.model import SAETrackSAE

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from saetrack import paths, store
 from saetrack.analysis import statistical_learning as sl
