@@ -128,6 +128,17 @@ def test_classify_token_concept_rules() -> None:
     assert empty_labels.tolist() == ["inactive"] and empty_dom[0] == -1 and empty_share[0] == 0.0
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint16])
+def test_the_dominant_token_is_the_mode_whatever_the_token_arrays_dtype(dtype: type) -> None:
+    # the analysis set's tokens are stored as int32: the mode must not be lost to a wrapped fill value
+    tokens = np.array([7] * 10 + [1, 2, 3, 4, 5, 6, 8, 9, 10, 11], dtype=dtype)
+    values = np.array([[5.0, 4.0, 3.0, 2.0, 1.0, 0.0], [5.0, 4.0, 3.0, 2.0, 1.0, 0.5]])
+    indices = np.array([[0, 1, 2, 10, 11, 12], [13, 11, 12, 14, 15, 16]])
+    labels, dominant, share = classify_token_concept(values, indices, tokens, token_share=0.5, min_active=5)
+    assert dominant.tolist() == [7, 2]  # 3 of 5 on token 7; all distinct: the smallest id
+    assert labels.tolist() == ["token", "concept"] and share[0] == pytest.approx(0.6)
+
+
 def test_classify_patterns_each_case() -> None:
     labels = np.array(
         [
