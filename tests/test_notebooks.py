@@ -58,7 +58,7 @@ print("pong" if Path(GO).exists() else "timeout: the output was not streamed whi
 
 BAR_CELL = """\
 import time
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 for _ in tqdm(range(120), desc="tiny bar", mininterval=0, miniters=1):
     time.sleep(0.002)

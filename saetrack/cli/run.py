@@ -123,8 +123,8 @@ def _publish(run: RunConfig, run_dir: Path, started: float) -> None:
     published = publish_run(run.preset, run_dir)
     print(f"saetrack: finished in {time.perf_counter() - started:.1f} s; figures in {paths.figures_dir(run.preset)}")
     if published:
-        renders = sum(path.suffix == ".html" for path in published)
-        print(f"saetrack: the run's results.json and {renders} notebook renders (HTML) copied beside the figures")
+        renders = sum(path.suffix == ".html" and path.stem != "index" for path in published)
+        print(f"saetrack: results.json and {renders} notebook renders (HTML, with an index) copied beside the figures")
         _sync_readme(run.preset)
 
 

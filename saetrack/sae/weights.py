@@ -89,7 +89,9 @@ def feature_activations(sae_or_weights: SAELike, x: torch.Tensor | np.ndarray) -
     ``x`` (``[..., d_in]``, any float dtype, array or tensor) is cast to the weights' dtype and device.
     """
     w = _as_weights(sae_or_weights)
-    xt = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
+    if isinstance(x, np.ndarray) and not x.flags.writeable:  # a read-only memory map: torch wants writable memory
+        x = np.array(x)
+    xt = torch.as_tensor(x)
     xt = xt.to(device=w.W_enc.device, dtype=w.W_enc.dtype)
     if xt.shape[-1] != w.W_enc.shape[0]:
         raise ValueError(f"x has last dimension {xt.shape[-1]}, the SAE expects d_in = {w.W_enc.shape[0]}.")
