@@ -1,8 +1,10 @@
-"""The examples of docs/api.md run, with doctest, on a fresh smoke run."""
+"""The examples of docs/api.md run, with doctest, on a fresh smoke run; so does the README's API snippet."""
 
 from __future__ import annotations
 
+import contextlib
 import doctest
+import io
 import re
 from pathlib import Path
 
@@ -46,3 +48,14 @@ def test_the_examples_of_the_page_pass(api_run_dir: Path) -> None:
     result = runner.run(test, out=report.append)
     assert result.attempted == len(test.examples)
     assert result.failed == 0, "".join(report)
+
+
+def test_the_readmes_api_snippet_runs(api_run_dir: Path) -> None:
+    readme = (paths.REPO_ROOT / "README.md").read_text()
+    section = readme.split("## The Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
+    assert '"runs/nano"' in code
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code.replace('"runs/nano"', repr(str(api_run_dir))), "README.md", "exec"), {})
+    assert "«" in printed.getvalue() and len(printed.getvalue().splitlines()) >= 4
