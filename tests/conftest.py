@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +12,8 @@ import huggingface_hub
 import pytest
 import torch
 
+from saetrack import paths
+from saetrack.cli import run_main
 from saetrack.config import RunConfig, get_preset
 
 pytest.register_assert_rewrite("tests.sigkill")
@@ -58,6 +62,25 @@ def smoke_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_suite(run, run_dir, progress=False)
     cache_activations(run, run_dir, progress=False)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The whole smoke pipeline, run once by ``saetrack run --preset smoke`` (what ``run_all.py`` runs) into the
+    session's runs and figures folders (the ones :func:`_isolated_outputs` points every test at, set here too since a
+    session fixture is set up first); returns the run directory and everything the command printed.
+
+    ``tests/test_run_all.py`` reads the printed output and runs the command again; the run API's tests read the run.
+    """
+    root = tmp_path_factory.getbasetemp()
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setenv("SAETRACK_RUNS", str(root / "runs"))
+        patch.setenv("SAETRACK_FIGURES", str(root / "figures"))
+        code = run_main(["--preset", "smoke", "--device", "cpu"])
+        run_dir = paths.run_dir("smoke")
+    assert code == 0, printed.getvalue()[-3000:]
+    return run_dir, printed.getvalue()
 
 
 @pytest.fixture

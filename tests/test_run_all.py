@@ -50,9 +50,9 @@ def test_bad_arguments_are_refused_with_the_allowed_values(capsys) -> None:
     assert "--chain-revision" in capsys.readouterr().err
 
 
-def test_run_all_smoke_writes_every_figure_and_a_second_run_does_nothing(capsys) -> None:
-    assert run_all.main(["--preset", "smoke", "--device", "cpu"]) == 0
-    first = capsys.readouterr().out
+def test_run_all_smoke_writes_every_figure_and_a_second_run_does_nothing(smoke_pipeline, capsys) -> None:
+    run_dir, first = smoke_pipeline  # run_all.py --preset smoke --device cpu, run once for the session
+    assert run_dir == paths.run_dir("smoke")
     for stage in STAGES:
         assert f"[smoke:{stage.name}] done in" in first
         assert f"\n  smoke:{stage.name} | " in first  # the notebook's output, streamed while it ran

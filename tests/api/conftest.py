@@ -10,24 +10,13 @@ from pathlib import Path
 import pytest
 
 from saetrack.api import Run, open_run
-from saetrack.config import get_preset
-from saetrack.pipeline.stages import run_stages
 
 
 @pytest.fixture(scope="session")
-def api_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished smoke run (every stage the API reads: cache, chain, formation, drift, crosscoder), built once.
-
-    The scale stage is left out: it runs two more sizes and a seed study, and the API reads none of it. Runs and
-    figures go to the temp folder (set here, since this fixture is set up before the function-scoped autouse one).
-    """
-    root = tmp_path_factory.mktemp("api_smoke")
-    run_dir = root / "runs" / "smoke"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SAETRACK_RUNS", str(root / "runs"))
-        patch.setenv("SAETRACK_FIGURES", str(root / "figures"))
-        run_stages(get_preset("smoke"), run_dir, skip=["scale"], device="cpu", echo=False, log=lambda s: None)
-    return run_dir
+def api_run_dir(smoke_pipeline: tuple[Path, str]) -> Path:
+    """A finished smoke run (every stage: cache, chain, formation, drift, scale, crosscoder), the session's one run of
+    the whole smoke pipeline (``tests/conftest.py``); the API only reads it."""
+    return smoke_pipeline[0]
 
 
 @pytest.fixture(scope="session")
