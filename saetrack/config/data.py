@@ -175,7 +175,8 @@ class CacheConfig:
     #: The model forward's compute dtype: ``"bfloat16"`` runs it under autocast (activations returned in float32;
     #: the SAE keeps float32 master weights).
     forward_dtype: Literal["float32", "bfloat16"] = "float32"
-    #: Allow TF32 matmuls on CUDA (faster on Ampere and later; about 1e-3 relative error in the forward).
+    #: Allow TF32 matmuls on CUDA in the model forward only, cached or streamed alike (faster on Ampere and later;
+    #: about 1e-3 relative error in the forward); the flag is set around each batch's forward and restored.
     tf32: bool = False
 
     def __post_init__(self) -> None:

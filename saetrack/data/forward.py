@@ -40,14 +40,29 @@ def residual_at_layer(model: Any, tokens: torch.Tensor, layer: int) -> torch.Ten
         return model(tokens, stop_at_layer=layer)
 
 
+@contextlib.contextmanager
+def _tf32_matmuls(allowed: bool) -> Iterator[None]:
+    """TF32 CUDA matmuls allowed (``allowed``) inside the block only; the global flag is restored on leaving it."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def forward_context(
-    device: str | torch.device, forward_dtype: str = "float32"
+    device: str | torch.device, forward_dtype: str = "float32", tf32: bool = False
 ) -> contextlib.AbstractContextManager[Any]:
-    """The autocast context of the model forward: bfloat16 autocast on ``device`` when asked, else a no-op."""
+    """The numerics of the model forward, scoped to it: bfloat16 autocast on ``device`` when asked, and TF32 CUDA
+    matmuls when ``tf32`` (``cache.tf32``); nothing outside the block changes, so no other stage inherits them."""
+    stack = contextlib.ExitStack()
+    if tf32:
+        stack.enter_context(_tf32_matmuls(True))
     dtype = FORWARD_DTYPES[forward_dtype]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+    if dtype is not None:
+        stack.enter_context(torch.autocast(device_type=torch.device(device).type, dtype=dtype))
+    return stack
 
 
 def residual_chunks(
@@ -60,18 +75,20 @@ def residual_chunks(
     store_dtype: torch.dtype = torch.float32,
     forward_dtype: str = "float32",
     first_context: int = 0,
+    tf32: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Eq. 6 activations of ``tokens`` ``[n_contexts, ctx]``: one float32 ``[rows, d]`` tensor per batch, on ``device``.
 
     Batches are ``batch_contexts`` contexts counted from context 0 (so skipping to ``first_context`` keeps the same
     batch boundaries, and thus bit-identical activations); values are rounded through ``store_dtype`` as the cache
-    stores them. Rows are ``c * ctx + q`` in the order of the contexts.
+    stores them. Rows are ``c * ctx + q`` in the order of the contexts. ``tf32`` allows TF32 matmuls during each
+    batch's forward only (:func:`forward_context`), never while the consumer runs between batches.
     """
     n_contexts, _ = tokens.shape
     begin = (first_context // batch_contexts) * batch_contexts
     for start in range(begin, n_contexts, batch_contexts):
         batch = torch.as_tensor(np.asarray(tokens[start : start + batch_contexts], dtype=np.int64), device=device)
-        with forward_context(device, forward_dtype):
+        with forward_context(device, forward_dtype, tf32):
             resid = residual_at_layer(model, batch, layer)
         resid = resid.to(store_dtype).float().clone()  # a normal tensor (autograd may save it), not an inference one
         if start < first_context:
@@ -93,6 +110,7 @@ def fill_activations(
         device=device,
         store_dtype=TORCH_DTYPES[run.cache.dtype],
         forward_dtype=run.cache.forward_dtype,
+        tf32=run.cache.tf32,
     )
     total = -(-len(tokens) // run.cache.batch_contexts)
     row = 0

@@ -129,8 +129,6 @@ class StreamedActivations:
                     f"{actual[:12]}..., not {expected[:12]}... as when notebook 01 planned this run; the checkpoint "
                     "changed - rerun notebook 01 with force."
                 )
-            if self.run.cache.tf32 and str(self.device).startswith("cuda"):
-                torch.backends.cuda.matmul.allow_tf32 = True
             self._model = (step, self.checkpoints.load_hooked(step, device=self.device))
         return self._model[1]
 
@@ -146,6 +144,7 @@ class StreamedActivations:
             store_dtype=TORCH_DTYPES[self.run.cache.dtype],
             forward_dtype=self.run.cache.forward_dtype,
             first_context=first_row // ctx,
+            tf32=self.run.cache.tf32,
         )
         skip, left = first_row % ctx, n_rows
         for chunk in chunks:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from saetrack import paths
 from saetrack.config import get_preset
 from saetrack.data.checkpoints import open_source
 from saetrack.data.forward import forward_context, residual_at_layer, residual_chunks
@@ -30,3 +32,54 @@ def test_forward_context_is_a_no_op_in_float32_and_autocast_in_bfloat16() -> Non
         assert (a @ a).dtype == torch.float32
     with forward_context("cpu", "bfloat16"):
         assert (a @ a).dtype == torch.bfloat16
+
+
+def _matmul_flags() -> tuple[bool, bool, str]:
+    """The process-wide matmul numerics a stage could leak into the next one."""
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    return (matmul, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+
+
+class _FlagRecorder(torch.nn.Module):
+    """A stand-in model that records the TF32 flag while its forward runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bool] = []
+
+    def forward(self, tokens: torch.Tensor, stop_at_layer: int) -> torch.Tensor:
+        self.seen.append(torch.backends.cuda.matmul.allow_tf32)
+        return torch.zeros(*tokens.shape, 4)
+
+
+def test_tf32_is_on_during_each_forward_only_never_between_batches() -> None:
+    before = _matmul_flags()
+    model, tokens = _FlagRecorder(), np.zeros((6, 3), dtype=np.int64)
+    for chunk in residual_chunks(model, tokens, 1, batch_contexts=2, device="cpu", tf32=True):
+        assert _matmul_flags() == before and chunk.shape == (6, 4)  # what the consumer (the SAE step) runs under
+    assert model.seen == [True, True, True] and _matmul_flags() == before
+    list(residual_chunks(model, tokens, 1, batch_contexts=2, device="cpu"))
+    assert model.seen[3:] == [False, False, False]
+    with forward_context("cpu", "float32", tf32=True), forward_context("cpu", "bfloat16", tf32=True):
+        assert torch.backends.cuda.matmul.allow_tf32
+    assert _matmul_flags() == before
+
+
+def test_loading_and_streaming_a_model_changes_no_global_matmul_flag(smoke_run_dir: Path) -> None:
+    run = get_preset("smoke")
+    before = _matmul_flags()
+    model = open_source(run.model, smoke_run_dir).load_hooked(run.sae_steps[-1])
+    tokens = np.zeros((2, run.cache.context_length), dtype=np.int64)
+    chunks = list(residual_chunks(model, tokens, 1, batch_contexts=1, device="cpu", tf32=True))
+    assert len(chunks) == 2 and _matmul_flags() == before
+
+
+def test_only_the_scoped_forward_context_sets_a_matmul_flag() -> None:
+    # a flag set anywhere else would outlive the stage that set it (the streamed path once did, on CUDA only)
+    setters = re.compile(r"allow_tf32\s*=(?!=)|set_float32_matmul_precision\(|reduced_precision_reduction\s*=")
+    found = {
+        path.relative_to(paths.REPO_ROOT).as_posix()
+        for path in (paths.REPO_ROOT / "saetrack").rglob("*.py")
+        if setters.search(path.read_text())
+    }
+    assert found == {"saetrack/data/forward.py"}
