@@ -44,6 +44,7 @@ import torch
 from saetrack.config.presets import get_preset
 from saetrack.config.run import RunConfig
 from saetrack.data.cache_plan import NUMPY_DTYPES, TokenPlan, plan_tokens
+from saetrack.pipeline.shape import stage_of_output
 from saetrack.rates import Rates, measure_rates
 from saetrack.stages.crosscoder import EVAL_TOKENS
 from saetrack.stages.crosscoder.controls import control_inputs
@@ -267,13 +268,12 @@ def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
 
 
 PIPELINE_STAGES = ("corpus", "cache", "chain", "formation", "drift")  #: what a scale or seed-study run plans
-#: The pipeline stage (``run_all.py --only`` name) each plan line belongs to.
-RUN_STAGE = {"corpus": "cache", "statistics": "crosscoder"}
 
 
-def planned_for(stages: list[StagePlan], only: list[str] | None) -> list[StagePlan]:
-    """The plan lines of the pipeline stages that will run (``only``: ``run_all.py --only``; all when None)."""
-    return [s for s in stages if not only or RUN_STAGE.get(s.stage, s.stage) in only]
+def planned_for(stages: list[StagePlan], only: list[str] | None, run: RunConfig) -> list[StagePlan]:
+    """The plan lines of the pipeline stages that will run (``only``: ``saetrack run --only``; all when None); a line
+    named after an output folder (``corpus``, ``statistics``) belongs to the stage that writes it."""
+    return [s for s in stages if not only or stage_of_output(s.stage, run) in only]
 
 
 def _pipeline_sum(name: str, runs: list[tuple[RunConfig, bool]], rates: Rates) -> StagePlan:

@@ -144,12 +144,13 @@ def test_the_crosscoder_is_planned_with_the_step_its_device_runs() -> None:
 
 def test_only_the_stages_that_will_run_are_checked() -> None:
     # run_all.py --only formation on a paper preset must not be refused for the disk its scale study would need
-    stages = plan_run(get_preset("pythia-160m-l4"), RATES)
-    assert [s.stage for s in planned_for(stages, ["formation", "drift"])] == ["formation", "drift"]
-    assert [s.stage for s in planned_for(stages, ["cache"])] == ["corpus", "cache"]
-    assert planned_for(stages, None) == stages
-    nano = plan_run(get_preset("nano"), RATES)
-    assert [s.stage for s in planned_for(nano, ["crosscoder"])] == ["crosscoder", "statistics"]
+    paper = get_preset("pythia-160m-l4")
+    stages = plan_run(paper, RATES)
+    assert [s.stage for s in planned_for(stages, ["formation", "drift"], paper)] == ["formation", "drift"]
+    assert [s.stage for s in planned_for(stages, ["cache"], paper)] == ["corpus", "cache"]
+    assert planned_for(stages, None, paper) == stages
+    nano = get_preset("nano")
+    assert [s.stage for s in planned_for(plan_run(nano, RATES), ["crosscoder"], nano)] == ["crosscoder", "statistics"]
 
 
 def test_human_time_reads_seconds_minutes_then_hours() -> None:

@@ -90,7 +90,7 @@ class Run:
         """``load()`` once (kept under ``folder``/``what``), a missing stage raised as :class:`StageNotRunError`."""
         key = (folder, what)
         if key not in self._cache:
-            self._cache[key] = loaded(load, self.run_dir, folder, self.config.preset, what)
+            self._cache[key] = loaded(load, self.run_dir, folder, self.config, what)
         return self._cache[key]
 
     # -- the chain ---------------------------------------------------------------------------------

@@ -23,10 +23,10 @@ from saetrack import paths, store
 from saetrack.config.base import PRESETS, ConfigError
 from saetrack.config.presets import get_preset
 from saetrack.config.run import RunConfig
+from saetrack.pipeline.shape import stage_of_output
 from saetrack.stages.chain import chain_config_hash
 
 __all__ = [
-    "STAGE_OF_FOLDER",
     "RunConfigError",
     "StageNotRunError",
     "StepNotInChainError",
@@ -37,18 +37,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-#: The pipeline stage (``saetrack run --only`` name) that writes each output folder the API reads.
-STAGE_OF_FOLDER: dict[str, str] = {
-    paths.CORPUS_DIR: "cache",
-    paths.MODEL_DIR: "cache",
-    paths.CACHE_DIR: "cache",
-    paths.CHAIN_DIR: "chain",
-    paths.FORMATION_DIR: "formation",
-    paths.DRIFT_DIR: "drift",
-    paths.CROSSCODER_DIR: "crosscoder",
-    paths.CROSSCODER_COMPARISON_DIR: "crosscoder",
-}
 
 
 class StageNotRunError(FileNotFoundError):
@@ -71,10 +59,10 @@ def run_command(preset: str, stage: str, extra: str = "") -> str:
     return f"saetrack run --preset {preset} --only {stage}{extra}"
 
 
-def loaded(load: Callable[[], T], run_dir: Path, folder: str, preset: str, what: str = "") -> T:
+def loaded(load: Callable[[], T], run_dir: Path, folder: str, run: RunConfig, what: str = "") -> T:
     """``load()``, with a missing or stale output of ``run_dir/folder`` raised as :class:`StageNotRunError` that
-    names the stage to run (``saetrack run --preset <preset> --only <stage>``)."""
-    stage = STAGE_OF_FOLDER[folder]
+    names the stage to run (``saetrack run --preset <preset> --only <stage>``, the stage that writes ``folder``)."""
+    stage = stage_of_output(folder, run)
     try:
         return load()
     except (store.StaleArtifactError, FileNotFoundError) as error:
@@ -83,7 +71,7 @@ def loaded(load: Callable[[], T], run_dir: Path, folder: str, preset: str, what:
         reason = str(error).strip("'\"") or type(error).__name__
         raise StageNotRunError(
             f"{what or 'the ' + stage + ' stage'} of {run_dir} is not available ({reason}); "
-            f"run `{run_command(preset, stage)}` first."
+            f"run `{run_command(run.preset, stage)}` first."
         ) from error
 
 

@@ -17,7 +17,7 @@ from saetrack import paths, store
 from saetrack.config.run import RunConfig
 from saetrack.pipeline.skeleton import current_manifest
 
-__all__ = ["STAGES", "STAGE_NAMES", "Stage", "get_stage"]
+__all__ = ["STAGES", "STAGE_NAMES", "Stage", "get_stage", "stage_of_output"]
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,15 @@ def get_stage(name: str) -> Stage:
         if stage.name == name:
             return stage
     raise KeyError(f"unknown stage {name!r}; stages: {[s.name for s in STAGES]}")
+
+
+def stage_of_output(folder: str, run: RunConfig) -> str:
+    """The name of the stage whose notebook writes output folder ``folder`` (relative to the run directory) for
+    ``run``, read from the stages' own output hashes; an unknown folder raises ``KeyError`` naming the known ones."""
+    known: list[str] = []
+    for stage in STAGES:
+        outputs = stage.outputs(run)
+        if folder in outputs:
+            return stage.name
+        known += outputs
+    raise KeyError(f"no stage writes {folder!r}; output folders: {known}")

@@ -33,11 +33,11 @@ def test_loaded_turns_a_missing_stage_into_one_error_naming_the_command(tmp_path
         raise store.StaleArtifactError("no finished drift stage; run notebook 04 first.")
 
     with pytest.raises(StageNotRunError, match=r"run `saetrack run --preset nano --only drift` first") as caught:
-        loaded(stale, tmp_path, paths.DRIFT_DIR, "nano")
+        loaded(stale, tmp_path, paths.DRIFT_DIR, get_preset("nano"))
     assert isinstance(caught.value, FileNotFoundError)
-    assert loaded(lambda: 3, tmp_path, paths.DRIFT_DIR, "nano") == 3
+    assert loaded(lambda: 3, tmp_path, paths.DRIFT_DIR, get_preset("nano")) == 3
     with pytest.raises(ZeroDivisionError):  # other errors pass through
-        loaded(lambda: 1 / 0, tmp_path, paths.DRIFT_DIR, "nano")
+        loaded(lambda: 1 / 0, tmp_path, paths.DRIFT_DIR, get_preset("nano"))
 
 
 def test_step_error_is_a_key_error_with_a_plain_message() -> None:

@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from saetrack import paths
+from saetrack.config import get_preset
 from saetrack.notebooks import NOTEBOOK_DIR
-from saetrack.pipeline.shape import STAGE_NAMES, STAGES, get_stage
+from saetrack.pipeline.shape import STAGE_NAMES, STAGES, get_stage, stage_of_output
 
 
 def test_stages_in_order_each_reading_earlier_ones() -> None:
@@ -33,3 +34,13 @@ def test_the_shape_imports_no_stage_until_hashes_are_asked_for() -> None:
                           cwd=paths.REPO_ROOT)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False", "True"]
+
+
+def test_each_output_folder_belongs_to_the_stage_that_writes_it() -> None:
+    run = get_preset("nano")
+    owners = {folder: stage_of_output(folder, run) for folder in ("corpus", "model", "cache", "baseline", "statistics",
+                                                                   "crosscoder_vs_chain", "scale")}  # fmt: skip
+    assert owners == {"corpus": "cache", "model": "cache", "cache": "cache", "baseline": "chain",
+                      "statistics": "crosscoder", "crosscoder_vs_chain": "crosscoder", "scale": "scale"}  # fmt: skip
+    with pytest.raises(KeyError, match=r"no stage writes 'figures'; output folders: \['corpus'"):
+        stage_of_output("figures", run)
