@@ -24,12 +24,6 @@ __all__ = [
 PROGRESS_EVERY_S = 10.0
 
 
-# Kernel-machinery chatter that says nothing about the run: the libraries the package imports import tqdm.auto, which
-# inside a kernel without ipywidgets warns that it falls back to the text bars we stream. Lines containing these are
-# not echoed (they stay in the notebook; its HTML render drops them too).
-_NOISE = KERNEL_NOISE
-
-
 # What a kernel's stream text is split into: line ends, carriage returns, and terminal escape sequences.
 _TOKENS = re.compile(r"(\r\n|\r|\n|\x1b\[[0-9;?]*[A-Za-z])")
 
@@ -115,8 +109,8 @@ class OutputEcho:
 
     def feed(self, stream: str, text: str) -> None:
         """Take a chunk of the kernel's ``stream`` ("stdout" or "stderr") as it arrives."""
-        if any(marker in text for marker in _NOISE):
-            text = "".join(line for line in text.splitlines(keepends=True) if not any(m in line for m in _NOISE))
+        if any(marker in text for marker in KERNEL_NOISE):
+            text = "".join(line for line in text.splitlines(keepends=True) if not any(m in line for m in KERNEL_NOISE))
         if not text:
             return
         if self.live:

@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 from sae_lens import SAE
-from safetensors.numpy import load_file
 
 from saetrack import paths
 from saetrack.analysis.matching import MatchResult, match_features
@@ -41,7 +40,7 @@ from saetrack.config.run import RunConfig
 from saetrack.crosscoder.io import load_crosscoder
 from saetrack.data.activations import open_activations
 from saetrack.data.corpus import load_corpus
-from saetrack.sae.io import SAE_CFG_FILE, SAE_SPARSITY_FILE
+from saetrack.sae.io import SAE_CFG_FILE, load_firing_frequency
 from saetrack.sae.weights import SAEWeights
 from saetrack.stages.chain import load_chain
 from saetrack.stages.crosscoder import CrosscoderResult, load_crosscoder_result
@@ -133,12 +132,9 @@ class Run:
     def firing_frequency(self, step: int) -> np.ndarray | None:
         """Each feature's firing frequency ``[d_sae]`` on the training tokens of the link at ``step`` (the density
         of App. A.1 during training, saved as SAELens' log10 sparsity); ``None`` when the link has no such file."""
-        path = self.link_dir(step) / SAE_SPARSITY_FILE
-        if not path.is_file():
-            return None
         key = ("frequency", int(step))
         if key not in self._cache:
-            self._cache[key] = np.clip(10.0 ** load_file(str(path))["sparsity"].astype(np.float64) - 1e-10, 0, 1)
+            self._cache[key] = load_firing_frequency(self.link_dir(step))
         return self._cache[key]
 
     # -- the stages' stored analyses ------------------------------------------------------------

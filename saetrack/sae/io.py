@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from sae_lens import SAE, TrainingSAE
+from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
 from saetrack.config import ChainConfig
@@ -19,10 +20,14 @@ __all__ = [
     "SAE_CFG_FILE",
     "SAE_SPARSITY_FILE",
     "SAE_WEIGHTS_FILE",
+    "load_firing_frequency",
     "load_training_sae",
     "save_sae",
 ]
 
+
+#: Added to the firing frequency before its log10 is stored (SAELens' convention: a dead feature's log10 is -10).
+SPARSITY_EPSILON = 1e-10
 
 #: File names of SAELens' on-disk format.
 SAE_CFG_FILE = "cfg.json"
@@ -54,9 +59,18 @@ def save_sae(
             freq = torch.as_tensor(np.asarray(feature_sparsity), dtype=torch.float32).cpu()
             if freq.shape != (sae.cfg.d_sae,):
                 raise ValueError(f"feature_sparsity has shape {tuple(freq.shape)}, expected ({sae.cfg.d_sae},).")
-            save_file({"sparsity": torch.log10(freq + 1e-10)}, str(tmp / SAE_SPARSITY_FILE))
+            save_file({"sparsity": torch.log10(freq + SPARSITY_EPSILON)}, str(tmp / SAE_SPARSITY_FILE))
     final = Path(folder)
     return {p.name: file_sha256(p) for p in sorted(final.iterdir()) if p.is_file()}
+
+
+def load_firing_frequency(folder: str | os.PathLike[str]) -> np.ndarray | None:
+    """Each feature's firing frequency ``[d_sae]`` (float64, in [0, 1]) as :func:`save_sae` stored it in SAELens'
+    ``sparsity.safetensors`` (log10 of the frequency, the density of App. A.1); ``None`` when the folder has none."""
+    path = Path(folder) / SAE_SPARSITY_FILE
+    if not path.is_file():
+        return None
+    return np.clip(10.0 ** load_file(str(path))["sparsity"].astype(np.float64) - SPARSITY_EPSILON, 0.0, 1.0)
 
 
 def load_training_sae(

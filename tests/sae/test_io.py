@@ -11,7 +11,14 @@ from sae_lens import SAE, StandardSAE, TrainingSAE
 from safetensors.torch import load_file
 
 from saetrack.config import ConfigError
-from saetrack.sae.io import SAE_CFG_FILE, SAE_SPARSITY_FILE, SAE_WEIGHTS_FILE, load_training_sae, save_sae
+from saetrack.sae.io import (
+    SAE_CFG_FILE,
+    SAE_SPARSITY_FILE,
+    SAE_WEIGHTS_FILE,
+    load_firing_frequency,
+    load_training_sae,
+    save_sae,
+)
 from saetrack.sae.model import HyperparameterMismatchError, build_sae, check_hyperparameters
 from saetrack.sae.training import train_sae
 from saetrack.sae.weights import feature_activations
@@ -97,3 +104,6 @@ def test_save_returns_file_hashes_and_log10_sparsity(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"feature_sparsity has shape \(3,\)"):
         save_sae(sae, tmp_path / "bad", feature_sparsity=np.ones(3))
     assert not (tmp_path / "bad").exists()
+    np.testing.assert_allclose(load_firing_frequency(tmp_path / "link"), freq, rtol=1e-5, atol=1e-9)  # read back
+    save_sae(sae, tmp_path / "no_sparsity")
+    assert load_firing_frequency(tmp_path / "no_sparsity") is None
