@@ -26,6 +26,7 @@ import numpy as np
 from sae_lens import SAE
 
 from saetrack import paths
+from saetrack.analysis.evolution import adjacent_cosine
 from saetrack.analysis.matching import MatchResult, match_features
 from saetrack.api.artifacts import (
     RunConfigError,
@@ -136,6 +137,18 @@ class Run:
         if key not in self._cache:
             self._cache[key] = load_firing_frequency(self.link_dir(step))
         return self._cache[key]
+
+    def adjacent_cosines(self) -> np.ndarray:
+        """The decoder cosine of every feature between consecutive links, ``[T-1, d_sae]`` (Sec. 6.1's drift, link to
+        link; :func:`~saetrack.analysis.evolution.adjacent_cosine`), computed once, two links in memory at a time."""
+        if "adjacent" not in self._cache:
+            previous, rows = self.link(self.steps[0]).W_dec.numpy(), []
+            for step in self.steps[1:]:
+                current = self.link(step).W_dec.numpy()
+                rows.append(adjacent_cosine(np.stack([previous, current], axis=1))[:, 0])
+                previous = current
+            self._cache["adjacent"] = np.stack(rows) if rows else np.zeros((0, self.n_features))
+        return self._cache["adjacent"]
 
     # -- the stages' stored analyses ------------------------------------------------------------
     def formation(self) -> FormationResult:

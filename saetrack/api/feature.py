@@ -5,8 +5,7 @@ through the loaders the notebooks use (:func:`saetrack.stages.formation.load_for
 :func:`saetrack.stages.drift.load_drift`, :func:`saetrack.stages.crosscoder.load_crosscoder_result`,
 :func:`saetrack.stages.crosscoder.method_comparison.load_method_comparison`) and renders contexts with the formation
 stage's own :func:`saetrack.stages.formation.top_contexts`. Nothing is recomputed except the decoder cosine between
-adjacent links (:func:`saetrack.analysis.evolution.adjacent_cosine` on the feature's decoder rows), which no stage
-stores per feature.
+adjacent links (:meth:`saetrack.api.Run.adjacent_cosines`, once per run for every feature), which no stage stores.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from saetrack.analysis.evolution import adjacent_cosine
 from saetrack.stages.crosscoder.method_comparison import MATCH_THRESHOLD
 from saetrack.stages.formation import top_contexts as formation_top_contexts
 from saetrack.stages.formation.examples import example_cell
@@ -158,15 +156,14 @@ class Feature:
 
     def drift(self) -> Drift:
         """The feature's decoder cosine to its final direction at every step (the drift stage's array, Fig. 6a/6b)
-        and between adjacent steps (:func:`~saetrack.analysis.evolution.adjacent_cosine` on its decoder rows,
+        and between adjacent steps (:meth:`saetrack.api.Run.adjacent_cosines`, computed once for every feature,
         Sec. 6.1), with its formation step."""
         result = self.run.drift()
-        rows = np.stack([self.run.link(step).W_dec[self.index].numpy() for step in self.run.steps])
         return Drift(
             feature=self.index,
             steps=tuple(int(s) for s in result.steps),
             to_final=np.asarray(result.cosine[:, self.index], dtype=np.float64),
-            adjacent=adjacent_cosine(rows[None])[0],
+            adjacent=np.asarray(self.run.adjacent_cosines()[:, self.index], dtype=np.float64),
             formation_step=self.formation_step,
         )
 
