@@ -213,7 +213,12 @@ class ActivationCache:
                 yield torch.from_numpy(np.ascontiguousarray(rows[begin : begin + chunk]))
 
         return block_shuffled_batches(
-            in_order, batch_size, buffer_rows=self.buffer_tokens, seed=seed, dtype=dtype, device=device
+            in_order,
+            batch_size,
+            buffer_rows=min(self.buffer_tokens, len(rows)),  # never more than the link holds (same batches)
+            seed=seed,
+            dtype=dtype,
+            device=device,
         )
 
     def heldout(self, step: int) -> np.ndarray:

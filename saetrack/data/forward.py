@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from saetrack.config.run import RunConfig
 from saetrack.data.cache_plan import TORCH_DTYPES
+from saetrack.data.shuffle import to_device
 
 __all__ = [
     "FORWARD_DTYPES",
@@ -23,6 +24,7 @@ __all__ = [
     "forward_context",
     "residual_at_layer",
     "residual_chunks",
+    "truncate_at_layer",
 ]
 
 
@@ -87,13 +89,32 @@ def residual_chunks(
     n_contexts, _ = tokens.shape
     begin = (first_context // batch_contexts) * batch_contexts
     for start in range(begin, n_contexts, batch_contexts):
-        batch = torch.as_tensor(np.asarray(tokens[start : start + batch_contexts], dtype=np.int64), device=device)
+        # one batch of token ids as int64 on the host, uploaded pinned and non-blocking when the model is on CUDA
+        ids = np.asarray(tokens[start : start + batch_contexts], dtype=np.int64)
+        batch = to_device(torch.from_numpy(ids if ids.flags.writeable else ids.copy()), device)
         with forward_context(device, forward_dtype, tf32):
             resid = residual_at_layer(model, batch, layer)
         resid = resid.to(store_dtype).float().clone()  # a normal tensor (autograd may save it), not an inference one
         if start < first_context:
             resid = resid[first_context - start :]
         yield resid.reshape(-1, resid.shape[-1])
+        del ids, batch, resid  # not alive while the next batch is computed
+
+
+def truncate_at_layer(model: Any, layer: int) -> Any:
+    """``model`` (a ``HookedTransformer``) cut to what :func:`residual_at_layer` at ``layer`` runs: blocks
+    ``0 .. layer-1`` kept, later blocks, ``ln_final`` and ``unembed`` dropped (their memory freed), hooks re-indexed.
+
+    In place; returns ``model``. The activations at ``layer`` are bit-identical to the full model's; anything needing
+    logits (the CE loss recovered of the link evaluation) needs the full model instead.
+    """
+    if not 0 <= layer <= len(model.blocks):
+        raise ValueError(f"layer = {layer} is invalid for a model of {len(model.blocks)} blocks.")
+    model.blocks = model.blocks[:layer]
+    model.ln_final = None
+    model.unembed = None
+    model.setup()  # the hook dictionary of the blocks kept only
+    return model
 
 
 def fill_activations(

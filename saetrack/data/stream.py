@@ -8,6 +8,13 @@ training buffer of :func:`~saetrack.data.shuffle.block_shuffled_batches` on the 
 computed for one checkpoint at a time and kept until another is asked for; the analysis set is a
 :class:`LazyActivations` view whose rows are computed when read, so it is never held whole.
 
+One model is loaded per checkpoint and kept until another is asked for (:meth:`StreamedActivations.model`), whole
+by default because the link's evaluation needs its logits (the CE loss recovered): :func:`hooked_model` hands the
+evaluation that same model instead of a second load; with ``full_model=False`` (no evaluation, e.g. formation) only
+the blocks before the hook are kept (:func:`~saetrack.data.forward.truncate_at_layer`). A link's token ids are never
+materialised whole: :class:`ContextSpan` gathers each forward batch's contexts from the token stream when it is
+read (int64, one batch at a time), and each batch is uploaded pinned and non-blocking to a CUDA device.
+
 Before anything is computed the source checks its inputs: the token-stream files against the corpus manifest's
 hashes, and each checkpoint's weights against the hash notebook 01 recorded for that step - a file changed on disk
 after it was written is named, not trained on.
@@ -24,16 +31,60 @@ import torch
 
 from saetrack import paths, store
 from saetrack.config.run import RunConfig
-from saetrack.data.cache_plan import TORCH_DTYPES, cache_config_hash, plan_tokens
+from saetrack.data.cache_plan import TORCH_DTYPES, TokenPlan, cache_config_hash, plan_tokens
 from saetrack.data.checkpoints import CheckpointSource, open_source
 from saetrack.data.corpus import TRAIN_TOKENS, load_corpus
-from saetrack.data.forward import residual_chunks
-from saetrack.data.shuffle import block_shuffled_batches
+from saetrack.data.forward import residual_chunks, truncate_at_layer
+from saetrack.data.shuffle import block_shuffled_batches, shuffle_peak_bytes
 
 __all__ = [
+    "ContextSpan",
     "LazyActivations",
     "StreamedActivations",
+    "hooked_model",
+    "stream_peak_bytes",
 ]
+
+
+def stream_peak_bytes(buffer_rows: int, d: int, dtype: torch.dtype, batch_rows: int, batch_size: int) -> int:
+    """Peak device bytes of a streamed link's batch production besides the model's weights and forward workspace.
+
+    :func:`~saetrack.data.shuffle.shuffle_peak_bytes` with two float32 ``[batch_rows, d]`` chunks incoming (a forward
+    batch's output and its stored copy, :func:`~saetrack.data.forward.residual_chunks`) plus the batch's int64
+    token ids; ``batch_rows = cache.batch_contexts * context_length``.
+    """
+    return shuffle_peak_bytes(buffer_rows, d, dtype, 2 * batch_rows, batch_size) + 8 * batch_rows
+
+
+class ContextSpan:
+    """The token ids ``[n_contexts, context_length]`` of a span of a token stream, gathered when sliced.
+
+    ``span[a:b]`` is ``plan.contexts(stream, (start + a, b - a))`` - int64, exactly the rows ``a .. b-1`` of
+    ``plan.contexts(stream, span)`` (each context is drawn on its own) - so a link's contexts are read one forward
+    batch at a time instead of being materialised whole (with their int64 gather index) before the first batch.
+    """
+
+    ndim = 2
+
+    def __init__(self, plan: TokenPlan, stream: np.ndarray, span: tuple[int, int]) -> None:
+        self._plan, self._stream, self._start = plan, stream, int(span[0])
+        self.shape = (int(span[1]), plan.context_length)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError(f"a ContextSpan is read in slices of contexts, not with {type(key).__name__}.")
+        start, stop, stride = key.indices(self.shape[0])
+        if stride != 1:
+            raise ValueError("a ContextSpan is read in consecutive slices (step 1).")
+        return self._plan.contexts(self._stream, (self._start + start, max(0, stop - start)))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """Every context (the whole span in memory)."""
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
 
 
 class LazyActivations:
@@ -92,9 +143,14 @@ class StreamedActivations:
     """Activations of a run's checkpoints computed on the fly (module doc); an ``ActivationSource``."""
 
     def __init__(
-        self, run: RunConfig, run_dir: Path, checkpoints: CheckpointSource | None = None, device: str = "cpu"
+        self,
+        run: RunConfig,
+        run_dir: Path,
+        checkpoints: CheckpointSource | None = None,
+        device: str = "cpu",
+        full_model: bool = True,
     ) -> None:
-        self.run, self.device = run, device
+        self.run, self.device, self.full_model = run, device, full_model
         self.dir = Path(run_dir) / paths.CACHE_DIR
         manifest = store.read_manifest(self.dir)
         if manifest is None or manifest.get("config_hash") != cache_config_hash(run):
@@ -118,7 +174,10 @@ class StreamedActivations:
 
     # -- the checkpoint's model ------------------------------------------------------------------
     def model(self, step: int) -> Any:
-        """The hooked model of ``step`` on the source's device (one kept at a time), its weights hash checked."""
+        """The hooked model of ``step`` on the source's device (one kept at a time), its weights hash checked.
+
+        Whole when ``full_model`` (the link's evaluation reuses it, :func:`hooked_model`), else cut after the hooked
+        layer (:func:`~saetrack.data.forward.truncate_at_layer`)."""
         if self._model is None or self._model[0] != step:
             self._model = None
             expected = self.weights_hash(step)
@@ -129,10 +188,11 @@ class StreamedActivations:
                     f"{actual[:12]}..., not {expected[:12]}... as when notebook 01 planned this run; the checkpoint "
                     "changed - rerun notebook 01 with force."
                 )
-            self._model = (step, self.checkpoints.load_hooked(step, device=self.device))
+            model = self.checkpoints.load_hooked(step, device=self.device)
+            self._model = (step, model if self.full_model else truncate_at_layer(model, self.run.cache.layer))
         return self._model[1]
 
-    def _rows(self, step: int, tokens: np.ndarray, first_row: int, n_rows: int) -> Iterator[torch.Tensor]:
+    def _rows(self, step: int, tokens: np.ndarray | ContextSpan, first_row: int, n_rows: int) -> Iterator[torch.Tensor]:
         """Rows ``[first_row, first_row + n_rows)`` of the activations of ``tokens`` at ``step``, in order."""
         ctx = self.context_length
         chunks = residual_chunks(
@@ -151,12 +211,17 @@ class StreamedActivations:
             chunk = chunk[skip : left + skip]
             skip, left = 0, left - len(chunk)
             yield chunk
+            del chunk  # not alive while the next one is computed
             if left <= 0:
                 return
 
     def train_tokens(self, step: int) -> np.ndarray:
         """Token ids of the link's training contexts: ``[n_contexts, context_length]`` (its slice of the stream)."""
         return self.plan.contexts(self._train_stream, self.plan.train[step])
+
+    def _train_span(self, step: int) -> ContextSpan:
+        """The link's training contexts as a :class:`ContextSpan` (what :meth:`train_tokens` gives, read by batch)."""
+        return ContextSpan(self.plan, self._train_stream, self.plan.train[step])
 
     def _check_rows(self, step: int, start: int, n_tokens: int) -> int:
         if len(self._train_stream) == 0:
@@ -175,7 +240,7 @@ class StreamedActivations:
     def train_head(self, step: int, n_rows: int) -> np.ndarray:
         """The first ``n_rows`` (at most the slice) training rows of the link at ``step``, float32 on the host."""
         n = min(n_rows, self._check_rows(step, 0, 0))
-        return torch.cat([c.cpu() for c in self._rows(step, self.train_tokens(step), 0, n)]).numpy()
+        return torch.cat([c.cpu() for c in self._rows(step, self._train_span(step), 0, n)]).numpy()
 
     def train_batches(
         self,
@@ -195,11 +260,11 @@ class StreamedActivations:
         available = self._check_rows(step, start, n_tokens)
         whole = -(-n_tokens // batch_size) * batch_size
         n_rows = whole if start + whole <= available else n_tokens
-        tokens = self.train_tokens(step)
+        tokens = self._train_span(step)
         return block_shuffled_batches(
             lambda: self._rows(step, tokens, start, n_rows),
             batch_size,
-            buffer_rows=self.run.cache.buffer_tokens or n_rows,
+            buffer_rows=min(self.run.cache.buffer_tokens or n_rows, n_rows),  # never more than the link holds
             seed=seed,
             dtype=dtype,
             device=device,
@@ -236,3 +301,19 @@ class StreamedActivations:
     def weights_hash(self, step: int) -> str:
         """SHA-256 of the checkpoint weights of ``step`` as recorded by notebook 01."""
         return str(self.manifest["per_step"][str(step)]["weights_sha256"])
+
+
+def hooked_model(activations: object, checkpoints: CheckpointSource, step: int, device: str | torch.device) -> Any:
+    """The whole hooked model of checkpoint ``step`` on ``device`` for a link's evaluation (App. C.1's CE loss).
+
+    When ``activations`` streams on that device with whole models it is the model it already holds for ``step``
+    (:meth:`StreamedActivations.model`, weights hash checked): one load per link for training and evaluation. Else
+    ``checkpoints.load_hooked(step, device=device)``.
+    """
+    if (
+        isinstance(activations, StreamedActivations)
+        and activations.full_model
+        and torch.device(activations.device) == torch.device(device)
+    ):
+        return activations.model(step)
+    return checkpoints.load_hooked(step, device=device)

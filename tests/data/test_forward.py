@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from saetrack import paths
 from saetrack.config import get_preset
 from saetrack.data.checkpoints import open_source
-from saetrack.data.forward import forward_context, residual_at_layer, residual_chunks
+from saetrack.data.forward import forward_context, residual_at_layer, residual_chunks, truncate_at_layer
 
 
 def test_chunks_are_the_hook_value_and_skipping_keeps_batch_boundaries(smoke_run_dir: Path) -> None:
@@ -83,3 +85,29 @@ def test_only_the_scoped_forward_context_sets_a_matmul_flag() -> None:
         if setters.search(path.read_text())
     }
     assert found == {"saetrack/data/forward.py"}
+
+
+def test_a_model_cut_at_the_hook_gives_the_same_activations(smoke_run_dir: Path) -> None:
+    run = get_preset("smoke")
+    model = open_source(run.model, smoke_run_dir).load_hooked(run.sae_steps[-1])
+    tokens = np.random.default_rng(1).integers(0, 500, size=(6, run.cache.context_length))
+    before = torch.cat(list(residual_chunks(model, tokens, 1, batch_contexts=4, device="cpu")))
+    n_params = sum(p.numel() for p in model.parameters())
+    assert truncate_at_layer(model, 1) is model
+    after = torch.cat(list(residual_chunks(model, tokens, 1, batch_contexts=4, device="cpu")))
+    assert torch.equal(before, after)  # bit-identical
+    assert len(model.blocks) == 1 and model.unembed is None and model.ln_final is None
+    assert sum(p.numel() for p in model.parameters()) < n_params
+    assert "blocks.0.hook_resid_pre" in model.hook_dict and not any(k.startswith("blocks.1.") for k in model.hook_dict)
+    with pytest.raises(ValueError, match="layer = 5"):
+        truncate_at_layer(model, 5)
+
+
+def test_read_only_int64_token_batches_are_uploaded_without_a_copy_warning(tmp_path: Path) -> None:
+    np.save(tmp_path / "t.npy", np.arange(24, dtype=np.int64).reshape(4, 6))
+    tokens = np.load(tmp_path / "t.npy", mmap_mode="r")
+    model = _FlagRecorder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chunks = list(residual_chunks(model, tokens, 1, batch_contexts=3, device="cpu"))
+    assert [c.shape for c in chunks] == [(18, 4), (6, 4)]

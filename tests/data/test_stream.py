@@ -1,26 +1,34 @@
 """Streamed activations: the smoke preset trains and analyses the same chain as from the cache, and every input is
-checked before anything is computed from it."""
+checked before anything is computed from it; no batch reads back to the host, one model load serves a link and its
+evaluation, the link's tokens are read by batch, and the batch path on meta makes nothing elsewhere."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
+from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from saetrack import paths
 from saetrack.config import get_preset
 from saetrack.data.activations import ActivationCache, open_activations
 from saetrack.data.corpus import TRAIN_TOKENS
-from saetrack.data.stream import LazyActivations, StreamedActivations
+from saetrack.data.forward import residual_chunks
+from saetrack.data.shuffle import block_shuffled_batches
+from saetrack.data.stream import ContextSpan, LazyActivations, StreamedActivations, hooked_model
 from saetrack.stages.cache import cache_activations
 from saetrack.stages.chain import train_chain
 from saetrack.stages.drift import analyse_drift
 from saetrack.stages.formation import analyse_formation
 from saetrack.store import StaleArtifactError
+from tests.data.test_shuffle import DeviceRecorder, count_syncs
 
 
 def _copy_inputs(src: Path, dst: Path, with_cache: bool) -> Path:
@@ -158,3 +166,86 @@ def test_the_lazy_analysis_view_reads_rows_like_the_cache(both_modes) -> None:
     np.testing.assert_array_equal(lazy[[-1]], full[[-1]])
     with pytest.raises(IndexError, match="out of range"):
         lazy[np.array([len(full)])]
+
+
+@pytest.fixture(scope="module")
+def streamed_only(smoke_run_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The smoke inputs with a streamed token plan only (no chain trained)."""
+    run = get_preset("smoke", {"cache.mode": "streamed", "cache.buffer_tokens": 1000})
+    run_dir = _copy_inputs(smoke_run_dir, tmp_path_factory.mktemp("streamed_only"), with_cache=False)
+    cache_activations(run, run_dir, progress=False)
+    return run, run_dir
+
+
+def test_a_streamed_batch_reads_nothing_back_to_the_host(streamed_only, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, run_dir = streamed_only
+    stream = open_activations(run, run_dir)
+    batches = stream.train_batches(run.sae_steps[1], n_tokens=3000, batch_size=256, seed=0)
+    next(batches)  # warm-up: the model is loaded, the buffer allocated
+    counts = count_syncs(monkeypatch)
+    for _ in range(30):  # forwards, buffer refills, straddling batches and a second pass
+        next(batches)
+    assert sum(counts.values()) == 0, counts
+
+
+def test_one_model_load_serves_the_link_and_its_evaluation(streamed_only, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, run_dir = streamed_only
+    stream = open_activations(run, run_dir)
+    assert isinstance(stream, StreamedActivations)
+    loads: list[int] = []
+    load = stream.checkpoints.load_hooked
+    monkeypatch.setattr(stream.checkpoints, "load_hooked", lambda step, **kw: loads.append(step) or load(step, **kw))
+    step = run.sae_steps[2]
+    stream.train_head(step, 100)
+    next(stream.train_batches(step, n_tokens=512, batch_size=256, seed=0))
+    stream.heldout(step)
+    model = hooked_model(stream, stream.checkpoints, step, "cpu")
+    assert loads == [step] and model is stream.model(step)
+    assert model.unembed is not None and len(model.blocks) == model.cfg.n_layers  # whole: the CE loss needs logits
+    assert hooked_model(object(), stream.checkpoints, step, "cpu") is not model and loads == [step, step]
+
+
+def test_a_stream_without_evaluation_keeps_only_the_blocks_before_the_hook(streamed_only) -> None:
+    run, run_dir = streamed_only
+    whole, cut = open_activations(run, run_dir), StreamedActivations(run, run_dir, full_model=False)
+    step = run.sae_steps[0]
+    model = cut.model(step)
+    assert len(model.blocks) == run.cache.layer and model.unembed is None
+    np.testing.assert_array_equal(cut.train_head(step, 300), whole.train_head(step, 300))
+    loaded: list[int] = []
+    cut.checkpoints.load_hooked = lambda s, **kw: loaded.append(s) or whole.model(s)  # type: ignore[method-assign]
+    hooked_model(cut, cut.checkpoints, step, "cpu")
+    assert loaded == [step]  # a cut model is never handed to an evaluation
+
+
+def test_link_tokens_are_read_by_batch_never_whole(streamed_only, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, run_dir = streamed_only
+    stream = open_activations(run, run_dir)
+    step = run.sae_steps[1]
+    whole = stream.train_tokens(step)
+    span = ContextSpan(stream.plan, stream._train_stream, stream.plan.train[step])
+    assert span.shape == whole.shape and len(span) == len(whole)
+    np.testing.assert_array_equal(span[3:17], whole[3:17])
+    np.testing.assert_array_equal(np.asarray(span), whole)
+    assert span[5:2].shape == (0, whole.shape[1])
+    with pytest.raises(TypeError):
+        span[[1, 2]]  # type: ignore[index]
+    monkeypatch.setattr(StreamedActivations, "train_tokens", lambda *a: pytest.fail("materialised the link's tokens"))
+    stream.train_head(step, 100)
+    next(stream.train_batches(step, n_tokens=512, batch_size=256, seed=0))
+
+
+def test_the_streamed_batch_path_on_meta_makes_nothing_elsewhere() -> None:
+    config = dict(n_layers=3, d_model=16, n_ctx=8, d_head=4, n_heads=4, d_vocab=50, act_fn="gelu")
+    cfg = HookedTransformerConfig(**config, normalization_type="LN", device="meta")
+    with torch.device("meta"):
+        model = HookedTransformer(cfg, move_to_device=False)
+    tokens = np.random.default_rng(0).integers(0, 50, size=(20, 8))
+
+    def rows() -> Iterator[torch.Tensor]:
+        return residual_chunks(model, tokens, 2, batch_contexts=4, device="meta")
+
+    with DeviceRecorder() as recorder:
+        batches = list(itertools.islice(block_shuffled_batches(rows, 16, buffer_rows=40, seed=0, device="meta"), 12))
+    assert all(b.device.type == "meta" and b.shape == (16, 16) for b in batches)
+    assert recorder.off_device("meta") == set()
