@@ -8,7 +8,9 @@ from typing import Any, Literal
 from saetrack.config.base import fail, require_positive
 
 __all__ = [
+    "CHAIN_HASH_DEFAULTS",
     "COMPARISON_ONLY_FIELDS",
+    "MATMUL_PRECISIONS",
     "ChainConfig",
     "training_fields",
 ]
@@ -18,10 +20,22 @@ __all__ = [
 #: its baselines train, so :func:`training_fields` leaves them out of the chain's config hash.
 COMPARISON_ONLY_FIELDS: tuple[str, ...] = ("seed_control",)
 
+#: Fields added to :class:`ChainConfig` after runs were made: left out of the chain's config hash while at these
+#: defaults, so run directories made before them stay current.
+CHAIN_HASH_DEFAULTS: dict[str, object] = {"matmul_precision": "fp32"}
+
+#: Choices of ``ChainConfig.matmul_precision``: the precision of the SAE training step's matrix products.
+MATMUL_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
+
 
 def training_fields(chain: dict[str, Any]) -> dict[str, Any]:
-    """The chain section (as in ``RunConfig.to_dict()["chain"]``) without :data:`COMPARISON_ONLY_FIELDS`."""
-    return {k: v for k, v in chain.items() if k not in COMPARISON_ONLY_FIELDS}
+    """The chain section (as in ``RunConfig.to_dict()["chain"]``) as the chain's config hash sees it: without
+    :data:`COMPARISON_ONLY_FIELDS`, and without :data:`CHAIN_HASH_DEFAULTS` fields while at their defaults."""
+    return {
+        k: v
+        for k, v in chain.items()
+        if k not in COMPARISON_ONLY_FIELDS and not (k in CHAIN_HASH_DEFAULTS and CHAIN_HASH_DEFAULTS[k] == v)
+    }
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,11 @@ class ChainConfig:
     optimizer_policy: Literal["fresh", "carry"] = "fresh"
     #: Tokens of the from-scratch baseline SAEs (``None``: ``first_tokens``).
     baseline_tokens: int | None = None
+    #: Precision of the matrix products of SAE training (the step loop only; Adam state and weights stay float32):
+    #: ``"fp32"`` (default: exact float32), ``"tf32"`` (CUDA TensorFloat-32 products, allowed only around the step
+    #: loop; no effect on the CPU) or ``"bf16"`` (the fused step's five products take bfloat16 operands with float32
+    #: accumulation and output; emulated on the CPU). ``benchmarks/bench_precision.py`` compares bf16 with fp32.
+    matmul_precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     #: Seed-to-seed control of the feature agreement (Fig. S5): at (at most) this many baseline checkpoints a second
     #: from-scratch SAE is trained with another seed (else the baseline's exact settings, rows and budget) and matched
     #: to the first. ``k``: ``k`` of them, spread back from the last (:attr:`seed_control_indices`; 2: the middle and
@@ -99,6 +118,8 @@ class ChainConfig:
             fail("chain", "decoder_norm", self.decoder_norm, "one of 'unit' (Eq. 5), 'weighted' (Eq. 4)")
         if self.optimizer_policy not in ("fresh", "carry"):
             fail("chain", "optimizer_policy", self.optimizer_policy, "one of 'fresh', 'carry'")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            fail("chain", "matmul_precision", self.matmul_precision, "one of 'fp32', 'tf32' (CUDA), 'bf16'")
         if self.seed_control is not None and self.seed_control < 0:
             fail("chain", "seed_control", self.seed_control, "must be >= 0 (0: no seed control), or None (every "
                  "baseline checkpoint)")  # fmt: skip

@@ -49,6 +49,7 @@ __all__ = [
     "TRAIN_LOSS_WINDOW",
     "WEIGHTS_FILE",
     "SuiteTrainer",
+    "microbatch_backward",
     "suite_config_hash",
     "train_suite",
 ]
@@ -170,6 +171,27 @@ def train_suite(
         )
 
 
+def microbatch_backward(
+    batch: torch.Tensor, n_micro: int, loss_fn: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Backpropagate the batch's mean loss as a sum over ``n_micro`` equal micro-batches; return it, detached.
+
+    Each micro-batch ``part`` contributes ``loss_fn(part) / n_micro`` (:func:`~saetrack.data.nanolm.microbatches`:
+    bounded logits buffers). The sum is accumulated in float32 on the device of the losses (a CUDA loss stays on the
+    GPU, no host copy per micro-batch), in micro-batch order.
+    """
+    loss: torch.Tensor | None = None
+    for part in batch.chunk(n_micro):
+        part_loss = loss_fn(part) / n_micro
+        part_loss.backward()
+        if loss is None:
+            loss = torch.zeros((), device=part_loss.device)
+        loss += part_loss.detach()
+    if loss is None:
+        raise ValueError(f"the batch of shape {tuple(batch.shape)} has no micro-batch to train on.")
+    return loss
+
+
 class SuiteTrainer:
     """The state of one training session: model, optimizer, scheduler, loss history and saved checkpoints."""
 
@@ -212,12 +234,7 @@ class SuiteTrainer:
         t0 = time.perf_counter()
         batch = self.batch(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = torch.zeros(())
-        # the batch's mean loss as a sum over equal micro-batches (nanolm.microbatches: bounded logits buffers)
-        for part in batch.chunk(self.n_micro):
-            part_loss = lm_loss(self.model, part) / self.n_micro
-            part_loss.backward()
-            loss += part_loss.detach()
+        loss = microbatch_backward(batch, self.n_micro, lambda part: lm_loss(self.model, part))
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
         self.optimizer.step()
         self.scheduler.step()

@@ -87,6 +87,9 @@ class SAETrackSAE(StandardTrainingSAE):
     #: Use the fused training step (:mod:`saetrack.sae.step`) whenever it computes exactly what SAELens' forward
     #: pass would; ``False`` always takes SAELens' autograd path (benchmarks and tests compare the two).
     fused_step: bool = True
+    #: Operand precision of the fused step's matrix products (``torch.bfloat16``: bf16 operands, float32 accumulation
+    #: and output); ``None``: the SAE's own dtype. :func:`~saetrack.sae.training.train_sae` sets it for its step loop.
+    matmul_dtype: torch.dtype | None = None
 
     def __init__(self, cfg: SAETrackSAEConfig, use_error_term: bool = False) -> None:
         super().__init__(cfg, use_error_term)
@@ -140,6 +143,7 @@ class SAETrackSAE(StandardTrainingSAE):
             apply_b_dec=self.cfg.apply_b_dec_to_input,
             # unit rows: the step removes the gradient along each row, unless the hook of the other path does
             project_decoder_grad=self.unit_norm_decoder and not self.unit_norm.has_gradient_projection(self.W_dec),
+            matmul_dtype=self.matmul_dtype,
         )
         return TrainStepOutput(
             sae_in=step_input.sae_in,
@@ -163,7 +167,7 @@ class SAETrackSAE(StandardTrainingSAE):
             and not self.hook_z_reshaping_mode
             and not hooked
             and sae_in.ndim == 2
-            and not torch.is_autocast_enabled(sae_in.device.type)
+            and not _autocast_enabled(sae_in.device.type)
         )
 
     def calculate_aux_loss(
@@ -335,3 +339,8 @@ def check_hyperparameters(sae: SAE[Any], chain: ChainConfig, *, l1_coefficient: 
         raise HyperparameterMismatchError(
             "training SAE does not carry its link's hyperparameters: " + "; ".join(problems)
         )
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (``False`` for types without autocast, e.g. ``"meta"``)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)

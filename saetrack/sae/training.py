@@ -5,9 +5,10 @@
 seeded, shuffled order. It drives the trainer through the public per-step seams that SAELens' own
 ``MultiSAETrainer`` uses (``SAETrainer.step`` then ``n_training_steps += 1``) instead of ``fit()``,
 which lets it check every loss for NaN/inf, record a loss curve and show a progress bar with its own
-``desc``. Each step is SAELens' (Adam, its learning-rate schedule, its L1 coefficient schedule, gradient
-clipping at norm 1.0, its dead-feature and sparsity statistics); the SAE's own training forward pass
-(:meth:`~saetrack.sae.SAETrackSAE.training_forward_pass`) computes the losses and gradients of Eq. 3.
+``desc`` without waiting on the device mid-loop (see the end). Each step is SAELens' (Adam, its learning-rate
+schedule, its L1 coefficient schedule, gradient clipping at norm 1.0, its dead-feature and sparsity statistics); the
+SAE's own training forward pass (:meth:`~saetrack.sae.SAETrackSAE.training_forward_pass`) computes the losses and
+gradients of Eq. 3.
 
 How the trainer is made to honour what SAE-Track needs:
 
@@ -26,13 +27,16 @@ How the trainer is made to honour what SAE-Track needs:
 
 The step uses the fused training step of :mod:`saetrack.sae.step` and PyTorch's fused Adam
 (:func:`_use_fused_adam`); ``benchmarks/bench_sae_training.py`` measures both against SAELens' autograd path side
-by side and prints the rates.
+by side and prints the rates. ``matmul_precision`` (``ChainConfig.matmul_precision``) sets the precision of its
+matrix products for the loop only (:mod:`saetrack.sae.precision`).
+
+The step loop reads nothing back from the device on most steps (:mod:`saetrack.sae.loop`: losses kept on the device
+and read back together every few ``log_every`` steps, SAELens' step free of host syncs); Adam's state is returned on
+the host, and only when the caller keeps it.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
 import math
 import time
 from collections.abc import Iterator
@@ -45,8 +49,10 @@ from sae_lens import LoggingConfig, SAETrainer
 from sae_lens.config import SAETrainerConfig
 from tqdm import tqdm
 
-from saetrack.data.shuffle import full_batches
+from saetrack.data.shuffle import full_batches, to_device
+from saetrack.sae.loop import NonFiniteLossError, carry_moments, host_optimizer_state, run_steps
 from saetrack.sae.model import SAETrackSAE
+from saetrack.sae.precision import check_matmul_precision, training_precision
 
 __all__ = [
     "CHUNK_BYTES",
@@ -60,24 +66,11 @@ __all__ = [
 ]
 
 
-log = logging.getLogger(__name__)
-
 ArrayLike = np.ndarray | torch.Tensor
 
 #: Bytes of float32 rows that :func:`shuffled_batches` gathers at a time by default: below glibc's largest
 #: ``mmap`` threshold (32 MiB), so a freed chunk is reused instead of mapped and page-faulted afresh.
 CHUNK_BYTES = 16 << 20
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The SAE training loss became NaN or infinite; ``step`` and ``n_tokens`` say when."""
-
-    def __init__(self, step: int, n_tokens: int, losses: dict[str, float]) -> None:
-        self.step = step
-        self.n_tokens = n_tokens
-        self.losses = losses
-        shown = ", ".join(f"{k}={v}" for k, v in losses.items())
-        super().__init__(f"non-finite SAE loss at step {step} after {n_tokens} training tokens ({shown}).")
 
 
 @dataclass
@@ -87,12 +80,13 @@ class TrainResult:
     ``loss_curve`` holds parallel lists: ``step`` (1-based), ``tokens`` (tokens seen), ``mse_loss``
     (``||x - x_hat||^2`` summed over dimensions, mean over the batch: the first term of Eq. 3, SAELens'
     convention), ``l1_loss`` (``lambda * mean L1``, Eq. 4 or 5), ``loss`` (their sum, Eq. 3) and ``lr``.
-    ``feature_frequency`` is each feature's firing frequency over the training tokens.
+    ``feature_frequency`` is each feature's firing frequency over the training tokens. ``optimizer_state`` is Adam's
+    state on the host (CPU tensors), or ``None`` when :func:`train_sae` was asked not to keep it.
     """
 
     sae: SAETrackSAE
     loss_curve: dict[str, list[float]]
-    optimizer_state: dict[str, Any]
+    optimizer_state: dict[str, Any] | None
     n_tokens: int
     n_steps: int
     wall_time_s: float
@@ -125,7 +119,7 @@ class TrainResult:
 def _gather(array: ArrayLike, index: np.ndarray) -> torch.Tensor:
     """Rows ``index`` (ascending) of ``array`` as a tensor; reads only those rows of a memmap."""
     if isinstance(array, torch.Tensor):
-        return array[torch.as_tensor(index, device=array.device)]
+        return array[to_device(torch.from_numpy(index), array.device)]
     return torch.from_numpy(np.ascontiguousarray(array[index]))
 
 
@@ -168,7 +162,7 @@ def shuffled_batches(
             rows = _gather(activations, index[order])
             restore = np.empty_like(order)
             restore[order] = np.arange(order.size)
-            rows = rows[torch.as_tensor(restore, device=rows.device)].to(device=device, dtype=dtype)
+            rows = to_device(rows[to_device(torch.from_numpy(restore), rows.device)], device, dtype)
             batches, leftover = full_batches(rows, leftover, batch_size)
             yield from batches
 
@@ -203,20 +197,6 @@ def synthetic_activations(
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-
-
-def _carry_moments(optimizer: torch.optim.Optimizer, previous: dict[str, Any]) -> None:
-    """Load the per-parameter Adam state of ``previous`` into ``optimizer``, keeping its own lr and schedule."""
-    current = optimizer.state_dict()
-    n_params = len(current["param_groups"][0]["params"])
-    prev_groups = previous.get("param_groups", [])
-    if len(prev_groups) != 1 or len(prev_groups[0]["params"]) != n_params:
-        raise ValueError(
-            f"optimizer_state does not fit this SAE: it has {len(prev_groups)} group(s) with "
-            f"{[len(g['params']) for g in prev_groups]} parameters, the SAE has one group of {n_params}."
-        )
-    current["state"] = copy.deepcopy(previous["state"])
-    optimizer.load_state_dict(current)
 
 
 def _use_fused_adam(optimizer: torch.optim.Optimizer) -> None:
@@ -287,6 +267,8 @@ def train_sae(
     batch_size: int,
     seed: int,
     optimizer_state: dict[str, Any] | None = None,
+    keep_optimizer_state: bool = True,
+    matmul_precision: str = "fp32",
     log_every: int = 25,
     progress: bool = True,
     desc: str = "train SAE",
@@ -301,15 +283,19 @@ def train_sae(
     gradient-norm clipping at 1.0) with the L1 coefficient of ``sae.cfg``. Batches come from
     :func:`shuffled_batches` seeded with ``seed``; the same seed, data and starting weights give
     bit-identical weights. ``optimizer_state`` (a previous result's) carries Adam's moments over
-    (``optimizer_policy="carry"``); ``None`` starts fresh. A NaN or infinite loss raises
-    :class:`NonFiniteLossError`. Every ``log_every`` steps (and at the first and last) the losses are
-    recorded in ``TrainResult.loss_curve`` and shown on the progress bar.
+    (``optimizer_policy="carry"``); ``None`` starts fresh. ``keep_optimizer_state``: return Adam's final state (copied
+    to the host) in the result, else ``None``. ``matmul_precision`` (``"fp32"``, ``"tf32"``, ``"bf16"``): the
+    precision of the step's matrix products, for the step loop only (:mod:`saetrack.sae.precision`). A NaN or
+    infinite loss raises :class:`NonFiniteLossError` naming its step. Every ``log_every`` steps (and at the first and
+    last) the losses are recorded in ``TrainResult.loss_curve`` and shown on the progress bar, read back from the
+    device together every :func:`~saetrack.sae.loop.check_every` steps.
     """
     for name, value in {"n_tokens": n_tokens, "batch_size": batch_size, "lr": lr, "log_every": log_every}.items():
         if not value > 0:
             raise ValueError(f"{name} = {value!r} is invalid: must be > 0.")
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps = {warmup_steps!r} is invalid: must be >= 0.")
+    check_matmul_precision(matmul_precision)
     n_steps = math.ceil(n_tokens / batch_size)
     if isinstance(activations, np.ndarray | torch.Tensor):
         if activations.ndim != 2 or activations.shape[1] != sae.cfg.d_in:
@@ -323,31 +309,24 @@ def train_sae(
         data = _checked_batches(activations, batch_size, sae.cfg.d_in)
     trainer = sae_trainer(sae, data, n_steps=n_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps)
     if optimizer_state is not None:
-        _carry_moments(trainer.optimizer, optimizer_state)
+        carry_moments(trainer.optimizer, optimizer_state)
 
-    curve: dict[str, list[float]] = {k: [] for k in ("step", "tokens", "mse_loss", "l1_loss", "loss", "lr")}
     sae.train()
     start = time.perf_counter()
-    with tqdm(total=n_steps * batch_size, desc=desc, unit="tok", unit_scale=True, disable=not progress) as bar:
-        for step in range(1, n_steps + 1):
-            lr_now = trainer.optimizer.param_groups[0]["lr"]
-            out = trainer.step(next(data))
-            trainer.n_training_steps += 1
-            if not bool(torch.isfinite(out.loss)):
-                losses = {k: float(v.detach()) for k, v in out.losses.items()}
-                raise NonFiniteLossError(step, trainer.n_training_samples, losses)
-            if step == 1 or step % log_every == 0 or step == n_steps:
-                point = _record(curve, step, trainer.n_training_samples, out.losses, float(out.loss.detach()), lr_now)
-                bar.set_postfix(point, refresh=False)
-                log.debug("%s step %d tokens %d %s", desc, step, trainer.n_training_samples, point)
-            bar.update(batch_size)
+    with (
+        tqdm(total=n_steps * batch_size, desc=desc, unit="tok", unit_scale=True, disable=not progress) as bar,
+        training_precision(sae, matmul_precision),
+    ):
+        curve = run_steps(
+            trainer, data, n_steps=n_steps, batch_size=batch_size, log_every=log_every, bar=bar, desc=desc
+        )
     wall = time.perf_counter() - start
     trainer.set_final_sae_metadata()
     sae.eval()
     return TrainResult(
         sae=sae,
         loss_curve=curve,
-        optimizer_state=copy.deepcopy(trainer.optimizer.state_dict()),
+        optimizer_state=host_optimizer_state(trainer.optimizer) if keep_optimizer_state else None,
         n_tokens=trainer.n_training_samples,
         n_steps=n_steps,
         wall_time_s=wall,
@@ -355,24 +334,3 @@ def train_sae(
         feature_frequency=trainer.feature_sparsity.detach().cpu(),
         l1_coefficient=float(sae.cfg.l1_coefficient),
     )
-
-
-def _record(
-    curve: dict[str, list[float]],
-    step: int,
-    tokens: int,
-    losses: dict[str, torch.Tensor],
-    total: float,
-    lr: float,
-) -> dict[str, float]:
-    point = {
-        "mse_loss": float(losses["mse_loss"].detach()),
-        "l1_loss": float(losses["l1_loss"].detach()),
-        "loss": total,
-    }
-    curve["step"].append(step)
-    curve["tokens"].append(tokens)
-    for key, value in point.items():
-        curve[key].append(value)
-    curve["lr"].append(lr)
-    return point

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from saetrack.config import ChainConfig, ConfigError
-from saetrack.config.chain import COMPARISON_ONLY_FIELDS, training_fields
+from saetrack.config import ChainConfig, ConfigError, config_hash
+from saetrack.config.chain import CHAIN_HASH_DEFAULTS, COMPARISON_ONLY_FIELDS, MATMUL_PRECISIONS, training_fields
 
 
 def test_baseline_must_be_in_schedule() -> None:
@@ -33,6 +35,7 @@ def test_token_budgets_of_links_and_baselines() -> None:
         ({"schedule": (0,), "warmup_steps_link": -1}, r"chain\.warmup_steps_link = -1 .*>= 0"),
         ({"schedule": (0,), "baseline_tokens": 0}, r"chain\.baseline_tokens = 0 .*> 0"),
         ({"schedule": (0,), "batch_size": 0}, r"chain\.batch_size = 0 .*> 0"),
+        ({"schedule": (0,), "matmul_precision": "fp16"}, r"chain\.matmul_precision = 'fp16' .*'fp32', 'tf32'"),
     ],
 )
 def test_invalid_values_are_named(kwargs: dict[str, object], match: str) -> None:
@@ -66,3 +69,16 @@ def test_training_fields_leave_out_the_comparison_only_fields() -> None:
     chain = {"link_tokens": 10, "seed_control": 2, "baseline": [1]}
     assert training_fields(chain) == {"link_tokens": 10, "baseline": [1]}
     assert COMPARISON_ONLY_FIELDS == ("seed_control",)
+
+
+def test_matmul_precision_enters_the_chain_hash_only_when_not_fp32() -> None:
+    chain = dataclasses.asdict(ChainConfig(schedule=(0, 1)))
+    assert chain["matmul_precision"] == "fp32" and MATMUL_PRECISIONS == ("fp32", "tf32", "bf16")
+    assert CHAIN_HASH_DEFAULTS == {"matmul_precision": "fp32"}
+    # at the default the hashed section is the one of before the field existed: existing runs stay current
+    before_the_field = {k: v for k, v in chain.items() if k != "matmul_precision"}
+    assert config_hash(training_fields(chain)) == config_hash(training_fields(before_the_field))
+    for precision in ("tf32", "bf16"):
+        other = dataclasses.asdict(ChainConfig(schedule=(0, 1), matmul_precision=precision))
+        assert training_fields(other)["matmul_precision"] == precision
+        assert config_hash(training_fields(other)) != config_hash(training_fields(chain))

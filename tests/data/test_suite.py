@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from saetrack import store
 from saetrack.config import RunConfig
 from saetrack.data.corpus import load_corpus, prepare_corpus
 from saetrack.data.nanolm import eval_contexts, evaluate_loss
-from saetrack.data.suite import RESUME_FILE, WEIGHTS_FILE, train_suite
+from saetrack.data.suite import RESUME_FILE, WEIGHTS_FILE, microbatch_backward, train_suite
 from tests.sigkill import assert_resumes_after_sigkill
 
 
@@ -125,3 +126,33 @@ def test_sigkill_during_suite_training_then_resume_gives_identical_hashes(
     sigkill_reference: dict[str, object], tmp_path: Path
 ) -> None:
     assert_resumes_after_sigkill(tmp_path, "suite", 8, sigkill_reference)
+
+
+def _toy_loss(weight: torch.Tensor) -> object:
+    """A micro-batch loss on ``weight``'s device: ``mean((part @ weight)^2)``."""
+    return lambda part: (part @ weight).pow(2).mean()
+
+
+def test_microbatch_loss_stays_on_the_losses_device() -> None:
+    # on the meta device (a stand-in for CUDA) the old accumulator, a CPU tensor, could not take the loss in place
+    weight = torch.ones(3, 2, device="meta", requires_grad=True)
+    loss = microbatch_backward(torch.ones(8, 3, device="meta"), 4, _toy_loss(weight))
+    assert loss.device.type == "meta" and loss.shape == () and not loss.requires_grad
+    assert weight.grad is not None and weight.grad.device.type == "meta"
+    stale = torch.zeros(())  # the old accumulator: a CPU zero taking the loss in place stayed on the CPU
+    stale += loss
+    assert stale.device.type == "cpu"
+
+
+def test_microbatch_loss_and_grads_equal_the_old_cpu_accumulation() -> None:
+    gen = torch.Generator().manual_seed(0)
+    batch, init = torch.randn(12, 5, generator=gen), torch.randn(5, 3, generator=gen)
+    weight = init.clone().requires_grad_(True)
+    loss = microbatch_backward(batch, 3, _toy_loss(weight))
+    reference_weight = init.clone().requires_grad_(True)
+    reference = torch.zeros(())  # the old loop of SuiteTrainer.train_step, kept as the reference
+    for part in batch.chunk(3):
+        part_loss = _toy_loss(reference_weight)(part) / 3
+        part_loss.backward()
+        reference += part_loss.detach()
+    assert torch.equal(loss, reference) and torch.equal(weight.grad, reference_weight.grad)

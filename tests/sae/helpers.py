@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from sae_lens.saes.sae import TrainStepInput
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from saetrack.config import ChainConfig
 from saetrack.sae.model import SAETrackSAE, build_sae
@@ -62,3 +65,28 @@ def forward_backward(sae: SAETrackSAE, x: torch.Tensor) -> tuple[dict[str, torch
     values = {**{k: v.detach() for k, v in out.losses.items()}, "loss": out.loss.detach()}
     values |= {"feature_acts": out.feature_acts, "sae_out": out.sae_out, "hidden_pre": out.hidden_pre}
     return values, [p.grad.clone() for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)]
+
+
+class DeviceRecorder(TorchDispatchMode):
+    """Records ``(op, device, shape)`` of every tensor each dispatched operator returns (forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outputs: list[tuple[str, str, tuple[int, ...]]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for leaf in tree_leaves(out):
+            if isinstance(leaf, torch.Tensor):
+                self.outputs.append((str(func), leaf.device.type, tuple(leaf.shape)))
+        return out
+
+    def off_device(self, device_type: str) -> list[tuple[str, str, tuple[int, ...]]]:
+        """The recorded outputs that are not on ``device_type``."""
+        return [o for o in self.outputs if o[1] != device_type]
+
+
+def meta_step_tensors(d_in: int = 6, d_sae: int = 24, batch: int = 5) -> tuple[torch.Tensor, ...]:
+    """``(x, W_enc, b_enc, W_dec, b_dec, l1_weights)`` of float32 on the meta device, all requiring gradients."""
+    shapes = ((batch, d_in), (d_in, d_sae), (d_sae,), (d_sae, d_in), (d_in,), (d_sae,))
+    return tuple(torch.empty(shape, device="meta").requires_grad_(True) for shape in shapes)

@@ -133,6 +133,7 @@ def _train_link_at(
         warmup=chain.warmup_steps_first if first else chain.warmup_steps_link,
         seed=link_seed(run, "chain", position),
         optimizer_state=optimizer_state if chain.optimizer_policy == "carry" else None,
+        keep_optimizer_state=chain.optimizer_policy == "carry",
         desc=desc,
         progress=progress,
     )

@@ -14,6 +14,7 @@ from saetrack.analysis.metrics import ce_loss_recovered, reconstruction_metrics
 from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource
 from saetrack.data.checkpoints import CheckpointSource
+from saetrack.data.stream import hooked_model
 from saetrack.sae.model import SAETrackSAE, build_sae
 from saetrack.sae.training import NonFiniteLossError, TrainResult, train_sae
 
@@ -110,7 +111,7 @@ def evaluate_link(
     """Quality of an SAE on held-out data of checkpoint ``step`` (App. C.1): reconstruction metrics and CE loss
     recovered, the model of ``step`` coming from ``checkpoints``."""
     metrics = reconstruction_metrics(sae, activations.heldout(step), batch_size=run.chain.batch_size)
-    model = checkpoints.load_hooked(step, device=device)
+    model = hooked_model(activations, checkpoints, step, device)  # the stream's own model when it has one
     metrics.update(ce_loss_recovered(model, sae, np.asarray(activations.heldout_tokens), run.cache.hook_name))
     return metrics
 
@@ -129,12 +130,16 @@ def train_link(
     optimizer_state: dict[str, Any] | None,
     desc: str,
     progress: bool,
+    keep_optimizer_state: bool = True,
 ) -> TrainResult:
     """Train one SAE of the chain (a link, a baseline or a probe) on rows ``[start, start + n_tokens)`` of the link
     at ``step`` - cached or streamed, shuffled by the source (:meth:`ActivationSource.train_batches`).
 
     Each row is seen once (SAELens' trainer, via :func:`~saetrack.sae.training.train_sae`); the loss curve is
-    logged densely for the convergence study. Too few rows or a non-finite loss raises
+    logged densely for the convergence study. The matrix products run in ``chain.matmul_precision``.
+    ``keep_optimizer_state``: return Adam's final state (on the host) for a next link to carry
+    (``chain.optimizer_policy="carry"``, or a run trained in segments); ``False`` skips the copy
+    (``TrainResult.optimizer_state`` is ``None``). Too few rows or a non-finite loss raises
     :class:`ChainTrainingError` naming ``desc`` (the link) - finished links stay on disk.
     """
     try:
@@ -156,6 +161,8 @@ def train_link(
             batch_size=run.chain.batch_size,
             seed=seed,
             optimizer_state=optimizer_state,
+            keep_optimizer_state=keep_optimizer_state,
+            matmul_precision=run.chain.matmul_precision,
             progress=progress,
             desc=desc,
             log_every=max(1, n_tokens // run.chain.batch_size // DENSE_CURVE_POINTS),
@@ -179,7 +186,7 @@ def train_from_scratch(
 ) -> TrainResult:
     """An independent SAE at checkpoint ``step``: randomly initialised with ``seed`` and trained like the chain's
     first SAE (its lr and warm-up) for the baseline budget, fresh Adam - a from-scratch baseline or its second seed
-    (the seed-to-seed control)."""
+    (the seed-to-seed control). Its Adam state is not kept (``TrainResult.optimizer_state`` is ``None``)."""
     chain = run.chain
     sae = build_sae(
         activations.d_model,
@@ -200,4 +207,5 @@ def train_from_scratch(
         optimizer_state=None,
         desc=desc,
         progress=progress,
+        keep_optimizer_state=False,  # a from-scratch SAE's Adam state is never carried on
     )

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from saetrack import store
-from saetrack.analysis.drift import beyond_noise_floor, cosine_to_final
+from saetrack.analysis.drift import beyond_noise_floor, link_cosine_to_final
 from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.data.checkpoints import CheckpointSource, open_source
@@ -94,10 +94,12 @@ def noise_chain_cosines(
     and trains on its own fresh rows ``[m n_tokens, (m + 1) n_tokens)`` (rows ``[0, n_tokens)`` are the final link's)
     with the chain's link lr (``lr`` overrides it) and warm-up, seeded by
     :func:`noise_link_seed`; with ``chain.optimizer_policy="carry"`` Adam's moments pass on from
-    ``optimizer_state`` (the final link's). ``sae`` itself is left unchanged.
+    ``optimizer_state`` (the final link's). ``sae`` itself is left unchanged. The cosines are computed on the SAE's
+    device a chunk of rows at a time (:func:`~saetrack.analysis.drift.link_cosine_to_final`; on the CPU the float64
+    stack formula's numbers, bit for bit), with no host copy of the decoders.
     """
     chain = run.chain
-    final = sae.W_dec.detach().cpu().numpy().astype(np.float64)
+    final = sae.W_dec.detach().clone()  # on the SAE's device: the cosines are computed there, a chunk at a time
     previous, state = sae, optimizer_state if chain.optimizer_policy == "carry" else None
     cosines = np.zeros((n_links, final.shape[0]))
     for m in range(1, n_links + 1):
@@ -114,13 +116,13 @@ def noise_chain_cosines(
             warmup=chain.warmup_steps_link,
             seed=noise_link_seed(run, m),
             optimizer_state=state,
+            keep_optimizer_state=chain.optimizer_policy == "carry",
             desc=f"noise-floor link {m}/{n_links} (step {step})",
             progress=progress,
         )
         previous = result.sae
         state = result.optimizer_state if chain.optimizer_policy == "carry" else None
-        decoder = previous.W_dec.detach().cpu().numpy().astype(np.float64)
-        cosines[m - 1] = cosine_to_final(np.stack([decoder, final]))[0]
+        cosines[m - 1] = link_cosine_to_final(previous.W_dec.detach(), final)
     return cosines
 
 
