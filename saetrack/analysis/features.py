@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from saetrack.sae.weights import SAEWeights, feature_activations
+from saetrack.analysis import feature_scan as fs
+from saetrack.analysis.feature_scan import FeatureStats
+from saetrack.sae.weights import SAEWeights
 
 __all__ = [
     "INTERRUPTED_RULE",
@@ -73,16 +74,6 @@ INTERRUPTED_RULE = (
 
 
 @dataclass(frozen=True)
-class FeatureStats:
-    """Per-feature statistics of one SAE on one activation set (all arrays ``[F]``, float64)."""
-
-    density: np.ndarray  # fraction of rows with f_i(x) > 0
-    max_activation: np.ndarray  # max over rows of f_i(x)
-    mean_activation: np.ndarray  # mean over rows of f_i(x) (zeros included)
-    n_rows: int
-
-
-@dataclass(frozen=True)
 class FeatureFilter:
     """Boolean masks ``[F]`` from App. A.1: exactly one of ``dead``, ``ultra_low``, ``live`` holds per feature."""
 
@@ -97,45 +88,16 @@ class FeatureFilter:
         return {"dead": int(self.dead.sum()), "ultra_low": int(self.ultra_low.sum()), "live": int(self.live.sum())}
 
 
-def _check_rows(x: np.ndarray, weights: SAEWeights, batch_size: int) -> None:
-    if x.ndim != 2:
-        raise ValueError(f"x must be [n, d_in], got shape {tuple(x.shape)}.")
-    if x.shape[0] == 0:
-        raise ValueError("x has no rows.")
-    if x.shape[1] != weights.W_enc.shape[0]:
-        raise ValueError(f"x has d_in = {x.shape[1]}, the SAE expects {weights.W_enc.shape[0]}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-
-
-def _batches(n: int, batch_size: int, desc: str) -> Any:
-    starts = range(0, n, batch_size)
-    return tqdm(starts, desc=desc, total=len(starts), leave=False, disable=len(starts) < 2)
-
-
 def feature_statistics(weights: SAEWeights, x: np.ndarray, batch_size: int = 8192) -> FeatureStats:
     """Density, max and mean of every feature's activation ``f_i(x)`` (Eq. 2) over the rows of ``x``.
 
-    ``x`` (``[n, d_in]``, array or memmap) is streamed in batches of ``batch_size`` rows; nothing of size
-    ``[n, F]`` is held. Density counts rows with ``f_i(x) > 0`` (App. A.1's activation density).
+    ``x`` (``[n, d_in]``, array, memmap or tensor) is streamed in batches of ``batch_size`` rows and reduced on the
+    SAE's device (:mod:`saetrack.analysis.feature_scan`); nothing of size ``[n, F]`` is held. Density counts rows
+    with ``f_i(x) > 0`` (App. A.1's activation density).
     """
-    _check_rows(x, weights, batch_size)
-    n_features = weights.W_enc.shape[1]
-    count = torch.zeros(n_features, dtype=torch.float64)
-    total = torch.zeros(n_features, dtype=torch.float64)
-    maximum = torch.zeros(n_features, dtype=torch.float64)
-    for start in _batches(x.shape[0], batch_size, "feature statistics"):
-        acts = feature_activations(weights, np.asarray(x[start : start + batch_size])).cpu().double()
-        count += (acts > 0).sum(dim=0)
-        total += acts.sum(dim=0)
-        maximum = torch.maximum(maximum, acts.max(dim=0).values)
-    n = x.shape[0]
-    return FeatureStats(
-        density=(count / n).numpy(),
-        max_activation=maximum.numpy(),
-        mean_activation=(total / n).numpy(),
-        n_rows=int(n),
-    )
+    stats, _, _ = fs.scan_device(weights, x, 0, batch_size, stats=True, desc="feature statistics").to_host()
+    assert stats is not None
+    return stats
 
 
 def filter_features(
@@ -199,35 +161,31 @@ def top_k_datapoints(
     top 25 activations of each feature as its faithful region).
 
     Returns ``(values [F', k] float32, indices [F', k] int64)`` with ``F'`` the features in ``features`` (all by
-    default) and indices rows of ``x``. Streamed with a running top-k merge (memory ``[F', k + batch_size]``).
-    When fewer than ``k`` rows activate a feature, the list is filled with inactive rows whose value is exactly
-    0; callers keep only entries with value > 0. ``k`` must not exceed the number of rows.
+    default) and indices rows of ``x``. Streamed with a running top-k merge kept on the SAE's device (memory
+    ``[F', k + batch_size]`` there; :mod:`saetrack.analysis.feature_scan`, which also gives the statistics of
+    :func:`feature_statistics` from the same encoding), copied back once. When fewer than ``k`` rows activate a
+    feature, the list is filled with inactive rows whose value is exactly 0; callers keep only entries with
+    value > 0. ``k`` must not exceed the number of rows.
     """
-    _check_rows(x, weights, batch_size)
-    n = x.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, n_rows = {n}], got {k}.")
+    fs.check_rows(x, weights, batch_size)
+    if not 1 <= k <= x.shape[0]:
+        raise ValueError(f"k must be in [1, n_rows = {x.shape[0]}], got {k}.")
     n_features = weights.W_enc.shape[1]
     cols = np.arange(n_features) if features is None else np.asarray(features, dtype=np.int64).reshape(-1)
     if cols.size and (cols.min() < 0 or cols.max() >= n_features):
         raise ValueError(f"features must lie in [0, {n_features}), got range [{cols.min()}, {cols.max()}].")
-    sub = SAEWeights(
-        W_enc=weights.W_enc[:, torch.as_tensor(cols)],
-        b_enc=weights.b_enc[torch.as_tensor(cols)],
-        W_dec=weights.W_dec[torch.as_tensor(cols)],
-        b_dec=weights.b_dec,
-        apply_b_dec_to_input=weights.apply_b_dec_to_input,
-    )
-    best_val = torch.empty(len(cols), 0, dtype=torch.float32)
-    best_idx = torch.empty(len(cols), 0, dtype=torch.int64)
-    for start in _batches(n, batch_size, "top-k datapoints"):
-        acts = feature_activations(sub, np.asarray(x[start : start + batch_size])).cpu().float().T  # [F', b]
-        rows = torch.arange(start, start + acts.shape[1], dtype=torch.int64).expand(len(cols), -1)
-        cand_val = torch.cat([best_val, acts], dim=1)
-        cand_idx = torch.cat([best_idx, rows], dim=1)
-        best_val, pos = torch.topk(cand_val, min(k, cand_val.shape[1]), dim=1, largest=True, sorted=True)
-        best_idx = torch.gather(cand_idx, 1, pos)
-    return best_val.numpy(), best_idx.numpy()
+    sub = weights
+    if features is not None:
+        keep = torch.as_tensor(cols, device=weights.W_enc.device)
+        sub = SAEWeights(
+            W_enc=weights.W_enc[:, keep],
+            b_enc=weights.b_enc[keep],
+            W_dec=weights.W_dec[keep],
+            b_dec=weights.b_dec,
+            apply_b_dec_to_input=weights.apply_b_dec_to_input,
+        )
+    _, values, indices = fs.scan_device(sub, x, k, batch_size, stats=False, desc="top-k datapoints").to_host()
+    return values, indices
 
 
 def classify_token_concept(

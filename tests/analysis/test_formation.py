@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from saetrack.analysis import formation as fm
 from saetrack.analysis.formation import (
     PROGRESS_KEYS,
     activation_sets,
@@ -175,3 +176,27 @@ def test_umap_embedding_is_deterministic() -> None:
     first = umap_embedding(points, seed=42)
     assert first.shape == (60, 2) and np.all(np.isfinite(first))
     np.testing.assert_array_equal(umap_embedding(points, seed=42), first)
+
+
+class _RecordingRows:
+    """An ``[N, d]`` analysis set that records every row request (like a streamed view computing its batches)."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.requests = data, data.shape, []
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        self.requests.append(np.asarray(rows))
+        return self.data[rows]
+
+
+def test_gather_reads_in_ascending_blocks_straight_into_the_result() -> None:
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(500, 6)).astype(np.float32)
+    indices = rng.integers(0, 500, size=(40, 7))
+    source = _RecordingRows(data)
+    got = fm._gather(source, indices, block=32)
+    np.testing.assert_array_equal(got, data[indices])  # the same values as one fancy-indexing read
+    assert max(len(r) for r in source.requests) <= 32 and sum(len(r) for r in source.requests) == indices.size
+    read = np.concatenate(source.requests)
+    assert (np.diff(read) >= 0).all()  # ascending across blocks: a streamed view computes each batch once
+    np.testing.assert_array_equal(activation_sets([data], indices)[0], data[indices])

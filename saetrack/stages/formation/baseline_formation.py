@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from saetrack import paths, store
+from saetrack.analysis import feature_scan as fs
 from saetrack.analysis import features as fx
 from saetrack.analysis import formation as fm
 from saetrack.config.run import RunConfig
@@ -69,12 +70,16 @@ def own_set_formation(
     """Labels (Def. 4.1-4.2), live mask (App. A.1, this checkpoint alone) and the progress measure (Def. 5.4,
     Eq. 14 / 17) of each feature's own top-k datapoints, for one SAE on one checkpoint's analysis set ``x``.
 
-    ``stats`` and ``top`` (values, indices) are computed when not given. Returns ``{"labels", "live", "dead",
+    ``stats`` and ``top`` (values, indices) are computed when not given, from one encoding of ``x`` on the SAE's
+    device (:func:`saetrack.analysis.feature_scan.scan_features`). Returns ``{"labels", "live", "dead",
     "ultra_low", *keys}``, each ``[F]``, the keys of :data:`CONTROL_KEYS`.
     """
     cfg = run.formation
-    stats = stats if stats is not None else fx.feature_statistics(weights, x)
-    values, indices = top if top is not None else fx.top_k_datapoints(weights, x, k=cfg.top_k)
+    if stats is None or top is None:  # one encoding of x on the SAE's device gives both (feature_scan)
+        scanned_stats, scanned_values, scanned_indices = fs.scan_features(weights, x, k=cfg.top_k)
+        stats = scanned_stats if stats is None else stats
+        top = (scanned_values, scanned_indices) if top is None else top
+    values, indices = top
     labels, _, _ = fx.classify_token_concept(values, indices, tokens_flat, cfg.token_share, cfg.min_active)
     flt = fx.filter_features([stats], min_density=cfg.min_density)
     measures = fm.progress_measures(

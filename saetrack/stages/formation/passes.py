@@ -6,6 +6,21 @@
 * :func:`progress_pass` — the progress measures (Def. 5.4, Eq. 14-19) of the live features at every checkpoint, the
   anchor-swap control's within-set similarities (:mod:`saetrack.analysis.anchors`) and the activations of Fig. 4's
   features at the checkpoints it shows.
+
+**Feature statistics on the device.** Each link's statistics and top-k come from one encoding of its analysis set
+(:func:`saetrack.analysis.feature_scan.scan_features`: the old code encoded it twice, once for the statistics and
+once for the top-k, and copied every ``[8192, d_sae]`` activation block to the host both times); counts, float64
+sums, maxima and the running top-k stay on the SAE's device and come back in one copy per checkpoint. Host traffic
+per checkpoint and SAE (:func:`host_traffic`; N = analysis rows, F = d_sae, k = ``formation.top_k``):
+``h2d = 4 N d_model``, ``d2h = F (24 + 12 k)`` (was ``8 N d_model`` and ``8 N F``). pythia-410m-l4 (N = 32,768 x
+128 = 4,194,304, d_model 1,024, F = 65,536, k = 25): d2h 21,233,664 B (20.25 MiB; was 2,199,023,255,552 B = 2 TiB),
+h2d 17,179,869,184 B (16 GiB, the rows themselves; was 32 GiB). A baseline checkpoint scans a second SAE (control
+(c)), so twice that there.
+
+**Why the two passes over the checkpoints stay two.** :func:`progress_pass` needs what only the whole first pass
+gives: the live features (App. A.1 filters on every checkpoint's statistics), D_i (the final link's top-k, Eq. 12),
+the anchor sets (labels at every checkpoint) and Fig. 4's checkpoints (phases of the decoder cosine over all
+checkpoints). A checkpoint's analysis set is therefore read twice (once per pass), never held across checkpoints.
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ from tqdm import tqdm
 
 from saetrack.analysis import anchors as an
 from saetrack.analysis import drift as dr
+from saetrack.analysis import feature_scan as fs
 from saetrack.analysis import features as fx
 from saetrack.analysis import formation as fm
 from saetrack.analysis.umap_panels import distinct_features
@@ -26,7 +42,14 @@ from saetrack.data.activations import ActivationSource
 from saetrack.sae.weights import SAEWeights
 from saetrack.stages.formation.baseline_formation import BaselineControl
 
-__all__ = ["CheckpointFeatures", "ProgressPass", "feature_tables", "progress_pass", "select_umap_features"]
+__all__ = [
+    "CheckpointFeatures",
+    "ProgressPass",
+    "feature_tables",
+    "host_traffic",
+    "progress_pass",
+    "select_umap_features",
+]
 
 
 def select_umap_features(
@@ -41,6 +64,15 @@ def select_umap_features(
         order = [int(j) for j in np.argsort(-score, kind="stable") if np.isfinite(score[j])]
         chosen_rows += distinct_features(order, final_indices, n, chosen_rows)
     return [int(live[j]) for j in chosen_rows]
+
+
+def host_traffic(run: RunConfig) -> dict[str, int]:
+    """Host traffic in bytes of one checkpoint's feature statistics and top-k for one SAE of ``run`` (module doc):
+    ``h2d = 4 N d_model`` and ``d2h = F (24 + 12 k)``, with the old two-pass values as ``old_h2d`` / ``old_d2h``;
+    N = analysis contexts x context length, F = expansion factor x d_model, k = ``formation.top_k``."""
+    n_rows = run.cache.analysis_contexts * run.cache.context_length
+    d_sae = run.chain.expansion_factor * run.model.d_model
+    return fs.scan_host_bytes(n_rows, run.model.d_model, d_sae, run.formation.top_k)
 
 
 @dataclass(frozen=True)
@@ -78,8 +110,8 @@ def feature_tables(
     for step in tqdm(steps, desc="features per checkpoint", disable=not progress):
         weights = SAEWeights.load(folders[step], device=device)
         x = source.analysis(step)
-        stats.append(fx.feature_statistics(weights, x))
-        values, indices = fx.top_k_datapoints(weights, x, k=cfg.top_k)
+        link_stats, values, indices = fs.scan_features(weights, x, k=cfg.top_k)  # one encoding, one copy back
+        stats.append(link_stats)
         label, dom, share = fx.classify_token_concept(values, indices, tokens_flat, cfg.token_share, cfg.min_active)
         labels.append(label)
         dominant.append(dom)
@@ -87,7 +119,7 @@ def feature_tables(
         all_values.append(values.astype(np.float32))
         all_indices.append(indices.astype(np.int64))
         decoder = weights.W_dec.detach().cpu().numpy()
-        cosine.append(dr.cosine_to_final(np.stack([decoder, final_decoder]))[0])
+        cosine.append(dr.link_cosine_to_final(decoder, final_decoder))
         control.visit(step, x, weights, stats[-1], (values, indices), tokens_flat)
         del x
     return CheckpointFeatures(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from saetrack.analysis import feature_scan as fs
 from saetrack.analysis import features as fx
 from saetrack.analysis.formation import progress_measures
 from saetrack.config import RunConfig
@@ -97,3 +99,24 @@ def test_control_lines_print_the_numbers_or_why_not() -> None:
     )
     assert lines[1].endswith("from-scratch +0.250, chain n/a")
     assert control_lines({"skipped": "no baselines"}) == ["control (c) not run: no baselines"]
+
+
+def test_own_set_formation_encodes_the_analysis_set_once(smoke: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = smoke.with_overrides({"formation.top_k": 5, "formation.min_active": 2})
+    (x,), (weights,) = chain_problem(n_steps=1, n_points=200, d=8, d_sae=16, seed=4)
+    tokens = np.random.default_rng(1).integers(0, 4, 200)
+    scans: list[int] = []
+    original = fs.scan_device
+
+    def counted(*args: Any, **kwargs: Any) -> fs.FeatureScan:
+        scans.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "scan_device", counted)
+    out = own_set_formation(run, weights, x, tokens)
+    assert len(scans) == 1  # statistics and top-k from one scan (was one pass each)
+    given = own_set_formation(
+        run, weights, x, tokens, fx.feature_statistics(weights, x), fx.top_k_datapoints(weights, x, k=5)
+    )
+    for name in ("labels", "live", "dead", "ultra_low", "activation_cosine", "feature_cosine"):
+        np.testing.assert_array_equal(out[name], given[name])
