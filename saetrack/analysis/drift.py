@@ -1,7 +1,10 @@
 """Feature drift (paper Sec. 6): decoder cosine to final, formation times, trajectories and training phases.
 
 * :func:`cosine_to_final` — Sec. 6.1 / Fig. 6: cosine between feature i's decoder direction at checkpoint t and at
-  the final checkpoint, index i against index i (the chain's recurrent initialisation keeps identities).
+  the final checkpoint, index i against index i (the chain's recurrent initialisation keeps identities), for a
+  ``[T, F, d]`` stack in float64; :func:`link_cosine_to_final` is the same numbers for one link at a time, a few
+  thousand rows in float64 at once, on the tensors' own device (what the drift stage uses: it never holds more than
+  two links).
 * :func:`formed_mask` and :func:`formation_times` — when a feature gains the semantics it keeps to the end,
   built on the token/concept labels (Def. 4.1-4.2) and the progress measure (Def. 5.4) of notebook 03.
 * :func:`trajectory_projection` — Def. 6.1 / Fig. 7: a feature's decoder vectors across checkpoints in 2-D (PCA).
@@ -18,10 +21,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from saetrack.analysis.phases import PHASE_NAMES, Phases, detect_phases, phase_agreement, phase_labels
 
 __all__ = [
+    "COSINE_CHUNK_ROWS",
     "PHASE_NAMES",
     "Phases",
     "beyond_noise_floor",
@@ -29,9 +34,11 @@ __all__ = [
     "detect_phases",
     "formation_times",
     "formed_mask",
+    "link_cosine_to_final",
     "phase_agreement",
     "phase_labels",
     "sample_features",
+    "torch_link_cosine",
     "trajectory_projection",
 ]
 
@@ -54,6 +61,54 @@ def cosine_to_final(decoders: np.ndarray) -> np.ndarray:
         cos = dots / (norms * norms[-1])
     cos[(norms == 0) | (norms[-1] == 0)[None, :]] = np.nan
     return np.clip(cos, -1.0, 1.0)
+
+
+#: Rows of a link's decoder compared at a time by :func:`link_cosine_to_final` (bounds its float64 temporaries).
+COSINE_CHUNK_ROWS = 4096
+
+
+def link_cosine_to_final(decoder: torch.Tensor | np.ndarray, final: torch.Tensor | np.ndarray) -> np.ndarray:
+    """One row of :func:`cosine_to_final` (Sec. 6.1, Fig. 6): each feature's decoder cosine between one link and the
+    final link, ``[F]`` float64, from two ``[F, d]`` decoders (``W_dec`` rows, arrays or tensors of any float dtype).
+
+    The rows are compared :data:`COSINE_CHUNK_ROWS` at a time in float64, so only those rows are ever copied to
+    float64. On the CPU (arrays, CPU tensors) this is :func:`cosine_to_final`'s own computation row for row: the same
+    numbers, bit for bit. Tensors on an accelerator are compared there, in float64 (float32 on Apple's ``mps``, which
+    has no float64: within 1e-5 of the float64 value). A zero vector on either side gives NaN; values are clipped to
+    [-1, 1].
+    """
+    if decoder.ndim != 2 or tuple(decoder.shape) != tuple(final.shape):
+        raise ValueError(f"decoder and final must share one [F, d] shape, got {tuple(decoder.shape)} and "
+                         f"{tuple(final.shape)}.")  # fmt: skip
+    on_device = [x.device for x in (decoder, final) if isinstance(x, torch.Tensor) and x.device.type != "cpu"]
+    if on_device:
+        dtype = torch.float32 if on_device[0].type == "mps" else torch.float64
+        return torch_link_cosine(*(torch.as_tensor(x, device=on_device[0]).detach() for x in (decoder, final)), dtype)
+    a, b = (x.detach().numpy() if isinstance(x, torch.Tensor) else x for x in (decoder, final))
+    out = np.empty(a.shape[0])
+    for lo in range(0, a.shape[0], COSINE_CHUNK_ROWS):
+        w, f = (np.asarray(x[lo : lo + COSINE_CHUNK_ROWS], dtype=np.float64) for x in (a, b))
+        norm_w, norm_f = np.linalg.norm(w, axis=-1), np.linalg.norm(f, axis=-1)  # as cosine_to_final, row for row
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.einsum("fd,fd->f", w, f) / (norm_w * norm_f)
+        cos[(norm_w == 0) | (norm_f == 0)] = np.nan
+        out[lo : lo + COSINE_CHUNK_ROWS] = np.clip(cos, -1.0, 1.0)
+    return out
+
+
+@torch.no_grad()
+def torch_link_cosine(decoder: torch.Tensor, final: torch.Tensor, dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """:func:`link_cosine_to_final` of two ``[F, d]`` tensors on their own device, :data:`COSINE_CHUNK_ROWS` rows at
+    a time in ``dtype`` (dot products as batched ``[1, d] @ [d, 1]`` products, no ``[F, d]`` temporary): ``[F]``
+    float64 on the host. Float64 agrees with :func:`cosine_to_final` to ~1e-15, float32 to float32 rounding."""
+    out = torch.empty(decoder.shape[0], dtype=dtype, device=decoder.device)
+    for lo in range(0, decoder.shape[0], COSINE_CHUNK_ROWS):
+        a, b = decoder[lo : lo + COSINE_CHUNK_ROWS].to(dtype), final[lo : lo + COSINE_CHUNK_ROWS].to(dtype)
+        dots, norm_a, norm_b = (torch.einsum("fd,fd->f", x, y) for x, y in ((a, b), (a, a), (b, b)))
+        norm_a, norm_b = norm_a.sqrt(), norm_b.sqrt()
+        cos = torch.where((norm_a == 0) | (norm_b == 0), torch.full_like(dots, float("nan")), dots / (norm_a * norm_b))
+        out[lo : lo + COSINE_CHUNK_ROWS] = cos.clamp(-1.0, 1.0)
+    return out.cpu().numpy().astype(np.float64)
 
 
 def formed_mask(

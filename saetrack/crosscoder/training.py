@@ -35,8 +35,10 @@ from saetrack.crosscoder.model import Crosscoder, CrosscoderLoss, CrosscoderShap
 
 __all__ = [
     "STATE_FILE",
+    "NonFiniteCrosscoderLossError",
     "TrainedCrosscoder",
     "crosscoder_shape",
+    "epoch_rows",
     "learning_rate",
     "norm_record_every",
     "train_crosscoder",
@@ -78,12 +80,30 @@ def _batch(
 ) -> torch.Tensor:
     """Rows ``rows`` of snapshot-major ``data`` ``[T, N, d]`` as a normalised ``[B, T, d]`` batch: divided by the
     per-snapshot scales ``norm[0]`` ``[T]`` after subtracting the per-snapshot offsets ``norm[1]`` ``[T, d]``."""
-    x = torch.from_numpy(np.asarray(data[:, np.sort(rows)], dtype=np.float32)).to(device)
+    x = torch.from_numpy(np.asarray(data[:, np.sort(rows)], dtype=np.float32))
+    if torch.device(device).type == "cpu":
+        x = x.to(device)
+    else:  # pinned, asynchronous: the host reads the next batch while the device trains on this one
+        x = x.pin_memory().to(device, non_blocking=True)
     scales, offsets = norm
     if offsets is not None:
         x -= offsets[:, None]
     out = torch.empty(x.shape[1], x.shape[0], x.shape[2], device=device)
     return torch.div(x.transpose(0, 1), scales[None, :, None], out=out)
+
+
+class NonFiniteCrosscoderLossError(RuntimeError):
+    """The crosscoder's training loss became NaN or infinite between two checks (``after`` and ``by`` steps)."""
+
+    def __init__(self, after: int, by: int) -> None:
+        self.after, self.by = after, by
+        super().__init__(f"non-finite crosscoder loss at an optimiser step after step {after}, by step {by}.")
+
+
+def epoch_rows(seed: int, epoch: int, n_rows: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits the ``n_rows`` training tokens: a permutation drawn from
+    ``numpy.random.default_rng([seed, epoch])`` (it depends on nothing else, so a resumed run draws the same)."""
+    return np.random.default_rng([seed, epoch]).permutation(n_rows)
 
 
 def learning_rate(cfg: CrosscoderConfig, step: int, total_steps: int) -> float:
@@ -137,10 +157,22 @@ def _resume(path: Path, key: str, model: Crosscoder, optimizer: torch.optim.Opti
     )
 
 
-def _record(progress: _Progress, out: CrosscoderLoss, dead: torch.Tensor, step: int) -> None:
+def _record(progress: _Progress, out: CrosscoderLoss, dead: torch.Tensor, step: int, bar: tqdm) -> None:
+    """Append step ``step``'s losses to the curve and show them on the progress bar (reads them back: a host sync,
+    every ``total // CURVE_POINTS`` steps)."""
     for name, value in (("step", step), ("mse", out.mse), ("sparsity", out.sparsity), ("l0", out.l0)):
         progress.curve[name].append(float(value))
     progress.curve["dead"].append(float(dead.float().mean()))
+    bar.set_postfix(mse=f"{progress.curve['mse'][-1]:.3f}", l0=f"{progress.curve['l0'][-1]:.1f}",
+                    dead=f"{progress.curve['dead'][-1]:.2f}")  # fmt: skip
+
+
+def _checked(non_finite: torch.Tensor, since: int, step: int) -> int:
+    """Raise :class:`NonFiniteCrosscoderLossError` when the device-side flag ``non_finite`` says a loss after step
+    ``since`` was NaN or infinite; else the step checked up to, ``step``."""
+    if bool(non_finite):
+        raise NonFiniteCrosscoderLossError(since, step)
+    return step
 
 
 def _optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
@@ -150,6 +182,21 @@ def _optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
+
+
+def _checked_shape(data: np.ndarray, cfg: CrosscoderConfig, n_snapshots: int | None) -> tuple[int, int, int, int]:
+    """``(T, N, d, steps per epoch)`` of the training ``data`` ``[T or 1, N, d]``; a clear error when it holds
+    another number of blocks or fewer tokens than one batch."""
+    blocks, n_rows, d_model = data.shape
+    n_snapshots = n_snapshots or blocks
+    steps_per_epoch = n_rows // cfg.batch_size
+    if blocks not in (1, n_snapshots) or steps_per_epoch == 0:
+        raise ValueError(
+            f"the crosscoder reads {n_snapshots} snapshots; data holds {blocks} blocks (expected that or 1)."
+            if steps_per_epoch
+            else f"the crosscoder has {n_rows} training tokens, fewer than one batch of {cfg.batch_size}."
+        )
+    return n_snapshots, n_rows, d_model, steps_per_epoch
 
 
 def train_crosscoder(
@@ -176,16 +223,12 @@ def train_crosscoder(
     is one block ``[1, N, d]`` read at every snapshot (the repeated-snapshot null). Decoder norms are recorded every
     :func:`norm_record_every` steps and at the end (the settling rule). ``sparse`` (default: on CPU) uses
     :mod:`saetrack.crosscoder.sparse`. Resumes from ``state_dir/state.pt`` when it was written for ``key``.
+
+    Each epoch's permutation (:func:`epoch_rows`) is drawn once, when the epoch begins. The loop reads nothing back
+    from the device per step: a non-finite loss sets a device-side flag, read (raising
+    :class:`NonFiniteCrosscoderLossError`) when the loss curve is recorded and before the state is saved.
     """
-    blocks, n_rows, d_model = data.shape
-    n_snapshots = n_snapshots or blocks
-    steps_per_epoch = n_rows // cfg.batch_size
-    if blocks not in (1, n_snapshots) or steps_per_epoch == 0:
-        raise ValueError(
-            f"the crosscoder reads {n_snapshots} snapshots; data holds {blocks} blocks (expected that or 1)."
-            if steps_per_epoch
-            else f"the crosscoder has {n_rows} training tokens, fewer than one batch of {cfg.batch_size}."
-        )
+    n_snapshots, n_rows, d_model, steps_per_epoch = _checked_shape(data, cfg, n_snapshots)
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, math.ceil(cfg.sparsity_warmup * total))
     generator = torch.Generator().manual_seed(seed)
@@ -201,9 +244,12 @@ def train_crosscoder(
     record_every, norms_every = max(1, total // CURVE_POINTS), norm_record_every(total)
     started = time.perf_counter()
     bar = tqdm(total=total, initial=state.step, desc="crosscoder training", disable=not progress, unit="step")
+    rows, rows_epoch = np.zeros(0, dtype=np.int64), -1
+    non_finite, checked = torch.zeros((), dtype=torch.bool, device=device), state.step
     for step in range(state.step, total):
         epoch, position = divmod(step, steps_per_epoch)
-        rows = np.random.default_rng([seed, epoch]).permutation(n_rows)
+        if epoch != rows_epoch:  # one permutation per pass, drawn when the pass begins
+            rows, rows_epoch = epoch_rows(seed, epoch, n_rows), epoch
         x = _batch(data, rows[position * cfg.batch_size : (position + 1) * cfg.batch_size], norm, device)
         dead = state.since_fired >= cfg.dead_window_tokens
         out = model.loss(
@@ -211,19 +257,18 @@ def train_crosscoder(
             pre_act_coefficient=cfg.pre_act_coefficient, dead=dead, sparse=sparse,
         )  # fmt: skip
         _optimise(optimizer, out.total, learning_rate(cfg, step, total))
+        non_finite |= ~torch.isfinite(out.total.detach())  # on the device: no host sync per step
         state.since_fired += cfg.batch_size
-        state.since_fired[(out.activations > 0).any(dim=0)] = 0
-        if step % record_every == 0 or step == total - 1:
-            _record(state, out, dead, step)
-            bar.set_postfix(
-                mse=f"{float(out.mse):.3f}", l0=f"{float(out.l0):.1f}", dead=f"{float(dead.float().mean()):.2f}"
-            )
+        state.since_fired.masked_fill_((out.activations > 0).any(dim=0), 0)
+        if step % record_every == 0 or step == total - 1:  # the flag is read where the curve is read back anyway
+            checked = _checked(non_finite, checked, step + 1)
+            _record(state, out, dead, step, bar)
         if (step + 1) % norms_every == 0 or step == total - 1:
             state.norm_steps.append(step + 1)
             state.norm_records.append(model.decoder_norms().detach().cpu().numpy())
         bar.update(1)
         if (step + 1) % cfg.save_every == 0 and step + 1 < total:
-            state.step = step + 1
+            state.step = checked = _checked(non_finite, checked, step + 1)  # never save a non-finite state
             _save_state(state_path, {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                      **vars(state)})  # fmt: skip
     bar.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from saetrack.analysis import drift as dr
 
@@ -24,6 +25,46 @@ def test_cosine_to_final_known_angles_and_zero_vectors() -> None:
     np.testing.assert_allclose(cos[1], 1.0)
     with pytest.raises(ValueError, match=r"\[T, F, d\]"):
         dr.cosine_to_final(np.zeros((3, 4)))
+
+
+def _drifting_stack(f: int, d: int) -> np.ndarray:
+    """``[5, f, d]`` float32 decoders drifting towards the last one, a zero row at the first and at the last."""
+    rng = np.random.default_rng(1)
+    final = rng.standard_normal((f, d)).astype(np.float32)
+    links = [final + s * rng.standard_normal(final.shape).astype(np.float32) for s in (3.0, 1.0, 0.1, 0.01)]
+    links[0][7] = 0.0
+    final[f - 1] = 0.0
+    return np.stack([*links, final])
+
+
+def test_link_cosine_is_the_stacked_formula_bit_for_bit_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = _drifting_stack(1000, 96)
+    reference = dr.cosine_to_final(stack)
+    monkeypatch.setattr(dr, "COSINE_CHUNK_ROWS", 300)  # chunks that do not divide F
+    got = np.stack([dr.link_cosine_to_final(torch.from_numpy(w), torch.from_numpy(stack[-1])) for w in stack])
+    np.testing.assert_array_equal(np.stack([dr.link_cosine_to_final(w, stack[-1]) for w in stack]), got)  # arrays
+    assert got.dtype == np.float64 and np.isnan(got[0, 7]) and np.isnan(got[:, -1]).all()
+    np.testing.assert_array_equal(got, reference)  # NaN where the reference has NaN, every other value equal
+    with pytest.raises(ValueError, match=r"\[F, d\]"):
+        dr.link_cosine_to_final(stack[0], stack[-1][:2])
+
+
+def test_link_cosine_on_an_accelerator_agrees_to_float_rounding(monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = _drifting_stack(700, 1024)
+    reference = dr.cosine_to_final(stack)
+    monkeypatch.setattr(dr, "COSINE_CHUNK_ROWS", 256)
+    final = torch.from_numpy(stack[-1])
+    for dtype, tolerance in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        got = np.stack([dr.torch_link_cosine(torch.from_numpy(w), final, dtype) for w in stack])
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(reference))
+        assert np.nanmax(np.abs(got - reference)) < tolerance
+    # tensors on a device are compared there (float32 on mps only): never copied to the host whole
+    seen: list[tuple[str, torch.dtype]] = []
+    monkeypatch.setattr(dr, "torch_link_cosine", lambda a, b, dtype: seen.append((b.device.type, dtype)) or 0)
+    meta = final.to("meta")
+    dr.link_cosine_to_final(meta, meta)
+    dr.link_cosine_to_final(stack[0], meta)  # a host array beside a device tensor goes to the device
+    assert seen == [("meta", torch.float64)] * 2
 
 
 def test_change_point_rule_finds_the_breaks_of_a_piecewise_linear_curve() -> None:

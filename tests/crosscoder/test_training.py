@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from saetrack.analysis.evolution import decoder_norm_matrix, emergence_index
 from saetrack.config.crosscoder import CrosscoderConfig
+from saetrack.crosscoder import training
 from saetrack.crosscoder.activations import snapshot_scales
 from saetrack.crosscoder.model import Crosscoder
 from saetrack.crosscoder.training import (
@@ -177,3 +179,108 @@ def test_one_block_read_at_every_snapshot_trains_as_the_block_repeated(data: np.
         torch.testing.assert_close(one.model.state_dict()[name], value, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="data holds 2 blocks"):
         train_crosscoder(data[:2], scale, _small(), 8, seed=1, state_dir=tmp_path, key="k", n_snapshots=N_SNAPSHOTS)
+
+
+def test_batches_are_the_per_step_permutation_of_before(
+    data: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One permutation per epoch, sliced: the rows of every step are those the former loop drew afresh each step."""
+    seen: list[np.ndarray] = []
+    original = training._batch
+
+    def recording(data: np.ndarray, rows: np.ndarray, *args: object) -> torch.Tensor:
+        seen.append(rows.copy())
+        return original(data, rows, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(training, "_batch", recording)
+    cfg = _small()
+    train_crosscoder(data, snapshot_scales(data), cfg, 8, seed=7, state_dir=tmp_path, key="k", progress=False)
+    steps_per_epoch = 256 // cfg.batch_size
+    assert len(seen) == cfg.epochs * steps_per_epoch
+    for step, rows in enumerate(seen):
+        epoch, position = divmod(step, steps_per_epoch)
+        old = np.random.default_rng([7, epoch]).permutation(256)  # the former loop, every step
+        np.testing.assert_array_equal(rows, old[position * cfg.batch_size : (position + 1) * cfg.batch_size])
+    np.testing.assert_array_equal(training.epoch_rows(7, 2, 256), np.random.default_rng([7, 2]).permutation(256))
+
+
+SYNCS = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy", "cpu", "nonzero")
+
+
+def test_no_step_reads_the_device_back_but_recording_ones(
+    data: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every read-back of a tensor to the host (a GPU sync) happens on a step that records the curve or the decoder
+    norms, never on the others. (Without the pre-activation loss: SAELens' ``calculate_pre_act_loss`` reads its
+    dead-feature mask back each step.)"""
+    step = {"now": -1}
+    synced: list[tuple[int, str]] = []
+    original = training._batch
+
+    def counting(*args: object) -> torch.Tensor:
+        step["now"] += 1
+        return original(*args)  # type: ignore[arg-type]
+
+    def patched(name: str, method: object) -> object:
+        def wrapper(self: torch.Tensor, *args: object, **kwargs: object) -> object:
+            synced.append((step["now"], name))
+            return method(self, *args, **kwargs)  # type: ignore[operator]
+
+        return wrapper
+
+    def setitem(self: torch.Tensor, key: object, value: object) -> None:
+        if isinstance(key, torch.Tensor) and key.dtype == torch.bool:
+            synced.append((step["now"], "boolean mask"))
+        return torch._C.TensorBase.__setitem__(self, key, value)
+
+    monkeypatch.setattr(training, "_batch", counting)
+    monkeypatch.setattr(training, "CURVE_POINTS", 10)
+    cfg = CrosscoderConfig(epochs=10, batch_size=8, save_every=1000, pre_act_coefficient=0.0)
+    for name in SYNCS:
+        monkeypatch.setattr(torch.Tensor, name, patched(name, getattr(torch.Tensor, name)))
+    monkeypatch.setattr(torch.Tensor, "__setitem__", setitem)
+    trained = train_crosscoder(data, snapshot_scales(data), cfg, 8, seed=0, state_dir=tmp_path, key="k",
+                               progress=False, sparse=False)  # fmt: skip
+    total = trained.steps
+    assert total == 320
+    records, norms = max(1, total // 10), norm_record_every(total)
+    allowed = {s for s in range(total) if s % records == 0 or (s + 1) % norms == 0 or s == total - 1}
+    assert len(allowed) < total / 5
+    outside = sorted({(s, name) for s, name in synced if s >= 0 and s not in allowed})
+    assert synced and not outside, outside[:5]
+
+
+def test_a_non_finite_loss_stops_training_before_the_state_is_saved(
+    data: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Crosscoder.loss
+    calls = {"n": 0}
+
+    def nan_from_step_3(self: Crosscoder, *args: object, **kwargs: object) -> object:
+        out = original(self, *args, **kwargs)  # type: ignore[arg-type]
+        calls["n"] += 1
+        if calls["n"] == 4:  # step 3 (0-based)
+            return dataclasses.replace(out, total=out.total * float("nan"))
+        return out
+
+    monkeypatch.setattr(Crosscoder, "loss", nan_from_step_3)
+    monkeypatch.setattr(training, "CURVE_POINTS", 2)  # 24 steps: the curve is recorded at steps 0, 12 and 23
+    with pytest.raises(training.NonFiniteCrosscoderLossError, match="after step 1, by step 5") as error:
+        train_crosscoder(data, snapshot_scales(data), _small(save_every=5), 8, seed=0, state_dir=tmp_path, key="k",
+                         progress=False)  # fmt: skip
+    assert (error.value.after, error.value.by) == (1, 5)  # found where the state would have been saved
+    assert not (tmp_path / STATE_FILE).exists()
+
+
+def test_batches_go_to_an_accelerator_pinned_and_asynchronously(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = np.arange(2 * 6 * 3, dtype=np.float32).reshape(2, 6, 3)
+    pinned: list[bool] = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: pinned.append(True) or self)
+    norm = (torch.ones(2, device="meta"), None)
+    x = training._batch(data, np.array([4, 1]), norm, "meta")
+    assert pinned == [True] and x.shape == (2, 2, 3) and x.device.type == "meta"
+    cpu = training._batch(data, np.array([4, 1]), (torch.tensor([1.0, 2.0]), torch.ones(2, 3)), "cpu")
+    assert pinned == [True]  # not on the CPU
+    np.testing.assert_array_equal(
+        cpu.numpy(), (data[:, [1, 4]].transpose(1, 0, 2) - 1) / np.array([1, 2])[None, :, None]
+    )

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from saetrack import paths, plots, store
+from saetrack.analysis import drift as dr
 from saetrack.config import RunConfig
 from saetrack.sae.io import save_sae
 from saetrack.sae.model import build_sae
 from saetrack.stages.cache import cache_activations
-from saetrack.stages.chain import train_chain
+from saetrack.stages.chain import load_chain, train_chain
 from saetrack.stages.drift import (
+    DRIFT_QUANTILES,
     analyse_drift,
     decoder_stack,
     drift_config_hash,
@@ -23,6 +25,7 @@ from saetrack.stages.drift import (
     output_hashes,
     summary_numbers,
 )
+from saetrack.stages.drift.trajectories import trajectory_arrays
 from saetrack.stages.formation import analyse_formation, formation_config_hash, load_formation
 
 
@@ -36,6 +39,16 @@ def test_drift_stage_end_to_end_at_smoke_size(run: RunConfig, formation_run: tup
     drift = load_drift(work, run)
     assert drift.cosine.shape == (n_steps, d_sae)
     np.testing.assert_allclose(drift.cosine[-1], 1.0, atol=1e-6)  # the final link against itself
+    # the per-link pass gives what the former [T, F, d] stack gave, bit for bit on the CPU
+    stack = decoder_stack(load_chain(work, run), progress=False)
+    old_cosine = dr.cosine_to_final(stack)
+    np.testing.assert_array_equal(drift.cosine, old_cosine.astype(np.float32))
+    live = drift.live_features
+    np.testing.assert_array_equal(drift.quantiles, np.nanquantile(old_cosine[:, live], DRIFT_QUANTILES, axis=1).T)
+    times = [drift.formation_time_of(int(f)) for f in drift.trajectory_features]
+    old_trajectories = trajectory_arrays(stack[:, drift.trajectory_features], times, run.chain_seed)
+    for name, value in old_trajectories.items():
+        np.testing.assert_array_equal(getattr(drift, name), value)
     assert drift.formation_time.shape == (n_live,) and drift.formation_time.max() < n_steps
     # the tolerant rule only forgives dips: a feature formed strictly is formed at least as early by it
     strict, tolerant = drift.formation_time, drift.formation_time_tolerant

@@ -14,6 +14,13 @@ From the chain (notebook 02) and the formation stage (notebook 03):
 * the drift noise floor (:mod:`saetrack.stages.drift.noise_floor`): the decoder cosine to the final SAE of links
   retrained on the unchanged final checkpoint, and which checkpoints drift beyond it.
 
+The decoders are read one link at a time (:mod:`saetrack.stages.drift.decoders`): the final link's and one other
+link's ``W_dec`` in memory, compared a chunk of rows at a time in float64 on the run's device (on the CPU the numbers
+of the former ``[T, F, d]`` stack, bit for bit), plus the decoder rows of Fig. 7's few features. Peak host memory
+(:func:`drift_peak_bytes`; T links, F features of width d, n trajectory features, M noise-floor links, C = 4,096
+rows): ``2 F d 4 + 3 C d 8 + 4 T F 8 + T n d 4 + 2 M F 8`` bytes, 0.71 GB at pythia-410m layer 4 and 2.5 GB at
+pythia-1.4b layer 3, where the stack took 39 GB and 156 GB.
+
 Written to ``run_dir/drift/`` (``arrays.npz``, ``manifest.json``); skipped when the manifest matches the config.
 """
 
@@ -35,6 +42,7 @@ from saetrack.config.run import RunConfig
 from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
 from saetrack.sae.weights import SAEWeights
 from saetrack.stages.chain import load_chain
+from saetrack.stages.drift.decoders import drift_peak_bytes, link_drift
 from saetrack.stages.drift.noise_floor import noise_floor_numbers, run_noise_floor
 from saetrack.stages.drift.phase_fits import FIGURE_AXIS, fit_perspectives, fitted_curves, phase_records
 from saetrack.stages.drift.trajectories import trajectory_arrays, trajectory_features, trajectory_numbers
@@ -49,6 +57,7 @@ __all__ = [
     "analyse_drift",
     "decoder_stack",
     "drift_config_hash",
+    "drift_peak_bytes",
     "load_drift",
     "output_hashes",
     "phase_curves",
@@ -125,7 +134,9 @@ class DriftResult:
 
 
 def decoder_stack(folders: dict[int, Path], progress: bool = True) -> np.ndarray:
-    """``[T, F, d]`` decoder matrices of the chain's links in step order."""
+    """``[T, F, d]`` decoder matrices of the chain's links in step order: every link in memory at once (T F d 4
+    bytes, 7.8 GB at pythia-410m), for small chains and tests; the stage reads links one at a time
+    (:func:`~saetrack.stages.drift.decoders.link_drift`)."""
     return np.stack(
         [
             SAEWeights.load(folders[step]).W_dec.numpy()
@@ -205,9 +216,11 @@ def _build_drift(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool,
     formation = load_formation(run_dir, run)
     folders = load_chain(run_dir, run)
     steps = np.asarray(sorted(folders))
-    decoders = decoder_stack(folders, progress)
-    cosine = dr.cosine_to_final(decoders)
     live = np.asarray(formation.live_features, dtype=np.int64)
+    formed = _formation_arrays(run, formation, live)
+    choices = _figure_choices(run, formation, steps, formed["formation_time"])
+    chosen = choices["trajectory_features"].tolist()
+    cosine, rows = link_drift(folders, chosen, device=device, progress=progress)
     quantiles = (np.nanquantile(cosine[:, live], DRIFT_QUANTILES, axis=1).T if live.size
                  else np.full((len(steps), len(DRIFT_QUANTILES)), np.nan))  # fmt: skip
     curves = phase_curves(formation, cosine)
@@ -216,12 +229,9 @@ def _build_drift(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool,
         if finding.note:
             print(f"drift stage, phases from {'decoder drift' if name == 'drift' else 'the progress measure'}: "
                   f"{finding.note}", flush=True)  # fmt: skip
-    formed = _formation_arrays(run, formation, live)
     noise = _noise_arrays(run, run_dir, folders, live, quantiles[:, DRIFT_QUANTILES.index(0.5)], device, progress)
-    choices = _figure_choices(run, formation, steps, formed["formation_time"])
     time_of = dict(zip(live.tolist(), formed["formation_time"].tolist(), strict=True))
-    chosen = choices["trajectory_features"].tolist()
-    trajectories = trajectory_arrays(decoders, chosen, [time_of[f] for f in chosen], run.chain_seed)
+    trajectories = trajectory_arrays(rows, [time_of[f] for f in chosen], run.chain_seed)
     arrays = {"steps": steps, "cosine": cosine.astype(np.float32), "live_features": live, "quantiles": quantiles,
               "progress_curve": curves["progress"], **formed, **fitted_curves(findings, len(steps)),
               **{k: v for k, v in noise.items() if k != "record"}, **choices, **trajectories}  # fmt: skip
@@ -241,8 +251,9 @@ def analyse_drift(
 ) -> dict[str, Any]:
     """Run the drift analyses (Sec. 6; Fig. 6a, 6b, 7; phases) over the chain and formation stage of ``run``.
 
-    ``device`` trains the noise-floor links (and, streamed, runs the final checkpoint's model). Returns the stage
-    manifest; skipped when ``run_dir/drift`` is current with this config.
+    ``device`` compares the links' decoders (one link at a time), trains the noise-floor links (and, streamed, runs
+    the final checkpoint's model). Returns the stage manifest; skipped when ``run_dir/drift`` is current with this
+    config.
     """
     return run_stage(
         Path(run_dir) / paths.DRIFT_DIR,

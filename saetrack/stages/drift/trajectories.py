@@ -54,15 +54,19 @@ def trajectory_features(
     return chosen, kinds
 
 
-def trajectory_arrays(decoders: np.ndarray, features: list[int], times: list[int], seed: int) -> dict[str, np.ndarray]:
-    """Fig. 7's projections and their null for ``features`` (formation checkpoint ``times``, -1: never).
+def trajectory_arrays(rows: np.ndarray, times: list[int], seed: int) -> dict[str, np.ndarray]:
+    """Fig. 7's projections and their null for the features whose decoder rows are ``rows`` ``[T, n, d]`` (feature
+    ``j``'s decoder vector at every link, as :func:`saetrack.stages.drift.decoders.link_drift` reads them; formation
+    checkpoint ``times[j]``, -1: never).
 
     Returns ``trajectory_coords [n, T, 2]``, ``trajectory_variance [n, 2]`` (PC1, PC2 shares), ``null_variance
     [n, W, 2]`` and ``null_straightness [n, W]`` of :data:`NULL_WALKS` random walks per feature,
     ``trajectory_straightness [n]``, and the mean step size of each trajectory before and after its formation
     (``step_before`` / ``step_after`` ``[n]``, NaN where a side has no step).
     """
-    n, n_steps = len(features), decoders.shape[0]
+    n_steps, n = rows.shape[0], len(times)
+    if rows.ndim != 3 or rows.shape[1] != n:
+        raise ValueError(f"rows must be [T, n={n}, d], got shape {rows.shape}.")
     out = {
         "trajectory_coords": np.zeros((n, n_steps, 2)),
         "trajectory_variance": np.zeros((n, 2)),
@@ -74,8 +78,8 @@ def trajectory_arrays(decoders: np.ndarray, features: list[int], times: list[int
     }
     if n_steps < 2:
         return out
-    for j, (feature, formed_at) in enumerate(zip(features, times, strict=True)):
-        vectors = decoders[:, feature]
+    for j, formed_at in enumerate(times):
+        vectors = rows[:, j]
         out["trajectory_coords"][j], out["trajectory_variance"][j] = dr.trajectory_projection(vectors)
         out["trajectory_straightness"][j] = rw.straightness(vectors)
         out["null_variance"][j], out["null_straightness"][j] = rw.random_walk_null(vectors, NULL_WALKS, seed + j)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from saetrack.stages.drift.trajectories import (
     NULL_WALKS,
@@ -35,7 +36,7 @@ def test_arrays_hold_projection_null_and_step_sizes_before_and_after_formation()
     rng = np.random.default_rng(0)
     decoders[:, 1] = np.eye(d)[0] + np.cumsum(0.1 * rng.standard_normal((n, d)), axis=0)
     decoders[:, 2] = _arc(n, d) * np.linspace(1, 3, n)[:, None]  # scale does not matter
-    out = trajectory_arrays(decoders, [0, 1, 2], [4, 0, -1], seed=1)
+    out = trajectory_arrays(decoders, [4, 0, -1], seed=1)
     assert out["trajectory_coords"].shape == (3, n, 2) and out["null_variance"].shape == (3, NULL_WALKS, 2)
     assert out["trajectory_straightness"][0] > np.quantile(out["null_straightness"][0], 0.95)
     np.testing.assert_allclose(out["trajectory_straightness"][0], out["trajectory_straightness"][2])
@@ -46,4 +47,6 @@ def test_arrays_hold_projection_null_and_step_sizes_before_and_after_formation()
     numbers = trajectory_numbers(out)
     assert numbers["trajectories"] == 3 and numbers["null_walks"] == NULL_WALKS and numbers["with_both_sides"] == 1
     assert 0 <= numbers["share_straightness_beyond_null_q95"] <= 1 and numbers["median_step_before_formation"] > 0
-    assert trajectory_numbers(trajectory_arrays(decoders, [], [], seed=0)) == {"trajectories": 0}
+    assert trajectory_numbers(trajectory_arrays(decoders[:, :0], [], seed=0)) == {"trajectories": 0}
+    with pytest.raises(ValueError, match=r"\[T, n=2, d\]"):
+        trajectory_arrays(decoders, [4, 0], seed=1)  # one formation time per row
