@@ -6,20 +6,40 @@ matrix (34 GB in float64 at F = 65,536) and ``O(F^3)`` time. Here the cosines ar
 kept, ``O((F + F') k)`` memory; the assignment maximising the summed cosine is then solved exactly on that sparse
 candidate graph (``scipy.sparse.csgraph.min_weight_full_bipartite_matching``, LAPJVsp). It equals the exact
 Hungarian assignment whenever the optimal pairs are among the candidates - the case for dictionaries whose features
-have clear partners (chain links, seeds, methods); a candidate graph with no full matching doubles ``k`` and retries.
+have clear partners (chain links, seeds, methods) - and says so: a duality certificate
+(:mod:`saetrack.analysis.assignment_certificate`) proves the answer optimal over all ``F x F'`` pairs from the
+candidates alone. Unproven, ``k`` grows (x4) up to :data:`MAX_CANDIDATES`; an answer still unproven there is returned
+marked ``certified=False``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
-__all__ = ["DEFAULT_CANDIDATES", "candidate_cosines", "pair_cosines", "sparse_assignment"]
+from saetrack.analysis.assignment_certificate import certifies_all_pairs, residual_potentials
 
-#: Candidates kept per feature of each side.
+__all__ = [
+    "DEFAULT_CANDIDATES",
+    "MAX_CANDIDATES",
+    "Candidates",
+    "SparseAssignment",
+    "candidate_cosines",
+    "pair_cosines",
+    "sparse_assignment",
+]
+
+#: Candidates kept per feature of each side at first.
 DEFAULT_CANDIDATES = 16
+#: The most candidates a side tried before an unproven answer is returned: at F = F' = 65,536, about 33.6M candidate
+#: pairs (~1.1 GB of indices and cosines on the host; nano needs 256 = F / 4 for its independent SAEs).
+MAX_CANDIDATES = 256
+#: Added to each side's k-th best float32 cosine so that it bounds every left-out pair's float64 cosine.
+FLOAT32_MARGIN = 1e-5
 
 
 def _unit(w: np.ndarray | torch.Tensor, device: str) -> torch.Tensor:
@@ -47,14 +67,46 @@ def pair_cosines(
     return out
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """The candidate graph: pairs ``(rows, cols)`` with their float32 cosines, and each side's ``k``-th best cosine
+    (``row_kth[i]`` bounds row ``i``'s cosine with any column outside its candidates; ``-inf`` when all are in), and
+    each row's most similar column ``top_partner``."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    cosines: np.ndarray
+    row_kth: np.ndarray
+    col_kth: np.ndarray
+    top_partner: np.ndarray
+
+
+@dataclass(frozen=True)
+class SparseAssignment:
+    """One-to-one pairs ``(rows, cols)`` (rows sorted) with float64 ``cosines``; ``certified`` when the pairs are
+    proven optimal over all pairs (:mod:`saetrack.analysis.assignment_certificate`), with ``k`` candidates a side."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    cosines: np.ndarray
+    certified: bool
+    k: int
+
+
+def _kth(values: torch.Tensor, k: int, n_other: int) -> np.ndarray:
+    """The ``k``-th best cosine of each feature (last column of its sorted top-k), ``-inf`` when ``k`` covers all."""
+    kth = values[:, -1].double().cpu().numpy() + FLOAT32_MARGIN
+    return np.full(kth.shape, -np.inf) if k >= n_other else kth
+
+
 @torch.no_grad()
 def candidate_cosines(
     w_a: np.ndarray | torch.Tensor, w_b: np.ndarray | torch.Tensor, k: int, *, chunk: int = 1024, device: str = "cpu"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The candidate pairs ``(rows, cols, cosines)``: for every row of ``w_a`` ``[F, D]`` its ``k`` most similar rows
-    of ``w_b`` ``[F', D]`` by decoder cosine, and for every row of ``w_b`` its ``k`` most similar rows of ``w_a``,
-    without repeats. One pass over ``w_a`` in blocks of ``chunk`` rows; peak memory ``chunk x F'`` float32 plus the
-    candidates."""
+) -> Candidates:
+    """The candidate graph of ``w_a`` ``[F, D]`` and ``w_b`` ``[F', D]``: for every row of ``w_a`` its ``k`` most
+    similar rows of ``w_b`` by decoder cosine and for every row of ``w_b`` its ``k`` most similar rows of ``w_a``,
+    without repeats. One pass over ``w_a`` in blocks of ``chunk`` rows on ``device``; peak memory ``chunk x F'``
+    float32 plus the candidates."""
     a, b = _unit(w_a, device), _unit(w_b, device)
     n_a, n_b = a.shape[0], b.shape[0]
     k_row, k_col = min(k, n_b), min(k, n_a)
@@ -73,7 +125,40 @@ def candidate_cosines(
     cols = np.concatenate([row_i.reshape(-1).cpu().numpy(), np.repeat(np.arange(n_b), col_i.shape[0])])
     cosines = np.concatenate([row_v.reshape(-1).cpu().numpy(), col_v.T.reshape(-1).cpu().numpy()])
     _, first = np.unique(rows.astype(np.int64) * n_b + cols, return_index=True)
-    return rows[first], cols[first], np.clip(cosines[first].astype(np.float64), -1.0, 1.0)
+    return Candidates(
+        rows=rows[first],
+        cols=cols[first],
+        cosines=np.clip(cosines[first].astype(np.float64), -1.0, 1.0),
+        row_kth=_kth(row_v, k_row, n_b),
+        col_kth=_kth(col_v.T, k_col, n_a),
+        top_partner=row_i[:, 0].cpu().numpy().astype(np.int64),
+    )
+
+
+def _assign_and_certify(
+    w_a: np.ndarray | torch.Tensor, w_b: np.ndarray | torch.Tensor, found: Candidates, chunk: int
+) -> SparseAssignment | None:
+    """The best full matching on ``found`` (float64 cosines) and its certificate; ``None`` when there is none."""
+    n_a, n_b = found.row_kth.size, found.col_kth.size
+    exact = pair_cosines(w_a, w_b, found.rows, found.cols, chunk=8 * chunk)
+    graph = csr_matrix((2.0 - exact, (found.rows, found.cols)), shape=(n_a, n_b))  # weights in [1, 3]: all present
+    try:
+        matched_a, matched_b = min_weight_full_bipartite_matching(graph)
+    except ValueError:  # no full matching among the candidates
+        return None
+    order = np.argsort(matched_a)  # (row, column) index pairs, like linear_sum_assignment's
+    pair_a, pair_b = matched_a[order].astype(np.int64), matched_b[order].astype(np.int64)
+    if n_a <= n_b:
+        partner = np.full(n_a, -1, dtype=np.int64)
+        partner[pair_a] = pair_b
+        d_small, d_large = residual_potentials(n_a, n_b, found.rows, found.cols, exact, partner)
+        proof = certifies_all_pairs(d_small, d_large, found.row_kth, found.col_kth)
+    else:
+        partner = np.full(n_b, -1, dtype=np.int64)
+        partner[pair_b] = pair_a
+        d_small, d_large = residual_potentials(n_b, n_a, found.cols, found.rows, exact, partner)
+        proof = certifies_all_pairs(d_small, d_large, found.col_kth, found.row_kth)
+    return SparseAssignment(pair_a, pair_b, pair_cosines(w_a, w_b, pair_a, pair_b), bool(proof.all()), 0)
 
 
 def sparse_assignment(
@@ -81,23 +166,28 @@ def sparse_assignment(
     w_b: np.ndarray | torch.Tensor,
     *,
     k: int = DEFAULT_CANDIDATES,
+    max_k: int = MAX_CANDIDATES,
     chunk: int = 1024,
     device: str = "cpu",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The one-to-one pairs ``(rows, cols, cosines)`` of ``min(F, F')`` features maximising the summed decoder cosine
-    over the candidate graph of :func:`candidate_cosines` (the exact assignment restricted to each feature's ``k``
-    best partners); ``k`` doubles until the graph has a full matching. Rows come sorted."""
+) -> SparseAssignment:
+    """The ``min(F, F')`` one-to-one pairs maximising the summed decoder cosine, solved on the candidate graph of
+    :func:`candidate_cosines` and proven optimal over all pairs when possible.
+
+    Starts with ``k`` candidates a side and quadruples ``k`` while the candidates hold no full matching (without
+    limit) or the certificate fails (up to ``max_k``); the last answer is returned with ``certified=False`` when
+    ``max_k`` is reached unproven (dictionaries with no clear partners, e.g. random ones). Candidate cosines are
+    recomputed in float64 so that the assignment is solved on the same numbers as the exact Hungarian one.
+    """
     n_a, n_b = np.shape(w_a)[0], np.shape(w_b)[0]
+    last: SparseAssignment | None = None
     while True:
-        rows, cols, cosines = candidate_cosines(w_a, w_b, k, chunk=chunk, device=device)
-        graph = csr_matrix((2.0 - cosines, (rows, cols)), shape=(n_a, n_b))  # weights in [1, 3]: all edges present
-        try:
-            matched_a, matched_b = min_weight_full_bipartite_matching(graph)
-        except ValueError:  # no full matching among the candidates
-            if k >= max(n_a, n_b):
-                raise
-            k = min(2 * k, max(n_a, n_b))
-            continue
-        order = np.argsort(matched_a)  # (row, column) index pairs, like linear_sum_assignment's
-        pair_a, pair_b = matched_a[order], matched_b[order]
-        return pair_a.astype(np.int64), pair_b.astype(np.int64), pair_cosines(w_a, w_b, pair_a, pair_b)
+        result = _assign_and_certify(w_a, w_b, candidate_cosines(w_a, w_b, k, chunk=chunk, device=device), chunk)
+        if result is not None:
+            last = SparseAssignment(result.rows, result.cols, result.cosines, result.certified, k)
+            if last.certified:
+                return last
+        if (last is not None and k >= max_k) or k >= max(n_a, n_b):
+            if last is None:  # cannot happen: all pairs are candidates by then
+                raise ValueError(f"no full matching among all {n_a} x {n_b} pairs.")
+            return last
+        k = min(4 * k, max(n_a, n_b), max(max_k, k) if last is not None else 4 * k)

@@ -1,5 +1,5 @@
-"""The sparse assignment: candidates from blocks of cosines, the exact assignment on them, equal to the Hungarian
-assignment where the optimal pairs are candidates, and ``k`` doubled when the candidates hold no full matching."""
+"""The sparse assignment: candidates from blocks of cosines, the exact assignment on them, proven equal to the
+Hungarian assignment where the certificate holds, and never claimed equal where it is not."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from saetrack.analysis.matching import EXACT_MAX_CELLS, cosine_matrix, match_features
+from saetrack.analysis.matching import EXACT_MAX_CELLS, cosine_matrix, index_stability, match_features
 from saetrack.analysis.sparse_matching import candidate_cosines, pair_cosines, sparse_assignment
 
 
@@ -26,25 +26,42 @@ def _exact(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return rows, cols, cos[rows, cols]
 
 
-def test_features_with_clear_partners_match_exactly_as_the_hungarian_assignment_does() -> None:
+def test_features_with_clear_partners_match_exactly_and_are_certified_from_few_candidates() -> None:
     a, b, order = _chain_like(400, 32, 0.3, seed=0)
-    rows, cols, cosines = sparse_assignment(a, b, k=4, chunk=64)
+    found = sparse_assignment(a, b, k=4, chunk=64)
     exact_rows, exact_cols, exact_cosines = _exact(a, b)
-    assert np.array_equal(rows, exact_rows) and np.array_equal(cols, exact_cols)
-    assert np.array_equal(order[cols], np.arange(400))  # the shuffle undone
-    np.testing.assert_allclose(cosines, exact_cosines, rtol=0, atol=1e-12)  # float64 cosines of the pairs
+    assert found.certified and found.k == 4
+    assert np.array_equal(found.rows, exact_rows) and np.array_equal(found.cols, exact_cols)
+    assert np.array_equal(order[found.cols], np.arange(400))  # the shuffle undone
+    np.testing.assert_allclose(found.cosines, exact_cosines, rtol=0, atol=1e-12)  # float64 cosines of the pairs
 
 
-@pytest.mark.parametrize(("n_a", "n_b"), [(200, 150), (150, 200)])
-def test_unrelated_dictionaries_of_unequal_size_match_exactly_given_enough_candidates(n_a: int, n_b: int) -> None:
-    rng = np.random.default_rng(1)
-    a, b = rng.normal(size=(n_a, 16)), rng.normal(size=(n_b, 16))
-    rows, cols, _cosines = sparse_assignment(a, b, k=16)
-    exact_rows, exact_cols, exact_cosines = _exact(a, b)
-    assert rows.size == min(n_a, n_b)
-    assert np.array_equal(rows, exact_rows) and np.array_equal(cols, exact_cols)
-    rows4, _, cosines4 = sparse_assignment(a, b, k=4)  # few candidates: a small, measured loss
-    assert rows4.size == min(n_a, n_b) and 0 <= exact_cosines.sum() - cosines4.sum() < 1e-2 * exact_cosines.sum()
+@pytest.mark.parametrize(("n_a", "n_b", "seed"), [(60, 60, 1), (60, 45, 2), (45, 60, 3), (80, 80, 4)])
+def test_a_certified_answer_is_the_exact_optimum_and_an_uncertified_one_is_never_better(
+    n_a: int, n_b: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(n_a, 8)), rng.normal(size=(n_b, 8))
+    _, _, exact_cosines = _exact(a, b)
+    outcomes = set()
+    for k in (1, 2, 4, 8, 64):
+        found = sparse_assignment(a, b, k=k, max_k=k)
+        assert found.rows.size == min(n_a, n_b) and np.unique(found.cols).size == min(n_a, n_b)
+        assert found.cosines.sum() <= exact_cosines.sum() + 1e-9
+        if found.certified:
+            assert found.cosines.sum() == pytest.approx(exact_cosines.sum(), abs=1e-9)
+        outcomes.add(found.certified)
+    assert found.certified  # k = 64 covers a whole side
+    assert outcomes == {True, False}  # unrelated dictionaries: a few candidates are not enough, and it is said
+
+
+def test_unproven_answers_widen_the_candidates_until_proven() -> None:
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(70, 8)), rng.normal(size=(70, 8))
+    exact_rows, exact_cols, _ = _exact(a, b)
+    found = sparse_assignment(a, b, k=1)
+    assert found.certified and found.k > 1
+    assert np.array_equal(found.rows, exact_rows) and np.array_equal(found.cols, exact_cols)
 
 
 def test_candidates_are_each_sides_best_partners_whatever_the_block_size() -> None:
@@ -52,24 +69,29 @@ def test_candidates_are_each_sides_best_partners_whatever_the_block_size() -> No
     cos = cosine_matrix(a, b)
     found = {}
     for chunk in (7, 1024):
-        rows, cols, values = candidate_cosines(a, b, 3, chunk=chunk)
-        found[chunk] = set(zip(rows.tolist(), cols.tolist(), strict=True))
-        np.testing.assert_allclose(values, cos[rows, cols], atol=1e-5)
+        cands = candidate_cosines(a, b, 3, chunk=chunk)
+        found[chunk] = set(zip(cands.rows.tolist(), cands.cols.tolist(), strict=True))
+        np.testing.assert_allclose(cands.cosines, cos[cands.rows, cands.cols], atol=1e-5)
+        left_out = np.ones_like(cos, dtype=bool)
+        left_out[cands.rows, cands.cols] = False
+        bound = np.minimum(cands.row_kth[:, None], cands.col_kth[None, :])
+        assert np.all(cos[left_out] <= bound[left_out])  # the k-th values bound every left-out pair
+        assert np.array_equal(cands.top_partner, cos.argmax(axis=1))
     assert found[7] == found[1024]
     best_of_rows = {(i, int(j)) for i in range(97) for j in np.argsort(-cos[i])[:3]}
     best_of_cols = {(int(i), j) for j in range(97) for i in np.argsort(-cos[:, j])[:3]}
     assert found[7] == best_of_rows | best_of_cols
 
 
-def test_a_candidate_graph_without_a_full_matching_doubles_k() -> None:
+def test_a_candidate_graph_without_a_full_matching_widens_k() -> None:
     rng = np.random.default_rng(3)
     hub = rng.normal(size=16)
     a = hub + 0.01 * rng.normal(size=(40, 16))  # every feature of A is closest to the same few of B
     b = np.vstack([hub + 0.01 * rng.normal(size=(2, 16)), rng.normal(size=(38, 16))])
-    rows, cols, cosines = sparse_assignment(a, b, k=1)
+    found = sparse_assignment(a, b, k=1)
     _exact_rows, _exact_cols, exact_cosines = _exact(a, b)
-    assert rows.size == 40 and np.unique(cols).size == 40
-    assert cosines.sum() == pytest.approx(exact_cosines.sum(), abs=1e-9)
+    assert found.rows.size == 40 and np.unique(found.cols).size == 40 and found.k > 1
+    assert found.cosines.sum() == pytest.approx(exact_cosines.sum(), abs=1e-9)
 
 
 def test_pair_cosines_are_float64_cosines_of_the_pairs_from_arrays_or_tensors() -> None:
@@ -86,7 +108,7 @@ def test_match_features_goes_sparse_beyond_the_exact_limit_with_the_same_pairs(m
     exact = match_features(a, b, subset_a=live_a, subset_b=live_b, method="exact")
     sparse = match_features(torch.as_tensor(a), torch.as_tensor(b), subset_a=live_a, subset_b=live_b, method="sparse")
     assert np.array_equal(exact.index_a, sparse.index_a) and np.array_equal(exact.index_b, sparse.index_b)
-    assert np.array_equal(exact.permutation, sparse.permutation)
+    assert np.array_equal(exact.permutation, sparse.permutation) and sparse.certified and exact.certified
     assert sparse.mean_cosine == pytest.approx(exact.mean_cosine, abs=1e-12)
     assert EXACT_MAX_CELLS >= 1024 * 1024  # nano's dictionaries stay exact by default
     monkeypatch.setattr("saetrack.analysis.matching.EXACT_MAX_CELLS", 100)
@@ -94,3 +116,17 @@ def test_match_features_goes_sparse_beyond_the_exact_limit_with_the_same_pairs(m
     assert np.array_equal(auto.index_b, exact.index_b)
     with pytest.raises(ValueError, match="method must be"):
         match_features(a, b, method="greedy")
+
+
+def test_index_stability_is_the_same_from_the_sparse_path() -> None:
+    rng = np.random.default_rng(6)
+    prev = rng.normal(size=(200, 16))
+    nxt = prev + 0.4 * rng.normal(size=(200, 16))
+    nxt[[3, 4]] = nxt[[4, 3]]  # two features swapped: not the same index
+    live = np.arange(200) % 3 != 0
+    exact = index_stability(prev, nxt, features=live, method="exact")
+    sparse = index_stability(prev, nxt, features=live, method="sparse")
+    assert exact.keys() == sparse.keys() and sparse["matching_certified"]
+    for key, value in exact.items():
+        assert sparse[key] == pytest.approx(value, abs=1e-12), key
+    assert exact["hungarian_same_index"] < 1.0

@@ -162,12 +162,18 @@ def _convergence_at(
     }
 
 
-def _agreement_of(folder_a: Path, folder_b: Path, heldout: Any, step: int) -> dict[str, Any]:
-    """Hungarian matching of the active features of the SAEs in ``folder_a`` and ``folder_b`` (same checkpoint)."""
+def _agreement_of(folder_a: Path, folder_b: Path, heldout: Any, step: int, device: str) -> dict[str, Any]:
+    """Hungarian matching of the active features of the SAEs in ``folder_a`` and ``folder_b`` (same checkpoint);
+    exact up to nano's sizes, certified-sparse beyond (:func:`saetrack.analysis.matching.match_features`)."""
     sae_a, sae_b = SAEWeights.load(folder_a), SAEWeights.load(folder_b)
     active_a, active_b = active_features(sae_a, heldout), active_features(sae_b, heldout)
     match = match_features(
-        sae_a.W_dec, sae_b.W_dec, threshold=AGREEMENT_THRESHOLD, subset_a=active_a, subset_b=active_b
+        sae_a.W_dec,
+        sae_b.W_dec,
+        threshold=AGREEMENT_THRESHOLD,
+        subset_a=active_a,
+        subset_b=active_b,
+        device=device,
     )
     return {
         "step": step,
@@ -176,24 +182,26 @@ def _agreement_of(folder_a: Path, folder_b: Path, heldout: Any, step: int) -> di
         "mean_matched_cosine": match.mean_cosine,
         "fraction_above_threshold": match.fraction_above,
         "matched_cosines": np.round(match.cosines, 4).tolist(),
+        "matching_certified": match.certified,
     }
 
 
-def _agreement_at(run_dir: Path, source: ActivationSource, step: int) -> dict[str, Any]:
+def _agreement_at(run_dir: Path, source: ActivationSource, step: int, device: str) -> dict[str, Any]:
     """Chain link vs the independent SAE of ``step``, and (where trained) the second-seed SAE vs the first."""
     base_dir = Path(run_dir) / paths.BASELINE_DIR / paths.step_dir_name(step)
     heldout = source.heldout(step)
-    chain = _agreement_of(Path(run_dir) / paths.CHAIN_DIR / paths.step_dir_name(step), base_dir, heldout, step)
+    chain = _agreement_of(Path(run_dir) / paths.CHAIN_DIR / paths.step_dir_name(step), base_dir, heldout, step, device)
     record = {
         "step": step,
         "n_active_chain": chain["n_active_a"],
         "n_active_baseline": chain["n_active_b"],
         **{k: chain[k] for k in ("mean_matched_cosine", "fraction_above_threshold", "matched_cosines")},
+        "matching_certified": chain["matching_certified"],
         "seed_to_seed": None,
     }
     seed_dir = seed_control_folder(run_dir, step)
     if (seed_dir / "manifest.json").exists():
-        seed = _agreement_of(seed_dir, base_dir, heldout, step)
+        seed = _agreement_of(seed_dir, base_dir, heldout, step, device)
         record["seed_to_seed"] = {
             "n_active_seed2": seed.pop("n_active_a"),
             **{k: v for k, v in seed.items() if k not in ("step", "n_active_b")},
@@ -227,14 +235,14 @@ def _quality_gap(run_dir: Path, steps: tuple[int, ...], seeds: dict[int, dict[st
     return rows
 
 
-def _chain_index_stability(run: RunConfig, run_dir: Path) -> list[dict[str, Any]]:
+def _chain_index_stability(run: RunConfig, run_dir: Path, device: str) -> list[dict[str, Any]]:
     """How far feature i of one link stays feature i of the next (Hungarian matching of consecutive links)."""
     chain_dir = Path(run_dir) / paths.CHAIN_DIR
     stability = []
     for prev_step, next_step in itertools.pairwise(run.sae_steps):
         prev = SAEWeights.load(chain_dir / paths.step_dir_name(prev_step))
         nxt = SAEWeights.load(chain_dir / paths.step_dir_name(next_step))
-        result = index_stability(prev.W_dec, nxt.W_dec, threshold=AGREEMENT_THRESHOLD)
+        result = index_stability(prev.W_dec, nxt.W_dec, threshold=AGREEMENT_THRESHOLD, device=device)
         stability.append({"from_step": prev_step, "to_step": next_step, **result})
     return stability
 
@@ -261,7 +269,7 @@ def _build_comparison(run: RunConfig, run_dir: Path, stage: StageRun, device: st
     source = open_activations(run, run_dir, device=device)
     convergence = [_convergence_at(run, run_dir, source, step, device, progress) for step in run.baseline_steps]
     seeds = train_seed_controls(run, run_dir, device=device, force=stage.force, progress=progress)
-    agreement = [_agreement_at(run_dir, source, step) for step in run.baseline_steps]
+    agreement = [_agreement_at(run_dir, source, step, device) for step in run.baseline_steps]
     summary = summarise_convergence(convergence, SMOOTHING_STEPS * run.chain.batch_size, run.chain.link_tokens)
     return stage.finish(
         config={"threshold": AGREEMENT_THRESHOLD, "smoothing_steps": SMOOTHING_STEPS},
@@ -273,7 +281,7 @@ def _build_comparison(run: RunConfig, run_dir: Path, stage: StageRun, device: st
         agreement=agreement,
         seed_control=seeds,
         quality_gap=_quality_gap(run_dir, run.baseline_steps, {r["step"]: r for r in seeds}),
-        index_stability=_chain_index_stability(run, run_dir),
+        index_stability=_chain_index_stability(run, run_dir, device),
     )
 
 
