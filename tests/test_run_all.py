@@ -135,7 +135,7 @@ def test_plan_prints_the_measured_times_of_the_last_run_beside_the_projection(tm
     stage.mark_done(get_preset("smoke"), tmp_path, 125.0)
     assert run_all.main(["--preset", "smoke", "--plan", "--run-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "\nscale" in out and "seed-study run(s)" in out  # notebook 05 line
+    assert "\nscale smoke-s" in out and "\nseeds " in out  # notebook 05: each other size and seed run
     assert f"measured in {tmp_path}" in out and f"{stage.name} 2 min" in out
 
 

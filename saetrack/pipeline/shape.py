@@ -32,6 +32,9 @@ class Stage:
     #: ``output_hashes(run) -> {folder: hash}``.
     modules: tuple[str, ...]
     description: str
+    #: The function (dotted name, imported when a plan is made) that plans this stage's resources:
+    #: ``plan(inputs: PlanInputs) -> list[StagePlan]`` (:mod:`saetrack.planning`).
+    plan: str
     #: Whether the stage runs for a config (a stage that is off is skipped by :func:`run_stages`, saying why).
     enabled: Callable[[RunConfig], bool] = lambda run: True
     #: The config field that turns the stage off, named in the skip message.
@@ -80,6 +83,7 @@ STAGES: tuple[Stage, ...] = (
         name="cache",
         notebook="01_cache_activations.ipynb",
         inputs=(),
+        plan="saetrack.planning.cache.plan",
         modules=("saetrack.stages.cache",),
         description="corpus and tokenizer, the nano model suite (local presets), activation cache",
     ),
@@ -87,6 +91,7 @@ STAGES: tuple[Stage, ...] = (
         name="chain",
         notebook="02_train_chain.ipynb",
         inputs=("cache",),
+        plan="saetrack.planning.chain.plan",
         modules=("saetrack.stages.chain", "saetrack.stages.chain.comparison"),
         description="SAE-Track chain, independent baselines, convergence study and feature agreement",
     ),
@@ -94,6 +99,7 @@ STAGES: tuple[Stage, ...] = (
         name="formation",
         notebook="03_feature_formation.ipynb",
         inputs=("cache", "chain"),
+        plan="saetrack.planning.formation.plan",
         modules=("saetrack.stages.formation",),
         description="feature phases, patterns, regions, UMAP and progress measures (Fig. 2, 3, 4, 5, 8)",
     ),
@@ -101,6 +107,7 @@ STAGES: tuple[Stage, ...] = (
         name="drift",
         notebook="04_feature_drift.ipynb",
         inputs=("chain", "formation"),
+        plan="saetrack.planning.drift.plan",
         modules=("saetrack.stages.drift",),
         description="decoder drift, formation times, trajectories and phases (Fig. 6a, 6b, 7; phases on Fig. 5)",
     ),
@@ -108,6 +115,7 @@ STAGES: tuple[Stage, ...] = (
         name="scale",
         notebook="05_scale_study.ipynb",
         inputs=("drift",),
+        plan="saetrack.planning.scale.plan",
         modules=("saetrack.stages.scale",),
         description="the pipeline over the scale study's model sizes; per-size figures (Fig. 9-16) and a summary",
     ),
@@ -115,6 +123,7 @@ STAGES: tuple[Stage, ...] = (
         name="crosscoder",
         notebook="06_crosscoder.ipynb",
         inputs=("cache", "chain", "drift"),
+        plan="saetrack.planning.crosscoder.plan",
         modules=(
             "saetrack.stages.crosscoder",
             "saetrack.stages.crosscoder.statistics",
