@@ -26,9 +26,11 @@ from saetrack.analysis.assignment_certificate import certifies_all_pairs, residu
 __all__ = [
     "DEFAULT_CANDIDATES",
     "MAX_CANDIDATES",
+    "CandidatePool",
     "Candidates",
     "SparseAssignment",
     "candidate_cosines",
+    "candidate_pool",
     "pair_cosines",
     "sparse_assignment",
 ]
@@ -99,17 +101,51 @@ def _kth(values: torch.Tensor, k: int, n_other: int) -> np.ndarray:
     return np.full(kth.shape, -np.inf) if k >= n_other else kth
 
 
+@dataclass(frozen=True)
+class CandidatePool:
+    """Each feature's ``size`` most similar features on the other side, best first: ``row_values``/``row_index``
+    ``[F, size]`` for the rows of ``w_a``, ``col_values``/``col_index`` ``[F', size]`` for those of ``w_b``; the
+    candidate graph of any ``k <= size`` is read from it (:meth:`candidates`) without computing a cosine again."""
+
+    row_values: torch.Tensor
+    row_index: torch.Tensor
+    col_values: torch.Tensor
+    col_index: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        """Partners kept per feature (the smaller of the two sides' counts)."""
+        return min(self.row_values.shape[1], self.col_values.shape[1])
+
+    def candidates(self, k: int) -> Candidates:
+        """The candidate graph of each side's ``k`` best partners (``k <= size``, or all of the other side)."""
+        n_a, n_b = self.row_values.shape[0], self.col_values.shape[0]
+        k_row, k_col = min(k, self.row_values.shape[1]), min(k, self.col_values.shape[1])
+        row_v, row_i = self.row_values[:, :k_row], self.row_index[:, :k_row]
+        col_v, col_i = self.col_values[:, :k_col], self.col_index[:, :k_col]
+        rows = np.concatenate([np.repeat(np.arange(n_a), k_row), col_i.reshape(-1).cpu().numpy()])
+        cols = np.concatenate([row_i.reshape(-1).cpu().numpy(), np.repeat(np.arange(n_b), k_col)])
+        cosines = np.concatenate([row_v.reshape(-1).cpu().numpy(), col_v.reshape(-1).cpu().numpy()])
+        _, first = np.unique(rows.astype(np.int64) * n_b + cols, return_index=True)
+        return Candidates(
+            rows=rows[first],
+            cols=cols[first],
+            cosines=np.clip(cosines[first].astype(np.float64), -1.0, 1.0),
+            row_kth=_kth(row_v, k_row, n_b),
+            col_kth=_kth(col_v, k_col, n_a),
+            top_partner=self.row_index[:, 0].cpu().numpy().astype(np.int64),
+        )
+
+
 @torch.no_grad()
-def candidate_cosines(
-    w_a: np.ndarray | torch.Tensor, w_b: np.ndarray | torch.Tensor, k: int, *, chunk: int = 1024, device: str = "cpu"
-) -> Candidates:
-    """The candidate graph of ``w_a`` ``[F, D]`` and ``w_b`` ``[F', D]``: for every row of ``w_a`` its ``k`` most
-    similar rows of ``w_b`` by decoder cosine and for every row of ``w_b`` its ``k`` most similar rows of ``w_a``,
-    without repeats. One pass over ``w_a`` in blocks of ``chunk`` rows on ``device``; peak memory ``chunk x F'``
-    float32 plus the candidates."""
+def candidate_pool(
+    w_a: np.ndarray | torch.Tensor, w_b: np.ndarray | torch.Tensor, size: int, *, chunk: int = 1024, device: str = "cpu"
+) -> CandidatePool:
+    """The :class:`CandidatePool` of ``w_a`` ``[F, D]`` and ``w_b`` ``[F', D]`` by decoder cosine: one pass over
+    ``w_a`` in blocks of ``chunk`` rows on ``device``; peak memory ``chunk x F'`` float32 plus the pool."""
     a, b = _unit(w_a, device), _unit(w_b, device)
     n_a, n_b = a.shape[0], b.shape[0]
-    k_row, k_col = min(k, n_b), min(k, n_a)
+    k_row, k_col = min(size, n_b), min(size, n_a)
     row_v = torch.empty(n_a, k_row, device=device)
     row_i = torch.empty(n_a, k_row, dtype=torch.long, device=device)
     col_v = torch.full((0, n_b), -2.0, device=device)
@@ -121,18 +157,16 @@ def candidate_cosines(
         merged_v, merged_i = torch.cat([col_v, block_v]), torch.cat([col_i, block_i + start])
         best = merged_v.topk(min(k_col, merged_v.shape[0]), dim=0)
         col_v, col_i = best.values, merged_i.gather(0, best.indices)
-    rows = np.concatenate([np.repeat(np.arange(n_a), k_row), col_i.T.reshape(-1).cpu().numpy()])
-    cols = np.concatenate([row_i.reshape(-1).cpu().numpy(), np.repeat(np.arange(n_b), col_i.shape[0])])
-    cosines = np.concatenate([row_v.reshape(-1).cpu().numpy(), col_v.T.reshape(-1).cpu().numpy()])
-    _, first = np.unique(rows.astype(np.int64) * n_b + cols, return_index=True)
-    return Candidates(
-        rows=rows[first],
-        cols=cols[first],
-        cosines=np.clip(cosines[first].astype(np.float64), -1.0, 1.0),
-        row_kth=_kth(row_v, k_row, n_b),
-        col_kth=_kth(col_v.T, k_col, n_a),
-        top_partner=row_i[:, 0].cpu().numpy().astype(np.int64),
-    )
+    return CandidatePool(row_v, row_i, col_v.T.contiguous(), col_i.T.contiguous())
+
+
+def candidate_cosines(
+    w_a: np.ndarray | torch.Tensor, w_b: np.ndarray | torch.Tensor, k: int, *, chunk: int = 1024, device: str = "cpu"
+) -> Candidates:
+    """The candidate graph of ``w_a`` ``[F, D]`` and ``w_b`` ``[F', D]``: for every row of ``w_a`` its ``k`` most
+    similar rows of ``w_b`` by decoder cosine and for every row of ``w_b`` its ``k`` most similar rows of ``w_a``,
+    without repeats (:func:`candidate_pool` of size ``k``)."""
+    return candidate_pool(w_a, w_b, k, chunk=chunk, device=device).candidates(k)
 
 
 def _assign_and_certify(
@@ -173,15 +207,19 @@ def sparse_assignment(
     """The ``min(F, F')`` one-to-one pairs maximising the summed decoder cosine, solved on the candidate graph of
     :func:`candidate_cosines` and proven optimal over all pairs when possible.
 
-    Starts with ``k`` candidates a side and quadruples ``k`` while the candidates hold no full matching (without
+    The cosines are computed once, keeping ``max_k`` partners a feature (:func:`candidate_pool`). Starts with ``k``
+    candidates a side and quadruples ``k`` while the candidates hold no full matching (without
     limit) or the certificate fails (up to ``max_k``); the last answer is returned with ``certified=False`` when
     ``max_k`` is reached unproven (dictionaries with no clear partners, e.g. random ones). Candidate cosines are
     recomputed in float64 so that the assignment is solved on the same numbers as the exact Hungarian one.
     """
     n_a, n_b = np.shape(w_a)[0], np.shape(w_b)[0]
     last: SparseAssignment | None = None
+    pool = candidate_pool(w_a, w_b, max(k, max_k), chunk=chunk, device=device)  # one pass of cosines for all k
     while True:
-        result = _assign_and_certify(w_a, w_b, candidate_cosines(w_a, w_b, k, chunk=chunk, device=device), chunk)
+        if k > pool.size and pool.size < min(n_a, n_b):  # widening past max_k for a full matching: a new pass
+            pool = candidate_pool(w_a, w_b, k, chunk=chunk, device=device)
+        result = _assign_and_certify(w_a, w_b, pool.candidates(k), chunk)
         if result is not None:
             last = SparseAssignment(result.rows, result.cols, result.cosines, result.certified, k)
             if last.certified:

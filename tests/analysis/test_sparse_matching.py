@@ -9,7 +9,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from saetrack.analysis.matching import EXACT_MAX_CELLS, cosine_matrix, index_stability, match_features
-from saetrack.analysis.sparse_matching import candidate_cosines, pair_cosines, sparse_assignment
+from saetrack.analysis.sparse_matching import candidate_cosines, candidate_pool, pair_cosines, sparse_assignment
 
 
 def _chain_like(n: int, d: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,3 +130,13 @@ def test_index_stability_is_the_same_from_the_sparse_path() -> None:
     for key, value in exact.items():
         assert sparse[key] == pytest.approx(value, abs=1e-12), key
     assert exact["hungarian_same_index"] < 1.0
+
+
+def test_a_pool_of_many_partners_gives_the_candidates_of_any_smaller_k() -> None:
+    a, b, _ = _chain_like(120, 8, 1.0, seed=8)
+    pool = candidate_pool(a, b, 32, chunk=50)
+    for k in (1, 4, 16):
+        sliced, direct = pool.candidates(k), candidate_cosines(a, b, k)
+        assert np.array_equal(sliced.rows, direct.rows) and np.array_equal(sliced.cols, direct.cols)
+        np.testing.assert_array_equal(sliced.row_kth, direct.row_kth)
+        np.testing.assert_array_equal(sliced.col_kth, direct.col_kth)
