@@ -21,7 +21,7 @@ import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
-from saetrack.analysis.assignment_certificate import certifies_all_pairs, residual_potentials
+from saetrack.analysis.assignment_certificate import TOLERANCE, certifies_all_pairs, residual_potentials
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -40,6 +40,12 @@ DEFAULT_CANDIDATES = 16
 #: The most candidates a side tried before an unproven answer is returned: at F = F' = 65,536, about 33.6M candidate
 #: pairs (~1.1 GB of indices and cosines on the host; nano needs 256 = F / 4 for its independent SAEs).
 MAX_CANDIDATES = 256
+#: Rounds of column generation for features left unproven at ``max_k`` candidates, and the most features a round
+#: completes (their cosines with the whole other side: ``MAX_REPAIR_FEATURES x F'`` on the device).
+REPAIR_ROUNDS = 4
+MAX_REPAIR_FEATURES = 8192
+#: How far (in cosine) below a repaired feature's threshold pairs are added: the potentials may move this much.
+REPAIR_SLACK = 0.05
 #: Added to each side's k-th best float32 cosine so that it bounds every left-out pair's float64 cosine.
 FLOAT32_MARGIN = 1e-5
 
@@ -81,6 +87,8 @@ class Candidates:
     row_kth: np.ndarray
     col_kth: np.ndarray
     top_partner: np.ndarray
+    #: Features completed by :func:`_repair`: ``(side_b, features, their potentials then, the other side's then)``.
+    repairs: tuple[tuple[bool, np.ndarray, np.ndarray, np.ndarray], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,10 +177,24 @@ def candidate_cosines(
     return candidate_pool(w_a, w_b, k, chunk=chunk, device=device).candidates(k)
 
 
+def _repaired(found: Candidates, side_b: bool, d_mine: np.ndarray, d_other: np.ndarray) -> np.ndarray:
+    """Which features of the checked side a repair proves: completed with every pair of cosine above
+    ``d_i - d_j - REPAIR_SLACK`` under earlier potentials, feature ``i`` is proven under the new ones when no
+    potential moved by more than the slack against it: ``max_j (d_j' - d_j) - (d_i' - d_i) <= REPAIR_SLACK``."""
+    proven = np.zeros(d_mine.size, dtype=bool)
+    for side, idx, mine_then, other_then in found.repairs:
+        if side == side_b:
+            moved = np.max(d_other - other_then) - (d_mine[idx] - mine_then)
+            proven[idx] |= moved <= REPAIR_SLACK - TOLERANCE
+    return proven
+
+
 def _assign_and_certify(
     w_a: np.ndarray | torch.Tensor, w_b: np.ndarray | torch.Tensor, found: Candidates, chunk: int
-) -> SparseAssignment | None:
-    """The best full matching on ``found`` (float64 cosines) and its certificate; ``None`` when there is none."""
+) -> tuple[SparseAssignment, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
+    """The best full matching on ``found`` (float64 cosines), whether it is proven optimal, and the features whose
+    certificate fails (of ``w_a``, of ``w_b``: one side is checked, the smaller) with the potentials ``(d_a, d_b)``
+    for :func:`_repair`; ``None`` when the candidates hold no full matching."""
     n_a, n_b = found.row_kth.size, found.col_kth.size
     exact = pair_cosines(w_a, w_b, found.rows, found.cols, chunk=8 * chunk)
     graph = csr_matrix((2.0 - exact, (found.rows, found.cols)), shape=(n_a, n_b))  # weights in [1, 3]: all present
@@ -185,14 +207,58 @@ def _assign_and_certify(
     if n_a <= n_b:
         partner = np.full(n_a, -1, dtype=np.int64)
         partner[pair_a] = pair_b
-        d_small, d_large = residual_potentials(n_a, n_b, found.rows, found.cols, exact, partner)
-        proof = certifies_all_pairs(d_small, d_large, found.row_kth, found.col_kth)
+        d_a, d_b = residual_potentials(n_a, n_b, found.rows, found.cols, exact, partner)
+        proof = certifies_all_pairs(d_a, d_b, found.row_kth, found.col_kth) | _repaired(found, False, d_a, d_b)
+        unproven_a, unproven_b = np.flatnonzero(~proof), np.zeros(0, dtype=np.int64)
     else:
         partner = np.full(n_b, -1, dtype=np.int64)
         partner[pair_b] = pair_a
-        d_small, d_large = residual_potentials(n_b, n_a, found.cols, found.rows, exact, partner)
-        proof = certifies_all_pairs(d_small, d_large, found.col_kth, found.row_kth)
-    return SparseAssignment(pair_a, pair_b, pair_cosines(w_a, w_b, pair_a, pair_b), bool(proof.all()), 0)
+        d_b, d_a = residual_potentials(n_b, n_a, found.cols, found.rows, exact, partner)
+        proof = certifies_all_pairs(d_b, d_a, found.col_kth, found.row_kth) | _repaired(found, True, d_b, d_a)
+        unproven_a, unproven_b = np.zeros(0, dtype=np.int64), np.flatnonzero(~proof)
+    certified = not (unproven_a.size or unproven_b.size)
+    result = SparseAssignment(pair_a, pair_b, pair_cosines(w_a, w_b, pair_a, pair_b), certified, 0)
+    return result, unproven_a, unproven_b, (d_a, d_b)
+
+
+@torch.no_grad()
+def _repair(
+    w_a: np.ndarray | torch.Tensor,
+    w_b: np.ndarray | torch.Tensor,
+    found: Candidates,
+    unproven: tuple[np.ndarray, np.ndarray],
+    potentials: tuple[np.ndarray, np.ndarray],
+    device: str,
+) -> Candidates:
+    """``found`` with, for each unproven feature, every pair whose cosine could undercut the potentials by less than
+    :data:`REPAIR_SLACK` (``cos_ij > d_i - d_j - slack``) added, its bound tightened to the best pair left out, and
+    the potentials recorded so that :func:`_repaired` can prove it once the matching is solved again.
+
+    Column generation: the cosines of those features with the whole other side are computed once on ``device``; the
+    re-solved matching is then certified again against the new bounds."""
+    rows, cols, cosines = [found.rows], [found.cols], [found.cosines]
+    row_kth, col_kth = found.row_kth.copy(), found.col_kth.copy()
+    repairs = list(found.repairs)
+    for mine, other, kth, flip in ((w_a, w_b, row_kth, False), (w_b, w_a, col_kth, True)):
+        idx = unproven[1] if flip else unproven[0]
+        if not idx.size:
+            continue
+        d_mine, d_other = (potentials[1], potentials[0]) if flip else potentials
+        sims = _unit(np.asarray(mine)[idx] if isinstance(mine, np.ndarray) else mine[torch.as_tensor(idx)], device)
+        full = (sims @ _unit(other, device).T).double().cpu().numpy()  # [n_unproven, n_other]
+        # the certificate needs cos <= d_mine - d_other on every pair of the checked side (module of the certificate)
+        add = full > d_mine[idx][:, None] - d_other[None, :] - REPAIR_SLACK - FLOAT32_MARGIN
+        repairs.append((flip, idx, d_mine[idx].copy(), d_other.copy()))
+        left = np.where(add, -np.inf, full).max(axis=1)
+        kth[idx] = np.where(np.isfinite(left), left + FLOAT32_MARGIN, -np.inf)
+        where_i, where_j = np.nonzero(add)
+        rows.append(idx[where_i] if not flip else where_j)
+        cols.append(where_j if not flip else idx[where_i])
+        cosines.append(full[where_i, where_j])
+    all_rows, all_cols = np.concatenate(rows), np.concatenate(cols)
+    _, first = np.unique(all_rows.astype(np.int64) * found.col_kth.size + all_cols, return_index=True)
+    merged = np.clip(np.concatenate(cosines)[first], -1.0, 1.0)
+    return Candidates(all_rows[first], all_cols[first], merged, row_kth, col_kth, found.top_partner, tuple(repairs))
 
 
 def sparse_assignment(
@@ -210,22 +276,30 @@ def sparse_assignment(
     The cosines are computed once, keeping ``max_k`` partners a feature (:func:`candidate_pool`). Starts with ``k``
     candidates a side and quadruples ``k`` while the candidates hold no full matching (without
     limit) or the certificate fails (up to ``max_k``); the last answer is returned with ``certified=False`` when
-    ``max_k`` is reached unproven (dictionaries with no clear partners, e.g. random ones). Candidate cosines are
-    recomputed in float64 so that the assignment is solved on the same numbers as the exact Hungarian one.
+    ``max_k`` is reached unproven. Then up to :data:`REPAIR_ROUNDS` rounds of column generation complete the
+    candidates of the features the certificate could not prove (when at most :data:`MAX_REPAIR_FEATURES` are):
+    every pair of theirs with a negative reduced cost under the certificate's potentials is added and the
+    assignment solved again (nano's consecutive links need it where a 4-cycle runs through a pair ranked 514th).
+    Dictionaries with no clear partners (e.g. random ones) stay unproven. Candidate cosines are recomputed in
+    float64 so that the assignment is solved on the same numbers as the exact Hungarian one.
     """
     n_a, n_b = np.shape(w_a)[0], np.shape(w_b)[0]
-    last: SparseAssignment | None = None
     pool = candidate_pool(w_a, w_b, max(k, max_k), chunk=chunk, device=device)  # one pass of cosines for all k
     while True:
         if k > pool.size and pool.size < min(n_a, n_b):  # widening past max_k for a full matching: a new pass
             pool = candidate_pool(w_a, w_b, k, chunk=chunk, device=device)
-        result = _assign_and_certify(w_a, w_b, pool.candidates(k), chunk)
-        if result is not None:
-            last = SparseAssignment(result.rows, result.cols, result.cosines, result.certified, k)
-            if last.certified:
-                return last
-        if (last is not None and k >= max_k) or k >= max(n_a, n_b):
-            if last is None:  # cannot happen: all pairs are candidates by then
-                raise ValueError(f"no full matching among all {n_a} x {n_b} pairs.")
-            return last
-        k = min(4 * k, max(n_a, n_b), max(max_k, k) if last is not None else 4 * k)
+        found = pool.candidates(k)
+        solved = _assign_and_certify(w_a, w_b, found, chunk)
+        if solved is not None and (solved[0].certified or k >= max_k):
+            break
+        if k >= max(n_a, n_b):  # cannot happen: all pairs are candidates by then
+            raise ValueError(f"no full matching among all {n_a} x {n_b} pairs.")
+        k = min(4 * k, max(n_a, n_b), max(max_k, k) if solved is not None else 4 * k)
+    result, unproven_a, unproven_b, potentials = solved  # type: ignore[misc]
+    for _ in range(REPAIR_ROUNDS):  # column generation for the few features the certificate could not prove
+        n_unproven = unproven_a.size + unproven_b.size
+        if result.certified or n_unproven > MAX_REPAIR_FEATURES:
+            break
+        found = _repair(w_a, w_b, found, (unproven_a, unproven_b), potentials, device)
+        result, unproven_a, unproven_b, potentials = _assign_and_certify(w_a, w_b, found, chunk)  # type: ignore[misc]
+    return SparseAssignment(result.rows, result.cols, result.cosines, result.certified, k)

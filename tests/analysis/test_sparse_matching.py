@@ -38,8 +38,9 @@ def test_features_with_clear_partners_match_exactly_and_are_certified_from_few_c
 
 @pytest.mark.parametrize(("n_a", "n_b", "seed"), [(60, 60, 1), (60, 45, 2), (45, 60, 3), (80, 80, 4)])
 def test_a_certified_answer_is_the_exact_optimum_and_an_uncertified_one_is_never_better(
-    n_a: int, n_b: int, seed: int
+    n_a: int, n_b: int, seed: int, monkeypatch
 ) -> None:
+    monkeypatch.setattr("saetrack.analysis.sparse_matching.REPAIR_ROUNDS", 0)  # the certificate on candidates alone
     rng = np.random.default_rng(seed)
     a, b = rng.normal(size=(n_a, 8)), rng.normal(size=(n_b, 8))
     _, _, exact_cosines = _exact(a, b)
@@ -140,3 +141,21 @@ def test_a_pool_of_many_partners_gives_the_candidates_of_any_smaller_k() -> None
         assert np.array_equal(sliced.rows, direct.rows) and np.array_equal(sliced.cols, direct.cols)
         np.testing.assert_array_equal(sliced.row_kth, direct.row_kth)
         np.testing.assert_array_equal(sliced.col_kth, direct.col_kth)
+
+
+@pytest.mark.parametrize(("n_a", "n_b", "seed"), [(300, 300, 0), (300, 280, 1), (280, 300, 2), (200, 200, 3)])
+def test_column_generation_completes_the_unproven_features_to_the_proven_exact_optimum(
+    n_a: int, n_b: int, seed: int, monkeypatch
+) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(n_a, 16)), rng.normal(size=(n_b, 16))  # no clear partners: 4 candidates are not enough
+    exact_rows, exact_cols, exact_cosines = _exact(a, b)
+    monkeypatch.setattr("saetrack.analysis.sparse_matching.REPAIR_ROUNDS", 0)
+    assert not sparse_assignment(a, b, k=4, max_k=4).certified
+    monkeypatch.setattr("saetrack.analysis.sparse_matching.REPAIR_ROUNDS", 4)
+    found = sparse_assignment(a, b, k=4, max_k=4)
+    assert found.certified
+    assert np.array_equal(found.rows, exact_rows) and np.array_equal(found.cols, exact_cols)
+    assert found.cosines.sum() == pytest.approx(exact_cosines.sum(), abs=1e-9)
+    monkeypatch.setattr("saetrack.analysis.sparse_matching.MAX_REPAIR_FEATURES", 0)  # too many to complete: said
+    assert not sparse_assignment(a, b, k=4, max_k=4).certified
