@@ -76,15 +76,16 @@ def test_loading_and_streaming_a_model_changes_no_global_matmul_flag(smoke_run_d
     assert len(chunks) == 2 and _matmul_flags() == before
 
 
-def test_only_the_scoped_forward_context_sets_a_matmul_flag() -> None:
-    # a flag set anywhere else would outlive the stage that set it (the streamed path once did, on CUDA only)
+def test_only_the_scoped_contexts_set_a_matmul_flag() -> None:
+    # a flag set anywhere else would outlive the stage that set it (the streamed path once did, on CUDA only): only the
+    # model forward's context and the SAE step loop's precision context set one, and both restore it (their tests)
     setters = re.compile(r"allow_tf32\s*=(?!=)|set_float32_matmul_precision\(|reduced_precision_reduction\s*=")
     found = {
         path.relative_to(paths.REPO_ROOT).as_posix()
         for path in (paths.REPO_ROOT / "saetrack").rglob("*.py")
         if setters.search(path.read_text())
     }
-    assert found == {"saetrack/data/forward.py"}
+    assert found == {"saetrack/data/forward.py", "saetrack/sae/precision.py"}
 
 
 def test_a_model_cut_at_the_hook_gives_the_same_activations(smoke_run_dir: Path) -> None:
