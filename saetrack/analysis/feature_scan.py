@@ -128,14 +128,16 @@ def scan_device(
     weights: SAEWeights, x: Any, k: int = 0, batch_size: int = 8192, stats: bool = True, desc: str = "feature scan"
 ) -> FeatureScan:
     """Encode ``x`` (Eq. 2) batch by batch on the weights' device and fold every batch into a :class:`FeatureScan`
-    there; nothing is copied back. ``x`` rows are read ``batch_size`` at a time (a tensor stays a tensor)."""
+    there; nothing is copied back. ``x`` rows are read ``batch_size`` at a time (a tensor stays a tensor; a set with
+    ``device_rows(start, stop)``, a streamed one, gives them on its device)."""
     check_rows(x, weights, batch_size)
     n = x.shape[0]
     if k and not 1 <= k <= n:
         raise ValueError(f"k must be in [1, n_rows = {n}], got {k}.")
     scan = FeatureScan(weights.W_enc.shape[1], k, weights.W_enc.device, stats)
     for start in _batches(n, batch_size, desc):
-        rows = x[start : start + batch_size]
+        # a streamed set hands its rows over on the device (LazyActivations.device_rows): no host round trip
+        rows = x.device_rows(start, start + batch_size) if hasattr(x, "device_rows") else x[start : start + batch_size]
         acts = feature_activations(weights, rows if isinstance(rows, torch.Tensor) else np.asarray(rows))
         scan.update(acts, start)
     return scan

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from sae_lens.saes.jumprelu_sae import JumpReLU, calculate_pre_act_loss
+from sae_lens.saes.jumprelu_sae import JumpReLU
 from torch import nn
 
 from saetrack.crosscoder.sparse import jumprelu_decode, sparse_linear, squared_error
@@ -35,7 +35,18 @@ __all__ = [
     "Crosscoder",
     "CrosscoderLoss",
     "CrosscoderShape",
+    "pre_act_loss",
 ]
+
+
+def pre_act_loss(
+    coefficient: float, threshold: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Anthropic's pre-activation loss over the dead features, ``c mean_b Σ_i ReLU(τ_i - pre_bi) dead_i w_i`` (SAELens'
+    ``calculate_pre_act_loss``), computed whether or not any feature is dead: SAELens first asks ``dead.any()``, a
+    host sync every step on a GPU; with no dead feature every term is zero, so the loss and its gradients are the
+    same."""
+    return coefficient * ((threshold - pre).relu() * dead * weight).sum(dim=-1).mean()
 
 
 @dataclass(frozen=True)
@@ -172,7 +183,7 @@ class Crosscoder(nn.Module):
         total = mse + sparsity_coefficient * sparsity
         pre_act = torch.zeros((), device=x.device)
         if pre_act_coefficient > 0 and dead is not None:
-            pre_act = calculate_pre_act_loss(pre_act_coefficient, self.threshold, pre, dead, weight)
+            pre_act = pre_act_loss(pre_act_coefficient, self.threshold, pre, dead, weight)
             total = total + pre_act
         l0 = (f > 0).float().sum(dim=1).mean()
         return CrosscoderLoss(total, mse.detach(), sparsity.detach(), l0.detach(), f.detach())

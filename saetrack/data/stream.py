@@ -117,6 +117,12 @@ class LazyActivations:
             self._kept = (index, rows)
         return self._kept[1]
 
+    def device_rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` as one float32 tensor on the source's device: the values of ``self[start:stop]``
+        (the same forward batches), never copied to the host (the formation scan reads them so)."""
+        start, stop, _ = slice(start, stop).indices(self.shape[0])
+        return torch.cat(list(self._source._rows(self._step, self._tokens, start, max(0, stop - start))))
+
     def __getitem__(self, key: slice | np.ndarray | list[int]) -> np.ndarray:
         if isinstance(key, slice):
             start, stop, stride = key.indices(self.shape[0])

@@ -166,3 +166,27 @@ def test_host_bytes_formula() -> None:
     weights, x = _problem(n=100, d_in=4, d_sae=64, seed=6)
     scan = fs.scan_device(weights, x, k=25, batch_size=30)
     assert sum(t.numel() * t.element_size() for t in scan.device_tensors()) == fs.scan_host_bytes(100, 4, 64, 25)["d2h"]
+
+
+def test_a_set_that_gives_its_rows_on_the_device_is_read_that_way() -> None:
+    weights, x = _problem(n=300, d_in=8, d_sae=40, seed=7)
+
+    class DeviceRows:
+        """A streamed set's interface: ``device_rows`` (rows as a tensor) and a host view that must not be read."""
+
+        shape, ndim, asked = x.shape, 2, []
+
+        def device_rows(self, start: int, stop: int) -> torch.Tensor:
+            self.asked.append((start, stop))
+            return torch.as_tensor(x[start:stop])
+
+        def __getitem__(self, key: Any) -> np.ndarray:
+            raise AssertionError("the host view was read")
+
+    streamed = DeviceRows()
+    got = fs.scan_features(weights, streamed, k=5, batch_size=128)
+    expected = fs.scan_features(weights, x, k=5, batch_size=128)
+    assert streamed.asked == [(0, 128), (128, 256), (256, 384)]
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[2], expected[2])
+    np.testing.assert_array_equal(got[0].density, expected[0].density)

@@ -209,3 +209,27 @@ def test_one_block_read_at_every_snapshot_is_the_block_repeated(sparse: bool) ->
     assert _model().pre_activation(x).shape == (30, F)
     with pytest.raises(ValueError, match=r"expected \[batch, 3, 4\] \(or \[batch, 1, 4\]"):
         _model().pre_activation(torch.randn(2, 2, D))
+
+
+@pytest.mark.parametrize("n_dead", [0, 3])
+def test_the_pre_act_loss_is_saelens_without_asking_whether_a_feature_is_dead(n_dead: int, monkeypatch) -> None:
+    from sae_lens.saes.jumprelu_sae import calculate_pre_act_loss
+
+    from saetrack.crosscoder.model import pre_act_loss
+
+    gen = torch.Generator().manual_seed(0)
+    pre = torch.randn(16, 10, generator=gen, requires_grad=True)
+    threshold, weight = torch.rand(10, generator=gen), torch.rand(10, generator=gen)
+    dead = torch.arange(10) < n_dead
+    ours = pre_act_loss(0.1, threshold, pre, dead, weight)
+    (grad,) = torch.autograd.grad(ours, pre)
+    theirs = calculate_pre_act_loss(0.1, threshold, pre, dead, weight)
+    assert torch.equal(ours.detach(), theirs.detach())
+    if n_dead:
+        assert torch.equal(grad, torch.autograd.grad(theirs, pre)[0])
+    else:
+        assert not grad.any()  # no dead feature: no gradient, as SAELens' constant zero gives none
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: calls.append(1) or True)
+    pre_act_loss(0.1, threshold, pre, dead, weight)
+    assert not calls  # nothing read back to the host

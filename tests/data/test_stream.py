@@ -166,6 +166,10 @@ def test_the_lazy_analysis_view_reads_rows_like_the_cache(both_modes) -> None:
     np.testing.assert_array_equal(lazy[[-1]], full[[-1]])
     with pytest.raises(IndexError, match="out of range"):
         lazy[np.array([len(full)])]
+    on_device = lazy.device_rows(100, 1300)
+    assert isinstance(on_device, torch.Tensor) and on_device.device.type == "cpu"  # the source's device
+    np.testing.assert_array_equal(on_device.numpy(), full[100:1300])  # the same forward batches, the same values
+    np.testing.assert_array_equal(lazy.device_rows(len(full) - 5, len(full) + 9).numpy(), full[-5:])
 
 
 @pytest.fixture(scope="module")
