@@ -99,12 +99,18 @@ class ActivationSource(Protocol):
 
 
 def open_activations(
-    run: RunConfig, run_dir: Path, checkpoints: CheckpointSource | None = None, device: str = "cpu"
+    run: RunConfig,
+    run_dir: Path,
+    checkpoints: CheckpointSource | None = None,
+    device: str = "cpu",
+    *,
+    full_model: bool = True,
 ) -> ActivationSource:
     """The activation source of ``run`` in ``run_dir``, checked against the config: the on-disk cache, or (when
-    ``cache.mode="streamed"``) the checkpoints' models run on the fly on ``device``."""
+    ``cache.mode="streamed"``) the checkpoints' models run on the fly on ``device`` - whole, or with
+    ``full_model=False`` (a stage that evaluates no link) only the blocks before the hook."""
     if run.cache.streamed:
-        return StreamedActivations(run, run_dir, checkpoints, device)
+        return StreamedActivations(run, run_dir, checkpoints, device, full_model=full_model)
     return ActivationCache(run_dir, run)
 
 

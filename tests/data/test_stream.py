@@ -211,7 +211,8 @@ def test_one_model_load_serves_the_link_and_its_evaluation(streamed_only, monkey
 
 def test_a_stream_without_evaluation_keeps_only_the_blocks_before_the_hook(streamed_only) -> None:
     run, run_dir = streamed_only
-    whole, cut = open_activations(run, run_dir), StreamedActivations(run, run_dir, full_model=False)
+    whole, cut = open_activations(run, run_dir), open_activations(run, run_dir, full_model=False)
+    assert isinstance(cut, StreamedActivations) and whole.full_model and not cut.full_model
     step = run.sae_steps[0]
     model = cut.model(step)
     assert len(model.blocks) == run.cache.layer and model.unembed is None

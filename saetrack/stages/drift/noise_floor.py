@@ -163,7 +163,7 @@ def run_noise_floor(
         return np.zeros((0, d_sae)), record
     if checkpoints is None and run.cache.streamed:  # streamed: the final checkpoint's model runs again
         checkpoints = open_source(run.model, Path(run_dir))
-    activations = open_activations(run, run_dir, checkpoints, device)
+    activations = open_activations(run, run_dir, checkpoints, device, full_model=False)  # cosines only: no eval
     try:
         if len(activations.train_head(final_step, 1)) == 0:
             raise ValueError(f"the run holds no training rows of step {final_step}")

@@ -185,7 +185,7 @@ def _anchor_arrays(sets: list[an.AnchorSet], within: dict[str, np.ndarray]) -> d
 def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
     """Compute every formation analysis over the chain and write the stage folder atomically."""
     cfg = run.formation
-    source = open_activations(run, run_dir, device=device)
+    source = open_activations(run, run_dir, device=device, full_model=False)  # no evaluation: blocks to the hook
     folders = load_chain(run_dir, run)
     steps = sorted(folders)
     control = BaselineControl(run, run_dir, device)
