@@ -3,11 +3,11 @@
 Measured in one run:
 
 1. ``--features`` (default 65,536) random unit decoders of width ``--d-in`` (default 1024, pythia-410m) on each side,
-   matched by :func:`saetrack.analysis.sparse_matching.sparse_assignment` on ``--device``: the time of each pass
-   (candidate cosines in blocks, float64 re-scoring, the sparse assignment, the certificate), the ``k`` reached,
-   whether the answer is proven optimal (random dictionaries have no clear partners, so expect it not to be; a
-   chain's links do), and the process's peak resident memory against what the dense matching would need (the
-   full ``F x F'`` float64 cosine matrix alone);
+   matched by :func:`saetrack.analysis.sparse_matching.sparse_assignment` on ``--device``: the time of each part
+   (the candidate pool from blocks of cosines, float64 re-scoring, the sparse assignment, the certificate's
+   potentials), the ``k`` reached, whether the answer is proven optimal (random dictionaries have no clear partners,
+   the hardest case for the candidates), and the process's peak resident memory against what the dense matching
+   would need (the full ``F x F'`` float64 cosine matrix alone);
 2. at ``--compare`` features (default 2,048), the same, on random *and* on chain-like dictionaries (a noisy shuffled
    copy), side by side with the exact Hungarian assignment: the time ratio and whether the pairs are equal.
 
@@ -43,7 +43,7 @@ def _unit(n: int, d: int, seed: int) -> np.ndarray:
 def _timed_passes() -> dict[str, float]:
     """Wrap the sparse assignment's passes to add up their wall time."""
     spent: dict[str, float] = {}
-    for name in ("candidate_cosines", "pair_cosines", "min_weight_full_bipartite_matching"):
+    for name in ("candidate_pool", "pair_cosines", "min_weight_full_bipartite_matching", "residual_potentials"):
         inner = getattr(sparse_matching, name)
 
         def timed(*args, _inner=inner, _name=name, **kwargs):  # type: ignore[no-untyped-def]
