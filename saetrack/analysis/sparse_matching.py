@@ -274,14 +274,14 @@ def sparse_assignment(
     :func:`candidate_cosines` and proven optimal over all pairs when possible.
 
     The cosines are computed once, keeping ``max_k`` partners a feature (:func:`candidate_pool`). Starts with ``k``
-    candidates a side and quadruples ``k`` while the candidates hold no full matching (without
-    limit) or the certificate fails (up to ``max_k``); the last answer is returned with ``certified=False`` when
-    ``max_k`` is reached unproven. Then up to :data:`REPAIR_ROUNDS` rounds of column generation complete the
-    candidates of the features the certificate could not prove (when at most :data:`MAX_REPAIR_FEATURES` are):
-    every pair of theirs with a negative reduced cost under the certificate's potentials is added and the
-    assignment solved again (nano's consecutive links need it where a 4-cycle runs through a pair ranked 514th).
-    Dictionaries with no clear partners (e.g. random ones) stay unproven. Candidate cosines are recomputed in
-    float64 so that the assignment is solved on the same numbers as the exact Hungarian one.
+    candidates a side and quadruples ``k`` while the candidates hold no full matching (without limit) or the
+    certificate fails (up to ``max_k``). Still unproven at ``max_k``, up to :data:`REPAIR_ROUNDS` rounds of column
+    generation complete the candidates of the features the certificate could not prove (when at most
+    :data:`MAX_REPAIR_FEATURES` are): every pair of theirs within :data:`REPAIR_SLACK` of a negative reduced cost
+    under the certificate's potentials is added and the assignment solved again (nano's consecutive links need it
+    where a 4-cycle runs through a pair ranked 514th). An answer still unproven after that is returned with
+    ``certified=False``. Candidate cosines are recomputed in float64 so that the assignment is solved on the same
+    numbers as the exact Hungarian one.
     """
     n_a, n_b = np.shape(w_a)[0], np.shape(w_b)[0]
     pool = candidate_pool(w_a, w_b, max(k, max_k), chunk=chunk, device=device)  # one pass of cosines for all k
