@@ -8,8 +8,9 @@ candidate graph (``scipy.sparse.csgraph.min_weight_full_bipartite_matching``, LA
 Hungarian assignment whenever the optimal pairs are among the candidates - the case for dictionaries whose features
 have clear partners (chain links, seeds, methods) - and says so: a duality certificate
 (:mod:`saetrack.analysis.assignment_certificate`) proves the answer optimal over all ``F x F'`` pairs from the
-candidates alone. Unproven, ``k`` grows (x4) up to :data:`MAX_CANDIDATES`; an answer still unproven there is returned
-marked ``certified=False``.
+candidates alone. Unproven, ``k`` grows (x4) up to :data:`MAX_CANDIDATES`, then the features still unproven get
+their cosines with the whole other side (column generation); an answer still unproven then is returned marked
+``certified=False``.
 """
 
 from __future__ import annotations
