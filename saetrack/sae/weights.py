@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from sae_lens import SAE
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from saetrack.sae.io import SAE_CFG_FILE, SAE_WEIGHTS_FILE
@@ -25,6 +26,7 @@ __all__ = [
     "decode",
     "decoder_directions",
     "feature_activations",
+    "load_decoder",
 ]
 
 
@@ -53,12 +55,7 @@ class SAEWeights:
     def load(cls, folder: str | os.PathLike[str], device: str = "cpu") -> SAEWeights:
         """Read the weights of a SAELens-format folder without building an SAE module."""
         path = Path(folder)
-        cfg = json.loads((path / SAE_CFG_FILE).read_text())
-        if cfg.get("normalize_activations", "none") != "none":
-            raise StaleArtifactError(
-                f"{path}: normalize_activations = {cfg.get('normalize_activations')!r}; the raw weights of an "
-                "SAE trained with activation normalisation do not act on raw activations (SAE-Track needs 'none')."
-            )
+        cfg = _raw_weights_config(path)
         tensors = load_file(str(path / SAE_WEIGHTS_FILE), device=device)
         return cls(
             W_enc=tensors["W_enc"],
@@ -67,6 +64,27 @@ class SAEWeights:
             b_dec=tensors["b_dec"],
             apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
         )
+
+
+def _raw_weights_config(path: Path) -> dict[str, Any]:
+    """The SAELens config in ``path``; refused for an SAE trained with activation normalisation."""
+    cfg = json.loads((path / SAE_CFG_FILE).read_text())
+    if cfg.get("normalize_activations", "none") != "none":
+        raise StaleArtifactError(
+            f"{path}: normalize_activations = {cfg.get('normalize_activations')!r}; the raw weights of an "
+            "SAE trained with activation normalisation do not act on raw activations (SAE-Track needs 'none')."
+        )
+    return cfg
+
+
+def load_decoder(folder: str | os.PathLike[str], device: str = "cpu") -> torch.Tensor:
+    """``W_dec`` ``[F, d]`` of the SAELens-format SAE in ``folder``, read alone from its safetensors file (the
+    encoder and biases are not read) onto ``device``; refused, like :meth:`SAEWeights.load`, for an SAE trained with
+    activation normalisation."""
+    path = Path(folder)
+    _raw_weights_config(path)
+    with safe_open(str(path / SAE_WEIGHTS_FILE), framework="pt", device=device) as weights:
+        return weights.get_tensor("W_dec")
 
 
 SAELike = SAE[Any] | SAEWeights | str | os.PathLike[str]

@@ -10,7 +10,7 @@ import torch
 
 from saetrack.sae.io import SAE_CFG_FILE, save_sae
 from saetrack.sae.model import build_sae
-from saetrack.sae.weights import SAEWeights, decode, decoder_directions, feature_activations
+from saetrack.sae.weights import SAEWeights, decode, decoder_directions, feature_activations, load_decoder
 from saetrack.store import StaleArtifactError
 from tests.sae.helpers import D_IN, chain_config, randomise_biases
 
@@ -73,3 +73,16 @@ def test_weights_of_a_module_a_folder_and_a_refused_folder(tmp_path) -> None:
     )
     with pytest.raises(StaleArtifactError, match="normalize_activations"):
         SAEWeights.load(tmp_path / "link")
+
+
+def test_load_decoder_reads_w_dec_alone_and_refuses_normalised_saes(tmp_path) -> None:
+    sae = build_sae(D_IN, chain_config(), seed=4)
+    save_sae(sae, tmp_path / "link")
+    torch.testing.assert_close(load_decoder(tmp_path / "link"), sae.W_dec.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(
+        load_decoder(tmp_path / "link"), SAEWeights.load(tmp_path / "link").W_dec, rtol=0, atol=0
+    )
+    cfg = json.loads((tmp_path / "link" / SAE_CFG_FILE).read_text())
+    (tmp_path / "link" / SAE_CFG_FILE).write_text(json.dumps({**cfg, "normalize_activations": "layer_norm"}))
+    with pytest.raises(StaleArtifactError, match="normalize_activations"):
+        load_decoder(tmp_path / "link")

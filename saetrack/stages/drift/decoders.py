@@ -2,8 +2,8 @@
 
 The decoder cosine to final of every feature at every link (:func:`saetrack.analysis.drift.link_cosine_to_final`)
 and the decoder rows of the few features Fig. 7 draws, read one link at a time: the final link's ``W_dec`` stays
-loaded, each other link's ``W_dec`` (alone: not its encoder) is read from its ``sae_weights.safetensors`` onto the
-run's device, compared with it a few thousand rows at a time in float64, and dropped. The ``[T, F, d]`` stack of
+loaded, each other link's ``W_dec`` (alone: not its encoder, :func:`saetrack.sae.weights.load_decoder`) is read onto
+the run's device, compared with it a few thousand rows at a time in float64, and dropped. The ``[T, F, d]`` stack of
 every decoder is never built. On the CPU the cosines are those of the stacked
 :func:`~saetrack.analysis.drift.cosine_to_final`, bit for bit; on a CUDA device they agree to ~1e-15.
 
@@ -27,34 +27,16 @@ the drift stage reads (``[T, F]`` labels and tokens, ``[T, L]`` progress measure
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from tqdm import tqdm
 
 from saetrack.analysis.drift import COSINE_CHUNK_ROWS, link_cosine_to_final
-from saetrack.sae.io import SAE_CFG_FILE, SAE_WEIGHTS_FILE
-from saetrack.store import StaleArtifactError
+from saetrack.sae.weights import load_decoder
 
-__all__ = ["drift_peak_bytes", "link_drift", "load_decoder"]
-
-
-def load_decoder(folder: Path, device: str = "cpu") -> torch.Tensor:
-    """``W_dec`` ``[F, d]`` of the SAELens-format SAE in ``folder``, read alone from its safetensors file (the
-    encoder and biases are not read) onto ``device``; refused, like :meth:`saetrack.sae.weights.SAEWeights.load`,
-    for an SAE trained with activation normalisation."""
-    path = Path(folder)
-    cfg = json.loads((path / SAE_CFG_FILE).read_text())
-    if cfg.get("normalize_activations", "none") != "none":
-        raise StaleArtifactError(
-            f"{path}: normalize_activations = {cfg.get('normalize_activations')!r}; the raw weights of an "
-            "SAE trained with activation normalisation do not act on raw activations (SAE-Track needs 'none')."
-        )
-    with safe_open(str(path / SAE_WEIGHTS_FILE), framework="pt", device=device) as weights:
-        return weights.get_tensor("W_dec")
+__all__ = ["drift_peak_bytes", "link_drift"]
 
 
 def link_drift(
