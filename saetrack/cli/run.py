@@ -97,7 +97,7 @@ def _plan_or_check(args: argparse.Namespace, run: RunConfig, run_dir: Path, devi
     fits this machine: 2 (after saying why) when it does not, ``None`` to go on."""
     rates = measure_rates(device)
     limits = machine_limits(run_dir, device)
-    stages = planned_for(plan_run(run, rates), args.only, run)  # only what this call will run is checked
+    stages = planned_for(plan_run(run, rates), args.only)  # only what this call will run is checked
     if args.plan:
         print(format_plan(run, stages, rates, limits))
         measured = last_executions(run, run_dir)

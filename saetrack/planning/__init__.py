@@ -50,7 +50,7 @@ def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
     return stage_lines(plan_inputs(run, rates))
 
 
-def planned_for(stages: list[StagePlan], only: list[str] | None, run: RunConfig) -> list[StagePlan]:
-    """The plan lines of the stages that will run (``only``: ``saetrack run --only``; all when ``None``)."""
-    del run  # every line names its stage
+def planned_for(stages: list[StagePlan], only: list[str] | None) -> list[StagePlan]:
+    """The plan lines of the stages that will run (``only``: ``saetrack run --only``; all when ``None``): every line
+    names its stage (``owner``)."""
     return [s for s in stages if not only or s.owner in only]

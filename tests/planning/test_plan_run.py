@@ -46,11 +46,11 @@ def test_the_paper_presets_fit_64_gb_of_host_memory_and_one_80_gb_gpu(preset: st
 def test_only_the_stages_that_will_run_are_checked() -> None:
     paper = get_preset("pythia-160m-l4")
     lines = plan_run(paper, RATES)
-    assert [s.stage for s in planned_for(lines, ["formation", "drift"], paper)] == ["formation", "drift"]
-    assert [s.stage for s in planned_for(lines, ["cache"], paper)] == ["corpus", "cache"]
-    assert planned_for(lines, None, paper) == lines
+    assert [s.stage for s in planned_for(lines, ["formation", "drift"])] == ["formation", "drift"]
+    assert [s.stage for s in planned_for(lines, ["cache"])] == ["corpus", "cache"]
+    assert planned_for(lines, None) == lines
     nano = get_preset("nano")
-    got = [s.stage for s in planned_for(plan_run(nano, RATES), ["crosscoder"], nano)]
+    got = [s.stage for s in planned_for(plan_run(nano, RATES), ["crosscoder"])]
     assert got == ["crosscoder", "statistics", "methods"]
 
 
