@@ -19,6 +19,7 @@ __all__ = [
     "CROSSCODER_DIR",
     "CROSSCODER_MODEL_DIR",
     "DRIFT_DIR",
+    "EXPLORER_DIR",
     "FIGURES_ENV",
     "FORMATION_DIR",
     "MANIFEST",
@@ -62,6 +63,8 @@ CROSSCODER_DIR = "crosscoder"
 #: The trained crosscoder inside ``CROSSCODER_DIR`` (the format of ``saetrack.crosscoder.io``).
 CROSSCODER_MODEL_DIR = "model"
 CROSSCODER_COMPARISON_DIR = "crosscoder_vs_chain"
+#: The feature-evolution explorer (notebook 07): a static site, also copied to ``figures/<preset>/explorer/``.
+EXPLORER_DIR = "explorer"
 NOTEBOOKS_DIR = "notebooks"
 RESULTS_JSON = "results.json"
 

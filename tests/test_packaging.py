@@ -47,6 +47,10 @@ def test_the_wheel_holds_every_module_of_the_source_tree(wheel: Path) -> None:
     assert {name.split("/")[1] for name in packed if name.count("/") > 1} >= {
         "config", "data", "sae", "analysis", "stages", "plots", "hub", "crosscoder", "ledger", "pipeline"
     }  # fmt: skip
+    assets = PACKAGE / "stages" / "explorer" / "assets"  # the explorer's page, script, style and vendored Plotly.js
+    wanted = {p.relative_to(paths.REPO_ROOT).as_posix() for p in assets.rglob("*") if p.is_file()}
+    with zipfile.ZipFile(wheel) as archive:
+        assert wanted and wanted <= set(archive.namelist())
 
 
 def _fresh_venv(root: Path) -> Path:

@@ -19,7 +19,7 @@ __all__ = ["RUN_DESCRIPTION", "main", "run_main", "run_parser"]
 
 #: What ``saetrack run --help`` (and ``python run_all.py --help``) says before the options.
 RUN_DESCRIPTION = f"""\
-Run the pipeline for one preset: the numbered notebooks (01 cache ... 06 crosscoder), executed through papermill in
+Run the pipeline for one preset: the numbered notebooks (01 cache ... 07 explorer), executed through papermill in
 order, then the figures, the results and the notebook renders copied to figures/<preset>/.
 
 examples:

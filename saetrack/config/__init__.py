@@ -6,6 +6,7 @@
 * :mod:`~saetrack.config.chain` — the SAE-Track chain;
 * :mod:`~saetrack.config.analysis` — formation, drift, scale study;
 * :mod:`~saetrack.config.crosscoder` — the cross-snapshot crosscoder (notebook 06);
+* :mod:`~saetrack.config.explorer` — the feature-evolution explorer (notebook 07);
 * :mod:`~saetrack.config.run` — :class:`RunConfig`, the whole run;
 * :mod:`~saetrack.config.presets` — the named presets and :func:`get_preset`.
 
@@ -18,6 +19,7 @@ from saetrack.config.base import PRESETS, ConfigError, config_hash
 from saetrack.config.chain import ChainConfig
 from saetrack.config.crosscoder import CrosscoderConfig
 from saetrack.config.data import CacheConfig, CorpusConfig, ModelConfig, SuiteConfig
+from saetrack.config.explorer import ExplorerConfig
 from saetrack.config.presets import DEFAULT_PRESET, NANO_SCALE, get_preset
 from saetrack.config.run import RunConfig
 from saetrack.config.schedules import PAPER_SAE_SCHEDULE, PYTHIA_CHECKPOINT_STEPS, pythia_like_steps
@@ -34,6 +36,7 @@ __all__ = [
     "CorpusConfig",
     "CrosscoderConfig",
     "DriftConfig",
+    "ExplorerConfig",
     "FormationConfig",
     "ModelConfig",
     "RunConfig",

@@ -13,6 +13,7 @@ from saetrack.config.base import PRESETS, ConfigError, config_hash, fail
 from saetrack.config.chain import ChainConfig
 from saetrack.config.crosscoder import CrosscoderConfig
 from saetrack.config.data import CacheConfig, CorpusConfig, ModelConfig, SuiteConfig
+from saetrack.config.explorer import ExplorerConfig
 from saetrack.config.types import check_types
 
 __all__ = [
@@ -30,6 +31,7 @@ _SECTIONS: dict[str, type] = {
     "drift": DriftConfig,
     "scale": ScaleConfig,
     "crosscoder": CrosscoderConfig,
+    "explorer": ExplorerConfig,
 }
 
 
@@ -48,6 +50,7 @@ class RunConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     crosscoder: CrosscoderConfig = field(default_factory=CrosscoderConfig)
+    explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -85,6 +88,13 @@ class RunConfig:
                 "schedule",
                 self.chain.schedule,
                 f"indices must lie in [0, {n_ckpt}) (the model has {n_ckpt} checkpoints); {bad} do not",
+            )
+        if self.explorer.contexts_per_checkpoint > self.formation.top_k:
+            fail(
+                "explorer",
+                "contexts_per_checkpoint",
+                self.explorer.contexts_per_checkpoint,
+                f"must be <= formation.top_k = {self.formation.top_k} (the datapoints stored per feature)",
             )
         bad = [i for i in self.crosscoder.snapshots if i >= n_ckpt]
         if bad:

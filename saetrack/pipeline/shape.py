@@ -133,6 +133,16 @@ STAGES: tuple[Stage, ...] = (
         enabled=lambda run: run.crosscoder.enabled,
         switch="crosscoder.enabled",
     ),
+    Stage(
+        name="explorer",
+        notebook="07_explorer.ipynb",
+        inputs=("cache", "chain", "formation", "drift", "crosscoder"),
+        plan="saetrack.planning.explorer.plan",
+        modules=("saetrack.stages.explorer",),
+        description="the feature-evolution explorer: a static site of every feature across checkpoints",
+        enabled=lambda run: run.explorer.enabled,
+        switch="explorer.enabled",
+    ),
 )
 
 

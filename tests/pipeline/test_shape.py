@@ -15,7 +15,7 @@ from saetrack.pipeline.shape import STAGE_NAMES, STAGES, get_stage, stage_of_out
 
 
 def test_stages_in_order_each_reading_earlier_ones() -> None:
-    assert STAGE_NAMES == ("cache", "chain", "formation", "drift", "scale", "crosscoder")
+    assert STAGE_NAMES == ("cache", "chain", "formation", "drift", "scale", "crosscoder", "explorer")
     for position, stage in enumerate(STAGES):
         assert set(stage.inputs) <= set(STAGE_NAMES[:position]), stage.name
         assert (NOTEBOOK_DIR / stage.notebook).is_file() and stage.notebook.startswith(f"0{position + 1}_")

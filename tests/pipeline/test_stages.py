@@ -12,7 +12,7 @@ from saetrack.config import RunConfig
 from saetrack.notebooks import NotebookRun
 from saetrack.pipeline import stages as pipeline_module
 from saetrack.pipeline.stages import STAGES, get_stage, run_stages, stage_hashes
-from saetrack.stages import cache, chain, crosscoder, drift, formation, scale
+from saetrack.stages import cache, chain, crosscoder, drift, explorer, formation, scale
 from saetrack.stages.chain import comparison
 from saetrack.stages.crosscoder import method_comparison, statistics
 
@@ -20,12 +20,13 @@ from saetrack.stages.crosscoder import method_comparison, statistics
 def test_output_hashes_come_from_the_stage_modules(run: RunConfig) -> None:
     assert get_stage("chain").outputs(run) == (paths.CHAIN_DIR, paths.BASELINE_DIR, paths.COMPARISON_DIR)
     expected = {}
-    for module in (cache, chain, comparison, formation, drift, scale, crosscoder, statistics, method_comparison):
+    for module in (cache, chain, comparison, formation, drift, scale, crosscoder, statistics, method_comparison,
+                   explorer):  # fmt: skip
         expected.update(module.output_hashes(run))
     assert stage_hashes(run) == expected
     assert list(stage_hashes(run)) == ["corpus", "model", "cache", "chain", "baseline", "comparison", "formation",
                                        "drift", "scale", "crosscoder", "statistics",
-                                       "crosscoder_vs_chain"]  # fmt: skip
+                                       "crosscoder_vs_chain", "explorer"]  # fmt: skip
 
 
 def test_a_stage_that_is_off_is_skipped_with_its_switch_named(run: RunConfig, tmp_path: Path) -> None:
