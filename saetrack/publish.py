@@ -191,9 +191,10 @@ def publish_run(preset: str, run_dir: Path) -> list[Path]:
         (nb.stem, render_index.notebook_title(nbformat.read(nb, as_version=4).cells, nb.stem)) for nb in notebooks
     ]
     hidden = machine_paths(preset, run_dir, paths.REPO_ROOT)
+    explorer = (out / paths.EXPLORER_DIR / render_index.INDEX_HTML).is_file()
     for position, notebook in enumerate(notebooks):
         target = out / paths.NOTEBOOKS_DIR / f"{notebook.stem}.html"
-        navigation = render_index.navigation(renders, position)
+        navigation = render_index.navigation(renders, position, explorer)
         written.append(render_notebook(notebook, target, hidden, navigation, title=renders[position][1]))
     index = out / paths.NOTEBOOKS_DIR / render_index.INDEX_HTML
     page = _PAGE.format(title=escape(f"{preset}: notebooks, figures and results"), navigation="",

@@ -43,14 +43,17 @@ def notebook_title(cells: Sequence, fallback: str) -> str:
     return fallback
 
 
-def navigation(renders: Sequence[tuple[str, str]], position: int) -> str:
+def navigation(renders: Sequence[tuple[str, str]], position: int, explorer: bool = False) -> str:
     """The bar of links of render number ``position`` among ``renders`` (``(file stem, title)`` in order): the
-    previous and the next render, where there is one, and the index page."""
+    previous and the next render, where there is one, the index page, and the feature explorer when ``explorer``
+    (published beside the renders, in ``figures/<preset>/explorer/``)."""
     links = []
     if position > 0:
         stem, title = renders[position - 1]
         links.append(f'<a href="{escape(stem)}.html" rel="prev">&larr; {escape(title)}</a>')
     links.append(f'<a href="{INDEX_HTML}">index of the notebooks, figures and results</a>')
+    if explorer:
+        links.append(f'<a href="../{paths.EXPLORER_DIR}/{INDEX_HTML}">feature explorer</a>')
     if position + 1 < len(renders):
         stem, title = renders[position + 1]
         links.append(f'<a href="{escape(stem)}.html" rel="next">{escape(title)} &rarr;</a>')
@@ -83,10 +86,17 @@ def _figure_items(figures: Path) -> list[str]:
 
 
 def _feature_explorer_section(figures: Path) -> str:
-    """The place for the feature explorer's section (a later addition): empty until the explorer is written into
-    ``figures``, so the index never links a page that does not exist."""
-    del figures
-    return ""
+    """The feature explorer's section (notebook 07's site in ``figures/explorer/``), linked relative to the index
+    page; empty when no explorer was published, so the index never links a page that does not exist."""
+    if not (figures / paths.EXPLORER_DIR / INDEX_HTML).is_file():
+        return ""
+    page = f"../{paths.EXPLORER_DIR}/{INDEX_HTML}"
+    return (
+        "<h2>Feature explorer</h2>"
+        f'<p><a href="{page}">Every feature across every checkpoint</a>: sortable index, a page per feature (top '
+        "contexts at each checkpoint, decoder drift with its noise floor, progress measure, the matched crosscoder "
+        "feature) and per checkpoint.</p>"
+    )
 
 
 def index_page(preset: str, renders: Sequence[tuple[str, str]], figures: Path) -> str:

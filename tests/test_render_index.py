@@ -34,6 +34,23 @@ def test_navigation_links_the_neighbours_and_the_index() -> None:
     assert 'rel="prev">&larr; 01 · Cache</a>' in middle and 'rel="next">03 · F &rarr;</a>' in middle
 
 
+def test_navigation_links_the_explorer_when_it_is_published() -> None:
+    assert "explorer" not in navigation(RENDERS, 1)
+    links = re.findall(r'href="([^"]+)"', navigation(RENDERS, 1, explorer=True))
+    assert links == ["01_cache_activations.html", INDEX_HTML, f"../explorer/{INDEX_HTML}", "03_feature_formation.html"]
+
+
+def test_index_page_has_the_explorer_section_only_when_the_explorer_exists(tmp_path: Path) -> None:
+    figures = tmp_path / "nano"
+    (figures / "notebooks").mkdir(parents=True)
+    assert "explorer" not in index_page("nano", RENDERS, figures)
+    (figures / "explorer").mkdir()
+    (figures / "explorer" / INDEX_HTML).write_text("x")
+    page = index_page("nano", RENDERS, figures)
+    assert "<h2>Feature explorer</h2>" in page and f'href="../explorer/{INDEX_HTML}"' in page
+    assert (figures / "notebooks" / "../explorer" / INDEX_HTML).resolve().is_file()
+
+
 def test_figure_labels_follow_the_paper() -> None:
     assert [figure_label(key) for key in ("02", "05a", "10", "S01", "X10")] == [
         "Fig. 2",

@@ -48,7 +48,6 @@ from saetrack.plots.formation import (
     feature_regions_figure,
     pattern_examples_from_records,
     pattern_table_figure,
-    pattern_table_html,
     progress_figure,
     umap_figure,
 )
@@ -58,6 +57,7 @@ from saetrack.plots.formation_controls import (
     normalised_progress_figure,
     progress_terms_figure,
 )
+from saetrack.plots.formation_html import pattern_table_html
 from saetrack.plots.scale import scale_summary_figure, seed_study_figure
 from saetrack.plots.suite import loss_curve_figure
 

@@ -14,8 +14,8 @@ from saetrack.plots.formation import (
     clip_context,
     feature_regions_figure,
     pattern_table_figure,
-    pattern_table_html,
 )
+from saetrack.plots.formation_html import pattern_table_html
 
 STEPS = (0, 512, 143000)
 
@@ -61,19 +61,6 @@ def test_clip_context_keeps_marked_token() -> None:
     assert len(clipped) == 30 and "«target»" in clipped
     assert clipped.startswith("…") and clipped.endswith("…")
     assert clip_context("a\nb «c»", 30) == "a⏎ b «c»"
-
-
-def test_pattern_table_html_escapes_and_marks() -> None:
-    page = pattern_table_html(_examples(), title="Patterns <1>")
-    assert page.startswith("<!DOCTYPE html>")
-    assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold</b>" not in page
-    assert "<mark>x</mark>" in page and "«" not in page and "»" not in page
-    assert "&amp; y" in page
-    assert "Patterns &lt;1&gt;" in page
-    for step in STEPS:
-        assert f"<th>step {step}</th>" in page
-    assert page.count("<tr>") == 4
-    assert "Maintaining<br>feature 10" in page
 
 
 def test_progress_figure_has_a_panel_per_key_and_a_median_per_type() -> None:
