@@ -34,7 +34,8 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     """Add the README (as ``overview.md``), the committed figures and the generated reference pages."""
     files.append(File.generated(config, "overview.md", abs_src_path=str(ROOT / "README.md")))
     for path in sorted((ROOT / "figures").rglob("*")):
-        if path.is_file() and path.suffix in FIGURE_SUFFIXES:
+        explorer = "explorer" in path.relative_to(ROOT).parts  # the explorer's site travels whole (scripts, styles)
+        if path.is_file() and (path.suffix in FIGURE_SUFFIXES or explorer):
             uri = path.relative_to(ROOT).as_posix()
             files.append(File.generated(config, uri, abs_src_path=str(path)))
     modules = _modules()
