@@ -55,7 +55,13 @@ const el = (tag, attrs = {}, ...children) => {
   children.flat().forEach((c) => node.append(c instanceof Node ? c : document.createTextNode(String(c))));
   return node;
 };
-const fmt = (v, digits = 3) => (v === null || v === undefined ? "–" : Number(v).toPrecision(digits).replace(/\.?0+(e|$)/, "$1"));
+// A number to `digits` significant digits, trailing zeros after a decimal point dropped (100 stays 100).
+const fmt = (v, digits = 3) => {
+  if (v === null || v === undefined) return "–";
+  const [mantissa, exponent] = Number(v).toPrecision(digits).split("e");
+  const trimmed = mantissa.includes(".") ? mantissa.replace(/0+$/, "").replace(/\.$/, "") : mantissa;
+  return exponent === undefined ? trimmed : `${trimmed}e${exponent}`;
+};
 const pct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(v < 0.01 ? 2 : 1)}%`);
 const visible = (text) => text.replace(/\n/g, "⏎").replace(/\t/g, "⇥");
 const tokenSpan = (text) => el("span", { class: "tok", text: text === "" ? "∅" : visible(text) });
