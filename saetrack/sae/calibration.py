@@ -1,0 +1,149 @@
+"""Choosing the sparsity penalty for a target L0 instead of by hand: bisection over short training runs.
+
+The L1 coefficient λ of Eq. 3 that gives usable links depends on the model, the hook and the activation scale: the
+default that suits the nano suite left every link of a 768-wide GPT-NeoX model dead. A researcher knows the sparsity
+they want (an L0, active features per token) better than a λ, so :func:`calibrate_coefficient` finds the λ whose
+short run reaches that L0 on held-out tokens:
+
+1. **Bracket.** From a starting λ, multiply or divide by ``factor`` until one λ gives an L0 above the target and
+   another below it (L0 falls as λ grows).
+2. **Bisect** geometrically between them until a run's L0 is within ``tolerance`` of the target (relative).
+
+Each run trains a fresh SAE from the same seed on the same tokens (:func:`short_run_l0`), so L0(λ) is a deterministic
+function and the search reproducible. A target that cannot be bracketed is an error naming what to change: L0 that
+stays near zero even at a small λ means the SAE dies (too few tokens, or a learning rate too low for them); L0 that
+stays above the target at a large λ means the penalty cannot bite (too few tokens to sparsify).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from saetrack.config.chain import ChainConfig
+from saetrack.sae.model import build_sae
+from saetrack.sae.training import train_sae
+from saetrack.sae.weights import feature_activations
+
+__all__ = ["Calibration", "CalibrationError", "calibrate_coefficient", "short_run_l0"]
+
+
+class CalibrationError(ValueError):
+    """No coefficient reaches the target L0 within the runs allowed (the message says which way it failed)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibrated coefficient, the L0 its run reached, the target, and every run's ``(coefficient, L0)``."""
+
+    coefficient: float
+    l0: float
+    target_l0: float
+    runs: tuple[tuple[float, float], ...]
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready record for a manifest."""
+        return {
+            "coefficient": self.coefficient,
+            "l0": self.l0,
+            "target_l0": self.target_l0,
+            "runs": [list(run) for run in self.runs],
+        }
+
+
+def _within(l0: float, target: float, tolerance: float) -> bool:
+    return abs(l0 / target - 1.0) <= tolerance
+
+
+def calibrate_coefficient(
+    l0_at: Callable[[float], float],
+    target_l0: float,
+    start: float,
+    *,
+    tolerance: float = 0.1,
+    factor: float = 4.0,
+    max_runs: int = 16,
+) -> Calibration:
+    """The coefficient λ whose run reaches ``target_l0`` within ``tolerance`` (relative), found by bracketing from
+    ``start`` by ``factor`` and bisecting geometrically; ``l0_at(λ)`` trains a short run and returns its L0 (L0 must
+    fall as λ grows). Raises :class:`CalibrationError` after ``max_runs`` runs without reaching the target."""
+    if not target_l0 > 0 or not start > 0 or not factor > 1 or not 0 < tolerance < 1:
+        raise ValueError("target_l0 and start must be > 0, factor > 1 and tolerance in (0, 1).")
+    runs: list[tuple[float, float]] = []
+
+    def run(coefficient: float) -> float:
+        if len(runs) >= max_runs:
+            raise _exhausted(runs, target_l0)
+        l0 = float(l0_at(coefficient))
+        runs.append((coefficient, l0))
+        return l0
+
+    l0 = run(start)
+    if _within(l0, target_l0, tolerance):
+        return Calibration(start, l0, float(target_l0), tuple(runs))
+    while True:  # bracket: a λ whose L0 is above the target (too weak) and one whose L0 is below it (too strong)
+        weak = [c for c, v in runs if v > target_l0]
+        strong = [c for c, v in runs if v < target_l0]
+        if weak and strong:
+            break
+        coefficient = max(weak) * factor if not strong else min(strong) / factor
+        l0 = run(coefficient)
+        if _within(l0, target_l0, tolerance):
+            return Calibration(coefficient, l0, float(target_l0), tuple(runs))
+    # bracketing moves outward from the extremes, so every weak λ lies below every strong one
+    low = max(c for c, v in runs if v > target_l0)
+    high = min(c for c, v in runs if v < target_l0)
+    while True:  # bisect geometrically (L0 falls as λ grows)
+        middle = math.sqrt(low * high)
+        l0 = run(middle)
+        if _within(l0, target_l0, tolerance):
+            return Calibration(middle, l0, float(target_l0), tuple(runs))
+        low, high = (middle, high) if l0 > target_l0 else (low, middle)
+
+
+def _exhausted(runs: list[tuple[float, float]], target: float) -> CalibrationError:
+    """The error after the last allowed run: which way L0 failed, and what to change."""
+    if all(v < target for _, v in runs) and max(v for _, v in runs) < 0.5:
+        why = "L0 stays near zero even at the smallest λ: the SAE dies; give the first link more tokens or a higher lr"
+    elif all(v > target for _, v in runs):
+        why = "L0 stays above the target even at the largest λ: too few tokens to sparsify; give the first link more"
+    else:
+        why = "the runs did not land within the tolerance; allow a wider tolerance or more runs"
+    return CalibrationError(f"no sparsity penalty reached L0 {target:g} ({_tried(runs)}): {why}.")
+
+
+def _tried(runs: list[tuple[float, float]]) -> str:
+    return ", ".join(f"λ={c:.3g}: L0 {v:.3g}" for c, v in runs)
+
+
+def short_run_l0(
+    x_train: np.ndarray,
+    x_heldout: np.ndarray,
+    chain: ChainConfig,
+    to_sae_l1: Callable[[float], float],
+    *,
+    n_tokens: int,
+    seed: int,
+    device: str = "cpu",
+) -> Callable[[float], float]:
+    """``l0_at(λ)`` for :func:`calibrate_coefficient`: a fresh SAE of ``chain``'s shape and seed ``seed`` (the first
+    link's initialisation, Eq. 1-5) trained for ``n_tokens`` tokens of ``x_train`` with the SAELens L1 coefficient
+    ``to_sae_l1(λ)`` (the chain's normalisation of λ, Eq. 3), its mean L0 measured on ``x_heldout``."""
+    heldout = torch.as_tensor(np.asarray(x_heldout, dtype=np.float32))
+
+    def l0_at(coefficient: float) -> float:
+        shaped = dataclasses.replace(chain, l1_coefficient=to_sae_l1(coefficient))
+        sae = build_sae(x_train.shape[1], shaped, seed=seed, device=device)
+        train_sae(
+            sae, x_train, n_tokens=n_tokens, lr=chain.lr_first, warmup_steps=chain.warmup_steps_first,
+            batch_size=chain.batch_size, seed=seed, keep_optimizer_state=False, progress=False,
+        )  # fmt: skip
+        acts = feature_activations(sae, heldout)
+        return float((acts > 0).float().sum(dim=1).mean())
+
+    return l0_at
