@@ -22,7 +22,7 @@ COMPARISON_ONLY_FIELDS: tuple[str, ...] = ("seed_control",)
 
 #: Fields added to :class:`ChainConfig` after runs were made: left out of the chain's config hash while at these
 #: defaults, so run directories made before them stay current.
-CHAIN_HASH_DEFAULTS: dict[str, object] = {"matmul_precision": "fp32"}
+CHAIN_HASH_DEFAULTS: dict[str, object] = {"matmul_precision": "fp32", "target_l0": None, "calibration_tokens": 262_144}
 
 #: Choices of ``ChainConfig.matmul_precision``: the precision of the SAE training step's matrix products.
 MATMUL_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
@@ -79,6 +79,12 @@ class ChainConfig:
     #: loop; no effect on the CPU) or ``"bf16"`` (the fused step's five products take bfloat16 operands with float32
     #: accumulation and output; emulated on the CPU). ``benchmarks/bench_precision.py`` compares bf16 with fp32.
     matmul_precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    #: Target L0 (active features per token) of the first link: when set, ``l1_coefficient`` is only the search's
+    #: starting point and the chain's coefficient is calibrated to this L0 on short runs on the first checkpoint
+    #: (:mod:`saetrack.stages.chain.calibrate`), then kept fixed along the chain. ``None``: ``l1_coefficient`` as given.
+    target_l0: float | None = None
+    #: Training tokens of each calibration run (at most the first link's ``first_tokens``).
+    calibration_tokens: int = 262_144
     #: Seed-to-seed control of the feature agreement (Fig. S5): at (at most) this many baseline checkpoints a second
     #: from-scratch SAE is trained with another seed (else the baseline's exact settings, rows and budget) and matched
     #: to the first. ``k``: ``k`` of them, spread back from the last (:attr:`seed_control_indices`; 2: the middle and
@@ -101,8 +107,11 @@ class ChainConfig:
                 "first_tokens": self.first_tokens,
                 "link_tokens": self.link_tokens,
                 "batch_size": self.batch_size,
+                "calibration_tokens": self.calibration_tokens,
             },
         )
+        if self.target_l0 is not None:
+            require_positive("chain", {"target_l0": self.target_l0})
         if self.baseline_tokens is not None:
             require_positive("chain", {"baseline_tokens": self.baseline_tokens})
         if not self.schedule:

@@ -134,7 +134,7 @@ def short_run_l0(
     """``l0_at(λ)`` for :func:`calibrate_coefficient`: a fresh SAE of ``chain``'s shape and seed ``seed`` (the first
     link's initialisation, Eq. 1-5) trained for ``n_tokens`` tokens of ``x_train`` with the SAELens L1 coefficient
     ``to_sae_l1(λ)`` (the chain's normalisation of λ, Eq. 3), its mean L0 measured on ``x_heldout``."""
-    heldout = torch.as_tensor(np.asarray(x_heldout, dtype=np.float32))
+    heldout = torch.as_tensor(np.array(x_heldout, dtype=np.float32))  # a copy: the rows may be a read-only map
 
     def l0_at(coefficient: float) -> float:
         shaped = dataclasses.replace(chain, l1_coefficient=to_sae_l1(coefficient))

@@ -74,11 +74,23 @@ def test_training_fields_leave_out_the_comparison_only_fields() -> None:
 def test_matmul_precision_enters_the_chain_hash_only_when_not_fp32() -> None:
     chain = dataclasses.asdict(ChainConfig(schedule=(0, 1)))
     assert chain["matmul_precision"] == "fp32" and MATMUL_PRECISIONS == ("fp32", "tf32", "bf16")
-    assert CHAIN_HASH_DEFAULTS == {"matmul_precision": "fp32"}
-    # at the default the hashed section is the one of before the field existed: existing runs stay current
-    before_the_field = {k: v for k, v in chain.items() if k != "matmul_precision"}
+    assert CHAIN_HASH_DEFAULTS == {"matmul_precision": "fp32", "target_l0": None, "calibration_tokens": 262_144}
+    # at the defaults the hashed section is the one of before the fields existed: existing runs stay current
+    before_the_field = {k: v for k, v in chain.items() if k not in CHAIN_HASH_DEFAULTS}
     assert config_hash(training_fields(chain)) == config_hash(training_fields(before_the_field))
     for precision in ("tf32", "bf16"):
         other = dataclasses.asdict(ChainConfig(schedule=(0, 1), matmul_precision=precision))
         assert training_fields(other)["matmul_precision"] == precision
         assert config_hash(training_fields(other)) != config_hash(training_fields(chain))
+
+
+def test_a_target_l0_is_positive_and_enters_the_hash_only_when_set() -> None:
+    chain = dataclasses.asdict(ChainConfig(schedule=(0, 1)))
+    assert chain["target_l0"] is None and "target_l0" not in training_fields(chain)
+    with pytest.raises(ConfigError, match=r"chain\.target_l0 = 0"):
+        ChainConfig(schedule=(0,), target_l0=0)
+    with pytest.raises(ConfigError, match=r"chain\.calibration_tokens"):
+        ChainConfig(schedule=(0,), calibration_tokens=0)
+    target = dataclasses.asdict(ChainConfig(schedule=(0, 1), target_l0=16.0))
+    assert training_fields(target)["target_l0"] == 16.0
+    assert config_hash(training_fields(target)) != config_hash(training_fields(chain))

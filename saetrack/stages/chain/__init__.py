@@ -32,6 +32,7 @@ from saetrack.sae.io import load_training_sae, save_sae
 from saetrack.sae.model import SAETrackSAE, build_sae
 from saetrack.sae.recurrent import recurrent_init
 from saetrack.sae.training import TrainResult
+from saetrack.stages.chain.calibrate import calibrate_first_link, calibrated_run, with_coefficient
 from saetrack.stages.chain.links import (
     ACTIVATION_SCALE_ROWS,
     ChainTrainingError,
@@ -173,6 +174,10 @@ def _build_chain(
 ) -> dict[str, Any]:
     checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
     activations = open_activations(run, run_dir, checkpoints, device)
+    configured, calibration = run, None
+    if run.chain.target_l0 is not None:  # λ for a target L0, found before the first link and kept along the chain
+        calibration = calibrate_first_link(run, stage.folder, activations, stage.config_hash, device, progress)
+        run = with_coefficient(run, calibration["coefficient"])
     links: list[dict[str, Any]] = []
     previous: SAETrackSAE | None = None
     optimizer_state: dict[str, Any] | None = None
@@ -193,11 +198,13 @@ def _build_chain(
         previous, optimizer_state = result.sae, result.optimizer_state
         if after_link is not None:
             after_link(step)
+    extra = {"calibration": calibration} if calibration is not None else {}
     return stage.finish(
-        config={"chain": run.to_dict()["chain"], "hook_name": run.cache.hook_name},
+        config={"chain": configured.to_dict()["chain"], "hook_name": run.cache.hook_name},
         preset=run.preset,
         steps=list(run.sae_steps),
         links=links,
+        **extra,
     )
 
 
@@ -303,6 +310,7 @@ def _build_baselines(
 ) -> dict[str, Any]:
     checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
     activations = open_activations(run, run_dir, checkpoints, device)
+    configured, run = run, calibrated_run(run, run_dir)  # the chain's λ (calibrated when chain.target_l0 is set)
     records = []
     for step in run.baseline_steps:
         done = stage.finished_part(paths.step_dir_name(step))
@@ -310,7 +318,8 @@ def _build_baselines(
             records.append(done["baseline"])
             continue
         records.append(_train_baseline_at(run, stage, activations, checkpoints, step, device, progress))
-    return stage.finish(config={"chain": run.to_dict()["chain"]}, steps=list(run.baseline_steps), baselines=records)
+    chain = configured.to_dict()["chain"]
+    return stage.finish(config={"chain": chain}, steps=list(run.baseline_steps), baselines=records)
 
 
 def train_baselines(
