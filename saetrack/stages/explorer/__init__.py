@@ -31,15 +31,13 @@ from saetrack import paths, store
 from saetrack.api import Run
 from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
-from saetrack.data.activations import open_activations
 from saetrack.data.cache_plan import cache_config_hash
 from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
 from saetrack.stages.crosscoder import crosscoder_config_hash
 from saetrack.stages.crosscoder.method_comparison import comparison_config_hash
 from saetrack.stages.drift import drift_config_hash
 from saetrack.stages.explorer import pages, site
-from saetrack.stages.explorer.arrays import gather_arrays
-from saetrack.stages.explorer.contexts import context_windows
+from saetrack.stages.explorer.arrays import gather_arrays, run_windows
 
 __all__ = [
     "build_explorer",
@@ -75,34 +73,14 @@ def explorer_config_hash(run: RunConfig) -> str:
     return config_hash(payload)
 
 
-def _token_text(tokenizer: Any) -> Any:
-    """``token id -> text`` (``""`` for -1), decoded once per id."""
-    cache: dict[int, str] = {}
-
-    def text(token: int) -> str:
-        if token < 0:
-            return ""
-        if token not in cache:
-            cache[token] = tokenizer.decode([token])
-        return cache[token]
-
-    return text
-
-
 def _write_site(run: Run, folder: Path, device: str, progress: bool) -> dict[str, Any]:
     """Gather the arrays, recompute the shaded contexts and write every data file and asset into ``folder``."""
     cfg, timings = run.config.explorer, {}
     started = time.perf_counter()
     arrays = gather_arrays(run, cfg.nearest, device=device)
-    formation, tokens = run.formation(), run.analysis_tokens()
-    source = open_activations(run.config, run.run_dir, device=device, full_model=False)
-    windows = context_windows(
-        source.analysis, lambda step: run.link(step, device=device), run.steps, formation.top_values,
-        formation.top_indices, context_length=tokens.shape[1], n_contexts=cfg.contexts_per_checkpoint,
-        before=cfg.context_before, after=cfg.context_after, progress=progress,
-    )  # fmt: skip
+    windows = run_windows(run, run.steps, cfg.contexts_per_checkpoint, device=device, progress=progress)
     timings["contexts"] = time.perf_counter() - started
-    text, ids = _token_text(run.tokenizer()), pages.window_ids(tokens, windows.offsets)
+    text, ids = pages.token_texts(run.tokenizer()), pages.window_ids(run.analysis_tokens(), windows.offsets)
     n, used = run.n_features, set(arrays.dominant.reshape(-1).tolist())
     search = []
     for f in tqdm(range(n), desc="explorer pages", unit="feature", disable=not progress):

@@ -8,16 +8,19 @@ firing frequencies and manifests); the only things computed here are each featur
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from saetrack.api import Run
+from saetrack.data.activations import open_activations
 from saetrack.stages.chain import read_link_manifests
+from saetrack.stages.explorer.contexts import ContextWindows, context_windows
 from saetrack.stages.explorer.nearest import nearest_features
 
-__all__ = ["CrosscoderArrays", "RunArrays", "gather_arrays"]
+__all__ = ["CrosscoderArrays", "RunArrays", "gather_arrays", "run_windows"]
 
 #: The progress measure shown on a feature page: activation space, cosine (Eq. 14-16, Fig. 5's solid curves).
 PROGRESS_KEY = "activation_cosine"
@@ -132,3 +135,26 @@ def gather_arrays(run: Run, nearest: int, device: str = "cpu") -> RunArrays:
         nearest_cosine=cosine,
         crosscoder=_crosscoder(run),
     )
+
+
+def run_windows(
+    run: Run,
+    steps: Sequence[int],
+    n_contexts: int,
+    *,
+    device: str = "cpu",
+    progress: bool = False,
+    keep_activations: bool = False,
+) -> ContextWindows:
+    """The first ``n_contexts`` stored top contexts of every feature at each of ``steps`` (links of ``run``), every
+    window token's activation recomputed under its link (:func:`~saetrack.stages.explorer.contexts.context_windows`,
+    the window of the run's ``explorer`` section; the analysis set read through a model cut after the hook)."""
+    positions = [run.position(step) for step in steps]
+    formation, tokens, cfg = run.formation(), run.analysis_tokens(), run.config.explorer
+    source = open_activations(run.config, run.run_dir, device=device, full_model=False)
+    return context_windows(
+        source.analysis, lambda step: run.link(step, device=device), [int(s) for s in steps],
+        formation.top_values[positions], formation.top_indices[positions], context_length=tokens.shape[1],
+        n_contexts=n_contexts, before=cfg.context_before, after=cfg.context_after, progress=progress,
+        keep_activations=keep_activations,
+    )  # fmt: skip

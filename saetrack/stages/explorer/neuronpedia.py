@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from saetrack.api import Run, open_run
-from saetrack.data.activations import open_activations
 from saetrack.sae.io import SAE_CFG_FILE
-from saetrack.stages.explorer.contexts import context_windows
+from saetrack.stages.explorer.arrays import run_windows
+from saetrack.stages.explorer.contexts import ContextWindows
 from saetrack.stages.explorer.export import ExportContext, ExportFeature, export_link
+from saetrack.stages.explorer.pages import token_texts, window_ids
 
 __all__ = ["SAE_SET", "export_neuronpedia", "export_run_dir", "link_features", "model_id"]
 
@@ -42,27 +43,23 @@ def _context(tokens: list[str], values: np.ndarray, ids: list[int], centre: int)
     )
 
 
-def link_features(run: Run, step: int, windows_at: object, position: int) -> list[ExportFeature]:
-    """Every feature of the link at ``step`` as :class:`ExportFeature`, from the windows of ``windows_at`` (a
-    :class:`~saetrack.stages.explorer.contexts.ContextWindows` kept with its activations) at its ``position``."""
-    tokens = run.analysis_tokens()
-    flat, width = np.asarray(tokens).reshape(-1), int(np.asarray(tokens).shape[1])
-    tokenizer, decoded = run.tokenizer(), {}
+def link_features(run: Run, step: int, windows: ContextWindows, position: int) -> list[ExportFeature]:
+    """Every feature of the link at ``step`` as :class:`ExportFeature`, from ``windows`` (kept with their activations)
+    at its ``position``: the window tokens' texts, their activations, the top activation and the firing frequency."""
+    assert windows.activations is not None, "the windows must be computed with keep_activations=True"
+    text, ids = token_texts(run.tokenizer()), window_ids(run.analysis_tokens(), windows.offsets)
     frequency = run.firing_frequency(step)
-    offsets, centre = windows_at.offsets, int(np.flatnonzero(windows_at.offsets == 0)[0])  # type: ignore[attr-defined]
+    centre = int(np.flatnonzero(windows.offsets == 0)[0])
     features = []
     for f in range(run.n_features):
         contexts = []
-        for c, row in enumerate(windows_at.rows[position, f]):  # type: ignore[attr-defined]
-            if row < 0:
-                continue
-            where = row % width + offsets
-            ids = [int(flat[row + o]) if 0 <= q < width else -1 for o, q in zip(offsets, where, strict=True)]
-            texts = [decoded.setdefault(i, tokenizer.decode([i])) if i >= 0 else "" for i in ids]
-            values = windows_at.activations[position, f, c]  # type: ignore[attr-defined]
-            contexts.append(_context(texts, values, ids, centre))
-        top = float(windows_at.values[position, f, 0])  # type: ignore[attr-defined]
+        for c, row in enumerate(windows.rows[position, f]):
+            if row >= 0:
+                window = ids(int(row))
+                values = windows.activations[position, f, c]
+                contexts.append(_context([text(i) for i in window], values, window, centre))
         freq = None if frequency is None else float(np.clip(frequency[f], 0.0, 1.0))
+        top = float(windows.values[position, f, 0])
         features.append(ExportFeature(index=f, frac_nonzero=freq, max_activation=top, contexts=contexts))
     return features
 
@@ -74,15 +71,8 @@ def export_neuronpedia(
     per step. Raises ``KeyError`` (:class:`~saetrack.api.StepNotInChainError`) naming the chain's steps for a step
     that is not a link."""
     chosen = list(run.steps) if not steps else [int(s) for s in steps]
-    positions = [run.position(step) for step in chosen]
-    formation, tokens = run.formation(), run.analysis_tokens()
-    source = open_activations(run.config, run.run_dir, device=device, full_model=False)
-    cfg = run.config.explorer
-    windows = context_windows(
-        source.analysis, lambda step: run.link(step, device=device), chosen, formation.top_values[positions],
-        formation.top_indices[positions], context_length=tokens.shape[1], n_contexts=formation.top_values.shape[-1],
-        before=cfg.context_before, after=cfg.context_after, progress=progress, keep_activations=True,
-    )  # fmt: skip
+    tokens, k = run.analysis_tokens(), run.config.formation.top_k
+    windows = run_windows(run, chosen, k, device=device, progress=progress, keep_activations=True)
     layer = run.config.cache.layer
     cfg_json = json.loads((run.link_dir(chosen[0]) / SAE_CFG_FILE).read_text())
     dataset = str(cfg_json.get("metadata", {}).get("dataset_path") or run.config.preset)

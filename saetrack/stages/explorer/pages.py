@@ -27,6 +27,7 @@ __all__ = [
     "run_description",
     "search_text",
     "shade_string",
+    "token_texts",
     "window_ids",
 ]
 
@@ -243,3 +244,18 @@ def run_description(run: Any, arrays: RunArrays, offsets: np.ndarray) -> dict[st
         else {"steps": [int(s) for s in cc.steps], "threshold": cc.threshold, "final_step": cc.final_step},
         "explorer": run.config.to_dict()["explorer"],
     }
+
+
+def token_texts(tokenizer: Any) -> Callable[[int], str]:
+    """``token id -> text`` with the run's tokenizer, each id decoded once (``""`` for -1, a position past the edge
+    of a context)."""
+    cache: dict[int, str] = {}
+
+    def text(token: int) -> str:
+        if token < 0:
+            return ""
+        if token not in cache:
+            cache[token] = tokenizer.decode([int(token)])
+        return cache[token]
+
+    return text
