@@ -9,8 +9,11 @@ from saetrack.config.base import fail, require_positive
 
 __all__ = [
     "CHAIN_HASH_DEFAULTS",
+    "CHECK_ONLY_FIELDS",
     "COMPARISON_ONLY_FIELDS",
+    "LINK_ARCHITECTURES",
     "MATMUL_PRECISIONS",
+    "SEARCHED_ARCHITECTURES",
     "ChainConfig",
     "training_fields",
 ]
@@ -20,12 +23,30 @@ __all__ = [
 #: its baselines train, so :func:`training_fields` leaves them out of the chain's config hash.
 COMPARISON_ONLY_FIELDS: tuple[str, ...] = ("seed_control",)
 
+#: Chain fields that say what to do with a finished link, not how it is trained: left out of the chain's config hash.
+CHECK_ONLY_FIELDS: tuple[str, ...] = ("link_check",)
+
 #: Fields added to :class:`ChainConfig` after runs were made: left out of the chain's config hash while at these
 #: defaults, so run directories made before them stay current.
-CHAIN_HASH_DEFAULTS: dict[str, object] = {"matmul_precision": "fp32", "target_l0": None, "calibration_tokens": 262_144}
+CHAIN_HASH_DEFAULTS: dict[str, object] = {
+    "matmul_precision": "fp32",
+    "target_l0": None,
+    "calibration_tokens": 262_144,
+    "architecture": "standard",
+    "k": None,
+    "jumprelu_init_threshold": 0.01,
+    "jumprelu_bandwidth": 0.05,
+}
 
 #: Choices of ``ChainConfig.matmul_precision``: the precision of the SAE training step's matrix products.
 MATMUL_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
+
+#: Choices of ``ChainConfig.architecture``: the SAELens SAE architecture of every link.
+LINK_ARCHITECTURES: tuple[str, ...] = ("standard", "topk", "batchtopk", "jumprelu")
+
+#: Architectures whose sparsity is set by a coefficient, which ``target_l0`` calibrates by a search (TopK and
+#: BatchTopK set their L0 directly: ``k``).
+SEARCHED_ARCHITECTURES: tuple[str, ...] = ("standard", "jumprelu")
 
 
 def training_fields(chain: dict[str, Any]) -> dict[str, Any]:
@@ -34,7 +55,8 @@ def training_fields(chain: dict[str, Any]) -> dict[str, Any]:
     return {
         k: v
         for k, v in chain.items()
-        if k not in COMPARISON_ONLY_FIELDS and not (k in CHAIN_HASH_DEFAULTS and CHAIN_HASH_DEFAULTS[k] == v)
+        if k not in COMPARISON_ONLY_FIELDS + CHECK_ONLY_FIELDS
+        and not (k in CHAIN_HASH_DEFAULTS and CHAIN_HASH_DEFAULTS[k] == v)
     }
 
 
@@ -48,7 +70,13 @@ class ChainConfig:
     baseline: tuple[int, ...] = ()
     #: Dictionary size = expansion_factor * d_model.
     expansion_factor: int = 8
-    #: L1 coefficient lambda of Eq. 3 (with ``l1_scale="activation_norm"``: the paper's scale-free lambda).
+    #: SAE architecture of every link (SAELens' own, :mod:`saetrack.sae.architectures`): ``"standard"`` (default, the
+    #: paper's ReLU SAE with the L1 penalty of Eq. 3-5), ``"topk"`` (the ``k`` largest pre-activations per token),
+    #: ``"batchtopk"`` (the ``k * batch`` largest of a batch in training; a learned threshold, as JumpReLU, at
+    #: inference) or ``"jumprelu"`` (a learned threshold per feature, trained with an L0 penalty).
+    architecture: Literal["standard", "topk", "batchtopk", "jumprelu"] = "standard"
+    #: The sparsity coefficient of Eq. 3 (with ``l1_scale="activation_norm"``: the paper's scale-free lambda): the L1
+    #: coefficient of ``"standard"``, the L0-penalty coefficient of ``"jumprelu"``; unused by TopK and BatchTopK.
     l1_coefficient: float = 8e-5
     #: ``"activation_norm"`` (default, the paper's objective): the paper's trainer divided each token's squared
     #: error by the norm of the centred activation, so reconstruction and L1 both scale linearly with the
@@ -82,15 +110,27 @@ class ChainConfig:
     #: Target L0 (active features per token) of the first link: when set, ``l1_coefficient`` is only the search's
     #: starting point and the chain's coefficient is calibrated to this L0 on short runs on the first checkpoint
     #: (:mod:`saetrack.stages.chain.calibrate`), then kept fixed along the chain. ``None``: ``l1_coefficient`` as given.
+    #: ``"topk"``/``"batchtopk"``: ``k = round(target_l0)``, no search (:attr:`searches_coefficient`).
     target_l0: float | None = None
     #: Training tokens of each calibration run (at most the first link's ``first_tokens``).
     calibration_tokens: int = 262_144
+    #: Active features per token of ``"topk"`` (per token) and ``"batchtopk"`` (mean over a batch). ``None``:
+    #: ``round(target_l0)``, with no calibration search. Only for those two architectures.
+    k: int | None = None
+    #: Initial threshold of every ``"jumprelu"`` feature (in pre-activation units; SAELens' default).
+    jumprelu_init_threshold: float = 0.01
+    #: Bandwidth of the straight-through estimator of ``"jumprelu"``'s threshold gradient (SAELens' default).
+    jumprelu_bandwidth: float = 0.05
     #: Seed-to-seed control of the feature agreement (Fig. S5): at (at most) this many baseline checkpoints a second
     #: from-scratch SAE is trained with another seed (else the baseline's exact settings, rows and budget) and matched
     #: to the first. ``k``: ``k`` of them, spread back from the last (:attr:`seed_control_indices`; 2: the middle and
     #: the last); ``None``: every one; ``0``: none. Each costs one baseline's training (nano: 1M tokens, against
     #: 2.35M for the whole chain), hence the default 2.
     seed_control: int | None = 2
+    #: A link that dies or saturates (:mod:`saetrack.stages.chain.health`): ``"error"`` (default) stops the chain with
+    #: the fix named; ``"warn"`` prints the same message and goes on (the smoke presets: test-size links of a few Adam
+    #: steps, whose L0 on the 32-wide smoke model exceeds its width).
+    link_check: Literal["error", "warn"] = "error"
     #: The chain's seed (:attr:`RunConfig.chain_seed`): which windows of the corpus every token set reads, every SAE's
     #: initialisation and shuffle, the analyses' random samples. ``None``: the run seed (which also seeds the model
     #: suite); set it to vary the chain alone on one model (the seed study of notebook 04).
@@ -132,11 +172,53 @@ class ChainConfig:
         if self.seed_control is not None and self.seed_control < 0:
             fail("chain", "seed_control", self.seed_control, "must be >= 0 (0: no seed control), or None (every "
                  "baseline checkpoint)")  # fmt: skip
+        if self.link_check not in ("error", "warn"):
+            fail("chain", "link_check", self.link_check, "one of 'error', 'warn'")
         if self.seed is not None and self.seed < 0:
             fail("chain", "seed", self.seed, "must be >= 0, or None (the run seed)")
         for name in ("warmup_steps_first", "warmup_steps_link"):
             if getattr(self, name) < 0:
                 fail("chain", name, getattr(self, name), "must be >= 0")
+        self._check_architecture()
+
+    def _check_architecture(self) -> None:
+        """Validate ``architecture`` and the fields it reads (``k``, the JumpReLU fields, the matmul precision)."""
+        if self.architecture not in LINK_ARCHITECTURES:
+            fail("chain", "architecture", self.architecture, "one of " + ", ".join(map(repr, LINK_ARCHITECTURES)))
+        topk = self.architecture in ("topk", "batchtopk")
+        if self.k is not None and not topk:
+            fail("chain", "k", self.k, f"only for architecture 'topk' or 'batchtopk' (not {self.architecture!r})")
+        if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
+            fail("chain", "k", self.k, "an integer >= 1")
+        if topk and self.k is None and self.target_l0 is None:
+            fail("chain", "k", self.k, f"architecture {self.architecture!r} needs k, or target_l0 (k = its rounding)")
+        if topk and self.target_l0 is not None:
+            if round(self.target_l0) < 1:
+                fail(
+                    "chain", "target_l0", self.target_l0, f"k = round(target_l0) must be >= 1 for {self.architecture!r}"
+                )
+            if self.k is not None and self.k != round(self.target_l0):
+                fail("chain", "k", self.k, f"must equal round(target_l0) = {round(self.target_l0)}, or be None")
+        if not self.jumprelu_init_threshold >= 0:
+            fail("chain", "jumprelu_init_threshold", self.jumprelu_init_threshold, "must be >= 0")
+        if not self.jumprelu_bandwidth > 0:
+            fail("chain", "jumprelu_bandwidth", self.jumprelu_bandwidth, "must be > 0")
+        if self.matmul_precision == "bf16" and self.architecture != "standard":
+            fail("chain", "matmul_precision", self.matmul_precision, "'bf16' sets the fused step of architecture "
+                 f"'standard' only; use 'fp32' or 'tf32' with {self.architecture!r}")  # fmt: skip
+
+    @property
+    def topk_k(self) -> int | None:
+        """``k`` of a ``"topk"``/``"batchtopk"`` link: ``k``, else ``round(target_l0)``; ``None`` for the others."""
+        if self.architecture not in ("topk", "batchtopk"):
+            return None
+        return self.k if self.k is not None else round(float(self.target_l0 or 0))
+
+    @property
+    def searches_coefficient(self) -> bool:
+        """Whether ``target_l0`` is reached by a search over the sparsity coefficient (:mod:`saetrack.sae.calibration`):
+        set and the architecture's sparsity has a coefficient (:data:`SEARCHED_ARCHITECTURES`); TopK takes ``k``."""
+        return self.target_l0 is not None and self.architecture in SEARCHED_ARCHITECTURES
 
     @property
     def baseline_token_budget(self) -> int:

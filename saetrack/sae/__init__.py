@@ -1,6 +1,8 @@
 """The SAE of SAE-Track (Sec. 3.1): a SAELens standard SAE with the paper's decoder-norm choice, trained fast.
 
 * :mod:`~saetrack.sae.model` — :class:`SAETrackSAE` (Eq. 1-5), :func:`build_sae`, hyperparameter checks;
+* :mod:`~saetrack.sae.architectures` — the other link architectures (``ChainConfig.architecture``): SAELens' TopK,
+  BatchTopK and JumpReLU training SAEs as chain links;
 * :mod:`~saetrack.sae.unit_norm` — the unit-norm decoder constraint of Eq. 5, in one place;
 * :mod:`~saetrack.sae.step` — the fused training step (the fast path of Eq. 3's losses and gradients);
 * :mod:`~saetrack.sae.training` — :func:`train_sae` on an array of activations with SAELens' trainer;
@@ -12,6 +14,7 @@
 from saetrack.sae.io import SAE_CFG_FILE, SAE_SPARSITY_FILE, SAE_WEIGHTS_FILE, load_training_sae, save_sae
 from saetrack.sae.model import (
     HyperparameterMismatchError,
+    LinkSAE,
     SAETrackSAE,
     SAETrackSAEConfig,
     build_sae,
@@ -27,6 +30,7 @@ __all__ = [
     "SAE_SPARSITY_FILE",
     "SAE_WEIGHTS_FILE",
     "HyperparameterMismatchError",
+    "LinkSAE",
     "NonFiniteLossError",
     "SAETrackSAE",
     "SAETrackSAEConfig",

@@ -13,6 +13,11 @@ Each run trains a fresh SAE from the same seed on the same tokens (:func:`short_
 function and the search reproducible. A target that cannot be bracketed is an error naming what to change: L0 that
 stays near zero even at a small λ means the SAE dies (too few tokens, or a learning rate too low for them); L0 that
 stays above the target at a large λ means the penalty cannot bite (too few tokens to sparsify).
+
+Architectures (``ChainConfig.architecture``): the coefficient searched is the architecture's sparsity coefficient,
+the L1 λ of ``"standard"`` or the L0-penalty coefficient of ``"jumprelu"``. ``"topk"`` and ``"batchtopk"`` need no
+search: their L0 is ``k = round(target_l0)`` by construction (:attr:`ChainConfig.searches_coefficient` is false), and
+:func:`short_run_l0` answers ``k`` for every coefficient without training.
 """
 
 from __future__ import annotations
@@ -30,7 +35,25 @@ from saetrack.sae.model import build_sae
 from saetrack.sae.training import train_sae
 from saetrack.sae.weights import feature_activations
 
-__all__ = ["Calibration", "CalibrationError", "calibrate_coefficient", "short_run_l0"]
+__all__ = [
+    "DEFAULT_TARGET_L0",
+    "Calibration",
+    "CalibrationError",
+    "calibrate_coefficient",
+    "default_target_l0",
+    "short_run_l0",
+]
+
+
+#: The L0 a chain is calibrated to when the user sets neither a target nor a penalty (a watched run): the sparsity a
+#: penalty set by hand is usually tuned towards (a few tens of features per token), at most a quarter of the
+#: activation's width (:func:`default_target_l0`) so that a narrow model still gets a sparse code.
+DEFAULT_TARGET_L0 = 32.0
+
+
+def default_target_l0(d_model: int) -> float:
+    """The default target L0 of a model of width ``d_model``: ``min(DEFAULT_TARGET_L0, d_model / 4)``."""
+    return min(DEFAULT_TARGET_L0, d_model / 4)
 
 
 class CalibrationError(ValueError):
@@ -131,9 +154,14 @@ def short_run_l0(
     seed: int,
     device: str = "cpu",
 ) -> Callable[[float], float]:
-    """``l0_at(λ)`` for :func:`calibrate_coefficient`: a fresh SAE of ``chain``'s shape and seed ``seed`` (the first
-    link's initialisation, Eq. 1-5) trained for ``n_tokens`` tokens of ``x_train`` with the SAELens L1 coefficient
-    ``to_sae_l1(λ)`` (the chain's normalisation of λ, Eq. 3), its mean L0 measured on ``x_heldout``."""
+    """``l0_at(λ)`` for :func:`calibrate_coefficient`: a fresh SAE of ``chain``'s architecture, shape and seed ``seed``
+    (the first link's initialisation, Eq. 1-5) trained for ``n_tokens`` tokens of ``x_train`` with the SAELens
+    sparsity coefficient ``to_sae_l1(λ)`` (the chain's normalisation of λ, Eq. 3; JumpReLU's L0 coefficient), its mean
+    L0 measured on ``x_heldout`` with the architecture's own encoding. TopK and BatchTopK: ``k`` for every λ, with no
+    training (their L0 is set by ``k``; a caller skips the search when ``chain.searches_coefficient`` is false)."""
+    if chain.topk_k is not None:
+        k = float(chain.topk_k)
+        return lambda _coefficient: k
     heldout = torch.as_tensor(np.array(x_heldout, dtype=np.float32))  # a copy: the rows may be a read-only map
 
     def l0_at(coefficient: float) -> float:

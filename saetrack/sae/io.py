@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
 from saetrack.config import ChainConfig
-from saetrack.sae.model import SAETrackSAE, check_hyperparameters, with_link_hyperparameters
+from saetrack.sae.model import LinkSAE, check_hyperparameters, with_link_hyperparameters
 from saetrack.store import atomic_dir, file_sha256
 
 __all__ = [
@@ -49,7 +49,8 @@ def save_sae(
 
     The folder is written under a temporary name and renamed into place (replacing an existing one).
     A training SAE is saved with its full training config (including ``l1_coefficient`` and
-    ``decoder_norm``); ``sae_lens.SAE.load_from_disk`` reads it for inference. ``feature_sparsity``
+    ``decoder_norm``); ``sae_lens.SAE.load_from_disk`` reads it for inference. A BatchTopK SAE is saved as SAELens
+    saves it for inference, a JumpReLU SAE with its running threshold for every feature. ``feature_sparsity``
     (per-feature firing frequency) is written as SAELens' ``sparsity.safetensors`` (log10 of the frequency).
     Returns ``{file name: sha256}``.
     """
@@ -79,19 +80,23 @@ def load_training_sae(
     *,
     l1_coefficient: float | None = None,
     device: str = "cpu",
-) -> SAETrackSAE:
+) -> LinkSAE:
     """Reload a saved SAE for further training, with *this* link's hyperparameters re-applied.
 
     SAELens' ``TrainingSAE.load_from_disk`` restores the saved weights, but an SAE saved for inference
     comes back with ``l1_coefficient = 1.0``; the weights are therefore copied into a fresh
-    :class:`SAETrackSAE` built from ``chain`` and ``l1_coefficient`` (default ``chain.l1_coefficient``),
-    and :func:`check_hyperparameters` verifies the result.
+    training SAE of ``chain.architecture`` built from ``chain`` and the sparsity coefficient ``l1_coefficient``
+    (default ``chain.l1_coefficient``), and :func:`check_hyperparameters` verifies the result. A BatchTopK link,
+    saved as SAELens' JumpReLU, comes back as a BatchTopK training SAE with its running threshold.
     """
     path = Path(folder)
     for name in (SAE_CFG_FILE, SAE_WEIGHTS_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path} holds no SAELens SAE: {name} is missing.")
-    loaded = TrainingSAE.load_from_disk(path, device="cpu")
+    # SAELens' training configs rewrite metadata.training_architecture on construction, so a BatchTopK link (saved as
+    # JumpReLU, marked in that field) is read back as SAELens' inference SAE, which keeps the mark.
+    reader = SAE if chain.architecture == "batchtopk" else TrainingSAE
+    loaded = reader.load_from_disk(path, device="cpu")
     sae = with_link_hyperparameters(loaded, chain, l1_coefficient=l1_coefficient, device=device)
     check_hyperparameters(sae, chain, l1_coefficient=l1_coefficient)
     return sae

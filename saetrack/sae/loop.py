@@ -36,6 +36,7 @@ __all__ = [
     "carry_moments",
     "check_every",
     "host_optimizer_state",
+    "penalty_loss",
     "read_losses",
     "run_steps",
 ]
@@ -172,6 +173,15 @@ def read_losses(
     return point
 
 
+def penalty_loss(losses: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    """The loss curve's ``l1_loss`` column: the L1 term of Eq. 3 (``losses["l1_loss"]``), or for another architecture
+    the sum of its terms beyond the reconstruction (JumpReLU's L0 penalty, TopK's auxiliary loss); zero if none."""
+    if "l1_loss" in losses:
+        return losses["l1_loss"]
+    terms = [value for key, value in losses.items() if key != "mse_loss"]
+    return torch.stack(terms).sum() if terms else torch.zeros_like(loss)
+
+
 def run_steps(
     trainer: SAETrainer[Any, Any],
     data: Iterator[torch.Tensor],
@@ -191,7 +201,7 @@ def run_steps(
         lr_now = trainer.optimizer.param_groups[0]["lr"]
         out = trainer.step(next(data))
         trainer.n_training_steps += 1
-        window.add(out.losses["mse_loss"], out.losses["l1_loss"], out.loss)
+        window.add(out.losses["mse_loss"], penalty_loss(out.losses, out.loss), out.loss)
         del out  # the step's [batch, d_sae] outputs are not kept into the next step
         if step == 1 or step % log_every == 0 or step == n_steps:
             pending.append((step, trainer.n_training_samples, lr_now))

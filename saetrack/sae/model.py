@@ -34,7 +34,6 @@ builds the SAE from *this* link's :class:`~saetrack.config.ChainConfig` and veri
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -45,21 +44,30 @@ from sae_lens import SAE, StandardTrainingSAE, StandardTrainingSAEConfig
 from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 
 from saetrack.config import ChainConfig, ConfigError
+from saetrack.sae.architectures import (
+    LINK_SAE_CLASSES,
+    SAETrackBatchTopKSAE,
+    SAETrackJumpReLUSAE,
+    SAETrackTopKSAE,
+    architecture_of,
+    architecture_problems,
+    link_config,
+    link_state,
+    set_metadata,
+    sparsity_coefficient,
+)
 from saetrack.sae.step import standard_sae_step
 from saetrack.sae.unit_norm import UnitNormDecoder, rows_unit_norm
 
 __all__ = [
     "HyperparameterMismatchError",
+    "LinkSAE",
     "SAETrackSAE",
     "SAETrackSAEConfig",
     "build_sae",
     "check_hyperparameters",
     "with_link_hyperparameters",
 ]
-
-
-#: Metadata keys describing a finished training run; not carried into the next link.
-_RUN_METADATA_KEYS = ("l0", "num_dead_features")
 
 
 @dataclass
@@ -224,11 +232,33 @@ def _sae_config(
         decoder_init_norm=1.0 if chain.decoder_norm == "unit" else 0.1,
         decoder_norm=chain.decoder_norm,
     )
-    for key, value in (metadata or {}).items():
-        if key not in _RUN_METADATA_KEYS:
-            cfg.metadata[key] = copy.deepcopy(value)
-    cfg.add_training_info_to_metadata()
+    set_metadata(cfg, metadata)
     return cfg
+
+
+#: A chain link's training SAE, of any ``ChainConfig.architecture`` (:mod:`saetrack.sae.architectures`).
+LinkSAE = SAETrackSAE | SAETrackTopKSAE | SAETrackBatchTopKSAE | SAETrackJumpReLUSAE
+
+
+def _link_sae(
+    d_in: int,
+    chain: ChainConfig,
+    *,
+    l1_coefficient: float,
+    dtype: str,
+    metadata: Mapping[str, Any] | None,
+) -> LinkSAE:
+    """A new ``chain.architecture`` training SAE (weights drawn from the current CPU RNG) with sparsity coefficient
+    ``l1_coefficient`` (L1 of ``"standard"``, L0 penalty of ``"jumprelu"``, recorded only by TopK/BatchTopK)."""
+    if chain.architecture == "standard":
+        cfg = _sae_config(d_in, chain, l1_coefficient=l1_coefficient, device="cpu", dtype=dtype, metadata=metadata)
+        return SAETrackSAE(cfg)
+    if not l1_coefficient > 0:
+        raise ConfigError(f"l1_coefficient = {l1_coefficient!r} is invalid: must be > 0.")
+    if d_in <= 0:
+        raise ConfigError(f"d_in = {d_in!r} is invalid: must be > 0.")
+    link_cfg = link_config(d_in, chain, coefficient=l1_coefficient, dtype=dtype, metadata=metadata)
+    return LINK_SAE_CLASSES[chain.architecture](link_cfg)  # type: ignore[return-value]
 
 
 def build_sae(
@@ -239,46 +269,28 @@ def build_sae(
     device: str = "cpu",
     dtype: str = "float32",
     metadata: Mapping[str, Any] | None = None,
-) -> SAETrackSAE:
+) -> LinkSAE:
     """A randomly initialised SAE for a chain's first link or a baseline (Eq. 1-5, ``d_sae = expansion * d_in``).
 
-    Initialisation is SAELens' (Kaiming-uniform decoder rows rescaled to norm 1 for ``"unit"`` or 0.1 for
-    ``"weighted"``, ``W_enc = W_dec.T``, zero biases), drawn on the CPU from ``seed`` so the weights do not
-    depend on the device or on the global RNG state. ``metadata`` (e.g. ``hook_name``, ``model_name``,
-    ``context_size``) is stored in the SAE's ``cfg.json``.
+    Of ``chain.architecture`` (``"standard"``: :class:`SAETrackSAE`; others: :mod:`saetrack.sae.architectures`) with
+    sparsity coefficient ``chain.l1_coefficient``. Initialisation is SAELens' (Kaiming-uniform decoder rows rescaled
+    to norm 1 for ``"unit"`` or 0.1 for ``"weighted"``, ``W_enc = W_dec.T``, zero biases, JumpReLU thresholds at
+    ``chain.jumprelu_init_threshold``), drawn on the CPU from ``seed`` so the weights do not depend on the device or
+    on the global RNG state. ``metadata`` (e.g. ``hook_name``, ``model_name``, ``context_size``) is stored in the
+    SAE's ``cfg.json``.
     """
-    cfg = _sae_config(d_in, chain, l1_coefficient=chain.l1_coefficient, device="cpu", dtype=dtype, metadata=metadata)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        sae = SAETrackSAE(cfg)
+        sae = _link_sae(d_in, chain, l1_coefficient=chain.l1_coefficient, dtype=dtype, metadata=metadata)
     return sae.to(device)
 
 
-def with_link_hyperparameters(
-    previous_sae: SAE[Any],
-    chain: ChainConfig,
-    *,
-    l1_coefficient: float | None = None,
-    device: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> SAETrackSAE:
-    """A new training SAE holding ``previous_sae``'s weights and *this* link's hyperparameters.
-
-    The one place where a trained SAE's weights enter a new training SAE: recurrent initialisation
-    (:func:`~saetrack.sae.recurrent.recurrent_init`) and reloading a saved link
-    (:func:`~saetrack.sae.io.load_training_sae`) both go through it. ``metadata`` (hook, model revision of *this*
-    checkpoint, ...) updates the metadata copied from ``previous_sae``.
-
-    The new SAE takes every hyperparameter from *this* link: ``chain`` (decoder norm, ``c`` of Eq. 2) and
-    ``l1_coefficient`` (default ``chain.l1_coefficient``) — never from ``previous_sae``'s config. If a
-    ``"weighted"`` SAE seeds a ``"unit"`` link, decoder norms are folded into the encoder, which keeps the
-    SAE's function (rows already of unit norm to 1e-5 are copied bit for bit). ``previous_sae`` may be any
-    SAELens standard SAE (training or inference).
-    """
-    l1 = chain.l1_coefficient if l1_coefficient is None else l1_coefficient
+def _check_previous(previous_sae: SAE[Any], chain: ChainConfig) -> None:
+    """Raise :class:`ConfigError` unless ``previous_sae``'s weights fit a ``chain`` link and compute its function."""
     prev_cfg = previous_sae.cfg
-    if prev_cfg.architecture() != "standard":
-        raise ConfigError(f"previous SAE architecture = {prev_cfg.architecture()!r} is invalid: need 'standard'.")
+    architecture = architecture_of(previous_sae)
+    if architecture != chain.architecture:
+        raise ConfigError(f"previous SAE architecture = {architecture!r} is invalid: need {chain.architecture!r}.")
     if prev_cfg.d_sae != chain.expansion_factor * prev_cfg.d_in:
         raise ConfigError(
             f"chain.expansion_factor = {chain.expansion_factor} does not fit the previous SAE "
@@ -293,19 +305,44 @@ def with_link_hyperparameters(
         raise ConfigError(
             f"previous SAE normalize_activations = {prev_cfg.normalize_activations!r} is invalid: need 'none'."
         )
+
+
+def with_link_hyperparameters(
+    previous_sae: SAE[Any],
+    chain: ChainConfig,
+    *,
+    l1_coefficient: float | None = None,
+    device: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> LinkSAE:
+    """A new training SAE holding ``previous_sae``'s weights and *this* link's hyperparameters.
+
+    The one place where a trained SAE's weights enter a new training SAE: recurrent initialisation
+    (:func:`~saetrack.sae.recurrent.recurrent_init`) and reloading a saved link
+    (:func:`~saetrack.sae.io.load_training_sae`) both go through it. ``metadata`` (hook, model revision of *this*
+    checkpoint, ...) updates the metadata copied from ``previous_sae``.
+
+    The new SAE takes every hyperparameter from *this* link: ``chain`` (architecture, decoder norm, ``c`` of Eq. 2,
+    ``k``, JumpReLU's bandwidth) and the sparsity coefficient ``l1_coefficient`` (default ``chain.l1_coefficient``) —
+    never from ``previous_sae``'s config. Every parameter and buffer is copied (JumpReLU's thresholds, BatchTopK's
+    running threshold, also from a BatchTopK link saved as JumpReLU). If a ``"weighted"`` SAE seeds a ``"unit"``
+    link, decoder norms are folded into the encoder, which keeps the SAE's function (rows already of unit norm to
+    1e-5 are copied bit for bit). ``previous_sae`` may be any SAELens SAE of the chain's architecture (training or
+    inference).
+    """
+    l1 = chain.l1_coefficient if l1_coefficient is None else l1_coefficient
+    _check_previous(previous_sae, chain)
+    prev_cfg = previous_sae.cfg
     target_device = str(previous_sae.device) if device is None else device
-    cfg = _sae_config(
-        prev_cfg.d_in,
-        chain,
-        l1_coefficient=l1,
-        device="cpu",
-        dtype=prev_cfg.dtype,
-        metadata={**prev_cfg.metadata.to_dict(), **(metadata or {})},
-    )
     with torch.random.fork_rng(devices=[]):
-        sae = SAETrackSAE(cfg)
-    state = {k: v.detach().to("cpu").clone() for k, v in previous_sae.state_dict().items()}
-    sae.load_state_dict(state, strict=True)
+        sae = _link_sae(
+            prev_cfg.d_in,
+            chain,
+            l1_coefficient=l1,
+            dtype=prev_cfg.dtype,
+            metadata={**prev_cfg.metadata.to_dict(), **(metadata or {})},
+        )
+    sae.load_state_dict(link_state(previous_sae, chain.architecture), strict=True)
     if sae.unit_norm_decoder and not rows_unit_norm(sae.W_dec):
         sae.fold_decoder_norms_()
     sae = sae.to(target_device)
@@ -320,15 +357,17 @@ class HyperparameterMismatchError(RuntimeError):
 def check_hyperparameters(sae: SAE[Any], chain: ChainConfig, *, l1_coefficient: float | None = None) -> None:
     """Raise :class:`HyperparameterMismatchError` unless ``sae`` carries this link's hyperparameters.
 
-    Checks the L1 coefficient (the SAELens reload trap), the decoder-norm variant, ``c`` of Eq. 2 and that
-    activation normalisation is off.
+    Checks the sparsity coefficient (the SAELens reload trap: L1 of ``"standard"``, JumpReLU's L0 coefficient, the
+    coefficient TopK/BatchTopK record), the decoder-norm variant, ``c`` of Eq. 2, that activation normalisation is
+    off, and the architecture's own fields (:func:`~saetrack.sae.architectures.architecture_problems`).
     """
     expected_l1 = chain.l1_coefficient if l1_coefficient is None else l1_coefficient
     cfg = sae.cfg
-    problems = []
-    actual_l1 = getattr(cfg, "l1_coefficient", None)
-    if actual_l1 is None or not np.isclose(actual_l1, expected_l1, rtol=1e-12, atol=0.0):
-        problems.append(f"l1_coefficient = {actual_l1!r}, expected {expected_l1!r}")
+    problems = architecture_problems(sae, chain)
+    actual_l1 = sparsity_coefficient(sae)
+    if not np.isclose(actual_l1, expected_l1, rtol=1e-12, atol=0.0):
+        name = "l0_coefficient" if chain.architecture == "jumprelu" else "l1_coefficient"
+        problems.append(f"{name} = {actual_l1!r}, expected {expected_l1!r}")
     if getattr(cfg, "decoder_norm", None) != chain.decoder_norm:
         problems.append(f"decoder_norm = {getattr(cfg, 'decoder_norm', None)!r}, expected {chain.decoder_norm!r}")
     if bool(cfg.apply_b_dec_to_input) != chain.apply_b_dec_to_input:

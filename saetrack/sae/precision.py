@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import torch
 
 from saetrack.config.chain import MATMUL_PRECISIONS
-from saetrack.sae.model import SAETrackSAE
+from saetrack.sae.model import LinkSAE
 
 __all__ = [
     "MATMUL_DTYPES",
@@ -54,7 +54,7 @@ def _restore_cuda_matmul(previous: str) -> None:
 
 
 @contextmanager
-def training_precision(sae: SAETrackSAE, precision: str) -> Iterator[None]:
+def training_precision(sae: LinkSAE, precision: str) -> Iterator[None]:
     """Run the block with ``sae``'s training products in ``precision`` (see the module docstring); restore after.
 
     ``"tf32"`` allows TF32 in cuBLAS (CUDA only; a no-op on the CPU); ``"bf16"`` sets ``sae.matmul_dtype``. The global

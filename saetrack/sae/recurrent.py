@@ -8,7 +8,7 @@ from typing import Any
 from sae_lens import SAE
 
 from saetrack.config import ChainConfig
-from saetrack.sae.model import SAETrackSAE, with_link_hyperparameters
+from saetrack.sae.model import LinkSAE, with_link_hyperparameters
 
 __all__ = [
     "recurrent_init",
@@ -22,13 +22,15 @@ def recurrent_init(
     l1_coefficient: float | None = None,
     device: str | None = None,
     metadata: Mapping[str, Any] | None = None,
-) -> SAETrackSAE:
+) -> LinkSAE:
     """Recurrent initialisation (Sec. 3.2.2): SAE[k] starts as a copy of SAE[k-1] = ``previous_sae``.
 
     Theorem 3.1 (Eq. 7, training-step continuity) is its motivation: activations move little between nearby
     checkpoints, so the previous link's dictionary is a good start for the next.
 
-    The copy takes every hyperparameter from link k — ``chain`` and ``l1_coefficient`` (default
+    Every parameter and buffer is copied (for ``ChainConfig.architecture`` ``"jumprelu"`` its thresholds, for
+    ``"batchtopk"`` its running threshold). The copy takes every hyperparameter from link k — ``chain`` and the
+    sparsity coefficient ``l1_coefficient`` (default
     ``chain.l1_coefficient``) — never from ``previous_sae``'s config (see
     :func:`~saetrack.sae.model.with_link_hyperparameters`); ``metadata`` names link k's own checkpoint.
     """

@@ -15,7 +15,10 @@ How the trainer is made to honour what SAE-Track needs:
 * **L1 per link**: the trainer reads the L1 coefficient from ``sae.cfg`` when it is constructed, and a new
   trainer is built for every call, so each link trains with its own coefficient (the paper's original
   code cached it at construction and silently ignored later values). The coefficient actually scheduled
-  is checked against ``sae.cfg.l1_coefficient``.
+  is checked against ``sae.cfg.l1_coefficient`` (JumpReLU: its ``l0_coefficient``; TopK schedules none).
+* **Other architectures** (``ChainConfig.architecture``, :mod:`saetrack.sae.architectures`): SAELens' own training
+  step of TopK, BatchTopK or JumpReLU runs in the same loop; after every optimizer step the SAE's
+  ``after_optimizer_step_`` runs (JumpReLU: thresholds clamped at 0).
 * **Warm-up**: SAELens' ``lr_warm_up_steps`` (linear from ``lr / warmup_steps`` to ``lr``), then constant.
 * **Fresh vs carried Adam state** (``ChainConfig.optimizer_policy``): the trainer always creates a new
   Adam. For ``"carry"`` the caller passes the previous link's ``TrainResult.optimizer_state``; only its
@@ -50,8 +53,9 @@ from sae_lens.config import SAETrainerConfig
 from tqdm import tqdm
 
 from saetrack.data.shuffle import full_batches, to_device
+from saetrack.sae.architectures import coefficient_key, sparsity_coefficient
 from saetrack.sae.loop import NonFiniteLossError, carry_moments, host_optimizer_state, run_steps
-from saetrack.sae.model import SAETrackSAE
+from saetrack.sae.model import LinkSAE
 from saetrack.sae.precision import check_matmul_precision, training_precision
 
 __all__ = [
@@ -79,12 +83,14 @@ class TrainResult:
 
     ``loss_curve`` holds parallel lists: ``step`` (1-based), ``tokens`` (tokens seen), ``mse_loss``
     (``||x - x_hat||^2`` summed over dimensions, mean over the batch: the first term of Eq. 3, SAELens'
-    convention), ``l1_loss`` (``lambda * mean L1``, Eq. 4 or 5), ``loss`` (their sum, Eq. 3) and ``lr``.
+    convention), ``l1_loss`` (``lambda * mean L1``, Eq. 4 or 5; another architecture's terms beyond the
+    reconstruction, :func:`~saetrack.sae.loop.penalty_loss`), ``loss`` (their sum, Eq. 3) and ``lr``.
     ``feature_frequency`` is each feature's firing frequency over the training tokens. ``optimizer_state`` is Adam's
-    state on the host (CPU tensors), or ``None`` when :func:`train_sae` was asked not to keep it.
+    state on the host (CPU tensors), or ``None`` when :func:`train_sae` was asked not to keep it. ``l1_coefficient``
+    is the SAE's sparsity coefficient (:func:`~saetrack.sae.architectures.sparsity_coefficient`).
     """
 
-    sae: SAETrackSAE
+    sae: LinkSAE
     loss_curve: dict[str, list[float]]
     optimizer_state: dict[str, Any] | None
     n_tokens: int
@@ -212,7 +218,7 @@ def _use_fused_adam(optimizer: torch.optim.Optimizer) -> None:
 
 
 def sae_trainer(
-    sae: SAETrackSAE,
+    sae: LinkSAE,
     data: Iterator[torch.Tensor],
     *,
     n_steps: int,
@@ -238,14 +244,18 @@ def sae_trainer(
         logger=LoggingConfig(log_to_wandb=False),
     )
     trainer: SAETrainer[Any, Any] = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=data)
-    scheduled_l1 = trainer.coefficient_schedulers["l1"].final_value
-    if scheduled_l1 != sae.cfg.l1_coefficient:
+    key = coefficient_key(sae)
+    if key is not None and trainer.coefficient_schedulers[key].final_value != sparsity_coefficient(sae):
         raise RuntimeError(
-            f"SAETrainer scheduled l1 = {scheduled_l1}, but the SAE's config says {sae.cfg.l1_coefficient}."
+            f"SAETrainer scheduled {key} = {trainer.coefficient_schedulers[key].final_value}, but the SAE's config "
+            f"says {sparsity_coefficient(sae)}."
         )
     _use_fused_adam(trainer.optimizer)
     if sae.unit_norm_decoder:
         sae.unit_norm.after_optimizer_steps(trainer.optimizer, sae)
+    after_step = getattr(sae, "after_optimizer_step_", None)
+    if after_step is not None:
+        trainer.optimizer.register_step_post_hook(lambda _optimizer, _args, _kwargs: after_step())
     return trainer
 
 
@@ -258,7 +268,7 @@ def _checked_batches(batches: Iterator[torch.Tensor], batch_size: int, d_in: int
 
 
 def train_sae(
-    sae: SAETrackSAE,
+    sae: LinkSAE,
     activations: ArrayLike | Iterator[torch.Tensor],
     *,
     n_tokens: int,
@@ -332,5 +342,5 @@ def train_sae(
         wall_time_s=wall,
         tokens_per_s=trainer.n_training_samples / max(wall, 1e-9),
         feature_frequency=trainer.feature_sparsity.detach().cpu(),
-        l1_coefficient=float(sae.cfg.l1_coefficient),
+        l1_coefficient=sparsity_coefficient(sae),
     )

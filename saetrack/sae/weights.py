@@ -1,6 +1,14 @@
 """The analysis view of a trained SAE.
 
 Its weights as plain tensors, feature activations (Eq. 2), decoder directions and reconstructions (Eq. 1).
+
+Feature activations follow the link's architecture (``ChainConfig.architecture``), as SAELens' inference SAEs encode:
+``"standard"``: ``ReLU(h)`` with ``h = (x - c b_dec) @ W_enc + b_enc`` (Eq. 2); ``"topk"``: the ``k`` largest of
+``h`` per token through a ReLU, the rest zero (SAELens' ``TopK``); ``"jumprelu"``: ``ReLU(h) [h > threshold]`` per
+feature; ``"batchtopk"``: in a training SAE the running threshold as JumpReLU's (a saved BatchTopK link *is* a
+JumpReLU SAE, as SAELens saves it). With ``rescale_acts_by_decoder_norm`` (TopK and BatchTopK links of
+``decoder_norm="weighted"``) ``h`` is multiplied by the decoder row norms before the selection and
+:func:`decode` divides the activations by them again, as SAELens does.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from sae_lens import SAE
+from sae_lens.saes.topk_sae import TopK
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -30,25 +39,51 @@ __all__ = [
 ]
 
 
+#: Encodings :func:`feature_activations` knows (a BatchTopK SAE encodes as ``"jumprelu"`` at inference).
+ENCODINGS = ("standard", "topk", "jumprelu")
+
+
 @dataclass(frozen=True)
 class SAEWeights:
-    """The four tensors of a standard SAE in SAELens' layout, plus ``c`` of Eq. 2 (for analysis code)."""
+    """The four tensors of an SAE in SAELens' layout, ``c`` of Eq. 2, and its encoding (module docstring):
+    ``architecture`` (one of :data:`ENCODINGS`), TopK's ``k``, JumpReLU's ``threshold`` ``[d_sae]`` and whether the
+    pre-activations are rescaled by the decoder norms (``rescale_acts_by_decoder_norm``)."""
 
     W_enc: torch.Tensor  # [d_in, d_sae]
     b_enc: torch.Tensor  # [d_sae]
     W_dec: torch.Tensor  # [d_sae, d_in]
     b_dec: torch.Tensor  # [d_in]
     apply_b_dec_to_input: bool = True
+    architecture: str = "standard"
+    k: int | None = None
+    threshold: torch.Tensor | None = None  # [d_sae]
+    rescale_acts_by_decoder_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ENCODINGS:
+            raise ValueError(f"architecture = {self.architecture!r} is invalid: one of {', '.join(ENCODINGS)}.")
+        if self.architecture == "topk" and self.k is None:
+            raise ValueError("a 'topk' SAE needs k.")
+        if self.architecture == "jumprelu" and self.threshold is None:
+            raise ValueError("a 'jumprelu' SAE needs its threshold.")
 
     @classmethod
     def from_sae(cls, sae: SAE[Any]) -> SAEWeights:
-        """The (detached) weights of a SAELens standard SAE."""
+        """The (detached) weights and encoding of a SAELens SAE (standard, TopK, BatchTopK or JumpReLU)."""
+        cfg, architecture = sae.cfg, sae.cfg.architecture()
+        threshold = getattr(sae, "threshold", None)
+        if architecture == "batchtopk":  # SAELens' inference rule: its running threshold, as JumpReLU's
+            architecture, threshold = "jumprelu", sae.topk_threshold.expand(cfg.d_sae)
         return cls(
             W_enc=sae.W_enc.detach(),
             b_enc=sae.b_enc.detach(),
             W_dec=sae.W_dec.detach(),
             b_dec=sae.b_dec.detach(),
-            apply_b_dec_to_input=bool(sae.cfg.apply_b_dec_to_input),
+            apply_b_dec_to_input=bool(cfg.apply_b_dec_to_input),
+            architecture=architecture,
+            k=getattr(cfg, "k", None) if architecture == "topk" else None,
+            threshold=None if threshold is None else threshold.detach(),
+            rescale_acts_by_decoder_norm=bool(getattr(cfg, "rescale_acts_by_decoder_norm", False)),
         )
 
     @classmethod
@@ -57,12 +92,17 @@ class SAEWeights:
         path = Path(folder)
         cfg = _raw_weights_config(path)
         tensors = load_file(str(path / SAE_WEIGHTS_FILE), device=device)
+        architecture = cfg.get("architecture", "standard")
         return cls(
             W_enc=tensors["W_enc"],
             b_enc=tensors["b_enc"],
             W_dec=tensors["W_dec"],
             b_dec=tensors["b_dec"],
             apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+            architecture=architecture,
+            k=cfg.get("k") if architecture == "topk" else None,
+            threshold=tensors.get("threshold"),
+            rescale_acts_by_decoder_norm=bool(cfg.get("rescale_acts_by_decoder_norm", False)),
         )
 
 
@@ -104,7 +144,9 @@ def _as_weights(sae_or_weights: SAELike) -> SAEWeights:
 def feature_activations(sae_or_weights: SAELike, x: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Feature activations ``f(x) = ReLU((x - c * b_dec) @ W_enc + b_enc)`` (Eq. 2), shape ``[..., d_sae]``.
 
-    ``x`` (``[..., d_in]``, any float dtype, array or tensor) is cast to the weights' dtype and device.
+    The encoding of the SAE's architecture (module docstring): TopK keeps the ``k`` largest per token, JumpReLU (and
+    BatchTopK) zero what is not above the threshold. ``x`` (``[..., d_in]``, any float dtype, array or tensor) is cast
+    to the weights' dtype and device.
     """
     w = _as_weights(sae_or_weights)
     if isinstance(x, np.ndarray) and not x.flags.writeable:  # a read-only memory map: torch wants writable memory
@@ -115,7 +157,15 @@ def feature_activations(sae_or_weights: SAELike, x: torch.Tensor | np.ndarray) -
         raise ValueError(f"x has last dimension {xt.shape[-1]}, the SAE expects d_in = {w.W_enc.shape[0]}.")
     if w.apply_b_dec_to_input:
         xt = xt - w.b_dec
-    return torch.relu(xt @ w.W_enc + w.b_enc)
+    hidden = xt @ w.W_enc + w.b_enc
+    if w.architecture == "standard":
+        return torch.relu(hidden)
+    if w.rescale_acts_by_decoder_norm:
+        hidden = hidden * w.W_dec.norm(dim=-1)
+    if w.architecture == "topk":
+        return TopK(int(w.k or 0))(hidden)
+    threshold = w.threshold.to(hidden.dtype) if w.threshold is not None else hidden.new_zeros(())
+    return hidden.relu() * (hidden > threshold).to(hidden.dtype)
 
 
 @torch.no_grad()
@@ -129,6 +179,10 @@ def decoder_directions(sae_or_weights: SAELike) -> torch.Tensor:
 
 
 def decode(sae_or_weights: SAELike, feature_acts: torch.Tensor) -> torch.Tensor:
-    """Reconstruction ``x_hat = f @ W_dec + b_dec`` (Eq. 1) from feature activations ``[..., d_sae]``."""
+    """Reconstruction ``x_hat = f @ W_dec + b_dec`` (Eq. 1) from feature activations ``[..., d_sae]`` (divided by the
+    decoder row norms first when the SAE rescales its pre-activations by them, as SAELens' TopK decode does)."""
     w = _as_weights(sae_or_weights)
-    return feature_acts.to(w.W_dec.dtype) @ w.W_dec + w.b_dec
+    acts = feature_acts.to(w.W_dec.dtype)
+    if w.rescale_acts_by_decoder_norm:
+        acts = acts * (1 / w.W_dec.norm(dim=-1))
+    return acts @ w.W_dec + w.b_dec

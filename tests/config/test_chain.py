@@ -7,7 +7,13 @@ import dataclasses
 import pytest
 
 from saetrack.config import ChainConfig, ConfigError, config_hash
-from saetrack.config.chain import CHAIN_HASH_DEFAULTS, COMPARISON_ONLY_FIELDS, MATMUL_PRECISIONS, training_fields
+from saetrack.config.chain import (
+    CHAIN_HASH_DEFAULTS,
+    COMPARISON_ONLY_FIELDS,
+    LINK_ARCHITECTURES,
+    MATMUL_PRECISIONS,
+    training_fields,
+)
 
 
 def test_baseline_must_be_in_schedule() -> None:
@@ -74,7 +80,15 @@ def test_training_fields_leave_out_the_comparison_only_fields() -> None:
 def test_matmul_precision_enters_the_chain_hash_only_when_not_fp32() -> None:
     chain = dataclasses.asdict(ChainConfig(schedule=(0, 1)))
     assert chain["matmul_precision"] == "fp32" and MATMUL_PRECISIONS == ("fp32", "tf32", "bf16")
-    assert CHAIN_HASH_DEFAULTS == {"matmul_precision": "fp32", "target_l0": None, "calibration_tokens": 262_144}
+    assert CHAIN_HASH_DEFAULTS == {
+        "matmul_precision": "fp32",
+        "target_l0": None,
+        "calibration_tokens": 262_144,
+        "architecture": "standard",
+        "k": None,
+        "jumprelu_init_threshold": 0.01,
+        "jumprelu_bandwidth": 0.05,
+    }
     # at the defaults the hashed section is the one of before the fields existed: existing runs stay current
     before_the_field = {k: v for k, v in chain.items() if k not in CHAIN_HASH_DEFAULTS}
     assert config_hash(training_fields(chain)) == config_hash(training_fields(before_the_field))
@@ -94,3 +108,54 @@ def test_a_target_l0_is_positive_and_enters_the_hash_only_when_set() -> None:
     target = dataclasses.asdict(ChainConfig(schedule=(0, 1), target_l0=16.0))
     assert training_fields(target)["target_l0"] == 16.0
     assert config_hash(training_fields(target)) != config_hash(training_fields(chain))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"architecture": "gated"}, r"chain\.architecture = 'gated' .*'standard', 'topk', 'batchtopk', 'jumprelu'"),
+        ({"k": 8}, r"chain\.k = 8 .*only for architecture 'topk' or 'batchtopk' \(not 'standard'\)"),
+        ({"architecture": "topk"}, r"chain\.k = None .*needs k, or target_l0"),
+        ({"architecture": "topk", "k": 0}, r"chain\.k = 0 .*an integer >= 1"),
+        ({"architecture": "batchtopk", "k": 2.5}, r"chain\.k = 2\.5 .*an integer >= 1"),
+        ({"architecture": "topk", "k": 8, "target_l0": 10.0}, r"chain\.k = 8 .*must equal round\(target_l0\) = 10"),
+        ({"architecture": "topk", "target_l0": 0.4}, r"chain\.target_l0 = 0\.4 .*k = round\(target_l0\) must be >= 1"),
+        ({"architecture": "jumprelu", "jumprelu_bandwidth": 0.0}, r"chain\.jumprelu_bandwidth = 0\.0 .*> 0"),
+        ({"architecture": "jumprelu", "jumprelu_init_threshold": -1.0}, r"chain\.jumprelu_init_threshold = -1\.0"),
+        (
+            {"architecture": "jumprelu", "matmul_precision": "bf16"},
+            r"chain\.matmul_precision = 'bf16' .*'standard' only",
+        ),
+    ],
+)
+def test_invalid_architecture_fields_are_named(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        ChainConfig(schedule=(0,), **kwargs)  # type: ignore[arg-type]
+
+
+def test_k_of_topk_comes_from_k_or_the_target_l0() -> None:
+    assert LINK_ARCHITECTURES == ("standard", "topk", "batchtopk", "jumprelu")
+    assert ChainConfig(schedule=(0,), architecture="topk", k=16).topk_k == 16
+    by_target = ChainConfig(schedule=(0,), architecture="batchtopk", target_l0=31.6)
+    assert by_target.topk_k == 32 and not by_target.searches_coefficient  # k = round(target), no search
+    assert ChainConfig(schedule=(0,), architecture="topk", k=32, target_l0=31.6).topk_k == 32
+    assert ChainConfig(schedule=(0,), target_l0=16.0).searches_coefficient  # the L1 lambda is searched
+    assert ChainConfig(schedule=(0,), architecture="jumprelu", target_l0=16.0).searches_coefficient  # L0 coefficient
+    assert ChainConfig(schedule=(0,)).topk_k is None and not ChainConfig(schedule=(0,)).searches_coefficient
+
+
+def test_architecture_fields_enter_the_hash_only_away_from_their_defaults() -> None:
+    chain = dataclasses.asdict(ChainConfig(schedule=(0, 1)))
+    assert chain["architecture"] == "standard"
+    before_the_fields = {k: v for k, v in chain.items() if k not in CHAIN_HASH_DEFAULTS}
+    assert config_hash(training_fields(chain)) == config_hash(training_fields(before_the_fields))
+    hashes = {config_hash(training_fields(chain))}
+    for kwargs in (
+        {"architecture": "topk", "k": 8},
+        {"architecture": "batchtopk", "k": 8},
+        {"architecture": "jumprelu"},
+        {"architecture": "jumprelu", "jumprelu_bandwidth": 0.1},
+        {"architecture": "jumprelu", "jumprelu_init_threshold": 0.1},
+    ):
+        hashes.add(config_hash(training_fields(dataclasses.asdict(ChainConfig(schedule=(0, 1), **kwargs)))))
+    assert len(hashes) == 6  # every choice is a different chain

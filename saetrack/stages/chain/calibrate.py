@@ -75,9 +75,9 @@ def calibrate_first_link(
 
 
 def calibrated_run(run: RunConfig, run_dir: Path) -> RunConfig:
-    """``run`` with the chain's calibrated λ (``chain/calibration.json``) when ``chain.target_l0`` is set, else
+    """``run`` with the chain's calibrated λ (``chain/calibration.json``) when ``chain.target_l0`` is searched for, else
     ``run`` itself; raises ``FileNotFoundError`` naming the stage to run when the calibration is missing."""
-    if run.chain.target_l0 is None:
+    if not run.chain.searches_coefficient:  # no target, or TopK/BatchTopK whose k is the target itself
         return run
     path = Path(run_dir) / paths.CHAIN_DIR / CALIBRATION_FILE
     if not path.is_file():
