@@ -13,6 +13,7 @@ from saetrack.config.schedules import pythia_like_steps
 
 __all__ = [
     "CACHE_HASH_DEFAULTS",
+    "CACHE_HOOKS",
     "CacheConfig",
     "CorpusConfig",
     "ModelConfig",
@@ -148,11 +149,16 @@ class ModelConfig:
             require_positive("model", {"n_layers": self.n_layers})
 
 
+#: The hooks of a block an SAE can read (``blocks.{layer}.hook_{hook}``): the residual stream entering the block, after
+#: its attention, leaving it; the attention's and the MLP's outputs (what each adds to the residual stream).
+CACHE_HOOKS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+
+
 @dataclass(frozen=True)
 class CacheConfig:
     """Activation cache (notebook 01): which hook, which contexts, how many tokens per link."""
 
-    #: The SAE reads ``blocks.{layer}.hook_resid_pre`` (the residual stream entering block ``layer``).
+    #: The SAE reads ``blocks.{layer}.hook_{hook}`` (by default the residual stream entering block ``layer``).
     layer: int = 2
     #: Tokens per context for both the analysis set and the training tokens.
     context_length: int = 128
@@ -178,10 +184,16 @@ class CacheConfig:
     #: Allow TF32 matmuls on CUDA in the model forward only, cached or streamed alike (faster on Ampere and later;
     #: about 1e-3 relative error in the forward); the flag is set around each batch's forward and restored.
     tf32: bool = False
+    #: Which activation of block ``layer`` (:data:`CACHE_HOOKS`): ``"resid_pre"`` (entering the block),
+    #: ``"resid_mid"`` (after its attention; models running attention and MLP in sequence only), ``"resid_post"``
+    #: (leaving it), ``"attn_out"`` or ``"mlp_out"`` (the sublayer's output). The forward stops at the hook.
+    hook: Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"] = "resid_pre"
 
     def __post_init__(self) -> None:
         if self.layer < 0:
             fail("cache", "layer", self.layer, "must be >= 0")
+        if self.hook not in CACHE_HOOKS:
+            fail("cache", "hook", self.hook, f"one of {', '.join(repr(h) for h in CACHE_HOOKS)}")
         require_positive(
             "cache",
             {
@@ -202,7 +214,8 @@ class CacheConfig:
 
     @property
     def hook_name(self) -> str:
-        return f"blocks.{self.layer}.hook_resid_pre"
+        """The transformer_lens hook the SAE reads: ``blocks.{layer}.hook_{hook}``."""
+        return f"blocks.{self.layer}.hook_{self.hook}"
 
     @property
     def streamed(self) -> bool:
@@ -217,6 +230,7 @@ CACHE_HASH_DEFAULTS: dict[str, object] = {
     "buffer_tokens": None,
     "forward_dtype": "float32",
     "tf32": False,
+    "hook": "resid_pre",
 }
 
 

@@ -8,8 +8,10 @@ implementations:
 * :class:`HubSuite` — a Hub repo with one revision per step (``EleutherAI/pythia-*-deduped``, revisions
   ``step{N}``), downloaded file by file into the Hugging Face cache and optionally pinned to commit hashes.
 
-Models are turned into ``transformer_lens.HookedTransformer`` **without weight processing** (no LayerNorm
-folding, no centring, no value-bias folding), so ``blocks.{L}.hook_resid_pre`` equals the Hugging Face
+Any architecture of :data:`~saetrack.data.hf_convert.SUPPORTED_MODEL_TYPES` loads (GPT-NeoX, GPT-2, Llama,
+Mistral, Qwen2: a user's own training run in any of these layouts; :func:`checkpoint_architecture` names a
+folder's). Models are turned into ``transformer_lens.HookedTransformer`` **without weight processing** (no
+LayerNorm folding, no centring, no value-bias folding), so ``blocks.{L}.hook_resid_pre`` equals the Hugging Face
 model's ``hidden_states[L]`` and SAEs trained on it interoperate with plain ``transformers`` code.
 
 Each checkpoint's weights are hashed (:func:`checkpoint_weights_sha256`) independently of file format and
@@ -20,6 +22,7 @@ detected (:func:`warn_on_duplicates`).
 from __future__ import annotations
 
 import abc
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -30,10 +33,10 @@ import torch
 import transformers
 from tqdm import tqdm
 from transformer_lens import HookedTransformer
-from transformers import AutoConfig, AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from saetrack.config.data import ModelConfig
-from saetrack.data.hf_convert import hooked_from_hf
+from saetrack.data.hf_convert import SUPPORTED_MODEL_TYPES, hooked_from_hf
 from saetrack.data.integrity import (
     BIN_PATTERNS,
     SAFETENSORS_INDEX,
@@ -51,6 +54,7 @@ __all__ = [
     "CheckpointSource",
     "HubSuite",
     "LocalSuite",
+    "checkpoint_architecture",
     "open_source",
 ]
 
@@ -67,23 +71,20 @@ TOKENIZER_PATTERNS: tuple[str, ...] = (
     "added_tokens.json",
 )
 
-_STEP_DIR = re.compile(r"^step(\d+)$")
+#: Checkpoint folder names: ``step{N}`` (this project's suites, Pythia's revisions) or the HF Trainer's
+#: ``checkpoint-{N}``.
+_STEP_DIR = re.compile(r"^(?:step|checkpoint-)(\d+)$")
 _COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
-# ----------------------------------------------------------------------------------------------
-# Hugging Face GPT-NeoX -> transformer_lens, without weight processing
-# ----------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------
-# Weight hashes and duplicate detection
-# ----------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoint sources
-# ----------------------------------------------------------------------------------------------
+def checkpoint_architecture(folder: str | Path) -> str:
+    """The Hugging Face ``model_type`` of the checkpoint in ``folder`` (``"gpt_neox"``, ``"gpt2"``, ``"llama"``, ...),
+    read from its ``config.json`` without loading anything (whether it is supported or not)."""
+    path = Path(folder) / CONFIG_FILE
+    model_type = json.loads(path.read_text()).get("model_type")
+    if not model_type:
+        raise ValueError(f"{path} names no model_type.")
+    return str(model_type)
 
 
 def _has_tokenizer(folder: Path) -> bool:
@@ -138,18 +139,24 @@ class CheckpointSource(abc.ABC):
 
     def load_hf(
         self, step: int, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-    ) -> GPTNeoXForCausalLM:
-        """The Hugging Face GPT-NeoX model at ``step``, in eval mode, on ``device`` in ``dtype``.
+    ) -> transformers.PreTrainedModel:
+        """The Hugging Face causal LM at ``step`` (``AutoModelForCausalLM``), in eval mode, on ``device`` in ``dtype``.
 
-        Raises if any weight of the model is missing from the checkpoint (it would be randomly initialised).
+        Raises ``NotImplementedError`` naming the supported model types when the checkpoint's ``model_type`` is not
+        one of :data:`~saetrack.data.hf_convert.SUPPORTED_MODEL_TYPES`, and ``RuntimeError`` if any weight of the
+        model is missing from the checkpoint (it would be randomly initialised).
         """
         folder = self.checkpoint_dir(self._check_step(step))
-        config = AutoConfig.from_pretrained(str(folder))
-        if not isinstance(config, GPTNeoXConfig):
+        model_type = checkpoint_architecture(folder)  # before transformers, which may not know it at all
+        if model_type not in SUPPORTED_MODEL_TYPES:
             raise NotImplementedError(
-                f"checkpoint {folder} has model_type={config.model_type!r}; only GPT-NeoX ('gpt_neox') is supported."
+                f"checkpoint {folder} has model_type={model_type!r}; supported model types: "
+                f"{', '.join(SUPPORTED_MODEL_TYPES)}."
             )
-        model, info = GPTNeoXForCausalLM.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
+        config = AutoConfig.from_pretrained(str(folder))
+        model, info = AutoModelForCausalLM.from_pretrained(
+            str(folder), config=config, dtype=dtype, output_loading_info=True
+        )
         if info.get("missing_keys"):
             raise RuntimeError(f"checkpoint {folder} lacks weights {sorted(info['missing_keys'])}.")
         return model.to(device).eval()
@@ -206,21 +213,23 @@ class LocalSuite(CheckpointSource):
 
     @staticmethod
     def available_steps(root: str | Path) -> tuple[int, ...]:
-        """Steps ``N`` with a ``root/step{N}/config.json``, ascending."""
+        """Steps ``N`` with a ``root/step{N}/config.json`` (or ``root/checkpoint-{N}/config.json``), ascending."""
         steps = []
         for child in Path(root).iterdir():
             match = _STEP_DIR.match(child.name)
             if match and (child / CONFIG_FILE).is_file():
                 steps.append(int(match.group(1)))
-        return tuple(sorted(steps))
+        return tuple(sorted(set(steps)))
 
     @property
     def name(self) -> str:
         return f"LocalSuite({self.root})"
 
     def checkpoint_dir(self, step: int) -> Path:
-        """``root/step{N}``."""
-        return self.root / step_dir_name(self._check_step(step))
+        """``root/step{N}``, or ``root/checkpoint-{N}`` (the HF Trainer's name) when only that exists."""
+        folder = self.root / step_dir_name(self._check_step(step))
+        trainer = self.root / f"checkpoint-{step}"
+        return trainer if not folder.is_dir() and trainer.is_dir() else folder
 
     def _tokenizer_dir(self) -> Path:
         candidates = [self.root / TOKENIZER_DIR, *(self.root / step_dir_name(s) for s in self.steps)]

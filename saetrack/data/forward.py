@@ -1,4 +1,6 @@
-"""The model forward that makes an activation (Eq. 6): residual stream entering block ``l``, in batches of contexts.
+"""The model forward that makes an activation (Eq. 6): the hooked activation of block ``l`` (by default the residual
+stream entering it; any hook of :data:`~saetrack.config.data.CACHE_HOOKS`), in batches of contexts, the forward stopped
+at the hook.
 
 Both activation paths run it the same way - the cache (notebook 01) writes its output to disk, the streamed source
 feeds it to the SAE - so the same contexts in the same batches give the same activations on either path.
@@ -14,12 +16,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from saetrack.config.data import CACHE_HOOKS
 from saetrack.config.run import RunConfig
 from saetrack.data.cache_plan import TORCH_DTYPES
 from saetrack.data.shuffle import to_device
 
 __all__ = [
     "FORWARD_DTYPES",
+    "activation_at_hook",
     "fill_activations",
     "forward_context",
     "residual_at_layer",
@@ -32,14 +36,64 @@ __all__ = [
 FORWARD_DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
 
 
-def residual_at_layer(model: Any, tokens: torch.Tensor, layer: int) -> torch.Tensor:
-    """The activation ``x^(l, C, q, t)`` of Eq. 6: ``blocks.{layer}.hook_resid_pre``, stopping the forward pass there.
+class _Captured(Exception):
+    """Raised by the capturing hook to end the forward pass right after the hooked activation was computed."""
 
-    ``model(tokens, stop_at_layer=layer)`` runs the embedding and blocks ``0 .. layer-1`` only and
-    returns the residual stream entering block ``layer`` - no compute past the hook.
+
+def _check_hook(model: Any, layer: int, hook: str) -> None:
+    """Raise unless ``blocks.{layer}.hook_{hook}`` is an activation ``model`` computes (the layer in range)."""
+    if hook not in CACHE_HOOKS:
+        raise ValueError(f"hook = {hook!r} is invalid: one of {', '.join(CACHE_HOOKS)}.")
+    if not hasattr(model, "blocks"):
+        raise TypeError(f"hook {hook!r} needs a HookedTransformer, not a {type(model).__name__}.")
+    n_blocks = len(model.blocks)
+    if not 0 <= layer < n_blocks and not (hook == "resid_pre" and layer == n_blocks):
+        raise ValueError(f"layer = {layer} is invalid for hook {hook!r} of a model of {n_blocks} blocks.")
+    name = f"blocks.{layer}.hook_{hook}"
+    if hook != "resid_pre" and name not in model.hook_dict:
+        why = " (attention and MLP run in parallel: no residual between them)" if hook == "resid_mid" else ""
+        raise ValueError(f"the model has no hook {name}{why}.")
+
+
+def activation_at_hook(model: Any, tokens: torch.Tensor, layer: int, hook: str = "resid_pre") -> torch.Tensor:
+    """The activation ``x^(l, C, q, t)`` of Eq. 6 at ``blocks.{layer}.hook_{hook}``, ``[batch, pos, d_model]``, with
+    no compute past the hook.
+
+    ``resid_pre``: ``model(tokens, stop_at_layer=layer)`` runs the embedding and blocks ``0 .. layer-1`` only and
+    returns the residual stream entering block ``layer``; ``resid_post``: the same with ``stop_at_layer=layer + 1``
+    (the residual leaving block ``layer``). ``resid_mid``, ``attn_out``, ``mlp_out``: the forward runs into block
+    ``layer``, and a forward hook on the hook point keeps the value and ends the pass there (raising an exception the
+    function catches), so the rest of the block is never computed either. Raises ``ValueError`` for a hook the model
+    does not compute (``resid_mid`` of a parallel-attention model) or a layer out of range (``resid_pre`` is checked
+    by transformer_lens, as before; any model with ``forward(tokens, stop_at_layer)`` serves it).
     """
+    if hook != "resid_pre":
+        _check_hook(model, layer, hook)
     with torch.inference_mode():
-        return model(tokens, stop_at_layer=layer)
+        if hook in ("resid_pre", "resid_post"):
+            return model(tokens, stop_at_layer=layer + (hook == "resid_post"))
+        held: list[torch.Tensor] = []
+
+        def capture(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            held.append(output)
+            raise _Captured
+
+        handle = model.hook_dict[f"blocks.{layer}.hook_{hook}"].register_forward_hook(capture)
+        try:
+            model(tokens, stop_at_layer=layer + 1)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        if not held:
+            raise RuntimeError(f"the forward pass never reached blocks.{layer}.hook_{hook}.")
+        return held[0]
+
+
+def residual_at_layer(model: Any, tokens: torch.Tensor, layer: int, hook: str = "resid_pre") -> torch.Tensor:
+    """The activation ``x^(l, C, q, t)`` of Eq. 6: by default ``blocks.{layer}.hook_resid_pre``, the forward pass
+    stopped there (:func:`activation_at_hook`, which any other ``hook`` goes through as well)."""
+    return activation_at_hook(model, tokens, layer, hook)
 
 
 @contextlib.contextmanager
@@ -78,8 +132,10 @@ def residual_chunks(
     forward_dtype: str = "float32",
     first_context: int = 0,
     tf32: bool = False,
+    hook: str = "resid_pre",
 ) -> Iterator[torch.Tensor]:
-    """Eq. 6 activations of ``tokens`` ``[n_contexts, ctx]``: one float32 ``[rows, d]`` tensor per batch, on ``device``.
+    """Eq. 6 activations at ``blocks.{layer}.hook_{hook}`` (:func:`activation_at_hook`) of ``tokens``
+    ``[n_contexts, ctx]``: one float32 ``[rows, d]`` tensor per batch, on ``device``.
 
     Batches are ``batch_contexts`` contexts counted from context 0 (so skipping to ``first_context`` keeps the same
     batch boundaries, and thus bit-identical activations); values are rounded through ``store_dtype`` as the cache
@@ -93,7 +149,7 @@ def residual_chunks(
         ids = np.asarray(tokens[start : start + batch_contexts], dtype=np.int64)
         batch = to_device(torch.from_numpy(ids if ids.flags.writeable else ids.copy()), device)
         with forward_context(device, forward_dtype, tf32):
-            resid = residual_at_layer(model, batch, layer)
+            resid = activation_at_hook(model, batch, layer, hook)
         resid = resid.to(store_dtype).float().clone()  # a normal tensor (autograd may save it), not an inference one
         if start < first_context:
             resid = resid[first_context - start :]
@@ -101,16 +157,16 @@ def residual_chunks(
         del ids, batch, resid  # not alive while the next batch is computed
 
 
-def truncate_at_layer(model: Any, layer: int) -> Any:
-    """``model`` (a ``HookedTransformer``) cut to what :func:`residual_at_layer` at ``layer`` runs: blocks
-    ``0 .. layer-1`` kept, later blocks, ``ln_final`` and ``unembed`` dropped (their memory freed), hooks re-indexed.
+def truncate_at_layer(model: Any, layer: int, hook: str = "resid_pre") -> Any:
+    """``model`` (a ``HookedTransformer``) cut to what :func:`activation_at_hook` at ``layer`` and ``hook`` runs:
+    blocks ``0 .. layer-1`` kept (``0 .. layer`` for any hook but ``resid_pre``), later blocks, ``ln_final`` and
+    ``unembed`` dropped (their memory freed), hooks re-indexed.
 
-    In place; returns ``model``. The activations at ``layer`` are bit-identical to the full model's; anything needing
+    In place; returns ``model``. The activations at the hook are bit-identical to the full model's; anything needing
     logits (the CE loss recovered of the link evaluation) needs the full model instead.
     """
-    if not 0 <= layer <= len(model.blocks):
-        raise ValueError(f"layer = {layer} is invalid for a model of {len(model.blocks)} blocks.")
-    model.blocks = model.blocks[:layer]
+    _check_hook(model, layer, hook)
+    model.blocks = model.blocks[: layer + (hook != "resid_pre")]
     model.ln_final = None
     model.unembed = None
     model.setup()  # the hook dictionary of the blocks kept only
@@ -120,9 +176,9 @@ def truncate_at_layer(model: Any, layer: int) -> Any:
 def fill_activations(
     run: RunConfig, model: Any, tokens: np.ndarray, out: np.ndarray, device: str, desc: str = "", progress: bool = False
 ) -> None:
-    """Write the Eq. 6 activations of ``tokens`` ``[n, ctx]`` at the run's hook into ``out`` ``[n * ctx, d]``, batch
-    by batch, with the cache's batching, storage dtype and forward dtype (the activation cache and the crosscoder's
-    aligned activations both write through here)."""
+    """Write the Eq. 6 activations of ``tokens`` ``[n, ctx]`` at the run's hook (``cache.hook_name``) into ``out``
+    ``[n * ctx, d]``, batch by batch, with the cache's batching, storage dtype and forward dtype (the activation cache
+    and the crosscoder's aligned activations both write through here)."""
     chunks = residual_chunks(
         model,
         tokens,
@@ -132,6 +188,7 @@ def fill_activations(
         store_dtype=TORCH_DTYPES[run.cache.dtype],
         forward_dtype=run.cache.forward_dtype,
         tf32=run.cache.tf32,
+        hook=run.cache.hook,
     )
     total = -(-len(tokens) // run.cache.batch_contexts)
     row = 0

@@ -3,15 +3,15 @@
 :class:`StreamedActivations` serves the same :class:`~saetrack.data.activations.ActivationSource` interface as the
 on-disk cache. A link's training rows are its own slice of the corpus's training token stream (the token plan of
 :func:`~saetrack.data.cache_plan.plan_tokens`, the same slice the cache would store) run through the checkpoint's
-model up to the hooked layer (:func:`~saetrack.data.forward.residual_chunks`, the cache's own batches) into the
-training buffer of :func:`~saetrack.data.shuffle.block_shuffled_batches` on the SAE's device. The held-out set is
+model up to the hook ``cache.hook_name`` (:func:`~saetrack.data.forward.residual_chunks`, the cache's own batches) into
+the training buffer of :func:`~saetrack.data.shuffle.block_shuffled_batches` on the SAE's device. The held-out set is
 computed for one checkpoint at a time and kept until another is asked for; the analysis set is a
 :class:`LazyActivations` view whose rows are computed when read, so it is never held whole.
 
 One model is loaded per checkpoint and kept until another is asked for (:meth:`StreamedActivations.model`), whole
 by default because the link's evaluation needs its logits (the CE loss recovered): :func:`hooked_model` hands the
 evaluation that same model instead of a second load; with ``full_model=False`` (no evaluation, e.g. formation) only
-the blocks before the hook are kept (:func:`~saetrack.data.forward.truncate_at_layer`). A link's token ids are never
+the blocks up to the hook are kept (:func:`~saetrack.data.forward.truncate_at_layer`). A link's token ids are never
 materialised whole: :class:`ContextSpan` gathers each forward batch's contexts from the token stream when it is
 read (int64, one batch at a time), and each batch is uploaded pinned and non-blocking to a CUDA device.
 
@@ -182,8 +182,8 @@ class StreamedActivations:
     def model(self, step: int) -> Any:
         """The hooked model of ``step`` on the source's device (one kept at a time), its weights hash checked.
 
-        Whole when ``full_model`` (the link's evaluation reuses it, :func:`hooked_model`), else cut after the hooked
-        layer (:func:`~saetrack.data.forward.truncate_at_layer`)."""
+        Whole when ``full_model`` (the link's evaluation reuses it, :func:`hooked_model`), else cut after the hook
+        (:func:`~saetrack.data.forward.truncate_at_layer`)."""
         if self._model is None or self._model[0] != step:
             self._model = None
             expected = self.weights_hash(step)
@@ -195,7 +195,10 @@ class StreamedActivations:
                     "changed - rerun notebook 01 with force."
                 )
             model = self.checkpoints.load_hooked(step, device=self.device)
-            self._model = (step, model if self.full_model else truncate_at_layer(model, self.run.cache.layer))
+            self._model = (
+                step,
+                model if self.full_model else truncate_at_layer(model, self.run.cache.layer, self.run.cache.hook),
+            )
         return self._model[1]
 
     def _rows(self, step: int, tokens: np.ndarray | ContextSpan, first_row: int, n_rows: int) -> Iterator[torch.Tensor]:
@@ -211,6 +214,7 @@ class StreamedActivations:
             forward_dtype=self.run.cache.forward_dtype,
             first_context=first_row // ctx,
             tf32=self.run.cache.tf32,
+            hook=self.run.cache.hook,
         )
         skip, left = first_row % ctx, n_rows
         for chunk in chunks:

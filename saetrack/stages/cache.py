@@ -197,9 +197,20 @@ def _streamed_plan(run: RunConfig, run_dir: Path, stage: StageRun, checkpoints: 
     )
 
 
+#: Keys of a Hugging Face ``config.json`` naming the residual-stream width, in the order they are tried
+#: (``n_embd``: GPT-2; ``d_model``: OPT-like configs).
+_WIDTH_KEYS: tuple[str, ...] = ("hidden_size", "n_embd", "d_model")
+
+
 def checkpoint_width(folder: Path) -> int:
-    """``d_model`` (``hidden_size``) of the Hugging Face checkpoint in ``folder``, read from its ``config.json``."""
-    return int(json.loads((Path(folder) / "config.json").read_text())["hidden_size"])
+    """``d_model`` of the Hugging Face checkpoint in ``folder``, read from its ``config.json``: ``hidden_size``
+    (GPT-NeoX, Llama, Mistral, Qwen2), ``n_embd`` (GPT-2) or ``d_model``, whichever it has."""
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text())
+    for key in _WIDTH_KEYS:
+        if config.get(key):
+            return int(config[key])
+    raise KeyError(f"{path} states no residual width (none of {', '.join(_WIDTH_KEYS)}).")
 
 
 def cache_activations(

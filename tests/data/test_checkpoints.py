@@ -7,11 +7,12 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 from safetensors.torch import load_file, save_file
-from transformers import GPTNeoXForCausalLM
+from transformers import GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM, GPTNeoXForCausalLM, LlamaForCausalLM
 
 from saetrack.config import ModelConfig
-from saetrack.data.checkpoints import HubSuite, LocalSuite, open_source
+from saetrack.data.checkpoints import HubSuite, LocalSuite, checkpoint_architecture, open_source
 from saetrack.data.integrity import DuplicateCheckpointWarning
+from tests.data.archs import build_arch_suite
 from tests.data.neox import (
     ATOL,
     REPO_ID,
@@ -89,6 +90,60 @@ def test_local_suite_refuses_checkpoint_with_missing_weights(tmp_path: Path) -> 
     del state["gpt_neox.final_layer_norm.bias"]
     save_file(state, weights, metadata={"format": "pt"})
     with pytest.raises(RuntimeError, match=r"lacks weights.*final_layer_norm\.bias"):
+        LocalSuite(tmp_path).load_hf(0)
+
+
+@pytest.mark.parametrize(
+    ("arch", "model_class", "model_type"),
+    [
+        ("gpt2", GPT2LMHeadModel, "gpt2"),
+        ("llama", LlamaForCausalLM, "llama"),
+        ("llama-gqa", LlamaForCausalLM, "llama"),
+        ("mistral", None, "mistral"),
+        ("qwen2", None, "qwen2"),
+        ("gpt_neox", GPTNeoXForCausalLM, "gpt_neox"),
+    ],
+)
+def test_local_suite_loads_a_users_own_architecture(
+    tmp_path: Path, arch: str, model_class: type | None, model_type: str
+) -> None:
+    originals = build_arch_suite(tmp_path, arch, {0: 40, 5: 41})
+    suite = LocalSuite(tmp_path)
+    tokens = random_tokens(2, 12, seed=4)
+    for step, original in originals.items():
+        assert checkpoint_architecture(suite.checkpoint_dir(step)) == model_type
+        expected = hf_logits(original, tokens)
+        hf = suite.load_hf(step)
+        assert type(hf) is type(original) and (model_class is None or isinstance(hf, model_class))
+        assert not hf.training and (hf_logits(hf, tokens) - expected).abs().max().item() < 1e-6
+        hooked = suite.load_hooked(step)
+        assert (hooked_logits(hooked, tokens) - expected).abs().max().item() < ATOL
+    assert suite.weights_hash(0) != suite.weights_hash(5)
+
+
+def test_local_suite_refuses_an_unsupported_architecture_naming_the_supported_ones(tmp_path: Path) -> None:
+    GPTJForCausalLM(GPTJConfig(vocab_size=64, n_embd=32, n_layer=1, n_head=4, n_positions=16)).save_pretrained(
+        tmp_path / "step0"
+    )
+    save_tokenizer(tmp_path / "tokenizer")
+    assert checkpoint_architecture(tmp_path / "step0") == "gptj"  # named even when it does not load
+    with pytest.raises(NotImplementedError, match="model_type='gptj'; supported model types: gpt_neox, gpt2, llama"):
+        LocalSuite(tmp_path).load_hf(0)
+    (tmp_path / "step0" / "config.json").write_text('{"model_type": "my_own_lm"}')  # unknown to transformers too
+    with pytest.raises(NotImplementedError, match="model_type='my_own_lm'; supported model types: gpt_neox"):
+        LocalSuite(tmp_path).load_hooked(0)
+    (tmp_path / "step0" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="names no model_type"):
+        checkpoint_architecture(tmp_path / "step0")
+
+
+def test_local_suite_refuses_a_llama_checkpoint_with_missing_weights(tmp_path: Path) -> None:
+    build_arch_suite(tmp_path, "llama", {0: 42})
+    weights = tmp_path / "step0" / "model.safetensors"
+    state = load_file(weights)
+    del state["model.layers.1.mlp.gate_proj.weight"]
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(RuntimeError, match=r"lacks weights.*layers\.1\.mlp\.gate_proj"):
         LocalSuite(tmp_path).load_hf(0)
 
 
@@ -193,3 +248,12 @@ def test_open_source_dispatch(
     assert hub.weights_hash(10) == local.weights_hash(10)
     with pytest.raises(ValueError, match=r"steps \[8\] have no checkpoint folder.*\[0, 4\]"):
         open_source(ModelConfig(source="suite", checkpoint_steps=(0, 8)), run_dir)
+
+
+def test_local_suite_reads_the_hf_trainers_checkpoint_folders(tmp_path: Path) -> None:
+    build_suite(tmp_path, {0: 0, 5: 1})
+    (tmp_path / "step5").rename(tmp_path / "checkpoint-5")
+    suite = LocalSuite(tmp_path)
+    assert suite.steps == (0, 5) and suite.checkpoint_dir(5) == tmp_path / "checkpoint-5"
+    assert suite.checkpoint_dir(0) == tmp_path / "step0"
+    assert suite.load_hf(5) is not None

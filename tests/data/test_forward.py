@@ -1,4 +1,5 @@
-"""The Eq. 6 forward in batches: same activations whatever the first context, autocast switch."""
+"""The Eq. 6 forward in batches: same activations whatever the first context, autocast switch; every hook, the
+forward stopped there."""
 
 from __future__ import annotations
 
@@ -12,8 +13,18 @@ import torch
 
 from saetrack import paths
 from saetrack.config import get_preset
+from saetrack.config.data import CACHE_HOOKS
 from saetrack.data.checkpoints import open_source
-from saetrack.data.forward import forward_context, residual_at_layer, residual_chunks, truncate_at_layer
+from saetrack.data.forward import (
+    activation_at_hook,
+    forward_context,
+    residual_at_layer,
+    residual_chunks,
+    truncate_at_layer,
+)
+from saetrack.data.hf_convert import hooked_from_hf
+from tests.data.archs import N_LAYERS, arch_model
+from tests.data.neox import random_tokens
 
 
 def test_chunks_are_the_hook_value_and_skipping_keeps_batch_boundaries(smoke_run_dir: Path) -> None:
@@ -112,3 +123,59 @@ def test_read_only_int64_token_batches_are_uploaded_without_a_copy_warning(tmp_p
         warnings.simplefilter("error")
         chunks = list(residual_chunks(model, tokens, 1, batch_contexts=3, device="cpu"))
     assert [c.shape for c in chunks] == [(18, 4), (6, 4)]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("hook", CACHE_HOOKS)
+def test_every_hook_is_the_hook_value_and_nothing_past_it_runs(arch: str, hook: str) -> None:
+    hooked = hooked_from_hf(arch_model(arch, 3))
+    tokens = random_tokens(2, 12, seed=3)
+    with torch.no_grad():
+        _, cache = hooked.run_with_cache(tokens)
+    ran: list[str] = []
+    for layer in range(N_LAYERS):
+        name = f"blocks.{layer}.hook_{hook}"
+        if name not in hooked.hook_dict:  # resid_mid of GPT-NeoX's parallel attention and MLP
+            assert (arch, hook) == ("gpt_neox", "resid_mid")
+            with pytest.raises(ValueError, match="parallel"):
+                activation_at_hook(hooked, tokens, layer, hook)
+            continue
+        ran.clear()
+        later = [(n, p) for n, p in hooked.hook_dict.items() if n.startswith("ln_final.")]
+        later += [(n, p) for n, p in hooked.hook_dict.items() if n.startswith(f"blocks.{layer + 1}.")]
+        # the hook point right after ours in block `layer` must not run either (no compute past the hook)
+        after = {"attn_out": "hook_resid_mid", "resid_mid": "hook_mlp_out", "mlp_out": "hook_resid_post"}.get(hook)
+        if after and arch != "gpt_neox":
+            later.append((f"blocks.{layer}.{after}", hooked.hook_dict[f"blocks.{layer}.{after}"]))
+        handles = [p.register_forward_hook(lambda *_, n=n: ran.append(n)) for n, p in later]
+        try:
+            value = activation_at_hook(hooked, tokens, layer, hook)
+        finally:
+            for handle in handles:
+                handle.remove()
+        assert ran == [], f"{name}: {ran} ran past the hook"
+        assert torch.equal(value, cache[name]) or torch.allclose(value, cache[name], rtol=0, atol=1e-6)
+        assert torch.equal(residual_at_layer(hooked, tokens, layer, hook), value)
+    assert all(not p._forward_hooks for p in hooked.hook_dict.values())  # the capturing hook was removed
+
+
+def test_hook_checks_name_the_problem() -> None:
+    hooked = hooked_from_hf(arch_model("gpt2", 4))
+    tokens = random_tokens(1, 4)
+    with pytest.raises(ValueError, match="hook = 'resid_final'"):
+        activation_at_hook(hooked, tokens, 0, "resid_final")
+    with pytest.raises(ValueError, match=f"layer = {N_LAYERS} is invalid for hook 'mlp_out'"):
+        activation_at_hook(hooked, tokens, N_LAYERS, "mlp_out")
+    with pytest.raises(TypeError, match="HookedTransformer"):
+        activation_at_hook(_FlagRecorder(), tokens, 0, "attn_out")
+
+
+@pytest.mark.parametrize("hook", ["resid_pre", "resid_mid", "attn_out", "resid_post"])
+def test_a_model_cut_at_any_hook_gives_the_same_activations(hook: str) -> None:
+    model = hooked_from_hf(arch_model("llama", 7))
+    tokens = np.random.default_rng(7).integers(0, 64, size=(5, 10))
+    before = torch.cat(list(residual_chunks(model, tokens, 1, batch_contexts=2, device="cpu", hook=hook)))
+    truncate_at_layer(model, 1, hook)
+    assert len(model.blocks) == (1 if hook == "resid_pre" else 2) and model.unembed is None
+    after = torch.cat(list(residual_chunks(model, tokens, 1, batch_contexts=2, device="cpu", hook=hook)))
+    assert torch.equal(before, after) and before.shape == (50, 64)

@@ -1,12 +1,15 @@
-"""The unprocessed GPT-NeoX -> transformer_lens conversion: logits, residual stream, stop_at_layer, config checks."""
+"""The unprocessed HF -> transformer_lens conversion (GPT-NeoX, GPT-2, Llama, Mistral, Qwen2): logits, every hook,
+stop_at_layer, config checks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig
+from transformers import GPTJConfig, GPTNeoXConfig, GPTNeoXForCausalLM, Qwen2Config
 
-from saetrack.data.hf_convert import hooked_config_from_hf, hooked_from_hf
+from saetrack.config.data import CACHE_HOOKS
+from saetrack.data.hf_convert import SUPPORTED_MODEL_TYPES, hooked_config_from_hf, hooked_from_hf
+from tests.data.archs import N_LAYERS, arch_config, arch_model, hf_hook_values
 from tests.data.neox import ATOL, hf_logits, hooked_logits, random_tokens, tiny_config, tiny_model
 
 pytestmark = pytest.mark.usefixtures("hub_offline", "one_thread")
@@ -123,10 +126,113 @@ def test_hooked_config_follows_hf_config() -> None:
         (tiny_config(attention_bias=False), NotImplementedError, "attention_bias"),
         (tiny_config(hidden_act="quick_gelu"), NotImplementedError, "quick_gelu"),
         (tiny_config(rotary_pct=0.1), NotImplementedError, "rotary_dim = 0"),
-        (LlamaConfig(), TypeError, "llama"),
+        (GPTJConfig(), NotImplementedError, "'gptj'.*supported model types: gpt_neox, gpt2, llama, mistral, qwen2"),
+        (arch_config("llama", attention_bias=True), NotImplementedError, "attention_bias"),
+        (arch_config("llama", mlp_bias=True), NotImplementedError, "mlp_bias"),
+        (
+            arch_config(
+                "llama",
+                rope_scaling={
+                    "rope_type": "llama3",
+                    "factor": 8.0,
+                    "original_max_position_embeddings": 8,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                },
+            ),
+            NotImplementedError,
+            "llama3",
+        ),
+        (arch_config("llama", hidden_act="gelu_10"), NotImplementedError, "gelu_10"),
+        (Qwen2Config(use_sliding_window=True, sliding_window=8, max_window_layers=0), NotImplementedError, "sliding"),
     ],
-    ids=["rope-scaling", "no-attention-bias", "activation", "rotary-dim", "not-neox"],
+    ids=[
+        "rope-scaling",
+        "no-attention-bias",
+        "activation",
+        "rotary-dim",
+        "unsupported-type",
+        "llama-attention-bias",
+        "llama-mlp-bias",
+        "llama3-rope",
+        "llama-activation",
+        "qwen2-sliding-window",
+    ],
 )
 def test_hooked_config_rejects_what_it_cannot_reproduce(config: object, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         hooked_config_from_hf(config)  # type: ignore[arg-type]
+
+
+ARCHS = ("gpt2", "llama", "llama-gqa", "mistral", "qwen2")
+
+
+def test_supported_model_types() -> None:
+    assert SUPPORTED_MODEL_TYPES == ("gpt_neox", "gpt2", "llama", "mistral", "qwen2")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_hooked_logits_equal_hf_other_architectures(arch: str) -> None:
+    hf = arch_model(arch, 0)
+    hooked = hooked_from_hf(hf)
+    tokens = random_tokens(2, 20)  # longer than Mistral's sliding window of 5
+    expected = hf_logits(hf, tokens)
+    assert expected.std() > 0.5
+    assert (hooked_logits(hooked, tokens) - expected).abs().max().item() < ATOL
+
+
+@pytest.mark.parametrize("arch", ("gpt_neox", "gpt_neox-sequential", *ARCHS))
+def test_every_hook_equals_the_hf_models_own_activation(arch: str) -> None:
+    """resid_pre/resid_post = hidden_states, attn_out/mlp_out = the HF attention/MLP module outputs, resid_mid =
+    resid_pre + attn_out; every block, every hook the converted model has."""
+    sequential = arch == "gpt_neox-sequential"
+    hf = arch_model("gpt_neox", 5, use_parallel_residual=False) if sequential else arch_model(arch, 5)
+    hooked = hooked_from_hf(hf)
+    tokens = random_tokens(2, 16, seed=5)
+    expected = hf_hook_values(hf, tokens)
+    with torch.no_grad():
+        _, cache = hooked.run_with_cache(tokens)
+    compared = 0
+    for name, value in expected.items():
+        if name not in hooked.hook_dict:  # resid_mid of a parallel-attention model
+            assert arch == "gpt_neox" and name.endswith("hook_resid_mid")
+            continue
+        assert value.abs().max() > 0.1
+        diff = (cache[name] - value).abs().max().item()
+        assert diff < ATOL, f"{name}: {diff}"
+        compared += 1
+    n_hooks = len(CACHE_HOOKS) * N_LAYERS - 1  # resid_post of the last block is not a hidden state
+    assert compared == (n_hooks - N_LAYERS if arch == "gpt_neox" else n_hooks)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_other_architectures_are_unprocessed(arch: str) -> None:
+    hf = arch_model(arch, 6)
+    hooked = hooked_from_hf(hf)
+    if arch == "gpt2":
+        assert hooked.cfg.normalization_type == "LN" and hooked.cfg.positional_embedding_type == "standard"
+        assert torch.equal(hooked.blocks[0].ln1.w, hf.transformer.h[0].ln_1.weight)
+        assert torch.equal(hooked.blocks[1].mlp.b_out, hf.transformer.h[1].mlp.c_proj.bias)
+        assert torch.equal(hooked.unembed.W_U, hf.lm_head.weight.T)  # not centred
+        return
+    assert hooked.cfg.normalization_type == "RMS" and hooked.cfg.gated_mlp and hooked.cfg.final_rms
+    layer = hf.model.layers[0]
+    assert torch.equal(hooked.blocks[0].ln1.w, layer.input_layernorm.weight)  # RMSNorm weights not folded away
+    assert torch.equal(hooked.ln_final.w, hf.model.norm.weight)
+    assert torch.equal(hooked.unembed.W_U, hf.lm_head.weight.T)
+    assert torch.equal(hooked.blocks[0].mlp.W_gate, layer.mlp.gate_proj.weight.T)
+    assert hooked.cfg.rotary_adjacent_pairs is False and hooked.cfg.rotary_dim == hooked.cfg.d_head == 16
+
+
+def test_llama_like_config_fields() -> None:
+    cfg = hooked_config_from_hf(arch_config("llama", head_dim=8, rms_norm_eps=1e-6, rope_theta=500.0))
+    assert (cfg.d_head, cfg.rotary_dim, cfg.rotary_base, cfg.eps, cfg.n_key_value_heads) == (8, 8, 500.0, 1e-6, None)
+    assert cfg.original_architecture == "LlamaForCausalLM"
+    gqa = hooked_config_from_hf(arch_config("llama-gqa"))
+    assert gqa.n_key_value_heads == 2
+    mistral = hooked_config_from_hf(arch_config("mistral"))
+    assert mistral.use_local_attn and mistral.window_size == 5 and mistral.attn_types == ["local"] * N_LAYERS
+    assert hooked_config_from_hf(arch_config("qwen2")).n_key_value_heads == 2
+    gpt2 = hooked_config_from_hf(arch_config("gpt2", n_inner=80, activation_function="relu"))
+    assert (gpt2.d_mlp, gpt2.act_fn, gpt2.n_ctx, gpt2.d_head) == (80, "relu", 64, 16)
+    assert hooked_config_from_hf(arch_config("gpt2")).d_mlp == 4 * 64
