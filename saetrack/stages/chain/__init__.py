@@ -26,13 +26,14 @@ from saetrack.config.chain import training_fields
 from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.data.cache_plan import cache_config_hash
-from saetrack.data.checkpoints import CheckpointSource, open_source
+from saetrack.data.checkpoints import CheckpointSource, checkpoint_architecture, open_source
 from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
 from saetrack.sae.io import load_training_sae, save_sae
 from saetrack.sae.model import SAETrackSAE, build_sae
 from saetrack.sae.recurrent import recurrent_init
 from saetrack.sae.training import TrainResult
 from saetrack.stages.chain.calibrate import calibrate_first_link, calibrated_run, with_coefficient
+from saetrack.stages.chain.health import check_link_health
 from saetrack.stages.chain.links import (
     ACTIVATION_SCALE_ROWS,
     ChainTrainingError,
@@ -139,6 +140,7 @@ def _train_link_at(
         progress=progress,
     )
     quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
+    check_link_health(run, quality, activations.d_model, desc)  # a dead or saturated link stops the chain, unsaved
     link_dir = stage.folder / paths.step_dir_name(step)
     files = save_sae(result.sae, link_dir, feature_sparsity=result.feature_frequency)
     if chain.optimizer_policy == "carry":
@@ -148,7 +150,13 @@ def _train_link_at(
     stage.write_part_manifest(  # last: the link counts as finished only from here on
         link_dir,
         stage="chain-link",
-        config={"chain": run.to_dict()["chain"], "position": position, "step": step},
+        config={
+            "chain": run.to_dict()["chain"],
+            "position": position,
+            "step": step,
+            "hook_name": run.cache.hook_name,
+            "model_architecture": checkpoint_architecture(checkpoints.checkpoint_dir(step)),
+        },
         files=files,
         timings={"train": result.wall_time_s},
         link=record,
@@ -175,7 +183,7 @@ def _build_chain(
     checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
     activations = open_activations(run, run_dir, checkpoints, device)
     configured, calibration = run, None
-    if run.chain.target_l0 is not None:  # λ for a target L0, found before the first link and kept along the chain
+    if run.chain.searches_coefficient:  # λ for a target L0, found before the first link and kept along the chain
         calibration = calibrate_first_link(run, stage.folder, activations, stage.config_hash, device, progress)
         run = with_coefficient(run, calibration["coefficient"])
     links: list[dict[str, Any]] = []
@@ -283,6 +291,7 @@ def _train_baseline_at(
         progress=progress,
     )
     quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
+    check_link_health(run, quality, activations.d_model, f"the baseline at step {step}")
     folder = stage.folder / paths.step_dir_name(step)
     files = save_sae(result.sae, folder, feature_sparsity=result.feature_frequency)
     record = {
