@@ -15,7 +15,7 @@ from saetrack import __version__
 from saetrack.config import DEFAULT_PRESET, PRESETS
 from saetrack.pipeline.shape import STAGE_NAMES
 
-__all__ = ["RUN_DESCRIPTION", "main", "run_main", "run_parser"]
+__all__ = ["RUN_DESCRIPTION", "WATCH_DESCRIPTION", "main", "run_main", "run_parser", "watch_parser"]
 
 #: What ``saetrack run --help`` (and ``python run_all.py --help``) says before the options.
 RUN_DESCRIPTION = f"""\
@@ -74,6 +74,9 @@ def run_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="go on even when the resource plan says the run does not fit this machine",
     )
     parser.add_argument("--run-dir", default="", help="run directory (default: runs/<preset>)")
+    parser.add_argument("--config", default="", metavar="FILE",
+                        help="a whole run config (JSON, e.g. the run_config.json saetrack watch writes) instead of "
+                        "--preset; --set still applies")  # fmt: skip
     hub = parser.add_argument_group("Hugging Face Hub")
     hub.add_argument("--push-to-hub", metavar="REPO", default="", help="push the finished chain to this repo")
     hub.add_argument("--hub-branch", default=None, help="branch to push to (default: main)")
@@ -81,6 +84,63 @@ def run_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     hub.add_argument("--hub-public", action="store_true", help="create the repo public (default: private)")
     hub.add_argument("--chain-from-hub", metavar="REPO", default="", help="download this chain instead of training one")
     hub.add_argument("--chain-revision", default="", help="commit hash (40 hex) the downloaded chain is pinned to")
+    return parser
+
+
+#: What ``saetrack watch --help`` says before the options.
+WATCH_DESCRIPTION = f"""\
+Follow a training run as it writes checkpoints: when checkpoint k appears and is complete (its files whole and
+unchanged for --settle seconds, then hashed), train link k of the SAE-Track chain from link k-1, measure its quality
+and the drift so far, print one line, and refresh the report (RUN_DIR/live/index.html). Killed, the same command
+resumes at the first unfinished link.
+
+SOURCE is a folder of step<N>/ or checkpoint-<N>/ checkpoints (save_pretrained or the Hugging Face Trainer), or
+hf:OWNER/NAME, a Hub repository whose step<N> branches appear over time. The settings come from --preset and --set;
+the sparsity penalty is calibrated to chain.target_l0 (default: 32, at most d_model/4) on the first
+checkpoint, unless --set gives chain.target_l0 or chain.l1_coefficient.
+
+examples:
+  saetrack watch out/checkpoints                         follow a folder until it holds saetrack.done
+  saetrack watch out/checkpoints --until-step 10000      stop after the link at step 10000
+  saetrack watch hf:me/my-run --idle-timeout 7200        follow a Hub repo's branches
+  saetrack watch out/checkpoints --set cache.layer=6 --set chain.target_l0=64
+
+Afterwards the notebooks run on the watched run as on any other:
+  saetrack run --config RUN_DIR/run_config.json --run-dir RUN_DIR --only formation drift crosscoder explorer
+(default preset: {DEFAULT_PRESET}; RUN_DIR defaults to runs/watch-<name of SOURCE>)
+"""
+
+
+def watch_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options of ``saetrack watch`` to ``parser``; return it."""
+    parser.add_argument("source", metavar="SOURCE", help="checkpoint folder, or hf:OWNER/NAME")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"settings to start from, one of {sorted(PRESETS)}")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a config field by dotted name (repeatable)")  # fmt: skip
+    parser.add_argument("--run-dir", default="", help="run directory (default: runs/watch-<name>)")
+    parser.add_argument("--name", default="", help="the run's name (default: the folder's or repository's name)")
+    parser.add_argument("--until-step", type=int, default=None, help="stop after the link at this step")
+    parser.add_argument(
+        "--marker",
+        default="saetrack.done",
+        help="stop once this file exists in SOURCE and every checkpoint is done (default %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=3600.0,
+        help="stop after this many seconds without a new checkpoint (default %(default)s)",
+    )
+    parser.add_argument("--poll", type=float, default=10.0, help="seconds between looks (default %(default)s)")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds a checkpoint's files must stay unchanged before it is read (default %(default)s)",
+    )
+    parser.add_argument("--revision-template", default="step{step}", help="Hub branch names (default %(default)s)")
+    parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', or 'auto' (default)")
+    parser.add_argument("--quiet", action="store_true", help="print only the per-checkpoint lines")
     return parser
 
 
@@ -116,8 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run_parser(run)
+    watch = commands.add_parser(
+        "watch",
+        help="follow a training run's checkpoints as they appear, one chain link per checkpoint",
+        description=WATCH_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    watch_parser(watch)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return _subcommand(args.command).run(args, run)  # type: ignore[attr-defined]
+    sub = {"run": run, "watch": watch}[args.command]
+    return _subcommand(args.command).run(args, sub)  # type: ignore[attr-defined]

@@ -74,10 +74,24 @@ def _lock_run_dir(run_dir: Path) -> IO[str] | None:
     return handle
 
 
+def _config(args: argparse.Namespace) -> RunConfig:
+    """The run's config: ``--config FILE`` (a ``RunConfig.to_dict()`` JSON) or ``--preset``, then ``--set``."""
+    overrides = _parse_overrides(args.overrides)
+    if not getattr(args, "config", ""):
+        return get_preset(args.preset, overrides)
+    path = Path(args.config).expanduser()
+    try:
+        data = store.read_json(path)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--config {args.config}: cannot read a run config there ({error}).") from error
+    run = RunConfig.from_dict(data)
+    return run.with_overrides(overrides) if overrides else run
+
+
 def _validated(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[RunConfig, str]:
     """The run's config and device from the options; any bad value ends in one ``parser.error`` message."""
     try:
-        run = get_preset(args.preset, _parse_overrides(args.overrides))
+        run = _config(args)
         device = resolve_device(args.device)
     except (ConfigError, ValueError) as error:
         parser.error(str(error))

@@ -47,12 +47,14 @@ from saetrack.pipeline.skeleton import StageRun, current_manifest, run_stage
 
 __all__ = [
     "HELDOUT_TOKENS",
+    "MODEL_FIELDS_NOT_TOKENIZER",
     "TRAIN_TOKENS",
     "corpus_config_hash",
     "load_corpus",
     "prepare_corpus",
     "streamed_token_budget",
     "streams_from_dataset",
+    "tokenizer_fields",
 ]
 
 
@@ -97,6 +99,18 @@ def streamed_token_budget(run: RunConfig) -> tuple[int, int]:
     return n_train, (plan.analysis[1] + plan.heldout[1]) * ctx
 
 
+#: Model fields that say nothing about the tokenizer: which checkpoints are studied and the model's shape. A corpus
+#: tokenized with a model's own tokenizer does not depend on them, so a run that gains checkpoints (a watched training
+#: run) keeps its corpus.
+MODEL_FIELDS_NOT_TOKENIZER: tuple[str, ...] = ("checkpoint_steps", "n_layers", "d_model")
+
+
+def tokenizer_fields(model: dict[str, Any]) -> dict[str, Any]:
+    """The model section (as in ``RunConfig.to_dict()["model"]``) as the corpus hash sees it: where the tokenizer
+    comes from, without :data:`MODEL_FIELDS_NOT_TOKENIZER`."""
+    return {k: v for k, v in model.items() if k not in MODEL_FIELDS_NOT_TOKENIZER}
+
+
 def corpus_config_hash(run: RunConfig) -> str:
     """Hash the corpus stage's manifest carries: the corpus section, plus the model when its tokenizer is used.
 
@@ -108,15 +122,14 @@ def corpus_config_hash(run: RunConfig) -> str:
     # with other seeds (the seed study) share a corpus
     if run.model.source == "suite":
         return config_hash({"corpus": run.to_dict()["corpus"]})
-    if not streams_from_dataset(run):
-        data = run.to_dict()
-        return config_hash({"corpus": data["corpus"], "model": data["model"]})
     data = run.to_dict()
+    if not streams_from_dataset(run):
+        return config_hash({"corpus": data["corpus"], "model": tokenizer_fields(data["model"])})
     _, n_heldout = streamed_token_budget(run)
     return config_hash(
         {
             "corpus": data["corpus"],
-            "model": data["model"],
+            "model": tokenizer_fields(data["model"]),
             "n_heldout_tokens": n_heldout,
             "streamed": True,
         }

@@ -15,7 +15,7 @@ from saetrack.pipeline.shape import STAGE_NAMES
 HELP_IMPORTS = """
 import contextlib, io, sys
 from saetrack.cli import main
-for argv in (["--help"], ["run", "--help"]):
+for argv in (["--help"], ["run", "--help"], ["watch", "--help"]):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
         main(argv)
 print(sorted(name for name in ("torch", "transformer_lens", "papermill", "matplotlib") if name in sys.modules))
@@ -60,3 +60,17 @@ def test_unknown_stages_are_named_with_the_known_ones(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["run", "--preset", "smoke", "--only", "train", "--plan"])
     assert f"are not stages; stages: {list(STAGE_NAMES)}" in capsys.readouterr().err
+
+
+def test_run_takes_a_whole_config_file_and_names_a_bad_one(tmp_path, capsys) -> None:
+    from saetrack import store
+    from saetrack.config import get_preset
+
+    config = tmp_path / "run_config.json"
+    store.write_json(config, get_preset("smoke").with_overrides({"preset": "my-run"}).to_dict())
+    assert cli.main(["run", "--config", str(config), "--plan", "--device", "cpu"]) == 0
+    assert "my-run" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["run", "--config", str(tmp_path / "missing.json"), "--plan"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "cannot read a run config" in err and "Traceback" not in err

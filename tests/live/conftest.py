@@ -1,0 +1,35 @@
+"""A watched run over the smoke suite's checkpoints, grown one update at a time (shared by the live tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from saetrack.config import get_preset
+from saetrack.live.config import WatchSource
+from saetrack.live.follow import LiveChain
+
+#: The checkpoints each update of the shared watched run sees (the smoke suite's first five).
+UPDATES: tuple[tuple[int, ...], ...] = ((0, 1), (0, 1, 2), (0, 1, 2, 4, 8))
+
+
+def live_chain(model_dir: Path, run_dir: Path, lines: list[str]) -> LiveChain:
+    """A :class:`LiveChain` following the smoke suite in ``model_dir`` into ``run_dir``, its penalty calibrated to the
+    default target L0 (8 for the 32-wide smoke model)."""
+    return LiveChain(get_preset("smoke"), WatchSource("local", str(model_dir)), run_dir, "watch-smoke",
+                     progress=False, say=lines.append)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def watched_smoke(smoke_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The smoke suite watched in three updates: the run directory, the printed lines, and the link weights' bytes
+    after each update (step -> bytes of ``sae_weights.safetensors``)."""
+    run_dir = tmp_path_factory.mktemp("watched")
+    lines: list[str] = []
+    chain = live_chain(smoke_run_dir / "model", run_dir, lines)
+    weights = []
+    for steps in UPDATES:
+        run = chain.update(list(steps), smoke_run_dir / "model" / "step0" / "config.json")
+        weights.append({s: (run_dir / "chain" / f"step{s}" / "sae_weights.safetensors").read_bytes() for s in steps})
+    return {"run_dir": run_dir, "lines": lines, "weights": weights, "run": run}

@@ -1,0 +1,42 @@
+"""A watched run trains one link per new checkpoint, keeps earlier links, and equals the offline chain bit for bit."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from saetrack import store
+from saetrack.config.run import RunConfig
+from saetrack.data.corpus import prepare_corpus
+from saetrack.live.follow import RUN_CONFIG_FILE
+from saetrack.stages.cache import cache_activations
+from saetrack.stages.chain import chain_config_hash, train_chain
+from tests.live.conftest import UPDATES
+
+
+def test_each_update_trains_only_the_new_links_and_keeps_the_earlier_ones(watched_smoke: dict) -> None:
+    run_dir, lines, weights = watched_smoke["run_dir"], watched_smoke["lines"], watched_smoke["weights"]
+    assert [line.split(" (")[0] for line in lines] == [f"[watch] step {s}" for s in (0, 1, 2, 4, 8)]
+    for before, after in itertools.pairwise(weights):
+        assert all(after[s] == before[s] for s in before)  # kept, not retrained
+    manifest = store.read_manifest(run_dir / "chain" / "step0")
+    run = watched_smoke["run"]
+    assert manifest["config_hash"] == chain_config_hash(run) and len(manifest["adopted_from"]) == len(UPDATES) - 1
+    assert store.read_manifest(run_dir / "chain")["steps"] == [0, 1, 2, 4, 8]
+    config = manifest["config"]
+    assert (config["model_architecture"], config["hook_name"]) == ("gpt_neox", "blocks.1.hook_resid_pre")
+
+
+def test_the_run_config_is_written_and_reads_back(watched_smoke: dict) -> None:
+    data = json.loads((watched_smoke["run_dir"] / RUN_CONFIG_FILE).read_text())
+    assert RunConfig.from_dict(data) == watched_smoke["run"]
+
+
+def test_the_watched_chain_equals_the_offline_chain_of_its_final_config(watched_smoke: dict, tmp_path: Path) -> None:
+    run = watched_smoke["run"]
+    prepare_corpus(run, tmp_path, progress=False)
+    cache_activations(run, tmp_path, progress=False)
+    train_chain(run, tmp_path, progress=False)
+    for step, live_bytes in watched_smoke["weights"][-1].items():
+        assert (tmp_path / "chain" / f"step{step}" / "sae_weights.safetensors").read_bytes() == live_bytes, step

@@ -1,0 +1,37 @@
+"""The watched run's console line and HTML report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from saetrack.live.report import LIVE_DIR, checkpoint_line, write_report
+
+
+def _link(step: int, position: int) -> dict:
+    metrics = {"explained_variance": 0.91234, "l0": 31.96, "dead_fraction": 0.0125, "ce_recovered": 0.8765}
+    return {"step": step, "position": position, "metrics": metrics, "l1_coefficient": 0.0123}
+
+
+def _readings(phases: dict | None) -> dict:
+    return {"steps": [0, 10, 20], "alive_at_latest": 250, "median_cosine_to_latest": [0.2, None, 1.0],
+            "median_cosine_to_previous": 0.875, "phases": phases, "phase_note": "too few links"}  # fmt: skip
+
+
+def test_checkpoint_line_says_quality_drift_and_phases() -> None:
+    line = checkpoint_line(_link(20, 2), _readings({"emergent_step": 10, "convergent_step": 20}), 12.34)
+    assert line.startswith("[watch] step 20 (link 3): explained variance 0.912, L0 32.0, dead 1.2%")
+    assert "median cosine to previous link 0.875" in line
+    assert "emergent from step 10, convergent from step 20" in line and line.endswith("12.3 s")
+    assert "not enough links yet" in checkpoint_line(_link(0, 0), _readings(None), 1.0)
+
+
+def test_write_report_writes_page_plot_and_status(tmp_path: Path) -> None:
+    links = [_link(0, 0), _link(10, 1), _link(20, 2)]
+    page = write_report(tmp_path, "/runs/x", links, _readings(None), {30: "being written"})
+    text = page.read_text()
+    assert page == tmp_path / LIVE_DIR / "index.html"
+    assert "too few links" in text and "step 30: being written" in text and "<td>20</td>" in text
+    assert (tmp_path / LIVE_DIR / "drift.png").read_bytes()[:4] == b"\x89PNG"
+    status = json.loads((tmp_path / LIVE_DIR / "status.json").read_text())
+    assert [link["step"] for link in status["links"]] == [0, 10, 20] and status["pending"] == {"30": "being written"}
