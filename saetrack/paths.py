@@ -18,6 +18,7 @@ __all__ = [
     "CROSSCODER_COMPARISON_DIR",
     "CROSSCODER_DIR",
     "CROSSCODER_MODEL_DIR",
+    "DENSITY_DIR",
     "DRIFT_DIR",
     "EXPLORER_DIR",
     "FIGURES_ENV",
@@ -57,6 +58,8 @@ BASELINE_DIR = "baseline"
 COMPARISON_DIR = "comparison"
 FORMATION_DIR = "formation"
 DRIFT_DIR = "drift"
+#: The checkpoint-density study of notebook 04 (chains over every s-th checkpoint beside the run's own chain).
+DENSITY_DIR = "density"
 SCALE_DIR = "scale"
 STATISTICS_DIR = "statistics"
 CROSSCODER_DIR = "crosscoder"

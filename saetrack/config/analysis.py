@@ -7,10 +7,34 @@ from dataclasses import dataclass
 from saetrack.config.base import PRESETS, fail, require_positive
 
 __all__ = [
+    "DENSITY_ONLY_FIELDS",
+    "DRIFT_HASH_DEFAULTS",
     "DriftConfig",
     "FormationConfig",
     "ScaleConfig",
+    "drift_hash_fields",
 ]
+
+
+#: Drift fields read only by the checkpoint-density study (its own folder ``density/`` and hash,
+#: :mod:`saetrack.stages.drift.density`): the drift stage's hash never sees them, so turning the study on or off or
+#: changing its strides leaves the drift stage current.
+DENSITY_ONLY_FIELDS: tuple[str, ...] = ("density_strides",)
+
+#: Fields added to :class:`DriftConfig` after runs were made: left out of the drift stage's hash while at these
+#: defaults, so run directories made before them stay current (none yet besides :data:`DENSITY_ONLY_FIELDS`, which
+#: are left out at any value).
+DRIFT_HASH_DEFAULTS: dict[str, object] = {}
+
+
+def drift_hash_fields(drift: dict[str, object]) -> dict[str, object]:
+    """The drift section (as in ``RunConfig.to_dict()["drift"]``) as the drift stage's config hash sees it: without
+    :data:`DENSITY_ONLY_FIELDS`, and without :data:`DRIFT_HASH_DEFAULTS` fields while at their defaults."""
+    return {
+        k: v
+        for k, v in drift.items()
+        if k not in DENSITY_ONLY_FIELDS and not (k in DRIFT_HASH_DEFAULTS and DRIFT_HASH_DEFAULTS[k] == v)
+    }
 
 
 @dataclass(frozen=True)
@@ -82,8 +106,15 @@ class DriftConfig:
     #: Drift noise floor: links retrained from the final SAE on the unchanged final checkpoint (None: as many as the
     #: chain has after its first, T - 1; 0: no floor).
     noise_floor_links: int | None = None
+    #: The checkpoint-density study (:mod:`saetrack.stages.drift.density`): chains over every s-th checkpoint of the
+    #: schedule for each stride s here, beside the run's own chain (stride 1), each trained as the chain's links are.
+    #: ``()``: no study. Read only by the study, never by the drift stage's hash (:data:`DENSITY_ONLY_FIELDS`).
+    density_strides: tuple[int, ...] = (2, 4, 8)
 
     def __post_init__(self) -> None:
+        strides = self.density_strides
+        if any(s < 2 for s in strides) or list(strides) != sorted(set(strides)):
+            fail("drift", "density_strides", strides, "strictly ascending strides >= 2 (stride 1 is the chain itself)")
         if not 0 < self.formed_fraction <= 1:
             fail("drift", "formed_fraction", self.formed_fraction, "must lie in (0, 1]")
         if self.max_segments < 3:

@@ -108,7 +108,7 @@ STAGES: tuple[Stage, ...] = (
         notebook="04_feature_drift.ipynb",
         inputs=("chain", "formation"),
         plan="saetrack.planning.drift.plan",
-        modules=("saetrack.stages.drift",),
+        modules=("saetrack.stages.drift", "saetrack.stages.drift.density"),
         description="decoder drift, formation times, trajectories and phases (Fig. 6a, 6b, 7; phases on Fig. 5)",
     ),
     Stage(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from saetrack.config import ConfigError, DriftConfig, FormationConfig, ScaleConfig
+from saetrack.config import ConfigError, DriftConfig, FormationConfig, ScaleConfig, get_preset
+from saetrack.config.analysis import DENSITY_ONLY_FIELDS, DRIFT_HASH_DEFAULTS, drift_hash_fields
 
 
 def test_defaults_are_the_papers() -> None:
@@ -47,3 +48,22 @@ def test_scale_config_knows_the_presets() -> None:
         ScaleConfig(presets=("smoke", "smoke"))
     with pytest.raises(ConfigError, match=r"scale\.parallel_sizes = 0"):
         ScaleConfig(parallel_sizes=0)
+
+
+def test_density_strides_default_to_2_4_8_and_reject_stride_1_and_disorder() -> None:
+    assert DriftConfig().density_strides == (2, 4, 8) and DriftConfig(density_strides=()).density_strides == ()
+    for bad in ((1, 2), (4, 2), (2, 2), (0,)):
+        with pytest.raises(ConfigError, match=r"drift\.density_strides .*strictly ascending strides >= 2"):
+            DriftConfig(density_strides=bad)
+
+
+def test_the_drift_hash_never_sees_the_density_strides() -> None:
+    # the committed runs' drift section, from before the field: what the drift stage's hash must keep seeing
+    before = {"formed_fraction": 0.5, "n_sampled_features": 8, "trajectories_per_pattern": 2, "n_histograms": 6,
+              "min_phase_checkpoints": 2, "max_segments": 6, "noise_floor_links": None}  # fmt: skip
+    for strides in ((2, 4, 8), (), (16,)):
+        section = get_preset("nano", {"drift.density_strides": strides}).to_dict()["drift"]
+        assert drift_hash_fields(section) == before
+    assert DENSITY_ONLY_FIELDS == ("density_strides",) and DRIFT_HASH_DEFAULTS == {}
+    moved = get_preset("nano", {"drift.max_segments": 4}).to_dict()["drift"]
+    assert drift_hash_fields(moved)["max_segments"] == 4  # every other field still counts

@@ -15,17 +15,18 @@ from saetrack.pipeline.stages import STAGES, get_stage, run_stages, stage_hashes
 from saetrack.stages import cache, chain, crosscoder, drift, explorer, formation, scale
 from saetrack.stages.chain import comparison
 from saetrack.stages.crosscoder import method_comparison, statistics
+from saetrack.stages.drift import density
 
 
 def test_output_hashes_come_from_the_stage_modules(run: RunConfig) -> None:
     assert get_stage("chain").outputs(run) == (paths.CHAIN_DIR, paths.BASELINE_DIR, paths.COMPARISON_DIR)
     expected = {}
-    for module in (cache, chain, comparison, formation, drift, scale, crosscoder, statistics, method_comparison,
-                   explorer):  # fmt: skip
+    for module in (cache, chain, comparison, formation, drift, density, scale, crosscoder, statistics,
+                   method_comparison, explorer):  # fmt: skip
         expected.update(module.output_hashes(run))
     assert stage_hashes(run) == expected
     assert list(stage_hashes(run)) == ["corpus", "model", "cache", "chain", "baseline", "comparison", "formation",
-                                       "drift", "scale", "crosscoder", "statistics",
+                                       "drift", "density", "scale", "crosscoder", "statistics",
                                        "crosscoder_vs_chain", "explorer"]  # fmt: skip
 
 

@@ -37,6 +37,7 @@ from saetrack import paths, store
 from saetrack.analysis import drift as dr
 from saetrack.analysis import phases as ph
 from saetrack.analysis.formation import checkpoint_positions
+from saetrack.config.analysis import drift_hash_fields
 from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
 from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
@@ -76,7 +77,8 @@ FLICKER = 1
 
 def drift_config_hash(run: RunConfig) -> str:
     """Hash of the drift stage's inputs: the formation stage's hash (which covers the chain) and the drift section."""
-    return config_hash({"formation": formation_config_hash(run), "drift": run.to_dict()["drift"], "v": 3})
+    drift = drift_hash_fields(run.to_dict()["drift"])
+    return config_hash({"formation": formation_config_hash(run), "drift": drift, "v": 3})
 
 
 @dataclass(frozen=True)
