@@ -151,7 +151,14 @@ def _scale_size(preset: str, n_layers: int, d_model: int) -> RunConfig:
     256 contexts (32k tokens) instead of 512.
     """
     return _nano(preset, n_layers=n_layers, d_model=d_model, layer=1, n_baseline=0).with_overrides(
-        {"chain.first_tokens": 500_000, "suite.eval_sequences": 128, "cache.analysis_contexts": 256}
+        # the checkpoint-density study runs on nano alone (the question is asked of the main model, and the default
+        # run's hour has no room for it at every size)
+        {
+            "chain.first_tokens": 500_000,
+            "suite.eval_sequences": 128,
+            "cache.analysis_contexts": 256,
+            "drift.density_strides": (),
+        }
     )
 
 
