@@ -218,7 +218,7 @@ def _pythia(
         scale=ScaleConfig(presets=scale or ("pythia-160m-l4", "pythia-410m-l4", "pythia-1.4b-l3"), parallel_sizes=1),
         # the drift noise floor over 8 links (120M streamed tokens) instead of all 28 (420M): the late checkpoints,
         # where drift is small enough for the floor to matter, at under half the first SAE's budget
-        drift=DriftConfig(noise_floor_links=8),
+        drift=DriftConfig(noise_floor_links=8, density_strides=()),  # the density study: nano only (GPU-hours here)
         # notebook 06 is off for the SAE-Track presets: over 32 snapshots at the chain's 64x dictionary the crosscoder
         # needs 40-280 GB of GPU memory; the crosscoder paper's own setting is the pythia-160m-l6 preset
         crosscoder=crosscoder or CrosscoderConfig(enabled=False),
