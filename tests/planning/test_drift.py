@@ -10,8 +10,9 @@ from tests.planning.conftest import RATES, by_line
 
 def test_the_noise_floor_links_and_host_memory_independent_of_the_number_of_links() -> None:
     drift = by_line("pythia-410m-l4")["drift"]
-    assert drift.sae_tokens == 8 * 15_000_000 + 25 * 15_000_000  # the noise floor's 8 links, the density study's 25
-    assert by_line("pythia-410m-l4", **{"drift.density_strides": ()})["drift"].sae_tokens == 8 * 15_000_000
+    assert drift.sae_tokens == 8 * 15_000_000  # the noise floor's 8 links; the paper presets skip the density study
+    with_density = by_line("pythia-410m-l4", **{"drift.density_strides": (2, 4, 8)})["drift"]
+    assert with_density.sae_tokens == 8 * 15_000_000 + 25 * 15_000_000  # its 25 sparse links, when asked for
     inputs = plan_inputs(get_preset("pythia-1.4b-l3"), RATES)
     stacked = inputs.n_checkpoints * inputs.d_sae * inputs.d_model * 8  # the [T, F, d] float64 stack it replaced
     assert drift_host_bytes(inputs) < 10 * GB < stacked
