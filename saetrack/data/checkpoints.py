@@ -183,6 +183,16 @@ class CheckpointSource(abc.ABC):
             warn_on_duplicates(hashes)
         return hashes
 
+    @property
+    def known_hashes(self) -> dict[int, str]:
+        """Step -> weight hash of every checkpoint hashed (or remembered) so far."""
+        return dict(self._hashes)
+
+    def remember_hashes(self, hashes: Mapping[int, str]) -> None:
+        """Take weight hashes computed elsewhere for checkpoints known unchanged since (a watched run verifies each
+        one before an update), so that they are not read and hashed again; steps not in this source are ignored."""
+        self._hashes.update({int(s): h for s, h in hashes.items() if int(s) in self.steps})
+
     def _hashes_json(self) -> dict[str, str]:
         return {str(step): self._hashes[step] for step in sorted(self._hashes)}
 
@@ -362,26 +372,26 @@ def open_source(
     cache_dir: str | Path | None = None,
     revisions: Mapping[int, str] | None = None,
     token: str | bool | None = None,
+    known_hashes: Mapping[int, str] | None = None,
 ) -> CheckpointSource:
-    """The checkpoint source a run's ``model`` section describes, over ``model.checkpoint_steps``.
+    """The checkpoint source a run's ``model`` section describes, over ``model.checkpoint_steps``; ``known_hashes``
+    (step -> weight hash of checkpoints verified unchanged) are remembered (:meth:`CheckpointSource.remember_hashes`).
 
     ``"suite"``: ``LocalSuite(run_dir / "model")``; ``"local"``: ``LocalSuite(model.local_path)`` (a relative
     path is taken from the repository root, never the working directory);
     ``"hub"``: ``HubSuite(model.repo_id)`` (``cache_dir``, ``revisions`` and ``token`` apply to it only).
     """
     steps = model.checkpoint_steps
+    source: CheckpointSource | None = None
     if model.source == "suite":
-        return LocalSuite(Path(run_dir) / MODEL_DIR, steps)
-    if model.source == "local":
+        source = LocalSuite(Path(run_dir) / MODEL_DIR, steps)
+    elif model.source == "local":
         local_path = Path(str(model.local_path)).expanduser()
-        return LocalSuite(local_path if local_path.is_absolute() else REPO_ROOT / local_path, steps)
-    if model.source == "hub":
-        return HubSuite(
-            str(model.repo_id),
-            steps,
-            revision_template=model.revision_template,
-            revisions=revisions,
-            cache_dir=cache_dir,
-            token=token,
-        )
-    raise ValueError(f"model.source = {model.source!r} is invalid: one of 'suite', 'local', 'hub'.")
+        source = LocalSuite(local_path if local_path.is_absolute() else REPO_ROOT / local_path, steps)
+    elif model.source == "hub":
+        source = HubSuite(str(model.repo_id), steps, revision_template=model.revision_template, revisions=revisions,
+                          cache_dir=cache_dir, token=token)  # fmt: skip
+    if source is None:
+        raise ValueError(f"model.source = {model.source!r} is invalid: one of 'suite', 'local', 'hub'.")
+    source.remember_hashes(known_hashes or {})
+    return source

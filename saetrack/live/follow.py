@@ -65,9 +65,7 @@ class LiveChain:
         """The checkpoint source of ``run``, reusing weight hashes of checkpoints already hashed (they are verified
         unchanged by the watcher before each update)."""
         pins = {s: c for s, c in self.revisions.items() if s in run.model.checkpoint_steps}
-        checkpoints = open_source(run.model, self.run_dir, revisions=pins or None)
-        checkpoints._hashes.update({s: h for s, h in self._hashes.items() if s in checkpoints.steps})
-        return checkpoints
+        return open_source(run.model, self.run_dir, revisions=pins or None, known_hashes=self._hashes)
 
     def update(self, steps: Sequence[int], config_file: Path, pending: dict[int, str] | None = None) -> RunConfig:
         """Bring the chain up to the checkpoints ``steps`` (all ready, ascending; ``config_file`` is the first one's
@@ -82,7 +80,7 @@ class LiveChain:
         adopt_links(run, self.run_dir, lambda j: self.config_for(steps[:j]))
         checkpoints = self._checkpoints(run)
         cache_activations(run, self.run_dir, source=checkpoints, device=self.device, progress=self.progress)
-        self._hashes.update(checkpoints._hashes)
+        self._hashes.update(checkpoints.known_hashes)
         started = time.perf_counter()
 
         def after_link(step: int) -> None:

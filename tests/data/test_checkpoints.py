@@ -257,3 +257,23 @@ def test_local_suite_reads_the_hf_trainers_checkpoint_folders(tmp_path: Path) ->
     assert suite.steps == (0, 5) and suite.checkpoint_dir(5) == tmp_path / "checkpoint-5"
     assert suite.checkpoint_dir(0) == tmp_path / "step0"
     assert suite.load_hf(5) is not None
+
+
+def test_known_hashes_are_remembered_and_not_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    build_suite(tmp_path / "model", {0: 80, 4: 81})
+    config = ModelConfig(source="suite", checkpoint_steps=(0, 4))
+    first = open_source(config, tmp_path)
+    assert first.known_hashes == {}
+    hashes = first.weights_hashes()
+    assert first.known_hashes == hashes and first.known_hashes is not first.known_hashes  # a copy each time
+
+    def no_reading(folder: Path) -> str:
+        raise AssertionError(f"{folder} was hashed again")
+
+    monkeypatch.setattr("saetrack.data.checkpoints.checkpoint_weights_sha256", no_reading)
+    again = open_source(config, tmp_path, known_hashes={**hashes, 99: "not a step of this source"})
+    assert again.known_hashes == hashes and again.weights_hashes() == hashes
+    fresh = open_source(ModelConfig(source="suite", checkpoint_steps=(4,)), tmp_path, known_hashes={0: hashes[0]})
+    assert fresh.known_hashes == {}  # step 0 is not one of its checkpoints
+    with pytest.raises(AssertionError, match="hashed again"):
+        fresh.weights_hash(4)

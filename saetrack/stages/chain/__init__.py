@@ -12,12 +12,10 @@ atomic), so an interrupted run resumes at the first unfinished link and never lo
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from saetrack import paths, store
@@ -29,22 +27,21 @@ from saetrack.data.cache_plan import cache_config_hash
 from saetrack.data.checkpoints import CheckpointSource, checkpoint_architecture, open_source
 from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
 from saetrack.sae.io import load_training_sae, save_sae
-from saetrack.sae.model import SAETrackSAE, build_sae
-from saetrack.sae.recurrent import recurrent_init
+from saetrack.sae.model import SAETrackSAE
 from saetrack.sae.training import TrainResult
 from saetrack.stages.chain.calibrate import calibrate_first_link, calibrated_run, with_coefficient
 from saetrack.stages.chain.health import check_link_health
 from saetrack.stages.chain.links import (
     ACTIVATION_SCALE_ROWS,
-    ChainTrainingError,
+    OPTIMIZER_FILE,
     activation_scale,
     evaluate_link,
     link_l1_coefficient,
     link_seed,
-    sae_metadata,
+    save_link,
     subsample_curve,
+    train_and_evaluate_link,
     train_from_scratch,
-    train_link,
 )
 
 __all__ = [
@@ -58,9 +55,6 @@ __all__ = [
     "train_baselines",
     "train_chain",
 ]
-
-
-OPTIMIZER_FILE = "optimizer.pt"
 
 
 def chain_config_hash(run: RunConfig) -> str:
@@ -103,49 +97,17 @@ def _train_link_at(
     device: str,
     progress: bool,
 ) -> tuple[dict[str, Any], TrainResult]:
-    """Train, evaluate and save link ``position``: from scratch when first, else recurrently initialised."""
-    chain, step = run.chain, run.sae_steps[position]
-    first = position == 0
-    scale = activation_scale(activations.train_head(step, ACTIVATION_SCALE_ROWS))
+    """Train, evaluate and save link ``position`` (:func:`~saetrack.stages.chain.links.train_and_evaluate_link`);
+    a dead or saturated link stops the chain, unsaved."""
+    step = run.sae_steps[position]
     desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
-    if not np.isfinite(scale):
-        raise ChainTrainingError(
-            f"{desc}: the activations of step {step} contain non-finite values (check the checkpoint; when cached, "
-            "rebuild its cache). "
-            "Every finished link is kept on disk."
-        )
-    l1 = link_l1_coefficient(run, scale, activations.d_model)
-    if first or previous is None:
-        sae = build_sae(
-            activations.d_model,
-            dataclasses.replace(chain, l1_coefficient=l1),
-            seed=link_seed(run, "chain", position),
-            device=device,
-            metadata=sae_metadata(run, step),
-        )
-    else:  # Sec. 3.2.2: SAE[k] starts from SAE[k-1], with link k's own hyperparameters
-        sae = recurrent_init(previous, chain, l1_coefficient=l1, device=device, metadata=sae_metadata(run, step))
-    result = train_link(
-        run,
-        sae,
-        activations,
-        step,
-        n_tokens=chain.tokens_for(position),
-        lr=chain.lr_first if first else chain.lr_link,
-        warmup=chain.warmup_steps_first if first else chain.warmup_steps_link,
-        seed=link_seed(run, "chain", position),
-        optimizer_state=optimizer_state if chain.optimizer_policy == "carry" else None,
-        keep_optimizer_state=chain.optimizer_policy == "carry",
-        desc=desc,
-        progress=progress,
+    trained = train_and_evaluate_link(
+        run, activations, checkpoints, position, previous, optimizer_state, desc=desc, device=device, progress=progress
     )
-    quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
-    check_link_health(run, quality, activations.d_model, desc)  # a dead or saturated link stops the chain, unsaved
+    result, quality, scale = trained.result, trained.quality, trained.scale
+    check_link_health(run, quality, activations.d_model, desc)
     link_dir = stage.folder / paths.step_dir_name(step)
-    files = save_sae(result.sae, link_dir, feature_sparsity=result.feature_frequency)
-    if chain.optimizer_policy == "carry":
-        with store.atomic_path(link_dir / OPTIMIZER_FILE) as tmp:
-            torch.save(result.optimizer_state, tmp)
+    files = save_link(run, result, link_dir)
     record = _link_record(run, position, step, scale, result, quality)
     stage.write_part_manifest(  # last: the link counts as finished only from here on
         link_dir,

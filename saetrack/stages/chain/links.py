@@ -6,32 +6,45 @@ Its seed, its L1 coefficient, training on its own tokens and its quality on held
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from saetrack import store
 from saetrack.analysis.metrics import ce_loss_recovered, reconstruction_metrics
 from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource
 from saetrack.data.checkpoints import CheckpointSource
 from saetrack.data.stream import hooked_model
+from saetrack.sae.io import save_sae
 from saetrack.sae.model import SAETrackSAE, build_sae
+from saetrack.sae.recurrent import recurrent_init
 from saetrack.sae.training import NonFiniteLossError, TrainResult, train_sae
 
 __all__ = [
     "ACTIVATION_SCALE_ROWS",
     "CURVE_POINTS",
     "DENSE_CURVE_POINTS",
+    "OPTIMIZER_FILE",
     "ChainTrainingError",
+    "TrainedLink",
     "activation_scale",
     "evaluate_link",
     "link_l1_coefficient",
     "link_seed",
     "sae_metadata",
+    "save_link",
     "subsample_curve",
+    "train_and_evaluate_link",
     "train_from_scratch",
     "train_link",
 ]
+
+#: Adam's state saved beside a link when ``chain.optimizer_policy == "carry"``.
+OPTIMIZER_FILE = "optimizer.pt"
 
 
 #: Points kept of a chain link's loss curve in its manifest (subsampled evenly, endpoints kept).
@@ -209,3 +222,68 @@ def train_from_scratch(
         progress=progress,
         keep_optimizer_state=False,  # a from-scratch SAE's Adam state is never carried on
     )
+
+
+@dataclass(frozen=True)
+class TrainedLink:
+    """A link trained and evaluated, not yet saved: the training result, its held-out quality and activation scale."""
+
+    result: TrainResult
+    quality: dict[str, float]
+    scale: float
+
+
+def train_and_evaluate_link(
+    run: RunConfig,
+    activations: ActivationSource,
+    checkpoints: CheckpointSource,
+    position: int,
+    previous: SAETrackSAE | None,
+    optimizer_state: dict[str, Any] | None,
+    *,
+    desc: str,
+    device: str,
+    progress: bool,
+) -> TrainedLink:
+    """Train and evaluate the chain link at schedule ``position`` (Sec. 3.2.2) - the one recipe of every chain link,
+    the chain stage's and the density study's sparse chains' alike.
+
+    With ``previous`` None (the first link) the SAE is built fresh (:func:`~saetrack.sae.model.build_sae`), else it
+    starts from ``previous`` (:func:`~saetrack.sae.recurrent.recurrent_init`, Sec. 3.2.2), with λ scaled by the
+    link's own activations (:func:`link_l1_coefficient`). It trains on ``chain.tokens_for(position)`` rows of its
+    checkpoint at the first or later link's lr and warm-up, seeded by :func:`link_seed`, carrying ``optimizer_state``
+    under ``optimizer_policy="carry"``; then :func:`evaluate_link`. Non-finite activations raise
+    :class:`ChainTrainingError` naming ``desc``.
+    """
+    chain, step = run.chain, run.sae_steps[position]
+    scale = activation_scale(activations.train_head(step, ACTIVATION_SCALE_ROWS))
+    if not np.isfinite(scale):
+        raise ChainTrainingError(
+            f"{desc}: the activations of step {step} contain non-finite values (check the checkpoint; when cached, "
+            "rebuild its cache). Every finished link is kept on disk."
+        )
+    l1, seed = link_l1_coefficient(run, scale, activations.d_model), link_seed(run, "chain", position)
+    metadata = sae_metadata(run, step)
+    first = previous is None
+    if previous is None:
+        sae = build_sae(activations.d_model, dataclasses.replace(chain, l1_coefficient=l1), seed=seed, device=device,
+                        metadata=metadata)  # fmt: skip
+    else:  # Sec. 3.2.2: SAE[k] starts from SAE[k-1], with link k's own hyperparameters
+        sae = recurrent_init(previous, chain, l1_coefficient=l1, device=device, metadata=metadata)
+    carry = chain.optimizer_policy == "carry"
+    result = train_link(run, sae, activations, step, n_tokens=chain.tokens_for(position),
+                        lr=chain.lr_first if first else chain.lr_link,
+                        warmup=chain.warmup_steps_first if first else chain.warmup_steps_link, seed=seed,
+                        optimizer_state=optimizer_state if carry else None, keep_optimizer_state=carry, desc=desc,
+                        progress=progress)  # fmt: skip
+    return TrainedLink(result, evaluate_link(run, result.sae, activations, step, checkpoints, device), scale)
+
+
+def save_link(run: RunConfig, result: TrainResult, folder: Path) -> dict[str, str]:
+    """Save a trained link into ``folder`` (SAELens format with its firing frequency, and Adam's state as
+    :data:`OPTIMIZER_FILE` under ``optimizer_policy="carry"``); return the SAE files' hashes for its manifest."""
+    files = save_sae(result.sae, folder, feature_sparsity=result.feature_frequency)
+    if run.chain.optimizer_policy == "carry":
+        with store.atomic_path(folder / OPTIMIZER_FILE) as tmp:
+            torch.save(result.optimizer_state, tmp)
+    return files

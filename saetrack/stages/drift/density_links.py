@@ -1,10 +1,10 @@
 """The sparse chains of the checkpoint-density study: the chain over every ``s``-th checkpoint, trained link by link.
 
 Each sparse chain starts from the dense chain's first link - the same SAE, read from ``chain/step{N}/``, never
-retrained - and trains its later links exactly as the chain stage trains a later link
-(:func:`saetrack.stages.chain._train_link_at`): recurrently initialised from the previous link of its own chain
-(:func:`~saetrack.sae.recurrent.recurrent_init`), with the chain's λ (calibrated to ``chain.target_l0`` when set,
-:func:`~saetrack.stages.chain.calibrate.calibrated_run`) scaled by the link's own activations
+retrained - and trains its later links with the chain stage's own function
+(:func:`~saetrack.stages.chain.links.train_and_evaluate_link`): recurrently initialised from the previous link of its
+own chain (:func:`~saetrack.sae.recurrent.recurrent_init`), with the chain's λ (calibrated to ``chain.target_l0``
+when set, :func:`~saetrack.stages.chain.calibrate.calibrated_run`) scaled by the link's own activations
 (:func:`~saetrack.stages.chain.links.link_l1_coefficient`), the link lr, warm-up and budget ``chain.link_tokens``,
 and the same rows and seed as the dense link at that checkpoint (:func:`~saetrack.stages.chain.links.link_seed` of
 its schedule position, rows ``[0, link_tokens)``), so the only difference from the dense link is the SAE it starts
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from saetrack import paths, store
@@ -32,23 +31,12 @@ from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource
 from saetrack.data.checkpoints import CheckpointSource
-from saetrack.sae.io import load_training_sae, save_sae
+from saetrack.sae.io import load_training_sae
 from saetrack.sae.model import SAETrackSAE
-from saetrack.sae.recurrent import recurrent_init
-from saetrack.stages.chain import OPTIMIZER_FILE, chain_config_hash, load_chain, read_link_manifests
+from saetrack.stages.chain import chain_config_hash, load_chain, read_link_manifests
 from saetrack.stages.chain.calibrate import calibrated_run
 from saetrack.stages.chain.health import link_health
-from saetrack.stages.chain.links import (
-    ACTIVATION_SCALE_ROWS,
-    ChainTrainingError,
-    activation_scale,
-    evaluate_link,
-    link_l1_coefficient,
-    link_seed,
-    sae_metadata,
-    subsample_curve,
-    train_link,
-)
+from saetrack.stages.chain.links import OPTIMIZER_FILE, save_link, subsample_curve, train_and_evaluate_link
 from saetrack.stages.drift.density_rules import density_positions
 
 __all__ = ["ChainLinks", "dense_chain", "density_link_hash", "stride_dir_name", "train_sparse_chain"]
@@ -101,26 +89,16 @@ def _train_sparse_link(
     previous link's step) as the chain stage trains a later link, its manifest carrying ``digest``
     (:func:`density_link_hash` of the configured run, not of ``run``, whose λ may be the calibrated one); return its
     record, SAE and Adam state."""
-    chain, step, (stride, index, previous_step) = run.chain, run.sae_steps[position], link
+    step, (stride, index, previous_step) = run.sae_steps[position], link
     desc = f"density stride {stride}: link {index + 1} (step {step})"
-    scale = activation_scale(activations.train_head(step, ACTIVATION_SCALE_ROWS))
-    if not np.isfinite(scale):
-        raise ChainTrainingError(f"{desc}: the activations of step {step} contain non-finite values.")
-    l1 = link_l1_coefficient(run, scale, activations.d_model)
-    sae = recurrent_init(previous, chain, l1_coefficient=l1, device=device, metadata=sae_metadata(run, step))
-    carry = chain.optimizer_policy == "carry"
-    result = train_link(run, sae, activations, step, n_tokens=chain.link_tokens, lr=chain.lr_link,
-                        warmup=chain.warmup_steps_link, seed=link_seed(run, "chain", position),
-                        optimizer_state=state if carry else None, keep_optimizer_state=carry, desc=desc,
-                        progress=progress)  # fmt: skip
-    quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
+    trained = train_and_evaluate_link(run, activations, checkpoints, position, previous, state, desc=desc,
+                                      device=device, progress=progress)  # fmt: skip
+    result, quality, scale = trained.result, trained.quality, trained.scale
     health = link_health(quality, activations.d_model)  # recorded, not raised: a sparse chain that breaks is a result
-    files = save_sae(result.sae, folder, feature_sparsity=result.feature_frequency)
-    if carry:
-        with store.atomic_path(folder / OPTIMIZER_FILE) as tmp:
-            torch.save(result.optimizer_state, tmp)
+    files = save_link(run, result, folder)
+    carry = run.chain.optimizer_policy == "carry"
     record = {"stride": stride, "index": index, "position": position, "step": step, "initialised_from": previous_step,
-              "lr": chain.lr_link, "activation_scale": scale, "l1_coefficient": result.l1_coefficient,
+              "lr": run.chain.lr_link, "activation_scale": scale, "l1_coefficient": result.l1_coefficient,
               "training": result.summary(), "metrics": quality, "health": health}  # fmt: skip
     store.write_manifest(  # last: the link counts as finished only from here on
         folder, stage="density-link", config={"chain": run.to_dict()["chain"], "stride": stride, "step": step},

@@ -6,17 +6,25 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from saetrack.config import RunConfig, get_preset
 from saetrack.data.activations import ActivationCache
+from saetrack.data.checkpoints import open_source
 from saetrack.sae.model import build_sae
+from saetrack.sae.recurrent import recurrent_init
 from saetrack.stages.chain.links import (
+    ACTIVATION_SCALE_ROWS,
+    OPTIMIZER_FILE,
     ChainTrainingError,
     activation_scale,
+    evaluate_link,
     link_l1_coefficient,
     link_seed,
     sae_metadata,
+    save_link,
     subsample_curve,
+    train_and_evaluate_link,
     train_from_scratch,
     train_link,
 )
@@ -98,3 +106,37 @@ def test_from_scratch_sae_is_a_seeded_build_trained_like_the_first_sae(smoke_run
     )  # fmt: skip
     assert result.n_tokens == run.chain.baseline_token_budget == 4096
     np.testing.assert_array_equal(result.sae.W_dec.detach().numpy(), by_hand.sae.W_dec.detach().numpy())
+
+
+def test_train_and_evaluate_link_is_recurrent_initialisation_then_the_links_budget(smoke_run_dir, tmp_path) -> None:
+    run = get_preset("smoke").with_overrides({"chain.first_tokens": 4096})
+    cache, checkpoints = ActivationCache(smoke_run_dir, get_preset("smoke")), open_source(run.model, smoke_run_dir)
+    first = train_and_evaluate_link(run, cache, checkpoints, 0, None, None, desc="l1", device="cpu", progress=False)
+    assert first.result.n_tokens == 4096 and first.result.loss_curve["lr"][-1] == run.chain.lr_first
+    second = train_and_evaluate_link(run, cache, checkpoints, 1, first.result.sae, None, desc="l2", device="cpu",
+                                     progress=False)  # fmt: skip
+    step = run.sae_steps[1]
+    scale = activation_scale(cache.train_head(step, ACTIVATION_SCALE_ROWS))
+    l1 = link_l1_coefficient(run, scale, cache.d_model)
+    by_hand = train_link(
+        run, recurrent_init(first.result.sae, run.chain, l1_coefficient=l1, metadata=sae_metadata(run, step)),
+        cache, step, n_tokens=run.chain.link_tokens, lr=run.chain.lr_link, warmup=run.chain.warmup_steps_link,
+        seed=link_seed(run, "chain", 1), optimizer_state=None, desc="l2", progress=False, keep_optimizer_state=False,
+    )  # fmt: skip
+    assert second.scale == scale and second.result.l1_coefficient == pytest.approx(l1)
+    np.testing.assert_array_equal(second.result.sae.W_dec.detach().numpy(), by_hand.sae.W_dec.detach().numpy())
+    assert second.quality == pytest.approx(evaluate_link(run, by_hand.sae, cache, step, checkpoints), nan_ok=True)
+    assert set(save_link(run, second.result, tmp_path / "fresh")) >= {"sae_weights.safetensors", "cfg.json"}
+    assert not (tmp_path / "fresh" / OPTIMIZER_FILE).exists()  # Adam's state is kept only when carried
+
+
+def test_save_link_keeps_adams_state_when_it_is_carried(smoke_run_dir, tmp_path) -> None:
+    run = get_preset("smoke").with_overrides({"chain.first_tokens": 2048, "chain.optimizer_policy": "carry"})
+    cache, checkpoints = ActivationCache(smoke_run_dir, get_preset("smoke")), open_source(run.model, smoke_run_dir)
+    first = train_and_evaluate_link(run, cache, checkpoints, 0, None, None, desc="l1", device="cpu", progress=False)
+    save_link(run, first.result, tmp_path / "link")
+    state = torch.load(tmp_path / "link" / OPTIMIZER_FILE, weights_only=False)
+    carried = first.result.optimizer_state
+    assert carried is not None and state["state"].keys() == carried["state"].keys() and state["state"]
+    for key, moments in state["state"].items():
+        torch.testing.assert_close(moments["exp_avg"], carried["state"][key]["exp_avg"], rtol=0, atol=0)
