@@ -12,7 +12,13 @@ from saetrack import paths, store
 from saetrack.config import RunConfig
 from saetrack.config.chain import training_fields
 from saetrack.stages.chain import chain_config_hash, read_link_manifests, train_baselines, train_chain
-from saetrack.stages.chain.calibrate import CALIBRATION_FILE, CALIBRATION_TOLERANCE, calibrated_run
+from saetrack.stages.chain.calibrate import (
+    CALIBRATION_FILE,
+    CALIBRATION_RUNS_FILE,
+    CALIBRATION_TOLERANCE,
+    calibrated_run,
+    remembered_runs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -61,3 +67,25 @@ def test_the_chain_trains_at_the_calibrated_penalty(
 def test_baselines_of_a_calibrated_chain_need_its_calibration(calibrated: RunConfig, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="run the chain stage"):
         calibrated_run(calibrated, tmp_path)
+
+
+def test_short_runs_are_kept_as_they_end_and_a_resumed_search_does_not_repeat_them(tmp_path: Path) -> None:
+    calls: list[float] = []
+
+    def l0_at(coefficient: float) -> float:
+        calls.append(coefficient)
+        return 10.0 / coefficient
+
+    lines: list[str] = []
+    path = tmp_path / CALIBRATION_RUNS_FILE
+    first = remembered_runs(l0_at, path, "hash-a", lines.append)
+    assert first(0.5) == 20.0 and first(0.5) == 20.0 and first(2.0) == 5.0
+    assert calls == [0.5, 2.0] and len(lines) == 2
+    assert lines[0].startswith("chain: calibration run 1: λ = 0.5 gives L0 20.0 (")
+    assert store.read_json(path) == {"config_hash": "hash-a", "runs": {"0.5": 20.0, "2.0": 5.0}}
+    resumed = remembered_runs(l0_at, path, "hash-a", None)  # an interrupted search, restarted
+    assert resumed(2.0) == 5.0 and resumed(0.5) == 20.0 and calls == [0.5, 2.0]
+    assert resumed(0.1 + 0.2) == pytest.approx(10 / 0.3) and calls[-1] == 0.1 + 0.2  # a new λ trains
+    other = remembered_runs(l0_at, path, "hash-b", None)  # another config: nothing is reused
+    assert other(0.5) == 20.0 and calls[-1] == 0.5 and len(calls) == 4
+    assert store.read_json(path)["runs"] == {"0.5": 20.0}
