@@ -22,12 +22,14 @@ from typing import Any
 
 from saetrack import paths, store
 from saetrack.config.run import RunConfig
+from saetrack.data.cache_plan import plan_tokens
 from saetrack.data.checkpoints import CheckpointSource, open_source
 from saetrack.data.corpus import prepare_corpus
 from saetrack.live.adopt import adopt_links
 from saetrack.live.config import WatchSource, checkpoint_shape, watched_config
+from saetrack.live.costs import link_cost, read_costs, record_cost
 from saetrack.live.readings import drift_so_far
-from saetrack.live.report import checkpoint_line, write_report
+from saetrack.live.report import LIVE_DIR, checkpoint_line, write_report
 from saetrack.stages.cache import cache_activations
 from saetrack.stages.chain import read_link_manifests, train_chain
 
@@ -81,23 +83,26 @@ class LiveChain:
         checkpoints = self._checkpoints(run)
         cache_activations(run, self.run_dir, source=checkpoints, device=self.device, progress=self.progress)
         self._hashes.update(checkpoints.known_hashes)
-        started = time.perf_counter()
+        started, heldout = time.perf_counter(), plan_tokens(run).heldout[1] * run.cache.context_length
 
         def after_link(step: int) -> None:
             nonlocal started
             links = self._links(run)
             readings = drift_so_far(run, self._folders(run, links))
-            self.say(checkpoint_line(links[-1], readings, time.perf_counter() - started))
-            write_report(self.run_dir, self.source.location, links, readings, pending or {})
+            seconds, sae_tokens = time.perf_counter() - started, int(links[-1]["training"]["n_tokens"])
+            costs = record_cost(self.run_dir / LIVE_DIR, step, link_cost(seconds, sae_tokens, sae_tokens + heldout,
+                                                                          self.device))  # fmt: skip
+            self.say(checkpoint_line(links[-1], readings, seconds))
+            write_report(self.run_dir, self.source.location, links, readings, pending or {}, costs)
             started = time.perf_counter()
 
         manifest = train_chain(
             run, self.run_dir, source=checkpoints, device=self.device, progress=self.progress, after_link=after_link
         )
-        if not (self.run_dir / "live" / "index.html").exists():  # nothing new trained (a resumed, finished chain)
+        if not (self.run_dir / LIVE_DIR / "index.html").exists():  # nothing new trained (a resumed, finished chain)
             links = manifest["links"]
             write_report(self.run_dir, self.source.location, links, drift_so_far(run, self._folders(run, links)),
-                         pending or {})  # fmt: skip
+                         pending or {}, read_costs(self.run_dir / LIVE_DIR))  # fmt: skip
         return run
 
     def _links(self, run: RunConfig) -> list[dict[str, Any]]:

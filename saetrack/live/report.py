@@ -64,24 +64,38 @@ def _plot(path: Path, readings: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def _rows(links: list[dict[str, Any]], readings: dict[str, Any]) -> str:
+def _rows(links: list[dict[str, Any]], readings: dict[str, Any], costs: dict[int, dict[str, Any]]) -> str:
     rows = []
     for link, cosine in zip(links, readings["median_cosine_to_latest"], strict=True):
-        m = link["metrics"]
+        m, seconds = link["metrics"], costs.get(link["step"], {}).get("seconds")
         cells = (link["step"], f"{m['explained_variance']:.3f}", f"{m['l0']:.1f}", f"{m['dead_fraction']:.1%}",
-                 f"{m['ce_recovered']:.3f}", _fmt(cosine, ".3f"), f"{link['l1_coefficient']:.4g}")  # fmt: skip
+                 f"{m['ce_recovered']:.3f}", _fmt(cosine, ".3f"), f"{link['l1_coefficient']:.4g}",
+                 _fmt(seconds, ".1f"))  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return "\n".join(rows)
 
 
+def _peak(costs: dict[int, dict[str, Any]]) -> str:
+    """The watcher's peak memory so far, from the latest link's cost record."""
+    if not costs:
+        return ""
+    latest = costs[max(costs)]
+    device = latest.get("peak_device_bytes")
+    gpu = f", GPU {device / 2**30:.2f} GiB" if device is not None else ""
+    return f"Watcher's peak memory so far: host {latest['peak_host_bytes'] / 2**30:.2f} GiB{gpu}."
+
+
 def write_report(run_dir: Path, source: str, links: list[dict[str, Any]], readings: dict[str, Any],
-                 pending: dict[int, str]) -> Path:  # fmt: skip
-    """Write ``run_dir/live/index.html``, its plot and ``status.json`` for the chain so far; return the HTML path."""
+                 pending: dict[int, str], costs: dict[int, dict[str, Any]] | None = None) -> Path:  # fmt: skip
+    """Write ``run_dir/live/index.html``, its plot and ``status.json`` for the chain so far, with each link's cost
+    (:mod:`saetrack.live.costs`) when given; return the HTML path."""
+    costs = costs or {}
     folder = Path(run_dir) / LIVE_DIR
     folder.mkdir(parents=True, exist_ok=True)
     _plot(folder / "drift.png", readings)
     status = {"source": source, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "links": links,
-              "readings": readings, "pending": {str(k): v for k, v in sorted(pending.items())}}  # fmt: skip
+              "readings": readings, "pending": {str(k): v for k, v in sorted(pending.items())},
+              "costs": {str(k): v for k, v in sorted(costs.items())}}  # fmt: skip
     store.write_json(folder / "status.json", status)
     phases = readings["phases"]
     phase = (f"emergent from step {phases['emergent_step']}, convergent from step {phases['convergent_step']}"
@@ -99,9 +113,10 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><b
 These readings change as later checkpoints arrive; notebook 04 gives the final ones.</p>
 <img src="drift.png" alt="median decoder cosine of each link's features to the latest link">
 <table><tr><th>step</th><th>explained variance</th><th>L0</th><th>dead</th><th>CE recovered</th>
-<th>median cosine to latest</th><th>SAELens L1 coefficient</th></tr>
-{_rows(links, readings)}
+<th>median cosine to latest</th><th>SAELens L1 coefficient</th><th>seconds</th></tr>
+{_rows(links, readings, costs)}
 </table>
+<p>{_peak(costs)}</p>
 <h2>Checkpoints seen but not ready</h2><ul>{waiting}</ul>
 </body></html>
 """

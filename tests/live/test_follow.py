@@ -8,7 +8,9 @@ from pathlib import Path
 
 from saetrack import store
 from saetrack.config.run import RunConfig
+from saetrack.data.cache_plan import plan_tokens
 from saetrack.data.corpus import prepare_corpus
+from saetrack.live.costs import read_costs
 from saetrack.live.follow import RUN_CONFIG_FILE
 from saetrack.stages.cache import cache_activations
 from saetrack.stages.chain import chain_config_hash, train_chain
@@ -40,3 +42,18 @@ def test_the_watched_chain_equals_the_offline_chain_of_its_final_config(watched_
     train_chain(run, tmp_path, progress=False)
     for step, live_bytes in watched_smoke["weights"][-1].items():
         assert (tmp_path / "chain" / f"step{step}" / "sae_weights.safetensors").read_bytes() == live_bytes, step
+
+
+def test_every_link_records_its_cost_and_the_report_shows_it(watched_smoke: dict) -> None:
+    run_dir, run = watched_smoke["run_dir"], watched_smoke["run"]
+    costs = read_costs(run_dir / "live")
+    assert sorted(costs) == [0, 1, 2, 4, 8]  # one record per link, kept across the three updates
+    heldout = plan_tokens(run).heldout[1] * run.cache.context_length
+    for step, cost in costs.items():
+        tokens = run.chain.tokens_for(run.sae_steps.index(step))
+        assert cost["sae_tokens"] == tokens and cost["forward_tokens"] == tokens + heldout
+        assert cost["seconds"] > 0 and cost["peak_host_bytes"] > 0 and cost["peak_device_bytes"] is None
+    status = json.loads((run_dir / "live" / "status.json").read_text())
+    assert (
+        status["costs"]["8"] == costs[8] and "peak memory so far: host" in (run_dir / "live" / "index.html").read_text()
+    )

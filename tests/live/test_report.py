@@ -35,3 +35,15 @@ def test_write_report_writes_page_plot_and_status(tmp_path: Path) -> None:
     assert (tmp_path / LIVE_DIR / "drift.png").read_bytes()[:4] == b"\x89PNG"
     status = json.loads((tmp_path / LIVE_DIR / "status.json").read_text())
     assert [link["step"] for link in status["links"]] == [0, 10, 20] and status["pending"] == {"30": "being written"}
+
+
+def test_the_report_shows_each_links_seconds_and_the_watchers_peak_memory(tmp_path: Path) -> None:
+    links = [_link(0, 0), _link(10, 1), _link(20, 2)]
+    costs = {0: {"seconds": 61.25, "peak_host_bytes": 2**30, "peak_device_bytes": None},
+             20: {"seconds": 4.5, "peak_host_bytes": 3 * 2**29, "peak_device_bytes": 2**31}}  # fmt: skip
+    text = write_report(tmp_path, "/runs/x", links, _readings(None), {}, costs).read_text()
+    assert "<td>61.2</td>" in text and "<td>4.5</td>" in text and "<td>-</td>" in text  # step 10 has no record
+    assert "peak memory so far: host 1.50 GiB, GPU 2.00 GiB" in text  # the latest link's running maximum
+    status = json.loads((tmp_path / LIVE_DIR / "status.json").read_text())
+    assert status["costs"]["20"]["seconds"] == 4.5 and set(status["costs"]) == {"0", "20"}
+    assert "peak memory" not in write_report(tmp_path, "/runs/x", links, _readings(None), {}).read_text()
