@@ -104,6 +104,7 @@ examples:
   saetrack watch out/checkpoints --until-step 10000      stop after the link at step 10000
   saetrack watch hf:me/my-run --idle-timeout 7200        follow a Hub repo's branches
   saetrack watch out/checkpoints --set cache.layer=6 --set chain.target_l0=64
+  saetrack watch out/checkpoints --explorer-every 5      the explorer over the chain so far, every 5 links
 
 Afterwards the notebooks run on the watched run as on any other:
   saetrack run --config RUN_DIR/run_config.json --run-dir RUN_DIR --only formation drift crosscoder explorer
@@ -139,6 +140,9 @@ def watch_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="seconds a checkpoint's files must stay unchanged before it is read (default %(default)s)",
     )
     parser.add_argument("--revision-template", default="step{step}", help="Hub branch names (default %(default)s)")
+    parser.add_argument("--explorer-every", type=int, default=0, metavar="N",
+                        help="rebuild formation, drift and the explorer every N new links and at the end (default: "
+                        "0, never; the HTML summary is refreshed after every link)")  # fmt: skip
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', or 'auto' (default)")
     parser.add_argument("--quiet", action="store_true", help="print only the per-checkpoint lines")
     return parser

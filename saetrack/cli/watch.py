@@ -54,13 +54,14 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[L
         device = resolve_device(args.device)
     except (ConfigError, ValueError) as error:
         parser.error(str(error))
-    if args.settle < 0 or args.poll <= 0 or args.idle_timeout <= 0:
-        parser.error("--settle must be >= 0, --poll and --idle-timeout > 0.")
+    if args.settle < 0 or args.poll <= 0 or args.idle_timeout <= 0 or args.explorer_every < 0:
+        parser.error("--settle and --explorer-every must be >= 0, --poll and --idle-timeout > 0.")
     name = args.name or f"watch-{Path(source.location).name}"
     run_dir = Path(args.run_dir).resolve() if args.run_dir else paths.run_dir(name)
     calibrate = not {"chain.l1_coefficient", "chain.target_l0"} & set(overrides)  # a penalty set by hand is kept
     chain = LiveChain(base, source, run_dir, name, device=device, progress=not args.quiet,
-                      say=lambda line: print(line, flush=True), calibrate=calibrate)  # fmt: skip
+                      say=lambda line: print(line, flush=True), calibrate=calibrate,
+                      explorer_every=args.explorer_every)  # fmt: skip
     if source.kind == "hub":
         return chain, HubRevisionWatch(source.location, args.revision_template)
     return chain, CheckpointWatch(Path(source.location), settle_seconds=args.settle)
@@ -126,6 +127,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
           f"{chain.device})", flush=True)  # fmt: skip
     try:
         reason = _loop(args, chain, watch)
+        if chain.explorer_every:
+            chain.refresh_explorer(final=True)
     except KeyboardInterrupt:
         print("saetrack watch: stopped; the same command resumes at the first unfinished link.", file=sys.stderr)
         return 130

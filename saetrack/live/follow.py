@@ -28,6 +28,7 @@ from saetrack.data.corpus import prepare_corpus
 from saetrack.live.adopt import adopt_links
 from saetrack.live.config import WatchSource, checkpoint_shape, watched_config
 from saetrack.live.costs import link_cost, read_costs, record_cost
+from saetrack.live.explorer import refresh_explorer
 from saetrack.live.readings import drift_so_far
 from saetrack.live.report import LIVE_DIR, checkpoint_line, write_report
 from saetrack.stages.cache import cache_activations
@@ -55,6 +56,11 @@ class LiveChain:
     calibrate: bool = True
     #: Hub sources: step -> the commit each step is pinned to (its branch when first seen).
     revisions: dict[int, str] = field(default_factory=dict)
+    #: Rebuild formation, drift and the explorer after this many new links (0: never; :mod:`saetrack.live.explorer`).
+    explorer_every: int = 0
+    _new_links: int = field(default=0, init=False)
+    _run: RunConfig | None = field(default=None, init=False)
+    _pending: dict[int, str] = field(default_factory=dict, init=False)
     _shape: tuple[int, int] | None = field(default=None, init=False)
     _hashes: dict[int, str] = field(default_factory=dict, init=False)
 
@@ -87,6 +93,7 @@ class LiveChain:
 
         def after_link(step: int) -> None:
             nonlocal started
+            self._new_links += 1
             links = self._links(run)
             readings = drift_so_far(run, self._folders(run, links))
             seconds, sae_tokens = time.perf_counter() - started, int(links[-1]["training"]["n_tokens"])
@@ -99,11 +106,26 @@ class LiveChain:
         manifest = train_chain(
             run, self.run_dir, source=checkpoints, device=self.device, progress=self.progress, after_link=after_link
         )
+        self._run, self._pending = run, dict(pending or {})
+        if self.explorer_every and self._new_links >= self.explorer_every:
+            self.refresh_explorer()
         if not (self.run_dir / LIVE_DIR / "index.html").exists():  # nothing new trained (a resumed, finished chain)
             links = manifest["links"]
             write_report(self.run_dir, self.source.location, links, drift_so_far(run, self._folders(run, links)),
                          pending or {}, read_costs(self.run_dir / LIVE_DIR))  # fmt: skip
         return run
+
+    def refresh_explorer(self, final: bool = False) -> None:
+        """Rebuild the explorer over the chain so far (:func:`saetrack.live.explorer.refresh_explorer`) and say where it
+        is; with ``final`` (the watch ends) only if links were trained since the last rebuild, or none exists."""
+        explorer = self.run_dir / paths.EXPLORER_DIR / "index.html"
+        if self._run is None or (final and not self._new_links and explorer.exists()):
+            return
+        self.say(refresh_explorer(self._run, self.run_dir, device=self.device, progress=self.progress))
+        self._new_links = 0
+        run, links = self._run, self._links(self._run)
+        write_report(self.run_dir, self.source.location, links, drift_so_far(run, self._folders(run, links)),
+                     self._pending, read_costs(self.run_dir / LIVE_DIR))  # fmt: skip
 
     def _links(self, run: RunConfig) -> list[dict[str, Any]]:
         """The finished links' records so far, in chain order."""

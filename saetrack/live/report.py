@@ -85,6 +85,15 @@ def _peak(costs: dict[int, dict[str, Any]]) -> str:
     return f"Watcher's peak memory so far: host {latest['peak_host_bytes'] / 2**30:.2f} GiB{gpu}."
 
 
+def _explorer_link(run_dir: Path) -> str:
+    """A link to the run's explorer when one has been built (``saetrack watch --explorer-every``)."""
+    page = run_dir / "explorer" / "index.html"
+    if not page.is_file():
+        return ""
+    built = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(page.stat().st_mtime))
+    return f'<p><a href="../explorer/index.html">The explorer</a> of the chain so far (built {built}).</p>'
+
+
 def write_report(run_dir: Path, source: str, links: list[dict[str, Any]], readings: dict[str, Any],
                  pending: dict[int, str], costs: dict[int, dict[str, Any]] | None = None) -> Path:  # fmt: skip
     """Write ``run_dir/live/index.html``, its plot and ``status.json`` for the chain so far, with each link's cost
@@ -117,6 +126,7 @@ These readings change as later checkpoints arrive; notebook 04 gives the final o
 {_rows(links, readings, costs)}
 </table>
 <p>{_peak(costs)}</p>
+{_explorer_link(Path(run_dir))}
 <h2>Checkpoints seen but not ready</h2><ul>{waiting}</ul>
 </body></html>
 """

@@ -47,3 +47,12 @@ def test_the_report_shows_each_links_seconds_and_the_watchers_peak_memory(tmp_pa
     status = json.loads((tmp_path / LIVE_DIR / "status.json").read_text())
     assert status["costs"]["20"]["seconds"] == 4.5 and set(status["costs"]) == {"0", "20"}
     assert "peak memory" not in write_report(tmp_path, "/runs/x", links, _readings(None), {}).read_text()
+
+
+def test_the_summary_links_to_the_explorer_once_one_is_built(tmp_path: Path) -> None:
+    links = [_link(0, 0), _link(10, 1), _link(20, 2)]
+    assert "explorer" not in write_report(tmp_path, "/runs/x", links, _readings(None), {}).read_text()
+    (tmp_path / "explorer").mkdir()
+    (tmp_path / "explorer" / "index.html").write_text("<html></html>")
+    text = write_report(tmp_path, "/runs/x", links, _readings(None), {}).read_text()
+    assert '<a href="../explorer/index.html">The explorer</a> of the chain so far (built ' in text
