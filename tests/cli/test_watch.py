@@ -129,6 +129,9 @@ def test_bad_input_is_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         cli.main(["watch", str(tmp_path), "--explorer-every", "-1"])
     assert "--explorer-every must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["watch", str(tmp_path), "--set", "corpus.source=hf:org/texts"])
+    assert "cannot be watched" in capsys.readouterr().err
 
 
 def test_an_empty_folder_ends_at_the_idle_timeout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

