@@ -32,6 +32,7 @@ CHAIN_HASH_DEFAULTS: dict[str, object] = {
     "matmul_precision": "fp32",
     "target_l0": None,
     "calibration_tokens": 262_144,
+    "calibration_full_runs": 4,
     "architecture": "standard",
     "k": None,
     "jumprelu_init_threshold": 0.01,
@@ -114,6 +115,10 @@ class ChainConfig:
     target_l0: float | None = None
     #: Training tokens of each calibration run (at most the first link's ``first_tokens``).
     calibration_tokens: int = 262_144
+    #: When ``calibration_tokens < first_tokens``: at most this many runs at the first link's own budget then correct
+    #: λ (a secant step in log λ - log L0 each), since L1 keeps sparsifying past a short run; the run chosen is the
+    #: first link itself, so it is not trained again. ``0``: the short runs' λ as it is.
+    calibration_full_runs: int = 4
     #: Active features per token of ``"topk"`` (per token) and ``"batchtopk"`` (mean over a batch). ``None``:
     #: ``round(target_l0)``, with no calibration search. Only for those two architectures.
     k: int | None = None
@@ -152,6 +157,8 @@ class ChainConfig:
         )
         if self.target_l0 is not None:
             require_positive("chain", {"target_l0": self.target_l0})
+        if self.calibration_full_runs < 0:
+            fail("chain", "calibration_full_runs", self.calibration_full_runs, "must be >= 0")
         if self.baseline_tokens is not None:
             require_positive("chain", {"baseline_tokens": self.baseline_tokens})
         if not self.schedule:

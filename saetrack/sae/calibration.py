@@ -8,6 +8,10 @@ short run reaches that L0 on held-out tokens:
 1. **Bracket.** From a starting λ, multiply or divide by ``factor`` until one λ gives an L0 above the target and
    another below it (L0 falls as λ grows).
 2. **Bisect** geometrically between them until a run's L0 is within ``tolerance`` of the target (relative).
+3. **Refine at the full budget** (:func:`refine_coefficient`), when the short runs are shorter than the run the λ is
+   for: L1 keeps sparsifying as training goes on (a 768-wide model's λ for L0 35 after 262k tokens gave L0 12 after
+   1M), so a few runs of the full length correct λ by secant steps in log λ - log L0, starting from the short runs'
+   slope.
 
 Each run trains a fresh SAE from the same seed on the same tokens (:func:`short_run_l0`), so L0(λ) is a deterministic
 function and the search reproducible. A target that cannot be bracketed is an error naming what to change: L0 that
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +45,8 @@ __all__ = [
     "CalibrationError",
     "calibrate_coefficient",
     "default_target_l0",
+    "log_slope",
+    "refine_coefficient",
     "short_run_l0",
 ]
 
@@ -127,6 +133,52 @@ def calibrate_coefficient(
         if _within(l0, target_l0, tolerance):
             return Calibration(middle, l0, float(target_l0), tuple(runs))
         low, high = (middle, high) if l0 > target_l0 else (low, middle)
+
+
+def log_slope(runs: Sequence[tuple[float, float]], target_l0: float) -> float:
+    """d log L0 / d log λ between the runs nearest ``target_l0`` from above and from below (``-1`` when the runs do
+    not bracket it with positive L0s): the local power law of L0 in λ the refinement starts from."""
+    above = [(c, v) for c, v in runs if v > target_l0]
+    below = [(c, v) for c, v in runs if 0 < v < target_l0]
+    if not above or not below:
+        return -1.0
+    (c1, v1), (c2, v2) = min(above, key=lambda r: r[1]), max(below, key=lambda r: r[1])
+    slope = (math.log(v1) - math.log(v2)) / (math.log(c1) - math.log(c2))
+    return slope if math.isfinite(slope) and slope < 0 else -1.0
+
+
+def refine_coefficient(
+    l0_at: Callable[[float], float],
+    target_l0: float,
+    start: float,
+    slope: float,
+    *,
+    tolerance: float = 0.1,
+    max_runs: int = 4,
+    max_factor: float = 4.0,
+) -> Calibration:
+    """Correct ``start`` (a λ found on shorter runs) with at most ``max_runs`` runs of ``l0_at`` (full-length runs):
+    each run's L0 moves log λ by ``(log target - log L0) / slope``, the slope re-estimated from the last two runs once
+    there are two (a secant step), each step at most a factor ``max_factor``. Returns the first run within
+    ``tolerance``, else the run whose L0 is nearest the target in ratio (the caller reports how near)."""
+    if not start > 0 or not slope < 0 or max_runs < 1:
+        raise ValueError("start must be > 0, slope < 0 and max_runs >= 1.")
+    runs: list[tuple[float, float]] = []
+    log_c, log_target, bound = math.log(start), math.log(target_l0), math.log(max_factor)
+    for _ in range(max_runs):
+        l0 = float(l0_at(math.exp(log_c)))
+        runs.append((math.exp(log_c), l0))
+        if _within(l0, target_l0, tolerance):
+            break
+        if len(runs) >= 2 and runs[-1][1] > 0 and runs[-2][1] > 0 and runs[-1][1] != runs[-2][1]:
+            secant = (math.log(runs[-1][1]) - math.log(runs[-2][1])) / (math.log(runs[-1][0]) - math.log(runs[-2][0]))
+            slope = secant if math.isfinite(secant) and secant < 0 else slope
+        if l0 <= 0:  # a dead run: weaken λ by the bound
+            log_c -= bound
+        else:  # L0 ~ λ^slope: the change of log λ that would land on the target
+            log_c += min(max((log_target - math.log(l0)) / slope, -bound), bound)
+    best = min(runs, key=lambda r: abs(math.log(max(r[1], 1e-9) / target_l0)))
+    return Calibration(best[0], best[1], float(target_l0), tuple(runs))
 
 
 def _exhausted(runs: list[tuple[float, float]], target: float) -> CalibrationError:

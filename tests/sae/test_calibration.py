@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from saetrack.config.chain import ChainConfig
-from saetrack.sae.calibration import CalibrationError, calibrate_coefficient, short_run_l0
+from saetrack.sae.calibration import (
+    CalibrationError,
+    calibrate_coefficient,
+    log_slope,
+    refine_coefficient,
+    short_run_l0,
+)
 from saetrack.sae.training import synthetic_activations
 
 
@@ -62,3 +68,34 @@ def test_short_runs_on_synthetic_activations_reach_the_target_l0() -> None:
     assert abs(result.l0 / 8.0 - 1) <= 0.2
     assert result.l0 == pytest.approx(l0_at(result.coefficient))
     assert np.isfinite(result.coefficient) and result.coefficient > 0
+
+
+def test_the_log_slope_is_the_local_power_law_between_the_runs_around_the_target() -> None:
+    runs = [(1e-3, 0.5), (2.5e-4, 4.0), (6.25e-5, 27.0), (1.5625e-5, 156.0), (3.125e-5, 70.0), (4.4e-5, 45.0)]
+    expected = (math.log(45.0) - math.log(27.0)) / (math.log(4.4e-5) - math.log(6.25e-5))  # 45 above 32, 27 below
+    assert log_slope(runs, 32.0) == pytest.approx(expected) and expected < 0
+    assert log_slope([(1.0, 50.0), (2.0, 40.0)], 32.0) == -1.0  # not bracketed: the plain inverse law
+
+
+@pytest.mark.parametrize("shift", [0.2, 1.0, 3.0, 8.0])
+def test_refining_at_the_full_budget_lands_on_the_target_in_a_few_runs(shift: float) -> None:
+    # the full-length runs are sparser than the short ones by a factor `shift` at every λ: L0 = shift^-1 * 8 / λ^0.7
+    asked: list[float] = []
+
+    def full_l0(coefficient: float) -> float:
+        asked.append(coefficient)
+        return 8.0 / shift * coefficient**-0.7
+
+    short = (8.0 / 32.0) ** (1 / 0.7)  # the short runs' λ for L0 32
+    result = refine_coefficient(full_l0, 32.0, short, slope=-1.0, tolerance=0.1, max_runs=4)
+    assert abs(result.l0 / 32 - 1) <= 0.1 and [c for c, _ in result.runs] == asked and len(asked) <= 4
+    assert result.coefficient == asked[-1] and result.l0 == pytest.approx(full_l0(result.coefficient))
+
+
+def test_a_refinement_that_runs_out_returns_the_nearest_run_and_a_dead_run_weakens_the_penalty() -> None:
+    values = iter([0.0, 22.0, 50.0])
+    result = refine_coefficient(lambda c: next(values), 32.0, 1e-3, slope=-1.0, tolerance=0.1, max_runs=3)
+    assert [round(c / 1e-3, 6) for c, _ in result.runs][:2] == [1.0, 0.25]  # dead at 1e-3: a quarter of it next
+    assert result.l0 == 22.0  # 32/22 is nearer 1 than 50/32, and nothing landed within 10%
+    with pytest.raises(ValueError, match="slope < 0"):
+        refine_coefficient(lambda c: 1.0, 32.0, 1e-3, slope=0.5)

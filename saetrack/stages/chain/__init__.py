@@ -34,6 +34,7 @@ from saetrack.stages.chain.health import check_link_health
 from saetrack.stages.chain.links import (
     ACTIVATION_SCALE_ROWS,
     OPTIMIZER_FILE,
+    TrainedLink,
     activation_scale,
     evaluate_link,
     link_l1_coefficient,
@@ -96,14 +97,15 @@ def _train_link_at(
     optimizer_state: dict[str, Any] | None,
     device: str,
     progress: bool,
+    trained: TrainedLink | None = None,
 ) -> tuple[dict[str, Any], TrainResult]:
-    """Train, evaluate and save link ``position`` (:func:`~saetrack.stages.chain.links.train_and_evaluate_link`);
-    a dead or saturated link stops the chain, unsaved."""
+    """Train, evaluate and save link ``position`` (:func:`~saetrack.stages.chain.links.train_and_evaluate_link`), or
+    save ``trained`` when the calibration already trained it; a dead or saturated link stops the chain, unsaved."""
     step = run.sae_steps[position]
     desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
-    trained = train_and_evaluate_link(
-        run, activations, checkpoints, position, previous, optimizer_state, desc=desc, device=device, progress=progress
-    )
+    if trained is None:
+        trained = train_and_evaluate_link(run, activations, checkpoints, position, previous, optimizer_state,
+                                          desc=desc, device=device, progress=progress)  # fmt: skip
     result, quality, scale = trained.result, trained.quality, trained.scale
     check_link_health(run, quality, activations.d_model, desc)
     link_dir = stage.folder / paths.step_dir_name(step)
@@ -144,9 +146,10 @@ def _build_chain(
 ) -> dict[str, Any]:
     checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
     activations = open_activations(run, run_dir, checkpoints, device)
-    configured, calibration = run, None
+    configured, calibration, first = run, None, None
     if run.chain.searches_coefficient:  # λ for a target L0, found before the first link and kept along the chain
-        calibration = calibrate_first_link(run, stage.folder, activations, stage.config_hash, device, progress)
+        calibration, first = calibrate_first_link(run, stage.folder, activations, checkpoints, stage.config_hash,
+                                                  device, progress)  # fmt: skip
         run = with_coefficient(run, calibration["coefficient"])
     links: list[dict[str, Any]] = []
     previous: SAETrackSAE | None = None
@@ -161,9 +164,8 @@ def _build_chain(
                 optimizer_state = torch.load(stage.folder / name / OPTIMIZER_FILE, weights_only=False)
             links.append(done["link"])
             continue
-        record, result = _train_link_at(
-            run, stage, activations, checkpoints, position, previous, optimizer_state, device, progress
-        )
+        record, result = _train_link_at(run, stage, activations, checkpoints, position, previous, optimizer_state,
+                                        device, progress, trained=first if position == 0 else None)  # fmt: skip
         links.append(record)
         previous, optimizer_state = result.sae, result.optimizer_state
         if after_link is not None:

@@ -10,9 +10,15 @@ calibration.
 
 The search and its result are saved in ``chain/calibration.json`` before the first link trains, with the chain's
 config hash, so an interrupted chain resumes with the same λ and the baselines read it from there
-(:func:`calibrated_run`). Each short run is printed as it ends (λ, its L0, seconds) and kept in
-``chain/calibration_runs.json`` (:func:`remembered_runs`): a short run is a deterministic function of λ, so a search
+(:func:`calibrated_run`). Each run is printed as it ends (λ, its L0, seconds) and kept in
+``chain/calibration_runs.json`` (:func:`remembered_runs`): a run is a deterministic function of λ, so a search
 interrupted at a 768-wide model's fifth run of minutes resumes at its sixth, with the same answer.
+
+Short runs do not predict the first link's own L0: L1 keeps sparsifying as training goes on, and on a 768-wide
+GPT-NeoX the λ of L0 35 after 262k tokens gave the first link (1M tokens) L0 12. So when ``calibration_tokens`` is
+below the first link's budget, up to ``chain.calibration_full_runs`` runs of the first link itself correct λ
+(:func:`~saetrack.sae.calibration.refine_coefficient`); the last of them, trained with the λ chosen, is the first link,
+handed to the chain stage rather than trained again.
 """
 
 from __future__ import annotations
@@ -28,8 +34,16 @@ import numpy as np
 from saetrack import paths, store
 from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource
-from saetrack.sae.calibration import calibrate_coefficient, short_run_l0
-from saetrack.stages.chain.links import ACTIVATION_SCALE_ROWS, activation_scale, link_l1_coefficient, link_seed
+from saetrack.data.checkpoints import CheckpointSource
+from saetrack.sae.calibration import Calibration, calibrate_coefficient, log_slope, refine_coefficient, short_run_l0
+from saetrack.stages.chain.links import (
+    ACTIVATION_SCALE_ROWS,
+    TrainedLink,
+    activation_scale,
+    link_l1_coefficient,
+    link_seed,
+    train_and_evaluate_link,
+)
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -57,38 +71,80 @@ def with_coefficient(run: RunConfig, coefficient: float) -> RunConfig:
 
 
 def remembered_runs(
-    l0_at: Callable[[float], float], path: Path, chain_hash: str, say: Callable[[str], None] | None
+    l0_at: Callable[[float], float],
+    path: Path,
+    chain_hash: str,
+    say: Callable[[str], None] | None,
+    kind: str = "short",
 ) -> Callable[[float], float]:
-    """``l0_at`` whose answers are kept in ``path`` (with ``chain_hash``) as each short run ends, and read back instead
-    of training again for a λ already run (the same float) under the same hash; ``say`` gets one line per run."""
-    record = store.read_json(path) if path.is_file() else {}
-    runs: dict[str, float] = record.get("runs", {}) if record.get("config_hash") == chain_hash else {}
+    """``l0_at`` whose answers are kept in ``path`` (under ``kind``, with ``chain_hash``) as each run ends, and read
+    back instead of training again for a λ already run (the same float) under the same hash; ``say`` gets one line per
+    run."""
+
+    def stored() -> dict[str, Any]:
+        record = store.read_json(path) if path.is_file() else {}
+        return record if record.get("config_hash") == chain_hash else {"config_hash": chain_hash}
+
+    runs: dict[str, float] = dict(stored().get(kind, {}))
 
     def l0(coefficient: float) -> float:
         key = repr(float(coefficient))
         if key not in runs:
             started = time.perf_counter()
             runs[key] = float(l0_at(coefficient))
-            store.write_json(path, {"config_hash": chain_hash, "runs": runs})
+            store.write_json(path, {**stored(), kind: runs})
             if say is not None:
-                say(f"chain: calibration run {len(runs)}: λ = {coefficient:.4g} gives L0 {runs[key]:.1f} "
+                say(f"chain: calibration run {len(runs)} ({kind}): λ = {coefficient:.4g} gives L0 {runs[key]:.1f} "
                     f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
         return runs[key]
 
     return l0
 
 
+def _refine_at_full_budget(
+    run: RunConfig, activations: ActivationSource, checkpoints: CheckpointSource, short: Calibration,
+    remember: Callable[[Callable[[float], float]], Callable[[float], float]], device: str, progress: bool,
+) -> tuple[Calibration, TrainedLink | None]:  # fmt: skip
+    """Correct the short runs' λ with runs of the first link itself (:func:`train_and_evaluate_link` at position 0, its
+    held-out L0: the metric the link reports); return the refinement and, when the λ chosen was trained in this call,
+    that run, which is the first link (same function, seed, rows and λ)."""
+    latest: dict[float, TrainedLink] = {}
+
+    def full_l0(coefficient: float) -> float:
+        trained = train_and_evaluate_link(
+            with_coefficient(run, coefficient), activations, checkpoints, 0, None, None,
+            desc=f"calibration at λ = {coefficient:.4g}, the first link's budget", device=device, progress=progress,
+        )  # fmt: skip
+        latest.clear()  # one SAE kept in memory: the latest
+        latest[coefficient] = trained
+        return float(trained.quality["l0"])
+
+    assert run.chain.target_l0 is not None
+    refined = refine_coefficient(
+        remember(full_l0), run.chain.target_l0, short.coefficient, log_slope(short.runs, run.chain.target_l0),
+        tolerance=CALIBRATION_TOLERANCE, max_runs=run.chain.calibration_full_runs,
+    )  # fmt: skip
+    return refined, latest.get(refined.coefficient)
+
+
 def calibrate_first_link(
-    run: RunConfig, folder: Path, activations: ActivationSource, chain_hash: str, device: str, progress: bool
-) -> dict[str, Any]:
+    run: RunConfig,
+    folder: Path,
+    activations: ActivationSource,
+    checkpoints: CheckpointSource,
+    chain_hash: str,
+    device: str,
+    progress: bool,
+) -> tuple[dict[str, Any], TrainedLink | None]:
     """The calibrated λ of ``run``'s chain and its search (:class:`saetrack.sae.calibration.Calibration` as a dict),
     read from ``folder/calibration.json`` when it was made for ``chain_hash``, else computed on the first checkpoint
-    and written there first."""
+    (short runs, then :func:`~saetrack.sae.calibration.refine_coefficient` at the first link's budget when the short
+    runs are shorter) and written there first. Also returns the first link when the refinement trained it here."""
     path = Path(folder) / CALIBRATION_FILE
     if path.is_file():
         record = store.read_json(path)
         if record.get("config_hash") == chain_hash:
-            return record
+            return record, None
     started, chain, step = time.perf_counter(), run.chain, run.sae_steps[0]
     n_tokens = min(chain.calibration_tokens, chain.first_tokens)
     x_train = np.asarray(activations.train_head(step, n_tokens), dtype=np.float32)
@@ -103,15 +159,26 @@ def calibrate_first_link(
         print(f"chain: calibrating λ to L0 {chain.target_l0:g} on step {step}: short runs of {x_train.shape[0]:,} "
               "tokens, bracketing then bisecting", flush=True)  # fmt: skip
     say = (lambda line: print(line, flush=True)) if progress else None
-    l0_at = remembered_runs(l0_at, Path(folder) / CALIBRATION_RUNS_FILE, chain_hash, say)
+    runs_file = Path(folder) / CALIBRATION_RUNS_FILE
+    l0_at = remembered_runs(l0_at, runs_file, chain_hash, say)
     found = calibrate_coefficient(l0_at, chain.target_l0, start=chain.l1_coefficient, tolerance=CALIBRATION_TOLERANCE)
-    record = {"config_hash": chain_hash, "step": int(step), "tokens_per_run": int(x_train.shape[0]),
-              **found.to_dict(), "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    record = {"config_hash": chain_hash, "step": int(step), "tokens_per_run": int(x_train.shape[0]), **found.to_dict()}
+    first = None
+    if chain.calibration_full_runs and n_tokens < chain.first_tokens:
+        refined, first = _refine_at_full_budget(
+            run, activations, checkpoints, found, lambda f: remembered_runs(f, runs_file, chain_hash, say, "full"),
+            device, progress,
+        )  # fmt: skip
+        record.update(coefficient=refined.coefficient, l0=refined.l0, short_coefficient=found.coefficient,
+                      full_tokens_per_run=chain.first_tokens, full_runs=[list(r) for r in refined.runs])  # fmt: skip
+    record["seconds"] = round(time.perf_counter() - started, 1)
     store.write_json(path, record)
     if progress:
-        print(f"chain: λ = {found.coefficient:.4g} gives L0 {found.l0:.1f} (target {chain.target_l0:g}) on step "
-              f"{step}, {len(found.runs)} short runs of {x_train.shape[0]:,} tokens", flush=True)  # fmt: skip
-    return record
+        print(f"chain: λ = {record['coefficient']:.4g} gives L0 {record['l0']:.1f} (target {chain.target_l0:g}) on "
+              f"step {step}: {len(found.runs)} short runs of {x_train.shape[0]:,} tokens"
+              + (f", {len(record['full_runs'])} of the first link's {chain.first_tokens:,}" if "full_runs" in record
+                 else ""), flush=True)  # fmt: skip
+    return record, first
 
 
 def calibrated_run(run: RunConfig, run_dir: Path) -> RunConfig:

@@ -52,16 +52,23 @@ def test_the_chain_trains_at_the_calibrated_penalty(
         assert link["l1_coefficient"] == pytest.approx(expected, rel=1e-9)
     first = links[calibrated.sae_steps[0]]["link"]["metrics"]["l0"]
     assert first < 27  # the first link, trained longer than the short runs, is sparser than at the default λ
+    # the short runs (16k tokens) were refined by runs of the first link itself (32k), the one chosen kept as link 1
+    assert record["full_tokens_per_run"] == calibrated.chain.first_tokens and 1 <= len(record["full_runs"]) <= 4
+    assert first == record["l0"] and [record["coefficient"], first] in record["full_runs"]
     assert calibrated_run(calibrated, work).chain.l1_coefficient == record["coefficient"]
     baselines = train_baselines(calibrated, work, progress=False)
     assert baselines["config"]["chain"]["l1_coefficient"] == calibrated.chain.l1_coefficient
-    # resumed with the first link gone: the saved calibration is reused, not searched again
+    # resumed with links gone, the first among them: the saved calibration is reused, not searched again, and the
+    # first link trained anew equals the calibration's run that stood in for it, byte for byte
     before = (work / paths.CHAIN_DIR / CALIBRATION_FILE).stat().st_mtime_ns
+    weights = work / paths.CHAIN_DIR / paths.step_dir_name(calibrated.sae_steps[0]) / "sae_weights.safetensors"
+    kept = weights.read_bytes()
     (work / paths.CHAIN_DIR / paths.MANIFEST).unlink()
-    shutil.rmtree(work / paths.CHAIN_DIR / paths.step_dir_name(calibrated.sae_steps[-1]))
+    for step in (calibrated.sae_steps[0], calibrated.sae_steps[-1]):
+        shutil.rmtree(work / paths.CHAIN_DIR / paths.step_dir_name(step))
     again = train_chain(calibrated, work, progress=False)
     assert (work / paths.CHAIN_DIR / CALIBRATION_FILE).stat().st_mtime_ns == before
-    assert again["calibration"] == record
+    assert again["calibration"] == record and weights.read_bytes() == kept
 
 
 def test_baselines_of_a_calibrated_chain_need_its_calibration(calibrated: RunConfig, tmp_path: Path) -> None:
@@ -81,11 +88,13 @@ def test_short_runs_are_kept_as_they_end_and_a_resumed_search_does_not_repeat_th
     first = remembered_runs(l0_at, path, "hash-a", lines.append)
     assert first(0.5) == 20.0 and first(0.5) == 20.0 and first(2.0) == 5.0
     assert calls == [0.5, 2.0] and len(lines) == 2
-    assert lines[0].startswith("chain: calibration run 1: λ = 0.5 gives L0 20.0 (")
-    assert store.read_json(path) == {"config_hash": "hash-a", "runs": {"0.5": 20.0, "2.0": 5.0}}
+    assert lines[0].startswith("chain: calibration run 1 (short): λ = 0.5 gives L0 20.0 (")
+    assert store.read_json(path) == {"config_hash": "hash-a", "short": {"0.5": 20.0, "2.0": 5.0}}
+    full = remembered_runs(lambda c: 1.0, path, "hash-a", None, kind="full")  # the full-budget runs beside them
+    assert full(0.5) == 1.0 and store.read_json(path)["short"] == {"0.5": 20.0, "2.0": 5.0}
     resumed = remembered_runs(l0_at, path, "hash-a", None)  # an interrupted search, restarted
     assert resumed(2.0) == 5.0 and resumed(0.5) == 20.0 and calls == [0.5, 2.0]
     assert resumed(0.1 + 0.2) == pytest.approx(10 / 0.3) and calls[-1] == 0.1 + 0.2  # a new λ trains
     other = remembered_runs(l0_at, path, "hash-b", None)  # another config: nothing is reused
     assert other(0.5) == 20.0 and calls[-1] == 0.5 and len(calls) == 4
-    assert store.read_json(path)["runs"] == {"0.5": 20.0}
+    assert store.read_json(path) == {"config_hash": "hash-b", "short": {"0.5": 20.0}}
