@@ -140,13 +140,14 @@ def calibrate_first_link(
     read from ``folder/calibration.json`` when it was made for ``chain_hash``, else computed on the first checkpoint
     (short runs, then :func:`~saetrack.sae.calibration.refine_coefficient` at the first link's budget when the short
     runs are shorter) and written there first. Also returns the first link when the refinement trained it here."""
-    path = Path(folder) / CALIBRATION_FILE
+    path, chain, step = Path(folder) / CALIBRATION_FILE, run.chain, run.sae_steps[0]
+    n_tokens = min(chain.calibration_tokens, chain.first_tokens)
+    refines = bool(chain.calibration_full_runs) and n_tokens < chain.first_tokens
     if path.is_file():
         record = store.read_json(path)
-        if record.get("config_hash") == chain_hash:
+        if record.get("config_hash") == chain_hash and ("full_runs" in record) == refines:  # not one of short runs only
             return record, None
-    started, chain, step = time.perf_counter(), run.chain, run.sae_steps[0]
-    n_tokens = min(chain.calibration_tokens, chain.first_tokens)
+    started = time.perf_counter()
     x_train = np.asarray(activations.train_head(step, n_tokens), dtype=np.float32)
     heldout = np.asarray(activations.heldout(step)[:HELDOUT_ROWS], dtype=np.float32)
     scale = activation_scale(activations.train_head(step, ACTIVATION_SCALE_ROWS))
@@ -164,7 +165,7 @@ def calibrate_first_link(
     found = calibrate_coefficient(l0_at, chain.target_l0, start=chain.l1_coefficient, tolerance=CALIBRATION_TOLERANCE)
     record = {"config_hash": chain_hash, "step": int(step), "tokens_per_run": int(x_train.shape[0]), **found.to_dict()}
     first = None
-    if chain.calibration_full_runs and n_tokens < chain.first_tokens:
+    if refines:
         refined, first = _refine_at_full_budget(
             run, activations, checkpoints, found, lambda f: remembered_runs(f, runs_file, chain_hash, say, "full"),
             device, progress,
