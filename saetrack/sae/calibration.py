@@ -164,19 +164,20 @@ def refine_coefficient(
     if not start > 0 or not slope < 0 or max_runs < 1:
         raise ValueError("start must be > 0, slope < 0 and max_runs >= 1.")
     runs: list[tuple[float, float]] = []
-    log_c, log_target, bound = math.log(start), math.log(target_l0), math.log(max_factor)
+    coefficient, log_target, bound = float(start), math.log(target_l0), math.log(max_factor)
     for _ in range(max_runs):
-        l0 = float(l0_at(math.exp(log_c)))
-        runs.append((math.exp(log_c), l0))
+        l0 = float(l0_at(coefficient))
+        runs.append((coefficient, l0))
         if _within(l0, target_l0, tolerance):
             break
         if len(runs) >= 2 and runs[-1][1] > 0 and runs[-2][1] > 0 and runs[-1][1] != runs[-2][1]:
             secant = (math.log(runs[-1][1]) - math.log(runs[-2][1])) / (math.log(runs[-1][0]) - math.log(runs[-2][0]))
             slope = secant if math.isfinite(secant) and secant < 0 else slope
         if l0 <= 0:  # a dead run: weaken λ by the bound
-            log_c -= bound
+            change = -bound
         else:  # L0 ~ λ^slope: the change of log λ that would land on the target
-            log_c += min(max((log_target - math.log(l0)) / slope, -bound), bound)
+            change = min(max((log_target - math.log(l0)) / slope, -bound), bound)
+        coefficient = coefficient * math.exp(change)
     best = min(runs, key=lambda r: abs(math.log(max(r[1], 1e-9) / target_l0)))
     return Calibration(best[0], best[1], float(target_l0), tuple(runs))
 

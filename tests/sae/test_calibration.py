@@ -89,6 +89,7 @@ def test_refining_at_the_full_budget_lands_on_the_target_in_a_few_runs(shift: fl
     short = (8.0 / 32.0) ** (1 / 0.7)  # the short runs' λ for L0 32
     result = refine_coefficient(full_l0, 32.0, short, slope=-1.0, tolerance=0.1, max_runs=4)
     assert abs(result.l0 / 32 - 1) <= 0.1 and [c for c, _ in result.runs] == asked and len(asked) <= 4
+    assert asked[0] == short  # the short runs' λ itself first, not a rounding of it
     assert result.coefficient == asked[-1] and result.l0 == pytest.approx(full_l0(result.coefficient))
 
 
