@@ -57,7 +57,7 @@ __all__ = [
 
 #: The calibration's record in the chain's folder.
 CALIBRATION_FILE = "calibration.json"
-#: The short runs of a search so far (λ -> L0), for a search that is interrupted.
+#: Every run of a search so far (λ -> L0: short runs, and runs at the first link's budget), to resume it.
 CALIBRATION_RUNS_FILE = "calibration_runs.json"
 #: A calibration run's L0 must lie within this share of the target.
 CALIBRATION_TOLERANCE = 0.1
