@@ -19,8 +19,8 @@ The check, fixed before the run: every link has explained variance >= 0.5 and an
 (held-out tokens, the link manifests' metrics). Prints one row per link and the verdict, writes ``check.json`` in
 ``--work``, and exits 1 when a link fails. Run::
 
-    python benchmarks/check_watch_defaults.py --work /tmp/watch768 --random   # about an hour on 2 CPU cores
-    python benchmarks/check_watch_defaults.py --work /tmp/watch768-trained    # the first steps of a training run
+    python benchmarks/check_watch_defaults.py --work runs/watch-768 --random   # about an hour on 2 CPU cores
+    python benchmarks/check_watch_defaults.py --work runs/watch-768-trained    # the first steps of a training run
 """
 
 from __future__ import annotations
