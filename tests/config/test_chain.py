@@ -84,6 +84,7 @@ def test_matmul_precision_enters_the_chain_hash_only_when_not_fp32() -> None:
         "matmul_precision": "fp32",
         "target_l0": None,
         "calibration_tokens": 262_144,
+        "calibration_full_runs": 4,
         "architecture": "standard",
         "k": None,
         "jumprelu_init_threshold": 0.01,
@@ -159,3 +160,9 @@ def test_architecture_fields_enter_the_hash_only_away_from_their_defaults() -> N
     ):
         hashes.add(config_hash(training_fields(dataclasses.asdict(ChainConfig(schedule=(0, 1), **kwargs)))))
     assert len(hashes) == 6  # every choice is a different chain
+
+
+def test_calibration_full_runs_must_not_be_negative() -> None:
+    assert ChainConfig(schedule=(0,), calibration_full_runs=0).calibration_full_runs == 0  # short runs only
+    with pytest.raises(ConfigError, match="calibration_full_runs"):
+        ChainConfig(schedule=(0,), calibration_full_runs=-1)
