@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -131,9 +131,12 @@ class LossWindow:
     the losses' device and never waits for it.
     """
 
-    def __init__(self, steps: int, device: torch.device) -> None:
+    def __init__(
+        self, steps: int, device: torch.device, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> None:
         self.rows = torch.empty((steps, 3), dtype=torch.float64, device=device)
         self.first_step, self.n = 1, 0
+        self.reduce = reduce
 
     def add(self, mse_loss: torch.Tensor, l1_loss: torch.Tensor, loss: torch.Tensor) -> None:
         """Record the next step's losses (detached; no host sync)."""
@@ -141,8 +144,10 @@ class LossWindow:
         self.n += 1
 
     def read(self) -> tuple[int, list[list[float]]]:
-        """``(first step, rows)`` of the window as Python floats (one host sync), then start the next window."""
-        first, rows = self.first_step, self.rows[: self.n].tolist()
+        """``(first step, rows)`` of the window as Python floats (one host sync), then start the next window; with
+        ``reduce`` (data-parallel training: the mean over ranks) the rows pass through it first."""
+        window = self.rows[: self.n]
+        first, rows = self.first_step, (window if self.reduce is None else self.reduce(window.clone())).tolist()
         self.first_step, self.n = first + self.n, 0
         return first, rows
 
@@ -191,11 +196,14 @@ def run_steps(
     log_every: int,
     bar: tqdm,  # type: ignore[type-arg]
     desc: str,
+    reduce_losses: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, list[float]]:
-    """The step loop of :func:`train_sae`: ``n_steps`` SAELens steps; the loss curve (module docstring: host syncs)."""
+    """The step loop of :func:`train_sae`: ``n_steps`` SAELens steps of ``batch_size`` tokens (the global batch when
+    the trainer sees a rank's share of it); the loss curve (module docstring: host syncs). ``reduce_losses``: applied
+    to each window of losses before it is read (data-parallel training: the mean over ranks)."""
     curve: dict[str, list[float]] = {k: [] for k in ("step", "tokens", "mse_loss", "l1_loss", "loss", "lr")}
     every = check_every(log_every, n_steps)
-    window = LossWindow(every, trainer.sae.W_dec.device)
+    window = LossWindow(every, trainer.sae.W_dec.device, reduce_losses)
     pending: list[tuple[int, int, float]] = []
     for step in range(1, n_steps + 1):
         lr_now = trainer.optimizer.param_groups[0]["lr"]
@@ -204,10 +212,10 @@ def run_steps(
         window.add(out.losses["mse_loss"], penalty_loss(out.losses, out.loss), out.loss)
         del out  # the step's [batch, d_sae] outputs are not kept into the next step
         if step == 1 or step % log_every == 0 or step == n_steps:
-            pending.append((step, trainer.n_training_samples, lr_now))
+            pending.append((step, step * batch_size, lr_now))
         if step % every == 0 or step == n_steps:
             point = read_losses(window, pending, curve, batch_size)
             bar.set_postfix(point, refresh=False)
-            log.debug("%s step %d tokens %d %s", desc, step, trainer.n_training_samples, point)
+            log.debug("%s step %d tokens %d %s", desc, step, step * batch_size, point)
         bar.update(batch_size)
     return curve

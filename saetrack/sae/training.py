@@ -40,6 +40,7 @@ the host, and only when the caller keeps it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -53,7 +54,16 @@ from sae_lens.config import SAETrainerConfig
 from tqdm import tqdm
 
 from saetrack.data.shuffle import full_batches, to_device
-from saetrack.sae.architectures import coefficient_key, sparsity_coefficient
+from saetrack.distributed.data_parallel import (
+    broadcast_state,
+    check_data_parallel,
+    data_parallel_step,
+    mean_over_ranks,
+    shard_batches,
+    total_firing_frequency,
+)
+from saetrack.distributed.ranks import SINGLE, Ranks
+from saetrack.sae.architectures import architecture_of, coefficient_key, sparsity_coefficient
 from saetrack.sae.loop import NonFiniteLossError, carry_moments, host_optimizer_state, run_steps
 from saetrack.sae.model import LinkSAE
 from saetrack.sae.precision import check_matmul_precision, training_precision
@@ -267,6 +277,33 @@ def _checked_batches(batches: Iterator[torch.Tensor], batch_size: int, d_in: int
         yield batch
 
 
+def _training_batches(
+    sae: LinkSAE,
+    activations: ArrayLike | Iterator[torch.Tensor],
+    batch_size: int,
+    *,
+    seed: int,
+    chunk_tokens: int | None,
+    ranks: Ranks,
+) -> Iterator[torch.Tensor]:
+    """The batches :func:`train_sae` steps on: an array shuffled (:func:`shuffled_batches`) or ready batches checked;
+    with several ranks, this rank's share of each (and the SAE made rank 0's, so all ranks start alike)."""
+    if isinstance(activations, np.ndarray | torch.Tensor):
+        if activations.ndim != 2 or activations.shape[1] != sae.cfg.d_in:
+            raise ValueError(
+                f"activations have shape {tuple(activations.shape)}, expected [n_tokens, d_in={sae.cfg.d_in}]."
+            )
+        data = shuffled_batches(
+            activations, batch_size, seed=seed, chunk_tokens=chunk_tokens, dtype=sae.dtype, device=str(sae.device)
+        )
+    else:
+        data = _checked_batches(activations, batch_size, sae.cfg.d_in)
+    if ranks.distributed:
+        data = shard_batches(data, ranks)
+        broadcast_state(sae)
+    return data
+
+
 def train_sae(
     sae: LinkSAE,
     activations: ArrayLike | Iterator[torch.Tensor],
@@ -283,6 +320,7 @@ def train_sae(
     progress: bool = True,
     desc: str = "train SAE",
     chunk_tokens: int | None = None,
+    ranks: Ranks = SINGLE,
 ) -> TrainResult:
     """Train ``sae`` in place on rows of ``activations`` for ``ceil(n_tokens / batch_size)`` steps (Eq. 3).
 
@@ -299,6 +337,11 @@ def train_sae(
     infinite loss raises :class:`NonFiniteLossError` naming its step. Every ``log_every`` steps (and at the first and
     last) the losses are recorded in ``TrainResult.loss_curve`` and shown on the progress bar, read back from the
     device together every :func:`~saetrack.sae.loop.check_every` steps.
+
+    ``ranks`` (more than one: the process group of a ``torchrun`` job, :mod:`saetrack.distributed`): every rank calls
+    this with the same arguments and trains data-parallel - its share of each global ``batch_size`` batch, gradients
+    averaged before each step (:mod:`saetrack.distributed.data_parallel`) - and returns the same SAE; ``n_tokens``,
+    the loss curve and the firing frequency are the global batches'.
     """
     for name, value in {"n_tokens": n_tokens, "batch_size": batch_size, "lr": lr, "log_every": log_every}.items():
         if not value > 0:
@@ -306,18 +349,11 @@ def train_sae(
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps = {warmup_steps!r} is invalid: must be >= 0.")
     check_matmul_precision(matmul_precision)
+    check_data_parallel(architecture_of(sae), batch_size, ranks)
     n_steps = math.ceil(n_tokens / batch_size)
-    if isinstance(activations, np.ndarray | torch.Tensor):
-        if activations.ndim != 2 or activations.shape[1] != sae.cfg.d_in:
-            raise ValueError(
-                f"activations have shape {tuple(activations.shape)}, expected [n_tokens, d_in={sae.cfg.d_in}]."
-            )
-        data = shuffled_batches(
-            activations, batch_size, seed=seed, chunk_tokens=chunk_tokens, dtype=sae.dtype, device=str(sae.device)
-        )
-    else:
-        data = _checked_batches(activations, batch_size, sae.cfg.d_in)
-    trainer = sae_trainer(sae, data, n_steps=n_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps)
+    data = _training_batches(sae, activations, batch_size, seed=seed, chunk_tokens=chunk_tokens, ranks=ranks)
+    local_batch = batch_size // ranks.world_size
+    trainer = sae_trainer(sae, data, n_steps=n_steps, batch_size=local_batch, lr=lr, warmup_steps=warmup_steps)
     if optimizer_state is not None:
         carry_moments(trainer.optimizer, optimizer_state)
 
@@ -326,21 +362,23 @@ def train_sae(
     with (
         tqdm(total=n_steps * batch_size, desc=desc, unit="tok", unit_scale=True, disable=not progress) as bar,
         training_precision(sae, matmul_precision),
+        data_parallel_step(trainer) if ranks.distributed else contextlib.nullcontext(),
     ):
-        curve = run_steps(
-            trainer, data, n_steps=n_steps, batch_size=batch_size, log_every=log_every, bar=bar, desc=desc
-        )
+        curve = run_steps(trainer, data, n_steps=n_steps, batch_size=batch_size, log_every=log_every, bar=bar,
+                          desc=desc, reduce_losses=mean_over_ranks if ranks.distributed else None)  # fmt: skip
     wall = time.perf_counter() - start
     trainer.set_final_sae_metadata()
     sae.eval()
+    n_trained = trainer.n_training_samples * ranks.world_size
+    frequency = total_firing_frequency(trainer) if ranks.distributed else trainer.feature_sparsity
     return TrainResult(
         sae=sae,
         loss_curve=curve,
         optimizer_state=host_optimizer_state(trainer.optimizer) if keep_optimizer_state else None,
-        n_tokens=trainer.n_training_samples,
+        n_tokens=n_trained,
         n_steps=n_steps,
         wall_time_s=wall,
-        tokens_per_s=trainer.n_training_samples / max(wall, 1e-9),
-        feature_frequency=trainer.feature_sparsity.detach().cpu(),
+        tokens_per_s=n_trained / max(wall, 1e-9),
+        feature_frequency=frequency.detach().cpu(),
         l1_coefficient=sparsity_coefficient(sae),
     )
