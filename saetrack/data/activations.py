@@ -39,6 +39,7 @@ from saetrack.data.cache_plan import cache_config_hash
 from saetrack.data.checkpoints import CheckpointSource
 from saetrack.data.shuffle import block_shuffled_batches
 from saetrack.data.stream import StreamedActivations
+from saetrack.distributed.ranks import SINGLE, Ranks
 from saetrack.sae.training import CHUNK_BYTES, shuffled_batches
 
 __all__ = [
@@ -105,12 +106,15 @@ def open_activations(
     device: str = "cpu",
     *,
     full_model: bool = True,
+    ranks: Ranks = SINGLE,
 ) -> ActivationSource:
     """The activation source of ``run`` in ``run_dir``, checked against the config: the on-disk cache, or (when
     ``cache.mode="streamed"``) the checkpoints' models run on the fly on ``device`` - whole, or with
-    ``full_model=False`` (a stage that evaluates no link) only the blocks before the hook."""
+    ``full_model=False`` (a stage that evaluates no link) only the blocks before the hook. With several ``ranks``
+    the streamed forwards are dealt out over them, every rank receiving every row
+    (:func:`~saetrack.data.forward.residual_chunks`); a cache is read whole by every rank."""
     if run.cache.streamed:
-        return StreamedActivations(run, run_dir, checkpoints, device, full_model=full_model)
+        return StreamedActivations(run, run_dir, checkpoints, device, full_model=full_model, ranks=ranks)
     return ActivationCache(run_dir, run)
 
 

@@ -20,6 +20,8 @@ from saetrack.config.data import CACHE_HOOKS
 from saetrack.config.run import RunConfig
 from saetrack.data.cache_plan import TORCH_DTYPES
 from saetrack.data.shuffle import to_device
+from saetrack.distributed.gather import dealt_out
+from saetrack.distributed.ranks import SINGLE, Ranks
 
 __all__ = [
     "FORWARD_DTYPES",
@@ -133,6 +135,7 @@ def residual_chunks(
     first_context: int = 0,
     tf32: bool = False,
     hook: str = "resid_pre",
+    ranks: Ranks = SINGLE,
 ) -> Iterator[torch.Tensor]:
     """Eq. 6 activations at ``blocks.{layer}.hook_{hook}`` (:func:`activation_at_hook`) of ``tokens``
     ``[n_contexts, ctx]``: one float32 ``[rows, d]`` tensor per batch, on ``device``.
@@ -140,11 +143,14 @@ def residual_chunks(
     Batches are ``batch_contexts`` contexts counted from context 0 (so skipping to ``first_context`` keeps the same
     batch boundaries, and thus bit-identical activations); values are rounded through ``store_dtype`` as the cache
     stores them. Rows are ``c * ctx + q`` in the order of the contexts. ``tf32`` allows TF32 matmuls during each
-    batch's forward only (:func:`forward_context`), never while the consumer runs between batches.
+    batch's forward only (:func:`forward_context`), never while the consumer runs between batches. With several
+    ``ranks`` the batches are dealt out (rank ``r`` runs the model on every ``W``-th) and every rank receives every
+    batch's rows (:func:`~saetrack.distributed.gather.dealt_out`): the same rows, ``W`` times fewer forwards each.
     """
-    n_contexts, _ = tokens.shape
+    n_contexts, ctx = tokens.shape
     begin = (first_context // batch_contexts) * batch_contexts
-    for start in range(begin, n_contexts, batch_contexts):
+
+    def batch_rows(start: int) -> torch.Tensor:
         # one batch of token ids as int64 on the host, uploaded pinned and non-blocking when the model is on CUDA
         ids = np.asarray(tokens[start : start + batch_contexts], dtype=np.int64)
         batch = to_device(torch.from_numpy(ids if ids.flags.writeable else ids.copy()), device)
@@ -153,8 +159,14 @@ def residual_chunks(
         resid = resid.to(store_dtype).float().clone()  # a normal tensor (autograd may save it), not an inference one
         if start < first_context:
             resid = resid[first_context - start :]
-        yield resid.reshape(-1, resid.shape[-1])
-        del ids, batch, resid  # not alive while the next batch is computed
+        return resid.reshape(-1, resid.shape[-1])
+
+    def n_rows(start: int) -> int:
+        return (min(start + batch_contexts, n_contexts) - max(start, first_context)) * ctx
+
+    starts = range(begin, n_contexts, batch_contexts)
+    width = int(model.cfg.d_model) if ranks.distributed else 0  # the gathered rows' width
+    yield from dealt_out(starts, batch_rows, n_rows, width, torch.empty(0, device=device), ranks)
 
 
 def truncate_at_layer(model: Any, layer: int, hook: str = "resid_pre") -> Any:

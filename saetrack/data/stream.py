@@ -36,6 +36,7 @@ from saetrack.data.checkpoints import CheckpointSource, open_source
 from saetrack.data.corpus import TRAIN_TOKENS, load_corpus
 from saetrack.data.forward import residual_chunks, truncate_at_layer
 from saetrack.data.shuffle import block_shuffled_batches, shuffle_peak_bytes
+from saetrack.distributed.ranks import SINGLE, Ranks
 
 __all__ = [
     "ContextSpan",
@@ -155,8 +156,9 @@ class StreamedActivations:
         checkpoints: CheckpointSource | None = None,
         device: str = "cpu",
         full_model: bool = True,
+        ranks: Ranks = SINGLE,
     ) -> None:
-        self.run, self.device, self.full_model = run, device, full_model
+        self.run, self.device, self.full_model, self.ranks = run, device, full_model, ranks
         self.dir = Path(run_dir) / paths.CACHE_DIR
         manifest = store.read_manifest(self.dir)
         if manifest is None or manifest.get("config_hash") != cache_config_hash(run):
@@ -215,6 +217,7 @@ class StreamedActivations:
             first_context=first_row // ctx,
             tf32=self.run.cache.tf32,
             hook=self.run.cache.hook,
+            ranks=self.ranks,
         )
         skip, left = first_row % ctx, n_rows
         for chunk in chunks:

@@ -19,6 +19,7 @@ from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource
 from saetrack.data.checkpoints import CheckpointSource
 from saetrack.data.stream import hooked_model
+from saetrack.distributed.ranks import SINGLE, Ranks
 from saetrack.sae.io import save_sae
 from saetrack.sae.model import SAETrackSAE, build_sae
 from saetrack.sae.recurrent import recurrent_init
@@ -144,6 +145,7 @@ def train_link(
     desc: str,
     progress: bool,
     keep_optimizer_state: bool = True,
+    ranks: Ranks = SINGLE,
 ) -> TrainResult:
     """Train one SAE of the chain (a link, a baseline or a probe) on rows ``[start, start + n_tokens)`` of the link
     at ``step`` - cached or streamed, shuffled by the source (:meth:`ActivationSource.train_batches`).
@@ -153,7 +155,8 @@ def train_link(
     ``keep_optimizer_state``: return Adam's final state (on the host) for a next link to carry
     (``chain.optimizer_policy="carry"``, or a run trained in segments); ``False`` skips the copy
     (``TrainResult.optimizer_state`` is ``None``). Too few rows or a non-finite loss raises
-    :class:`ChainTrainingError` naming ``desc`` (the link) - finished links stay on disk.
+    :class:`ChainTrainingError` naming ``desc`` (the link) - finished links stay on disk. With several ``ranks``
+    every rank calls this alike and the SAE trains data-parallel (:mod:`saetrack.distributed.data_parallel`).
     """
     try:
         batches = activations.train_batches(
@@ -176,9 +179,10 @@ def train_link(
             optimizer_state=optimizer_state,
             keep_optimizer_state=keep_optimizer_state,
             matmul_precision=run.chain.matmul_precision,
-            progress=progress,
+            progress=progress and ranks.writer,
             desc=desc,
             log_every=max(1, n_tokens // run.chain.batch_size // DENSE_CURVE_POINTS),
+            ranks=ranks,
         )
     except NonFiniteLossError as error:
         raise ChainTrainingError(f"{desc}: {error} Training stopped; every finished link is kept on disk.") from error
@@ -196,6 +200,7 @@ def train_from_scratch(
     device: str,
     desc: str,
     progress: bool,
+    ranks: Ranks = SINGLE,
 ) -> TrainResult:
     """An independent SAE at checkpoint ``step``: randomly initialised with ``seed`` and trained like the chain's
     first SAE (its lr and warm-up) for the baseline budget, fresh Adam - a from-scratch baseline or its second seed
@@ -221,6 +226,7 @@ def train_from_scratch(
         desc=desc,
         progress=progress,
         keep_optimizer_state=False,  # a from-scratch SAE's Adam state is never carried on
+        ranks=ranks,
     )
 
 
@@ -244,6 +250,7 @@ def train_and_evaluate_link(
     desc: str,
     device: str,
     progress: bool,
+    ranks: Ranks = SINGLE,
 ) -> TrainedLink:
     """Train and evaluate the chain link at schedule ``position`` (Sec. 3.2.2) - the one recipe of every chain link,
     the chain stage's and the density study's sparse chains' alike.
@@ -253,7 +260,8 @@ def train_and_evaluate_link(
     link's own activations (:func:`link_l1_coefficient`). It trains on ``chain.tokens_for(position)`` rows of its
     checkpoint at the first or later link's lr and warm-up, seeded by :func:`link_seed`, carrying ``optimizer_state``
     under ``optimizer_policy="carry"``; then :func:`evaluate_link`. Non-finite activations raise
-    :class:`ChainTrainingError` naming ``desc``.
+    :class:`ChainTrainingError` naming ``desc``. With several ``ranks`` (every rank calling alike) the link trains
+    data-parallel and every rank returns the same link.
     """
     chain, step = run.chain, run.sae_steps[position]
     scale = activation_scale(activations.train_head(step, ACTIVATION_SCALE_ROWS))
@@ -275,7 +283,7 @@ def train_and_evaluate_link(
                         lr=chain.lr_first if first else chain.lr_link,
                         warmup=chain.warmup_steps_first if first else chain.warmup_steps_link, seed=seed,
                         optimizer_state=optimizer_state if carry else None, keep_optimizer_state=carry, desc=desc,
-                        progress=progress)  # fmt: skip
+                        progress=progress, ranks=ranks)  # fmt: skip
     return TrainedLink(result, evaluate_link(run, result.sae, activations, step, checkpoints, device), scale)
 
 
