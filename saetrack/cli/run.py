@@ -14,10 +14,14 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+import torch.distributed as dist
+
 from saetrack import hub, ledger, paths, store
 from saetrack.config import DEFAULT_PRESET, ConfigError, RunConfig, get_preset
+from saetrack.distributed.ranks import init_ranks, ranks_from_environment
 from saetrack.ledger import render
 from saetrack.notebooks import NotebookFailed
+from saetrack.pipeline.ranked import DATA_PARALLEL_STAGES, run_data_parallel
 from saetrack.pipeline.shape import STAGE_NAMES
 from saetrack.pipeline.stages import last_executions, run_stages
 from saetrack.publish import publish_run
@@ -155,6 +159,48 @@ def _push(args: argparse.Namespace, run: RunConfig, run_dir: Path) -> None:
     )
 
 
+def _data_parallel(
+    args: argparse.Namespace, run: RunConfig, run_dir: Path, device: str, skip: tuple[str, ...]
+) -> int | None:
+    """In a ``torchrun`` job: join the ranks and compute the data-parallel stages together
+    (:mod:`saetrack.pipeline.ranked`). Returns the exit code for a rank other than 0 (its part is done) or for a
+    failure, ``None`` for rank 0 to go on to the notebooks."""
+    ranks, device = init_ranks(device)
+    try:
+        run_data_parallel(run, run_dir, ranks, device=device, only=args.only, skip=skip, force=args.force,
+                          log=lambda line: print(line, flush=True))  # fmt: skip
+    except Exception as error:  # one line per rank, the job fails; the finished links stay for a restart
+        print(f"saetrack: rank {ranks.rank} of {ranks.world_size} failed: {type(error).__name__}: {error}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 1
+    finally:
+        dist.destroy_process_group()
+    if not ranks.writer:
+        print(
+            f"saetrack: rank {ranks.rank} of {ranks.world_size}: data-parallel stages done; rank 0 goes on", flush=True
+        )
+        return 0
+    return None
+
+
+def _run_notebooks(
+    args: argparse.Namespace, run: RunConfig, run_dir: Path, device: str, skip: tuple[str, ...], ranked: bool
+) -> None:
+    """Run (or skip) the stages' notebooks (:func:`run_stages`). After a torchrun job's data-parallel stages
+    (``ranked``) their notebooks only draw, never recompute (not forced again), and ``--force`` applies to the rest."""
+    common = dict(device=device, log=lambda line: print(line, flush=True), echo=not args.quiet, rerun=args.rerun)
+    if not ranked:
+        run_stages(run, run_dir, only=args.only, skip=skip, force=args.force, **common)  # type: ignore[arg-type]
+        return
+    selected = [name for name in DATA_PARALLEL_STAGES if (not args.only or name in args.only) and name not in skip]
+    if selected:
+        run_stages(run, run_dir, only=selected, skip=skip, **common)  # type: ignore[arg-type]
+    rest = [name for name in args.only if name not in DATA_PARALLEL_STAGES] if args.only else None
+    if rest is None or rest:
+        run_stages(run, run_dir, only=rest, skip=(*skip, *DATA_PARALLEL_STAGES), force=args.force,
+                   **common)  # type: ignore[arg-type]  # fmt: skip
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``saetrack run``: validate the parsed options and the config, print the resource plan or check the run fits,
     run (or skip) each stage, publish the figures and renders, and push to the Hub when asked; return the exit code.
@@ -165,14 +211,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if planned is not None:
         return planned
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock_run_dir(run_dir)
-    if lock is None:
+    ranks = ranks_from_environment()  # a torchrun job's place, else rank 0 of 1
+    lock = _lock_run_dir(run_dir) if ranks.writer else None
+    if ranks.writer and lock is None:
         print(f"saetrack: another run is working on {run_dir}; wait for it to finish.", file=sys.stderr)
         return 2
-    print(f"saetrack: preset {run.preset} | device {device} | run directory {run_dir}", flush=True)
+    print(f"saetrack: preset {run.preset} | device {device} | run directory {run_dir}"
+          + (f" | rank {ranks.rank} of {ranks.world_size}" if ranks.distributed else ""), flush=True)  # fmt: skip
     started = time.perf_counter()
-    skip: tuple[str, ...] = ()
-    if args.chain_from_hub:
+    if args.chain_from_hub and ranks.writer:
         try:
             folders = hub.load_hub_chain(args.chain_from_hub, args.chain_revision, run_dir, run)
         except (ValueError, OSError, store.StaleArtifactError) as error:  # one message, no traceback
@@ -180,10 +227,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"saetrack: cannot load the chain {where}: {error}", file=sys.stderr)
             return 2
         print(f"[chain] {len(folders)} links installed from {args.chain_from_hub}@{args.chain_revision}", flush=True)
-        skip = ("chain",)
+    skip = ("chain",) if args.chain_from_hub else ()
+    if ranks.distributed and (code := _data_parallel(args, run, run_dir, device, skip)) is not None:
+        return code
     try:
-        run_stages(run, run_dir, only=args.only, skip=skip, force=args.force, rerun=args.rerun, device=device,
-                   log=lambda line: print(line, flush=True), echo=not args.quiet)  # fmt: skip
+        _run_notebooks(args, run, run_dir, device, skip, ranks.distributed)
     except NotebookFailed as error:
         print(f"saetrack: FAILED\n{error}", file=sys.stderr, flush=True)
         return 1

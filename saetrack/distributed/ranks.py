@@ -13,15 +13,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 __all__ = [
+    "GROUP_TIMEOUT",
     "SINGLE",
     "Ranks",
     "backend_for",
+    "barrier",
     "init_ranks",
     "ranks_from_environment",
 ]
@@ -63,6 +66,9 @@ class Ranks:
 #: The single process of a run started without ``torchrun``.
 SINGLE = Ranks()
 
+#: How long a rank waits in a collective before the job fails (PyTorch's default is 10 or 30 minutes).
+GROUP_TIMEOUT = timedelta(hours=12)
+
 
 def ranks_from_environment(environ: Mapping[str, str] | None = None) -> Ranks:
     """This process's :class:`Ranks` from ``torchrun``'s variables ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (absent:
@@ -87,8 +93,10 @@ def init_ranks(device: str = "cpu", environ: Mapping[str, str] | None = None, **
     """Join the job's process group (when there is more than one rank) and return ``(ranks, device)``.
 
     The backend is :func:`backend_for` ``device``; on CUDA each rank's device becomes ``cuda:<LOCAL_RANK>``. ``init``
-    goes to ``torch.distributed.init_process_group`` (``init_method``, ``store``; by default torchrun's ``env://``).
-    Called again in a process whose group exists, it returns the same answer without joining twice.
+    goes to ``torch.distributed.init_process_group`` (``init_method``, ``store``; by default torchrun's ``env://``),
+    with a :data:`GROUP_TIMEOUT` for collectives unless given: the other ranks wait at a barrier while the writer
+    builds inputs alone (a nano model suite, a streamed corpus). Called again in a process whose group exists, it
+    returns the same answer without joining twice.
     """
     ranks = ranks_from_environment(environ)
     if torch.device(device).type == "cuda" and ranks.distributed:
@@ -100,5 +108,12 @@ def init_ranks(device: str = "cpu", environ: Mapping[str, str] | None = None, **
         device = f"cuda:{ranks.local_rank}"
         torch.cuda.set_device(device)
     if ranks.distributed and not dist.is_initialized():
+        init.setdefault("timeout", GROUP_TIMEOUT)
         dist.init_process_group(backend=backend_for(device), rank=ranks.rank, world_size=ranks.world_size, **init)
     return ranks, device
+
+
+def barrier(ranks: Ranks) -> None:
+    """Wait until every rank is here (no-op for one rank): after the writer wrote what the others read next."""
+    if ranks.distributed:
+        dist.barrier()

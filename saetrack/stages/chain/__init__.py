@@ -25,11 +25,13 @@ from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.data.cache_plan import cache_config_hash
 from saetrack.data.checkpoints import CheckpointSource, checkpoint_architecture, open_source
+from saetrack.distributed.ranks import SINGLE, Ranks, barrier
+from saetrack.distributed.stages import writer_finishes
 from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
 from saetrack.sae.io import load_training_sae, save_sae
 from saetrack.sae.model import SAETrackSAE
 from saetrack.sae.training import TrainResult
-from saetrack.stages.chain.calibrate import calibrate_first_link, calibrated_run, with_coefficient
+from saetrack.stages.chain.calibrate import CALIBRATION_FILE, calibrate_first_link, calibrated_run, with_coefficient
 from saetrack.stages.chain.health import check_link_health
 from saetrack.stages.chain.links import (
     ACTIVATION_SCALE_ROWS,
@@ -98,19 +100,43 @@ def _train_link_at(
     device: str,
     progress: bool,
     trained: TrainedLink | None = None,
+    ranks: Ranks = SINGLE,
 ) -> tuple[dict[str, Any], TrainResult]:
     """Train, evaluate and save link ``position`` (:func:`~saetrack.stages.chain.links.train_and_evaluate_link`), or
-    save ``trained`` when the calibration already trained it; a dead or saturated link stops the chain, unsaved."""
+    save ``trained`` when the calibration already trained it; a dead or saturated link stops the chain, unsaved.
+    With several ``ranks`` all train it (data-parallel) and the writer saves it while the others wait."""
     step = run.sae_steps[position]
     desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
     if trained is None:
         trained = train_and_evaluate_link(run, activations, checkpoints, position, previous, optimizer_state,
-                                          desc=desc, device=device, progress=progress)  # fmt: skip
+                                          desc=desc, device=device, progress=progress, ranks=ranks)  # fmt: skip
     result, quality, scale = trained.result, trained.quality, trained.scale
     check_link_health(run, quality, activations.d_model, desc)
+    record = _link_record(run, position, step, scale, result, quality)
+    if ranks.writer:
+        _save_link_part(run, stage, checkpoints, position, result, record)
+    barrier(ranks)
+    if progress and ranks.writer:
+        print(
+            f"{desc}: explained variance {quality['explained_variance']:.3f}, L0 {quality['l0']:.1f}, "
+            f"dead {quality['dead_fraction']:.1%}, CE recovered {quality['ce_recovered']:.3f}",
+            flush=True,
+        )
+    return record, result
+
+
+def _save_link_part(
+    run: RunConfig,
+    stage: StageRun,
+    checkpoints: CheckpointSource,
+    position: int,
+    result: TrainResult,
+    record: dict[str, Any],
+) -> None:
+    """Save a trained link as part ``chain/step{N}`` (SAE files first, its manifest last)."""
+    step = run.sae_steps[position]
     link_dir = stage.folder / paths.step_dir_name(step)
     files = save_link(run, result, link_dir)
-    record = _link_record(run, position, step, scale, result, quality)
     stage.write_part_manifest(  # last: the link counts as finished only from here on
         link_dir,
         stage="chain-link",
@@ -126,13 +152,28 @@ def _train_link_at(
         link=record,
         loss_curve=subsample_curve(result.loss_curve),
     )
-    if progress:
-        print(
-            f"{desc}: explained variance {quality['explained_variance']:.3f}, L0 {quality['l0']:.1f}, "
-            f"dead {quality['dead_fraction']:.1%}, CE recovered {quality['ce_recovered']:.3f}",
-            flush=True,
-        )
-    return record, result
+
+
+def _calibration(
+    run: RunConfig,
+    run_dir: Path,
+    stage: StageRun,
+    activations: ActivationSource,
+    checkpoints: CheckpointSource,
+    device: str,
+    progress: bool,
+    ranks: Ranks,
+) -> tuple[dict[str, Any], TrainedLink | None]:
+    """λ for the target L0 (:func:`calibrate_first_link`) and the first link when the search trained it. With several
+    ranks the writer searches alone, on a source of its own, while the others wait and then read its record; the
+    first link is then trained again by all (data-parallel), not handed over from one rank."""
+    if not ranks.distributed:
+        return calibrate_first_link(run, stage.folder, activations, checkpoints, stage.config_hash, device, progress)
+    if ranks.writer:
+        alone = open_activations(run, run_dir, checkpoints, device)
+        calibrate_first_link(run, stage.folder, alone, checkpoints, stage.config_hash, device, progress)
+    barrier(ranks)
+    return store.read_json(stage.folder / CALIBRATION_FILE), None
 
 
 def _build_chain(
@@ -143,13 +184,13 @@ def _build_chain(
     device: str,
     progress: bool,
     after_link: Callable[[int], None] | None,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, Any]:
     checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
-    activations = open_activations(run, run_dir, checkpoints, device)
+    activations = open_activations(run, run_dir, checkpoints, device, ranks=ranks)
     configured, calibration, first = run, None, None
     if run.chain.searches_coefficient:  # λ for a target L0, found before the first link and kept along the chain
-        calibration, first = calibrate_first_link(run, stage.folder, activations, checkpoints, stage.config_hash,
-                                                  device, progress)  # fmt: skip
+        calibration, first = _calibration(run, run_dir, stage, activations, checkpoints, device, progress, ranks)
         run = with_coefficient(run, calibration["coefficient"])
     links: list[dict[str, Any]] = []
     previous: SAETrackSAE | None = None
@@ -165,19 +206,16 @@ def _build_chain(
             links.append(done["link"])
             continue
         record, result = _train_link_at(run, stage, activations, checkpoints, position, previous, optimizer_state,
-                                        device, progress, trained=first if position == 0 else None)  # fmt: skip
+                                        device, progress, trained=first if position == 0 else None,
+                                        ranks=ranks)  # fmt: skip
         links.append(record)
         previous, optimizer_state = result.sae, result.optimizer_state
         if after_link is not None:
             after_link(step)
     extra = {"calibration": calibration} if calibration is not None else {}
-    return stage.finish(
-        config={"chain": configured.to_dict()["chain"], "hook_name": run.cache.hook_name},
-        preset=run.preset,
-        steps=list(run.sae_steps),
-        links=links,
-        **extra,
-    )
+    config = {"chain": configured.to_dict()["chain"], "hook_name": run.cache.hook_name}
+    return writer_finishes(stage, ranks, config=config, preset=run.preset, steps=list(run.sae_steps), links=links,
+                           **extra)  # fmt: skip
 
 
 def train_chain(
@@ -189,6 +227,7 @@ def train_chain(
     force: bool = False,
     progress: bool = True,
     after_link: Callable[[int], None] | None = None,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, Any]:
     """Train (or resume) the SAE-Track chain of ``run`` (Sec. 3.2.2) into ``run_dir/chain``; return its manifest.
 
@@ -198,12 +237,17 @@ def train_chain(
     ``optimizer_policy="carry"`` Adam's moments pass from link to link (saved with each link so a resumed
     run carries them too). ``source`` is the checkpoint source (default: the run's model) used for the CE-loss
     metric; ``after_link(step)`` runs after each finished link (tests use it to interrupt).
+
+    With several ``ranks`` (a ``torchrun`` job, :mod:`saetrack.distributed`) every rank calls this alike: each link
+    trains data-parallel and the writer (rank 0) saves it while the others wait, so a job killed and started again
+    resumes, on every rank, at the first link the writer had not finished.
     """
+    barrier(ranks)  # every rank sees the same finished links
     return run_stage(
         Path(run_dir) / paths.CHAIN_DIR,
         "chain",
         chain_config_hash(run),
-        lambda stage: _build_chain(run, run_dir, stage, source, device, progress, after_link),
+        lambda stage: _build_chain(run, run_dir, stage, source, device, progress and ranks.writer, after_link, ranks),
         force=force,
     )
 
@@ -239,8 +283,10 @@ def _train_baseline_at(
     step: int,
     device: str,
     progress: bool,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, Any]:
-    """Train, evaluate and save the independent from-scratch SAE at ``step``."""
+    """Train, evaluate and save the independent from-scratch SAE at ``step`` (with several ``ranks``: trained by all,
+    data-parallel, saved by the writer while the others wait)."""
     position = run.sae_steps.index(step)
     scale = activation_scale(activations.train_head(step, ACTIVATION_SCALE_ROWS))
     l1 = link_l1_coefficient(run, scale, activations.d_model)
@@ -253,11 +299,10 @@ def _train_baseline_at(
         device=device,
         desc=f"baseline at step {step}",
         progress=progress,
+        ranks=ranks,
     )
     quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
     check_link_health(run, quality, activations.d_model, f"the baseline at step {step}")
-    folder = stage.folder / paths.step_dir_name(step)
-    files = save_sae(result.sae, folder, feature_sparsity=result.feature_frequency)
     record = {
         "step": step,
         "position": position,
@@ -266,23 +311,27 @@ def _train_baseline_at(
         "training": result.summary(),
         "metrics": quality,
     }
-    stage.write_part_manifest(
-        folder,
-        stage="baseline-sae",
-        config={"chain": run.to_dict()["chain"], "step": step},
-        files=files,
-        timings={"train": result.wall_time_s},
-        baseline=record,
-        loss_curve=result.loss_curve,
-    )
+    if ranks.writer:
+        folder = stage.folder / paths.step_dir_name(step)
+        files = save_sae(result.sae, folder, feature_sparsity=result.feature_frequency)
+        stage.write_part_manifest(
+            folder,
+            stage="baseline-sae",
+            config={"chain": run.to_dict()["chain"], "step": step},
+            files=files,
+            timings={"train": result.wall_time_s},
+            baseline=record,
+            loss_curve=result.loss_curve,
+        )
+    barrier(ranks)
     return record
 
 
 def _build_baselines(
-    run: RunConfig, run_dir: Path, stage: StageRun, checkpoints: Any, device: str, progress: bool
+    run: RunConfig, run_dir: Path, stage: StageRun, checkpoints: Any, device: str, progress: bool, ranks: Ranks
 ) -> dict[str, Any]:
     checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
-    activations = open_activations(run, run_dir, checkpoints, device)
+    activations = open_activations(run, run_dir, checkpoints, device, ranks=ranks)
     configured, run = run, calibrated_run(run, run_dir)  # the chain's λ (calibrated when chain.target_l0 is set)
     records = []
     for step in run.baseline_steps:
@@ -290,9 +339,9 @@ def _build_baselines(
         if done is not None:
             records.append(done["baseline"])
             continue
-        records.append(_train_baseline_at(run, stage, activations, checkpoints, step, device, progress))
+        records.append(_train_baseline_at(run, stage, activations, checkpoints, step, device, progress, ranks))
     chain = configured.to_dict()["chain"]
-    return stage.finish(config={"chain": chain}, steps=list(run.baseline_steps), baselines=records)
+    return writer_finishes(stage, ranks, config={"chain": chain}, steps=list(run.baseline_steps), baselines=records)
 
 
 def train_baselines(
@@ -303,18 +352,21 @@ def train_baselines(
     device: str = "cpu",
     force: bool = False,
     progress: bool = True,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, Any]:
     """Train the independent from-scratch SAEs at ``chain.baseline`` checkpoints into ``run_dir/baseline``.
 
     Each baseline is randomly initialised and trained with the first-SAE hyperparameters for
     ``chain.baseline_token_budget`` tokens on its checkpoint's training tokens (the chain link at that checkpoint
-    uses the first ``link_tokens`` of the same rows). Finished baselines are kept when the run is resumed.
+    uses the first ``link_tokens`` of the same rows). Finished baselines are kept when the run is resumed. With
+    several ``ranks`` each baseline trains data-parallel, as the chain's links do (:func:`train_chain`).
     """
+    barrier(ranks)
     return run_stage(
         Path(run_dir) / paths.BASELINE_DIR,
         "baseline",
         baseline_config_hash(run),
-        lambda stage: _build_baselines(run, run_dir, stage, source, device, progress),
+        lambda stage: _build_baselines(run, run_dir, stage, source, device, progress and ranks.writer, ranks),
         force=force,
     )
 

@@ -1,0 +1,26 @@
+"""A stage's output folder when several ranks compute it together: the writer (rank 0) writes, the others wait and
+read what it wrote, so every rank returns the same manifest and nothing is written twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from saetrack import store
+from saetrack.distributed.ranks import Ranks, barrier
+from saetrack.pipeline.skeleton import StageRun
+
+__all__ = ["writer_finishes"]
+
+
+def writer_finishes(stage: StageRun, ranks: Ranks, **finish: Any) -> dict[str, Any]:
+    """:meth:`StageRun.finish` ``(**finish)`` on the writer; every rank waits for it and returns the manifest written
+    (the other ranks read it from the stage folder)."""
+    manifest = stage.finish(**finish) if ranks.writer else None
+    barrier(ranks)
+    if manifest is not None:
+        return manifest
+    written = store.read_manifest(stage.folder)
+    if written is None:
+        raise RuntimeError(f"rank {ranks.rank}: the writer finished {stage.folder} but no manifest is there; the "
+                           "run directory must be on a file system every rank shares.")  # fmt: skip
+    return written
