@@ -42,15 +42,27 @@ def _train(ranks: Ranks, architecture: str) -> dict[str, object]:
     }
 
 
-def _rank_work(ranks: Ranks, folder: Path, architecture: str) -> None:
-    """Train on this rank and save what it ended with as ``rank<r>.pt``."""
-    torch.save(_train(ranks, architecture), folder / f"rank{ranks.rank}.pt")
+#: The architectures trained data-parallel (BatchTopK is refused).
+ARCHITECTURES = ("standard", "topk", "jumprelu")
 
 
-@pytest.mark.parametrize("architecture", ["standard", "topk", "jumprelu"])
-def test_two_ranks_train_the_single_process_sae(tmp_path: Path, architecture: str) -> None:
-    run_ranks(_rank_work, tmp_path, architecture)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+def _rank_work(ranks: Ranks, folder: Path) -> None:
+    """Train each architecture on this rank and save what it ended with as ``<architecture>-rank<r>.pt``."""
+    for architecture in ARCHITECTURES:
+        torch.save(_train(ranks, architecture), folder / f"{architecture}-rank{ranks.rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of what each of 2 ranks trained (one job for every architecture)."""
+    folder = tmp_path_factory.mktemp("data_parallel")
+    run_ranks(_rank_work, folder)
+    return folder
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_two_ranks_train_the_single_process_sae(two_ranks: Path, architecture: str) -> None:
+    ranks = [torch.load(two_ranks / f"{architecture}-rank{r}.pt", weights_only=False) for r in range(2)]
     single = _train(SINGLE, architecture)
     for name, value in ranks[0]["state"].items():  # the ranks hold the same SAE, bit for bit
         assert torch.equal(value, ranks[1]["state"][name]), name

@@ -36,11 +36,10 @@ def _deal(ranks: Ranks, folder: Path) -> None:
     torch.save({"received": received, "computed": computed}, folder / f"deal{ranks.rank}.pt")
 
 
-def test_every_rank_receives_every_item_in_order(tmp_path: Path) -> None:
-    run_ranks(_deal, tmp_path)
+def test_every_rank_receives_every_item_in_order(two_ranks: Path) -> None:
     expected = [torch.full((rows, 2), float(i)) for i, rows in enumerate(ROWS)]
     for rank in range(2):
-        out = torch.load(tmp_path / f"deal{rank}.pt")
+        out = torch.load(two_ranks / f"deal{rank}.pt")
         assert len(out["received"]) == len(ROWS)
         assert all(torch.equal(a, b) for a, b in zip(out["received"], expected, strict=True))
         assert out["computed"] == list(range(rank, len(ROWS), 2))  # each item computed by one rank only
@@ -66,7 +65,9 @@ def _links(ranks: Ranks, run_dir: Path) -> dict[str, object]:
     return out
 
 
-def _rank_links(ranks: Ranks, folder: Path, run_dir: str) -> None:
+def _rank_work(ranks: Ranks, folder: Path, run_dir: str) -> None:
+    """This rank's part of both tests (one job: the ranks start once)."""
+    _deal(ranks, folder)
     torch.save(_links(ranks, Path(run_dir)), folder / f"links{ranks.rank}.pt")
 
 
@@ -80,9 +81,16 @@ def streamed_run_dir(smoke_run_dir: Path, tmp_path_factory: pytest.TempPathFacto
     return run_dir
 
 
-def test_a_streamed_link_over_two_ranks_equals_one_process(streamed_run_dir: Path, tmp_path: Path) -> None:
-    run_ranks(_rank_links, tmp_path, str(streamed_run_dir))
-    ranks = [torch.load(tmp_path / f"links{r}.pt", weights_only=False) for r in range(2)]
+@pytest.fixture(scope="module")
+def two_ranks(streamed_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of what each of 2 ranks dealt out and trained."""
+    folder = tmp_path_factory.mktemp("gather")
+    run_ranks(_rank_work, folder, str(streamed_run_dir))
+    return folder
+
+
+def test_a_streamed_link_over_two_ranks_equals_one_process(streamed_run_dir: Path, two_ranks: Path) -> None:
+    ranks = [torch.load(two_ranks / f"links{r}.pt", weights_only=False) for r in range(2)]
     single = _links(SINGLE, streamed_run_dir)
     for position in (0, 1):
         state = f"state{position}"
