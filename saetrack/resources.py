@@ -82,10 +82,16 @@ def human_time(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def format_plan(run: RunConfig, stages: list[StagePlan], rates: Rates, limits: dict[str, int]) -> str:
-    """The plan as a table: one line per stage, totals, the machine's limits and where the rates come from."""
+def format_plan(run: RunConfig, stages: list[StagePlan], rates: Rates, limits: dict[str, int], ranks: int = 1) -> str:
+    """The plan as a table: one line per stage, totals, the machine's limits and where the rates come from; for a
+    torchrun job of ``ranks`` ranks, memory per rank and the wall time of the job."""
+    job = (
+        f" over {ranks} ranks (memory per rank; chain and baselines data-parallel, the rest on rank 0)"
+        if ranks > 1
+        else ""
+    )
     lines = [
-        f"resource plan of preset {run.preset} ({run.cache.mode} activations, hook {run.cache.hook_name})",
+        f"resource plan of preset {run.preset} ({run.cache.mode} activations, hook {run.cache.hook_name}){job}",
         f"{'stage':<22} {'model fwd tokens':>17} {'SAE tokens':>14} {'disk GB':>9} {'host GB':>9} "
         f"{'device GB':>10} {'projected':>10}   (memory: peak of the stage)",
     ]

@@ -69,6 +69,14 @@ def run_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--plan", action="store_true", help="print the resource plan of the run (nothing is loaded or run) and stop"
     )
     parser.add_argument(
+        "--ranks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --plan: plan a torchrun job of N ranks (GPUs): per-rank memory, the chain and baselines "
+        "data-parallel (default: torchrun's WORLD_SIZE, else 1)",
+    )
+    parser.add_argument(
         "--ignore-resources",
         action="store_true",
         help="go on even when the resource plan says the run does not fit this machine",

@@ -105,6 +105,11 @@ def _validated(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tup
     if run.model.source == "local" and not Path(run.model.local_path or "").expanduser().is_dir():
         parser.error(f"model.local_path = {run.model.local_path!r} is not a folder (it must hold the step{{N}}/ "
                      "checkpoints of model.source='local').")  # fmt: skip
+    ranks = args.ranks if args.ranks is not None else ranks_from_environment().world_size
+    if ranks < 1 or run.chain.batch_size % ranks:
+        parser.error(f"--ranks {ranks}: the ranks must split chain.batch_size = {run.chain.batch_size} evenly.")
+    if args.ranks is not None and not args.plan:
+        parser.error("--ranks plans a torchrun job (with --plan); to run one, start the command with torchrun.")
     if bool(args.chain_from_hub) != bool(args.chain_revision):
         parser.error("--chain-from-hub REPO and --chain-revision COMMIT go together (a chain is loaded pinned).")
     return run, device
@@ -115,9 +120,10 @@ def _plan_or_check(args: argparse.Namespace, run: RunConfig, run_dir: Path, devi
     fits this machine: 2 (after saying why) when it does not, ``None`` to go on."""
     rates = measure_rates(device)
     limits = machine_limits(run_dir, device)
-    stages = planned_for(plan_run(run, rates), args.only)  # only what this call will run is checked
+    ranks = args.ranks if args.ranks is not None else ranks_from_environment().world_size
+    stages = planned_for(plan_run(run, rates, ranks), args.only)  # only what this call will run is checked
     if args.plan:
-        print(format_plan(run, stages, rates, limits))
+        print(format_plan(run, stages, rates, limits, ranks))
         measured = last_executions(run, run_dir)
         if measured:
             print(f"measured in {run_dir} (each notebook's last execution; *: for another config):")

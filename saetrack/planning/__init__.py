@@ -45,9 +45,11 @@ def stage_lines(inputs: PlanInputs) -> list[StagePlan]:
     return lines
 
 
-def plan_run(run: RunConfig, rates: Rates) -> list[StagePlan]:
-    """The resource plan of every stage of ``run`` (module doc), from the config and the measured ``rates``."""
-    return stage_lines(plan_inputs(run, rates))
+def plan_run(run: RunConfig, rates: Rates, ranks: int = 1) -> list[StagePlan]:
+    """The resource plan of every stage of ``run`` (module doc), from the config and the measured ``rates``; with
+    ``ranks`` > 1, of a ``torchrun`` job of that many ranks (the chain stage's data-parallel lines divided, memory per
+    rank)."""
+    return stage_lines(plan_inputs(run, rates, ranks))
 
 
 def planned_for(stages: list[StagePlan], only: list[str] | None) -> list[StagePlan]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from saetrack.analysis.matching import EXACT_MAX_CELLS
 from saetrack.analysis.sparse_matching import MAX_CANDIDATES
-from saetrack.planning.common import PlanInputs, StagePlan, sae_bytes, sae_training_device_bytes
+from saetrack.planning.common import GB, PlanInputs, StagePlan, sae_bytes, sae_training_device_bytes
 
 __all__ = ["matching_host_bytes", "matching_seconds", "plan"]
 
@@ -51,9 +51,26 @@ def _trained(name: str, inputs: PlanInputs, n_saes: int, tokens_each: int, heldo
     return line
 
 
+def _data_parallel(line: StagePlan, inputs: PlanInputs, steps: int) -> None:
+    """Turn ``line`` (SAEs trained on all ranks together) into a data-parallel one: its time divided by the ranks and
+    a note of the gradient all-reduce its ``steps`` optimizer steps add (bytes; the interconnect sets the time)."""
+    ranks = inputs.ranks
+    if ranks == 1:
+        return
+    line.seconds /= ranks
+    line.device = sae_training_device_bytes(inputs, ranks) if line.sae_tokens else 0
+    gradient = 4 * (2 * inputs.d_model * inputs.d_sae + inputs.d_sae + inputs.d_model)
+    wire = 2 * (ranks - 1) / ranks * gradient  # a ring all-reduce sends and receives this much per rank
+    line.notes.append(
+        f"data-parallel over {ranks} ranks: per step each rank all-reduces {gradient / GB:.2f} GB of gradients "
+        f"({wire / GB:.2f} GB on the wire, {steps:,} steps), not in the projected time"
+    )
+
+
 def plan(inputs: PlanInputs) -> list[StagePlan]:
     """The chain stage's lines: ``chain`` (every link), ``baselines`` (from scratch at the baseline steps),
-    ``probes`` (the convergence study's recurrent probes), ``seed SAEs`` and ``matching`` (module doc)."""
+    ``probes`` (the convergence study's recurrent probes), ``seed SAEs`` and ``matching`` (module doc). Over several
+    ranks the chain and the baselines train data-parallel (:func:`_data_parallel`); the rest runs on rank 0."""
     run, chain = inputs.run, inputs.run.chain
     n_ckpt, n_base, n_seed = inputs.n_checkpoints, len(run.baseline_steps), len(chain.seed_control_indices)
     links = _trained("chain", inputs, 1, sum(chain.tokens_for(p) for p in range(n_ckpt)), heldout=False)
@@ -61,7 +78,9 @@ def plan(inputs: PlanInputs) -> list[StagePlan]:
     links.disk = n_ckpt * sae_bytes(inputs.d_model, inputs.d_sae)
     links.seconds = links.sae_tokens * inputs.sae_step_seconds + links.forward_tokens * inputs.forward_seconds
     links.notes.append(f"{n_ckpt} links, each from the previous (recurrent init), {links.sae_tokens:,} tokens in all")
+    _data_parallel(links, inputs, -(-links.sae_tokens // chain.batch_size))
     baselines = _trained("baselines", inputs, n_base, chain.baseline_token_budget, heldout=True)
+    _data_parallel(baselines, inputs, -(-baselines.sae_tokens // chain.batch_size))
     probes = _trained("probes", inputs, n_base, chain.baseline_token_budget, heldout=False)
     probes.disk = 0
     probes.notes.append(f"{n_base} convergence probes of up to {chain.baseline_token_budget:,} tokens each")

@@ -65,6 +65,9 @@ class PlanInputs:
     n_layers: int
     vocab: int
     d_sae: int
+    #: Ranks of a ``torchrun`` job (GPUs): the chain and the baselines train data-parallel over them
+    #: (:mod:`saetrack.pipeline.ranked`), everything else runs on rank 0.
+    ranks: int = 1
 
     @property
     def params(self) -> int:
@@ -98,15 +101,20 @@ class PlanInputs:
         return self.d_model * NUMPY_DTYPES[self.run.cache.dtype].itemsize
 
 
-def plan_inputs(run: RunConfig, rates: Rates) -> PlanInputs:
-    """:class:`PlanInputs` of ``run``: ``(d_model, n_layers, vocab, d_sae)`` from the config (the suite's, or the
-    model section's) and the token plan; raises :class:`ResourceError` when the model's shapes are not stated."""
+def plan_inputs(run: RunConfig, rates: Rates, ranks: int = 1) -> PlanInputs:
+    """:class:`PlanInputs` of ``run`` over ``ranks`` ranks: ``(d_model, n_layers, vocab, d_sae)`` from the config (the
+    suite's, or the model section's) and the token plan; raises :class:`ResourceError` when the model's shapes are
+    not stated or ``ranks`` cannot split the chain's batch."""
+    if ranks < 1 or run.chain.batch_size % ranks:
+        raise ResourceError(f"{ranks} ranks cannot split chain.batch_size = {run.chain.batch_size} evenly: plan for a "
+                            "number of ranks that divides it.")  # fmt: skip
     d_model = run.model.d_model or (run.suite.d_model if run.suite else 0)
     n_layers = run.model.n_layers or (run.suite.n_layers if run.suite else 0)
     if not d_model or not n_layers:
         raise ResourceError(f"preset {run.preset!r} does not state model.d_model and model.n_layers; cannot plan.")
     vocab = run.corpus.vocab_size if run.suite and run.corpus else 50_304  # Pythia's embedding rows
-    return PlanInputs(run, rates, plan_tokens(run), d_model, n_layers, vocab, run.chain.expansion_factor * d_model)
+    d_sae = run.chain.expansion_factor * d_model
+    return PlanInputs(run, rates, plan_tokens(run), d_model, n_layers, vocab, d_sae, ranks)
 
 
 def sae_bytes(d_model: int, d_sae: int) -> int:
@@ -129,13 +137,14 @@ def forward_workspace_bytes(inputs: PlanInputs) -> int:
     return 4 * (12 * contexts * ctx * inputs.d_model + 2 * contexts * (inputs.d_model // 64) * ctx * ctx)
 
 
-def sae_training_device_bytes(inputs: PlanInputs) -> int:
+def sae_training_device_bytes(inputs: PlanInputs, ranks: int = 1) -> int:
     """Device bytes of training one SAE link: weights, gradients and Adam's two moments (4 copies), the step's
     ``[batch, d_sae]`` activations (pre-activation, activation and its gradient), and, streamed, the shuffle's
     preallocated buffer and incoming chunks (:func:`saetrack.data.stream.stream_peak_bytes`), the model and one
-    forward's working memory (:func:`forward_workspace_bytes`)."""
+    forward's working memory (:func:`forward_workspace_bytes`). Trained data-parallel over ``ranks``, per rank:
+    everything replicated but the step's activations, which are the rank's share of the batch."""
     run = inputs.run
-    device = 4 * sae_bytes(inputs.d_model, inputs.d_sae) + 3 * 4 * run.chain.batch_size * inputs.d_sae
+    device = 4 * sae_bytes(inputs.d_model, inputs.d_sae) + 3 * 4 * run.chain.batch_size * inputs.d_sae // ranks
     if run.cache.streamed:
         buffer_rows = run.cache.buffer_tokens or max(run.chain.first_tokens, run.chain.baseline_token_budget)
         batch_rows = run.cache.batch_contexts * run.cache.context_length

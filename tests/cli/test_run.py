@@ -56,6 +56,18 @@ def test_run_plans_a_preset_and_refuses_a_bad_value_with_one_message(capsys) -> 
     assert err.count("error:") == 1  # the usage and one message
 
 
+def test_ranks_plan_a_torchrun_job_and_a_bad_count_is_one_message(capsys) -> None:
+    assert cli.main(["run", "--preset", "smoke", "--plan", "--device", "cpu", "--ranks", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "over 2 ranks (memory per rank" in out and "data-parallel over 2 ranks" in out
+    for options, message in ((["--plan", "--ranks", "3"], "--ranks 3: the ranks must split chain.batch_size = 512"),
+                             (["--ranks", "2"], "--ranks plans a torchrun job (with --plan)")):  # fmt: skip
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(["run", "--preset", "smoke", "--device", "cpu", *options])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and message in err and "Traceback" not in err
+
+
 def test_unknown_stages_are_named_with_the_known_ones(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["run", "--preset", "smoke", "--only", "train", "--plan"])
