@@ -21,7 +21,7 @@ from saetrack.config import DEFAULT_PRESET, ConfigError, RunConfig, get_preset
 from saetrack.distributed.ranks import init_ranks, ranks_from_environment
 from saetrack.ledger import render
 from saetrack.notebooks import NotebookFailed
-from saetrack.pipeline.ranked import DATA_PARALLEL_STAGES, run_data_parallel
+from saetrack.pipeline.ranked import DATA_PARALLEL_STAGES, data_parallel_stages, run_data_parallel
 from saetrack.pipeline.shape import STAGE_NAMES
 from saetrack.pipeline.stages import last_executions, run_stages
 from saetrack.publish import publish_run
@@ -92,6 +92,11 @@ def _config(args: argparse.Namespace) -> RunConfig:
     return run.with_overrides(overrides) if overrides else run
 
 
+def _planned_ranks(args: argparse.Namespace) -> int:
+    """The ranks a plan is for: ``--ranks``, else the job's own (torchrun's ``WORLD_SIZE``), else 1."""
+    return args.ranks if args.ranks is not None else ranks_from_environment().world_size
+
+
 def _validated(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[RunConfig, str]:
     """The run's config and device from the options; any bad value ends in one ``parser.error`` message."""
     try:
@@ -105,7 +110,7 @@ def _validated(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tup
     if run.model.source == "local" and not Path(run.model.local_path or "").expanduser().is_dir():
         parser.error(f"model.local_path = {run.model.local_path!r} is not a folder (it must hold the step{{N}}/ "
                      "checkpoints of model.source='local').")  # fmt: skip
-    ranks = args.ranks if args.ranks is not None else ranks_from_environment().world_size
+    ranks = _planned_ranks(args)
     if ranks < 1 or run.chain.batch_size % ranks:
         parser.error(f"--ranks {ranks}: the ranks must split chain.batch_size = {run.chain.batch_size} evenly.")
     if args.ranks is not None and not args.plan:
@@ -120,7 +125,7 @@ def _plan_or_check(args: argparse.Namespace, run: RunConfig, run_dir: Path, devi
     fits this machine: 2 (after saying why) when it does not, ``None`` to go on."""
     rates = measure_rates(device)
     limits = machine_limits(run_dir, device)
-    ranks = args.ranks if args.ranks is not None else ranks_from_environment().world_size
+    ranks = _planned_ranks(args)
     stages = planned_for(plan_run(run, rates, ranks), args.only)  # only what this call will run is checked
     if args.plan:
         print(format_plan(run, stages, rates, limits, ranks))
@@ -198,7 +203,7 @@ def _run_notebooks(
     if not ranked:
         run_stages(run, run_dir, only=args.only, skip=skip, force=args.force, **common)  # type: ignore[arg-type]
         return
-    selected = [name for name in DATA_PARALLEL_STAGES if (not args.only or name in args.only) and name not in skip]
+    selected = data_parallel_stages(args.only, skip)
     if selected:
         run_stages(run, run_dir, only=selected, skip=skip, **common)  # type: ignore[arg-type]
     rest = [name for name in args.only if name not in DATA_PARALLEL_STAGES] if args.only else None

@@ -50,10 +50,10 @@ def dealt_out(
         for item in items:
             yield compute(item)
         return
-    width_ = ranks.world_size
-    for first in range(0, len(items), width_):
-        group = items[first : first + width_]
-        sizes = [rows_of(item) for item in group] + [0] * (width_ - len(group))
+    world = ranks.world_size
+    for first in range(0, len(items), world):
+        group = items[first : first + world]
+        sizes = [rows_of(item) for item in group] + [0] * (world - len(group))
         mine = compute(group[ranks.rank]) if ranks.rank < len(group) else None
         yield from all_gather_rows(mine, sizes, width, like)[: len(group)]
         del mine

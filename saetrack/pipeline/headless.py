@@ -1,4 +1,5 @@
-"""A run's computations without its notebooks: notebooks 01-04's stage functions, no figures (the seed study).
+"""A run's computations without its notebooks: notebooks 01-04's stage functions, no figures (the seed study; a
+torchrun job's inputs, :func:`prepare_inputs`).
 
 The seed study of notebook 05 (:mod:`saetrack.stages.scale.seeds`) needs the numbers of several runs that differ only
 in a seed or the warm-up, not their figures, so each of them runs here: corpus, model suite, activation cache, chain
@@ -18,7 +19,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from saetrack import paths
@@ -30,7 +31,9 @@ from saetrack.stages import cache, chain, drift, formation
 __all__ = [
     "adopt",
     "adoptable_hashes",
+    "input_steps",
     "main",
+    "prepare_inputs",
     "run_headless",
 ]
 
@@ -64,6 +67,28 @@ def adopt(run: RunConfig, run_dir: Path, sources: Sequence[Path]) -> list[str]:
     return adopted
 
 
+def input_steps(
+    run: RunConfig, run_dir: Path, *, device: str = "cpu", progress: bool = False, force: bool = False
+) -> tuple[tuple[str, Callable[[], object]], ...]:
+    """Notebook 01's computations for ``run`` in ``run_dir`` as named steps, each skipped when current: the corpus
+    (its training tokens unless a chain was installed from the Hub), the nano model suite (``model.source="suite"``)
+    and the activation cache (rebuilt with ``force``)."""
+    training_tokens = not chain.chain_installed(run, run_dir)
+    return (
+        ("corpus", lambda: corpus.prepare_corpus(run, run_dir, progress=progress, training_tokens=training_tokens)),
+        ("model", lambda: suite.train_suite(run, run_dir, progress=progress) if run.model.source == "suite" else None),
+        ("cache", lambda: cache.cache_activations(run, run_dir, device=device, progress=progress, force=force)),
+    )
+
+
+def prepare_inputs(
+    run: RunConfig, run_dir: Path, *, device: str = "cpu", progress: bool = False, force: bool = False
+) -> None:
+    """Run the steps of :func:`input_steps`: a run's corpus, model suite and activation cache."""
+    for _, step in input_steps(run, run_dir, device=device, progress=progress, force=force):
+        step()
+
+
 def run_headless(run: RunConfig, run_dir: Path, *, device: str = "cpu", progress: bool = False) -> float:
     """Run the computations of notebooks 01-04 for ``run`` in ``run_dir`` (each stage skipped when current); return
     the seconds taken. Baselines and the comparison run only when the config has baseline checkpoints."""
@@ -71,9 +96,7 @@ def run_headless(run: RunConfig, run_dir: Path, *, device: str = "cpu", progress
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     steps = (
-        ("corpus", lambda: corpus.prepare_corpus(run, run_dir, progress=progress)),
-        ("model", lambda: suite.train_suite(run, run_dir, progress=progress) if run.model.source == "suite" else None),
-        ("cache", lambda: cache.cache_activations(run, run_dir, device=device, progress=progress)),
+        *input_steps(run, run_dir, device=device, progress=progress),
         ("chain", lambda: chain.train_chain(run, run_dir, device=device, progress=progress)),
         ("baselines", lambda: chain.train_baselines(run, run_dir, device=device, progress=progress)),
         ("formation", lambda: formation.analyse_formation(run, run_dir, device=device, progress=progress)),

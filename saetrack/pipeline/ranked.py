@@ -20,14 +20,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from saetrack.config.run import RunConfig
-from saetrack.data import corpus, suite
 from saetrack.distributed.ranks import Ranks, barrier
-from saetrack.stages import cache, chain
+from saetrack.pipeline.headless import prepare_inputs
+from saetrack.stages import chain
 
-__all__ = ["DATA_PARALLEL_STAGES", "run_data_parallel"]
+__all__ = ["DATA_PARALLEL_STAGES", "data_parallel_stages", "run_data_parallel"]
 
 #: The pipeline stages (:data:`saetrack.pipeline.shape.STAGES`) a torchrun job computes on all ranks together.
 DATA_PARALLEL_STAGES: tuple[str, ...] = ("cache", "chain")
+
+
+def data_parallel_stages(only: Sequence[str] | None, skip: Sequence[str]) -> list[str]:
+    """The stages of :data:`DATA_PARALLEL_STAGES` that ``--only`` (all when empty) and ``skip`` select."""
+    return [name for name in DATA_PARALLEL_STAGES if (not only or name in only) and name not in skip]
 
 
 def run_data_parallel(
@@ -44,15 +49,12 @@ def run_data_parallel(
     """Compute the stages of :data:`DATA_PARALLEL_STAGES` that ``only`` / ``skip`` select (module doc), every rank
     calling this alike; return the seconds taken. Stages already current are skipped, as everywhere."""
     started = time.perf_counter()
-    selected = [name for name in DATA_PARALLEL_STAGES if (not only or name in only) and name not in skip]
+    selected = data_parallel_stages(only, skip)
     say = log if ranks.writer else (lambda line: None)
     if "cache" in selected:
         if ranks.writer:
             say(f"[{run.preset}:cache] rank 0 prepares the corpus, model and cache; {ranks.world_size - 1} ranks wait")
-            corpus.prepare_corpus(run, run_dir, training_tokens=not chain.chain_installed(run, run_dir))
-            if run.model.source == "suite":
-                suite.train_suite(run, run_dir)
-            cache.cache_activations(run, run_dir, device=device, force=force)
+            prepare_inputs(run, run_dir, device=device, force=force)
         barrier(ranks)
     if "chain" in selected:
         say(f"[{run.preset}:chain] the chain and baselines, data-parallel over {ranks.world_size} ranks")

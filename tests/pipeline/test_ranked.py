@@ -16,6 +16,7 @@ from safetensors.numpy import load_file
 
 from saetrack import paths, store
 from saetrack.config import get_preset
+from saetrack.pipeline.ranked import data_parallel_stages
 
 #: What the data-parallel chain may differ by from the single-process chain (``tests/distributed/test_stages.py``),
 #: and what formation's and drift's float numbers computed from it may differ by (measured: 1e-6 at most).
@@ -89,3 +90,10 @@ def test_torchrun_formation_and_drift_equal_the_single_process_run(
                                            err_msg=f"{file.name}:{key}")  # fmt: skip
             else:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=f"{file.name}:{key}")
+
+
+def test_the_data_parallel_stages_follow_only_and_skip() -> None:
+    assert data_parallel_stages(None, ()) == ["cache", "chain"]
+    assert data_parallel_stages(["chain", "drift"], ()) == ["chain"]
+    assert data_parallel_stages(None, ("chain",)) == ["cache"]  # a chain installed from the Hub
+    assert data_parallel_stages(["formation"], ()) == []
