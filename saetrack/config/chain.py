@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ CHAIN_HASH_DEFAULTS: dict[str, object] = {
     "k": None,
     "jumprelu_init_threshold": 0.01,
     "jumprelu_bandwidth": 0.05,
+    "restart_below": None,
 }
 
 #: Choices of ``ChainConfig.matmul_precision``: the precision of the SAE training step's matrix products.
@@ -136,6 +138,13 @@ class ChainConfig:
     #: the fix named; ``"warn"`` prints the same message and goes on (the smoke presets: test-size links of a few Adam
     #: steps, whose L0 on the 32-wide smoke model exceeds its width).
     link_check: Literal["error", "warn"] = "error"
+    #: Continuity rule of the chain (:mod:`saetrack.stages.chain.continuity`): when the previous link, unchanged,
+    #: explains at most this share of checkpoint k's held-out variance, the chain is broken there and link k is trained
+    #: as a first link (fresh initialisation, the first link's lr, warm-up and ``first_tokens``), recorded as a
+    #: restart. Every link's slice then reserves ``first_tokens`` rows (:meth:`reserved_tokens_for`), so only
+    #: streamed activations (``cache.mode = "streamed"``) leave the unread rows uncomputed. ``None`` (default): links
+    #: always continue from the previous one, as in the paper. ``saetrack watch`` sets 0.0.
+    restart_below: float | None = None
     #: The chain's seed (:attr:`RunConfig.chain_seed`): which windows of the corpus every token set reads, every SAE's
     #: initialisation and shuffle, the analyses' random samples. ``None``: the run seed (which also seeds the model
     #: suite); set it to vary the chain alone on one model (the seed study of notebook 04).
@@ -181,6 +190,8 @@ class ChainConfig:
                  "baseline checkpoint)")  # fmt: skip
         if self.link_check not in ("error", "warn"):
             fail("chain", "link_check", self.link_check, "one of 'error', 'warn'")
+        if self.restart_below is not None and not math.isfinite(self.restart_below):
+            fail("chain", "restart_below", self.restart_below, "a finite explained variance, or None (never restart)")
         if self.seed is not None and self.seed < 0:
             fail("chain", "seed", self.seed, "must be >= 0, or None (the run seed)")
         for name in ("warmup_steps_first", "warmup_steps_link"):
@@ -244,3 +255,9 @@ class ChainConfig:
     def tokens_for(self, position: int) -> int:
         """Training tokens of the link at ``position`` in the schedule (first link or later link)."""
         return self.first_tokens if position == 0 else self.link_tokens
+
+    def reserved_tokens_for(self, position: int) -> int:
+        """Training rows the token plan sets aside for the link at ``position``: :meth:`tokens_for`, or
+        ``first_tokens`` for every link under the continuity rule (``restart_below`` set), since any link may then
+        be trained as a first link (:mod:`saetrack.stages.chain.continuity`)."""
+        return self.first_tokens if self.restart_below is not None else self.tokens_for(position)

@@ -112,7 +112,8 @@ def _link_rows(run: RunConfig, n_tokens: int) -> int:
 def plan_tokens(run: RunConfig) -> TokenPlan:
     """Allocate contexts: the analysis and held-out sets from the held-out stream, one training slice per link.
 
-    Link ``p`` of the chain needs ``chain.tokens_for(p)`` tokens; a checkpoint that also gets a baseline
+    Link ``p`` of the chain needs ``chain.reserved_tokens_for(p)`` tokens (``chain.tokens_for(p)``, or the first
+    link's budget under the continuity rule ``chain.restart_below``); a checkpoint that also gets a baseline
     needs ``chain.baseline_token_budget``; the final checkpoint also holds the drift noise floor's links, each on
     fresh rows after the final link's (``run.noise_floor_links`` times the link budget). Slices follow each other
     in chain order, so no two links see the same training tokens (streams shorter than the plan wrap around;
@@ -126,11 +127,12 @@ def plan_tokens(run: RunConfig) -> TokenPlan:
     start = 0
     baseline_steps = set(run.baseline_steps)
     for position, step in enumerate(run.sae_steps):
-        tokens = _link_rows(run, run.chain.tokens_for(position))
+        tokens = _link_rows(run, run.chain.reserved_tokens_for(position))
         if step in baseline_steps:
             tokens = max(tokens, _link_rows(run, run.chain.baseline_token_budget))
-        if position == len(run.sae_steps) - 1 and run.noise_floor_links:
-            tokens = max(tokens, (1 + run.noise_floor_links) * _link_rows(run, run.chain.tokens_for(position)))
+        if position == len(run.sae_steps) - 1 and run.noise_floor_links:  # after every row the final link may read
+            noise = run.noise_floor_links * _link_rows(run, run.chain.tokens_for(position))
+            tokens = max(tokens, _link_rows(run, run.chain.reserved_tokens_for(position)) + noise)
         n_contexts = math.ceil(tokens / ctx)
         train[step] = (start, n_contexts)
         start += n_contexts

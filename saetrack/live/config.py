@@ -11,6 +11,12 @@ of them). Two settings differ from the preset, because each would need the final
 * streamed activations (``cache.mode = "streamed"``): each link runs its own checkpoint's model, nothing of size
   tokens x d_model is written per checkpoint.
 
+A watched run's checkpoints are a training run nobody has looked at yet, so two more settings are on unless set:
+the penalty is calibrated to a target L0 on the first checkpoint (``chain.target_l0``), and the continuity rule
+(``chain.restart_below`` = :data:`WATCH_RESTART_BELOW`, :mod:`saetrack.stages.chain.continuity`) restarts the chain
+where the previous link no longer carries to the new checkpoint; every link's slice then reserves the first link's
+budget, which streamed activations compute only when read.
+
 Then the links of the first ``k`` checkpoints are the same in the config of ``k`` checkpoints and in any longer one
 (:func:`prefix_agrees` checks it: same sections, same token slices), which is what lets :mod:`saetrack.live.adopt`
 keep them as the run grows, and what makes a watched chain equal the offline chain of its final config.
@@ -29,12 +35,18 @@ from saetrack.data.cache_plan import plan_tokens
 from saetrack.sae.calibration import default_target_l0
 
 __all__ = [
+    "WATCH_RESTART_BELOW",
     "WatchSource",
     "check_watchable",
     "checkpoint_shape",
     "prefix_agrees",
     "watched_config",
 ]
+
+
+#: ``chain.restart_below`` of a watched run: a link restarts the chain where the previous link explains no more of the
+#: new checkpoint's variance than the activations' mean does (:mod:`saetrack.stages.chain.continuity`).
+WATCH_RESTART_BELOW = 0.0
 
 
 @dataclass(frozen=True)
@@ -89,13 +101,15 @@ def watched_config(
     shape: tuple[int, int],
     name: str,
     calibrate: bool = True,
+    restart: bool = True,
 ) -> RunConfig:
     """The run config of a watched training run over ``steps`` (the checkpoints ready so far, ascending).
 
     ``base`` supplies every setting (a preset with the user's ``--set`` overrides); the model section becomes
     ``source`` with ``shape = (n_layers, d_model)``, and the settings of the module doc are applied. With ``calibrate``
     (the user set neither ``chain.target_l0`` nor ``chain.l1_coefficient``) a ``base`` without a target gets
-    :func:`default_target_l0`, so the penalty is calibrated on the first checkpoint, never guessed.
+    :func:`default_target_l0`, so the penalty is calibrated on the first checkpoint, never guessed. With ``restart``
+    (the user did not set ``chain.restart_below``) the continuity rule is on at :data:`WATCH_RESTART_BELOW`.
     """
     check_watchable(base)
     n_layers, d_model = shape
@@ -110,6 +124,8 @@ def watched_config(
     data["chain"].update(schedule=list(range(len(steps))), baseline=[])
     if calibrate and data["chain"]["target_l0"] is None:
         data["chain"]["target_l0"] = default_target_l0(d_model)
+    if restart and data["chain"]["restart_below"] is None:
+        data["chain"]["restart_below"] = WATCH_RESTART_BELOW
     data["drift"]["noise_floor_links"] = 0
     data["scale"]["presets"] = []
     return RunConfig.from_dict(data)

@@ -54,6 +54,8 @@ class LiveChain:
     say: Callable[[str], None] = print
     #: Calibrate the penalty to a target L0 unless the base config sets one (:func:`watched_config`).
     calibrate: bool = True
+    #: Turn the continuity rule on unless the base config's user set ``chain.restart_below`` (:func:`watched_config`).
+    restart: bool = True
     #: Hub sources: step -> the commit each step is pinned to (its branch when first seen).
     revisions: dict[int, str] = field(default_factory=dict)
     #: Rebuild formation, drift and the explorer after this many new links (0: never; :mod:`saetrack.live.explorer`).
@@ -67,7 +69,7 @@ class LiveChain:
     def config_for(self, steps: Sequence[int]) -> RunConfig:
         """The run config over ``steps`` (:func:`watched_config`); the shape is read from the first checkpoint."""
         assert self._shape is not None, "update() reads the model's shape first"
-        return watched_config(self.base, self.source, steps, self._shape, self.name, self.calibrate)
+        return watched_config(self.base, self.source, steps, self._shape, self.name, self.calibrate, self.restart)
 
     def _checkpoints(self, run: RunConfig) -> CheckpointSource:
         """The checkpoint source of ``run``, reusing weight hashes of checkpoints already hashed (they are verified

@@ -16,6 +16,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from saetrack import store
+from saetrack.stages.chain.continuity import restart_note
 
 __all__ = ["LIVE_DIR", "checkpoint_line", "write_report"]
 
@@ -40,7 +41,7 @@ def checkpoint_line(link: dict[str, Any], readings: dict[str, Any], seconds: flo
         f"[watch] step {link['step']} (link {link['position'] + 1}): explained variance "
         f"{metrics['explained_variance']:.3f}, L0 {metrics['l0']:.1f}, dead {metrics['dead_fraction']:.1%}, "
         f"CE recovered {metrics['ce_recovered']:.3f}, median cosine to previous link "
-        f"{_fmt(readings['median_cosine_to_previous'], '.3f')}; {phase}; {seconds:.1f} s"
+        f"{_fmt(readings['median_cosine_to_previous'], '.3f')}{restart_note(link)}; {phase}; {seconds:.1f} s"
     )
 
 
@@ -64,12 +65,18 @@ def _plot(path: Path, readings: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def _carried(link: dict[str, Any]) -> str:
+    """The previous link's explained variance on this checkpoint, marked when the chain restarted here."""
+    carried = link.get("carried_explained_variance")
+    return _fmt(carried, ".3f") + (" (restart)" if link.get("restarted") else "")
+
+
 def _rows(links: list[dict[str, Any]], readings: dict[str, Any], costs: dict[int, dict[str, Any]]) -> str:
     rows = []
     for link, cosine in zip(links, readings["median_cosine_to_latest"], strict=True):
         m, seconds = link["metrics"], costs.get(link["step"], {}).get("seconds")
         cells = (link["step"], f"{m['explained_variance']:.3f}", f"{m['l0']:.1f}", f"{m['dead_fraction']:.1%}",
-                 f"{m['ce_recovered']:.3f}", _fmt(cosine, ".3f"), f"{link['l1_coefficient']:.4g}",
+                 f"{m['ce_recovered']:.3f}", _carried(link), _fmt(cosine, ".3f"), f"{link['l1_coefficient']:.4g}",
                  _fmt(seconds, ".1f"))  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return "\n".join(rows)
@@ -122,7 +129,8 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><b
 These readings change as later checkpoints arrive; notebook 04 gives the final ones.</p>
 <img src="drift.png" alt="median decoder cosine of each link's features to the latest link">
 <table><tr><th>step</th><th>explained variance</th><th>L0</th><th>dead</th><th>CE recovered</th>
-<th>median cosine to latest</th><th>SAELens L1 coefficient</th><th>seconds</th></tr>
+<th>previous link's explained variance here</th><th>median cosine to latest</th><th>SAELens L1 coefficient</th>
+<th>seconds</th></tr>
 {_rows(links, readings, costs)}
 </table>
 <p>{_peak(costs)}</p>

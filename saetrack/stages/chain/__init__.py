@@ -32,6 +32,7 @@ from saetrack.sae.io import load_training_sae, save_sae
 from saetrack.sae.model import SAETrackSAE
 from saetrack.sae.training import TrainResult
 from saetrack.stages.chain.calibrate import CALIBRATION_FILE, calibrate_first_link, calibrated_run, with_coefficient
+from saetrack.stages.chain.continuity import restart_note
 from saetrack.stages.chain.health import check_link_health
 from saetrack.stages.chain.links import (
     ACTIVATION_SCALE_ROWS,
@@ -73,20 +74,21 @@ def baseline_config_hash(run: RunConfig) -> str:
     return config_hash({"chain": chain_config_hash(run), "kind": "baseline"})
 
 
-def _link_record(
-    run: RunConfig, position: int, step: int, scale: float, result: TrainResult, quality: dict[str, float]
-) -> dict[str, Any]:
-    first = position == 0
-    return {
+def _link_record(run: RunConfig, position: int, step: int, trained: TrainedLink) -> dict[str, Any]:
+    first = position == 0 or trained.restarted
+    record = {
         "position": position,
         "step": step,
         "initialised_from": None if first else run.sae_steps[position - 1],
         "lr": run.chain.lr_first if first else run.chain.lr_link,
-        "activation_scale": scale,
-        "l1_coefficient": result.l1_coefficient,
-        "training": result.summary(),
-        "metrics": quality,
+        "activation_scale": trained.scale,
+        "l1_coefficient": trained.result.l1_coefficient,
+        "training": trained.result.summary(),
+        "metrics": trained.quality,
     }
+    if run.chain.restart_below is not None:  # the continuity rule's reading (stages.chain.continuity)
+        record.update(restarted=trained.restarted, carried_explained_variance=trained.carried_explained_variance)
+    return record
 
 
 def _train_link_at(
@@ -110,16 +112,16 @@ def _train_link_at(
     if trained is None:
         trained = train_and_evaluate_link(run, activations, checkpoints, position, previous, optimizer_state,
                                           desc=desc, device=device, progress=progress, ranks=ranks)  # fmt: skip
-    result, quality, scale = trained.result, trained.quality, trained.scale
+    result, quality = trained.result, trained.quality
     check_link_health(run, quality, activations.d_model, desc)
-    record = _link_record(run, position, step, scale, result, quality)
+    record = _link_record(run, position, step, trained)
     if ranks.writer:
         _save_link_part(run, stage, checkpoints, position, result, record)
     barrier(ranks)
     if progress and ranks.writer:
         print(
             f"{desc}: explained variance {quality['explained_variance']:.3f}, L0 {quality['l0']:.1f}, "
-            f"dead {quality['dead_fraction']:.1%}, CE recovered {quality['ce_recovered']:.3f}",
+            f"dead {quality['dead_fraction']:.1%}, CE recovered {quality['ce_recovered']:.3f}{restart_note(record)}",
             flush=True,
         )
     return record, result

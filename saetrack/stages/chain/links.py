@@ -24,6 +24,7 @@ from saetrack.sae.io import save_sae
 from saetrack.sae.model import SAETrackSAE, build_sae
 from saetrack.sae.recurrent import recurrent_init
 from saetrack.sae.training import NonFiniteLossError, TrainResult, train_sae
+from saetrack.stages.chain.continuity import breaks_chain, carried_explained_variance
 
 __all__ = [
     "ACTIVATION_SCALE_ROWS",
@@ -237,6 +238,11 @@ class TrainedLink:
     result: TrainResult
     quality: dict[str, float]
     scale: float
+    #: The previous link's explained variance on this checkpoint, unchanged (measured under ``chain.restart_below``;
+    #: :mod:`saetrack.stages.chain.continuity`); ``None`` for a first link or with the rule off.
+    carried_explained_variance: float | None = None
+    #: Whether the continuity rule broke the chain here (trained as a first link).
+    restarted: bool = False
 
 
 def train_and_evaluate_link(
@@ -259,7 +265,9 @@ def train_and_evaluate_link(
     starts from ``previous`` (:func:`~saetrack.sae.recurrent.recurrent_init`, Sec. 3.2.2), with λ scaled by the
     link's own activations (:func:`link_l1_coefficient`). It trains on ``chain.tokens_for(position)`` rows of its
     checkpoint at the first or later link's lr and warm-up, seeded by :func:`link_seed`, carrying ``optimizer_state``
-    under ``optimizer_policy="carry"``; then :func:`evaluate_link`. Non-finite activations raise
+    under ``optimizer_policy="carry"``; then :func:`evaluate_link`. Under ``chain.restart_below`` a later link whose
+    ``previous`` does not carry to this checkpoint is trained as a first link instead
+    (:mod:`~saetrack.stages.chain.continuity`). Non-finite activations raise
     :class:`ChainTrainingError` naming ``desc``. With several ``ranks`` (every rank calling alike) the link trains
     data-parallel and every rank returns the same link.
     """
@@ -272,6 +280,12 @@ def train_and_evaluate_link(
         )
     l1, seed = link_l1_coefficient(run, scale, activations.d_model), link_seed(run, "chain", position)
     metadata = sae_metadata(run, step)
+    carried = None
+    if previous is not None and chain.restart_below is not None:
+        carried = carried_explained_variance(run, previous, activations, step)
+    restarted = breaks_chain(run, carried)
+    if restarted:  # the chain is broken here: link k is trained as a first link (continuity module doc)
+        previous = optimizer_state = None
     first = previous is None
     if previous is None:
         sae = build_sae(activations.d_model, dataclasses.replace(chain, l1_coefficient=l1), seed=seed, device=device,
@@ -279,12 +293,13 @@ def train_and_evaluate_link(
     else:  # Sec. 3.2.2: SAE[k] starts from SAE[k-1], with link k's own hyperparameters
         sae = recurrent_init(previous, chain, l1_coefficient=l1, device=device, metadata=metadata)
     carry = chain.optimizer_policy == "carry"
-    result = train_link(run, sae, activations, step, n_tokens=chain.tokens_for(position),
+    result = train_link(run, sae, activations, step, n_tokens=chain.first_tokens if first else chain.link_tokens,
                         lr=chain.lr_first if first else chain.lr_link,
                         warmup=chain.warmup_steps_first if first else chain.warmup_steps_link, seed=seed,
                         optimizer_state=optimizer_state if carry else None, keep_optimizer_state=carry, desc=desc,
                         progress=progress, ranks=ranks)  # fmt: skip
-    return TrainedLink(result, evaluate_link(run, result.sae, activations, step, checkpoints, device), scale)
+    quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
+    return TrainedLink(result, quality, scale, carried_explained_variance=carried, restarted=restarted)
 
 
 def save_link(run: RunConfig, result: TrainResult, folder: Path) -> dict[str, str]:

@@ -91,7 +91,8 @@ def noise_chain_cosines(
     the rows of checkpoint ``step`` (the noise floor of Fig. 6a): ``[n_links, F]``, row ``m - 1`` after ``m`` links.
 
     Each link starts from the previous one (:func:`~saetrack.sae.recurrent.recurrent_init` with ``l1_coefficient``)
-    and trains on its own fresh rows ``[m n_tokens, (m + 1) n_tokens)`` (rows ``[0, n_tokens)`` are the final link's)
+    and trains on its own fresh rows ``[R + (m - 1) n_tokens, R + m n_tokens)``, after the ``R`` rows the final link
+    may read (``n_tokens``, or the first link's budget under the continuity rule, ``chain.reserved_tokens_for``)
     with the chain's link lr (``lr`` overrides it) and warm-up, seeded by
     :func:`noise_link_seed`; with ``chain.optimizer_policy="carry"`` Adam's moments pass on from
     ``optimizer_state`` (the final link's). ``sae`` itself is left unchanged. The cosines are computed on the SAE's
@@ -102,6 +103,7 @@ def noise_chain_cosines(
     final = sae.W_dec.detach().clone()  # on the SAE's device: the cosines are computed there, a chunk at a time
     previous, state = sae, optimizer_state if chain.optimizer_policy == "carry" else None
     cosines = np.zeros((n_links, final.shape[0]))
+    first_row = n_tokens if chain.restart_below is None else chain.reserved_tokens_for(run.sae_steps.index(step))
     for m in range(1, n_links + 1):
         link = recurrent_init(previous, chain, l1_coefficient=l1_coefficient, device=str(sae.device),
                               metadata=sae_metadata(run, step))  # fmt: skip
@@ -110,7 +112,7 @@ def noise_chain_cosines(
             link,
             activations,
             step,
-            start=m * n_tokens,
+            start=first_row + (m - 1) * n_tokens,
             n_tokens=n_tokens,
             lr=chain.lr_link if lr is None else lr,
             warmup=chain.warmup_steps_link,
