@@ -13,7 +13,8 @@ with a few checkpoints and sets nothing. This script builds such a run here, off
    from one initialisation, so the checkpoints are its first optimizer steps (the harder case: the residual stream's
    scale changes several-fold between them).
 3. **The watch**: ``python -m saetrack watch FOLDER`` with no ``--set`` at all (the default preset's budgets; the
-   penalty calibrated to the default target L0, ``min(32, d_model/4)`` = 32).
+   penalty calibrated to the default target L0, ``min(32, d_model/4)`` = 32; the continuity rule at its default, so a
+   link whose previous link explains no variance of its checkpoint is trained as a first link, which each row shows).
 
 The check, fixed before the run: every link has explained variance >= 0.5 and an L0 within +-20% of the target
 (held-out tokens, the link manifests' metrics). Prints one row per link and the verdict, writes ``check.json`` in
@@ -119,7 +120,8 @@ def link_rows(run_dir: Path) -> tuple[float, list[dict[str, float]]]:
         metrics = link["metrics"]
         rows.append({"step": link["step"], "explained_variance": metrics["explained_variance"], "l0": metrics["l0"],
                      "dead_fraction": metrics["dead_fraction"], "l1_coefficient": link["l1_coefficient"],
-                     "train_s": link["training"]["wall_time_s"]})  # fmt: skip
+                     "train_s": link["training"]["wall_time_s"], "restarted": bool(link.get("restarted")),
+                     "carried_explained_variance": link.get("carried_explained_variance")})  # fmt: skip
     return target, rows
 
 
@@ -161,10 +163,12 @@ def main() -> int:
         return 1
     target, rows = link_rows(run_dir)
     print(f"\ntarget L0 {target:g}; pass: explained variance >= 0.5 and L0 within +-20% at every link")
-    print("step  explained_var  L0     dead   SAELens-L1 train_s")
+    print("step  explained_var  L0     dead   SAELens-L1 train_s  carried_EV")
     for row in rows:
+        carried = row["carried_explained_variance"]
+        carried_text = "-" if carried is None else f"{carried:.3f}" + (" (restart)" if row["restarted"] else "")
         print(f"{row['step']:>4}  {row['explained_variance']:>13.3f}  {row['l0']:>5.1f}  {row['dead_fraction']:>5.3f}"
-              f"  {row['l1_coefficient']:.3g}  {row['train_s']:>7.1f}")  # fmt: skip
+              f"  {row['l1_coefficient']:.3g}  {row['train_s']:>7.1f}  {carried_text}")  # fmt: skip
     failures = verdict(target, rows)
     print("\n".join(failures) if failures else "PASS: every link")
     result = {"target_l0": target, "links": rows, "failures": failures, "layers": args.layers, "steps": args.steps,

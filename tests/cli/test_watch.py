@@ -3,6 +3,7 @@ checkpoint copied in slowly is never read early; bad input is one message."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from saetrack import cli, paths
+from saetrack.cli import watch_parser
+from saetrack.cli.watch import _setup
 from saetrack.config.run import RunConfig
 from saetrack.data.corpus import prepare_corpus
 from saetrack.live.follow import RUN_CONFIG_FILE
@@ -138,3 +141,11 @@ def test_an_empty_folder_ends_at_the_idle_timeout(tmp_path: Path, capsys: pytest
     code = cli.main(["watch", str(tmp_path), "--run-dir", str(tmp_path / "run"), "--poll", "0.05",
                      "--idle-timeout", "0.3", "--preset", "smoke"])  # fmt: skip
     assert code == 0 and "no new checkpoint for" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("extra", "restart"), [((), True), (("--set", "chain.restart_below=None"), False)])
+def test_the_continuity_rule_is_on_unless_set_by_hand(tmp_path: Path, extra: tuple[str, ...], restart: bool) -> None:
+    parser = watch_parser(argparse.ArgumentParser())
+    args = parser.parse_args([str(tmp_path), "--preset", "smoke", "--run-dir", str(tmp_path / "run"), *extra])
+    chain, _ = _setup(args, parser)
+    assert chain.restart is restart

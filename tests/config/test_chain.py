@@ -28,10 +28,22 @@ def test_token_budgets_of_links_and_baselines() -> None:
     assert ChainConfig(schedule=(0,), baseline_tokens=300).baseline_token_budget == 300
 
 
+def test_the_continuity_rule_reserves_the_first_links_budget_for_every_link() -> None:
+    chain = ChainConfig(schedule=(0, 2, 4), first_tokens=1000, link_tokens=50)
+    assert [chain.reserved_tokens_for(p) for p in range(3)] == [1000, 50, 50]  # the rule off: the budgets
+    ruled = dataclasses.replace(chain, restart_below=0.0)
+    assert [ruled.reserved_tokens_for(p) for p in range(3)] == [1000, 1000, 1000]
+    assert [ruled.tokens_for(p) for p in range(3)] == [1000, 50, 50]  # a link that continues trains its own budget
+    assert "restart_below" not in training_fields(dataclasses.asdict(chain))  # off: committed hashes unchanged
+    assert training_fields(dataclasses.asdict(ruled))["restart_below"] == 0.0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"schedule": ()}, r"chain\.schedule = \(\) .*at least one"),
+        ({"schedule": (0,), "restart_below": float("nan")}, r"chain\.restart_below = nan .*finite"),
+        ({"schedule": (0,), "restart_below": float("-inf")}, r"chain\.restart_below = -inf .*finite"),
         ({"schedule": (0, 2, 1)}, r"strictly ascending"),
         ({"schedule": (0, 0, 1)}, r"strictly ascending"),
         ({"schedule": (-1, 0)}, r"non-negative"),
@@ -89,6 +101,7 @@ def test_matmul_precision_enters_the_chain_hash_only_when_not_fp32() -> None:
         "k": None,
         "jumprelu_init_threshold": 0.01,
         "jumprelu_bandwidth": 0.05,
+        "restart_below": None,
     }
     # at the defaults the hashed section is the one of before the fields existed: existing runs stay current
     before_the_field = {k: v for k, v in chain.items() if k not in CHAIN_HASH_DEFAULTS}

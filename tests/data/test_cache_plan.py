@@ -101,3 +101,13 @@ def test_the_plan_draws_its_windows_in_the_chain_seeds_order(run) -> None:
     windows = cut[:, 0] // 32
     np.testing.assert_array_equal(windows, window_order(64, 0)[3:8])
     np.testing.assert_array_equal(cut, windows[:, None] * 32 + np.arange(32))
+
+
+def test_under_the_continuity_rule_every_link_slice_holds_a_first_links_budget(run) -> None:
+    # any link may restart the chain (trained as a first link), so each slice reserves first_tokens (1024 contexts);
+    # the noise floor's fresh rows follow every row the final link may read
+    ruled = run.with_overrides({"chain.restart_below": 0.0, "chain.baseline": [], "drift.noise_floor_links": 2})
+    plan = plan_tokens(ruled)
+    assert [plan.train[s][1] for s in ruled.sae_steps] == [1024] * 7 + [1024 + 2 * 128]
+    assert plan.train[1] == (1024, 1024) and plan.train[2] == (2048, 1024)
+    assert cache_config_hash(ruled) != cache_config_hash(ruled.with_overrides({"chain.restart_below": None}))

@@ -9,7 +9,14 @@ import pytest
 
 from saetrack.config import get_preset
 from saetrack.data.cache_plan import plan_tokens
-from saetrack.live.config import WatchSource, check_watchable, checkpoint_shape, prefix_agrees, watched_config
+from saetrack.live.config import (
+    WATCH_RESTART_BELOW,
+    WatchSource,
+    check_watchable,
+    checkpoint_shape,
+    prefix_agrees,
+    watched_config,
+)
 from saetrack.sae.calibration import DEFAULT_TARGET_L0, default_target_l0
 
 SOURCE = WatchSource("local", "/tmp/some-training-run")
@@ -24,6 +31,13 @@ def test_watched_config_studies_every_ready_checkpoint_streamed_without_baseline
     assert run.chain.baseline == () and run.noise_floor_links == 0 and run.cache.streamed
     assert run.chain.target_l0 == 8.0  # a quarter of the width for a 32-wide model
     assert run.chain.lr_link == get_preset("smoke").chain.lr_link  # everything else from the preset
+
+
+def test_the_continuity_rule_is_on_unless_set_by_hand() -> None:
+    assert watched_config(get_preset("smoke"), SOURCE, [0, 10], (2, 32), "w").chain.restart_below == WATCH_RESTART_BELOW
+    assert watched_config(get_preset("smoke"), SOURCE, [0], (2, 32), "w", restart=False).chain.restart_below is None
+    base = get_preset("smoke", {"chain.restart_below": -0.5})
+    assert watched_config(base, SOURCE, [0], (2, 32), "w").chain.restart_below == -0.5
 
 
 def test_a_penalty_set_by_hand_is_kept_and_a_target_set_by_hand_wins() -> None:

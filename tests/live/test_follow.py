@@ -30,6 +30,18 @@ def test_each_update_trains_only_the_new_links_and_keeps_the_earlier_ones(watche
     assert (config["model_architecture"], config["hook_name"]) == ("gpt_neox", "blocks.1.hook_resid_pre")
 
 
+def test_every_later_link_records_the_continuity_reading_and_restarts_exactly_by_the_rule(watched_smoke: dict) -> None:
+    run, run_dir = watched_smoke["run"], watched_smoke["run_dir"]
+    assert run.chain.restart_below == 0.0  # the watch's default
+    links = [store.read_manifest(run_dir / "chain" / f"step{s}")["link"] for s in run.sae_steps]
+    assert links[0]["carried_explained_variance"] is None and not links[0]["restarted"]
+    for link in links[1:]:
+        assert link["restarted"] == (link["carried_explained_variance"] <= 0.0)
+        assert (link["initialised_from"] is None) == link["restarted"]
+        budget = run.chain.first_tokens if link["restarted"] else run.chain.link_tokens
+        assert link["training"]["n_tokens"] == budget
+
+
 def test_the_run_config_is_written_and_reads_back(watched_smoke: dict) -> None:
     data = json.loads((watched_smoke["run_dir"] / RUN_CONFIG_FILE).read_text())
     assert RunConfig.from_dict(data) == watched_smoke["run"]

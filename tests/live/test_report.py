@@ -56,3 +56,14 @@ def test_the_summary_links_to_the_explorer_once_one_is_built(tmp_path: Path) -> 
     (tmp_path / "explorer" / "index.html").write_text("<html></html>")
     text = write_report(tmp_path, "/runs/x", links, _readings(None), {}).read_text()
     assert '<a href="../explorer/index.html">The explorer</a> of the chain so far (built ' in text
+
+
+def test_a_restart_is_said_in_the_line_and_marked_in_the_table(tmp_path: Path) -> None:
+    restarted = {**_link(10, 1), "restarted": True, "carried_explained_variance": -0.3125}
+    line = checkpoint_line(restarted, _readings(None), 2.0)
+    assert "chain restarted here: the previous link explains -0.312 of this checkpoint's variance" in line
+    assert "restarted" not in checkpoint_line({**_link(10, 1), "restarted": False,
+                                               "carried_explained_variance": 0.5}, _readings(None), 2.0)  # fmt: skip
+    links = [_link(0, 0), restarted, {**_link(20, 2), "restarted": False, "carried_explained_variance": 0.75}]
+    text = write_report(tmp_path, "/runs/x", links, _readings(None), {}).read_text()
+    assert "<td>-0.312 (restart)</td>" in text and "<td>0.750</td>" in text

@@ -94,6 +94,14 @@ def test_noise_links_are_chain_links_on_fresh_rows_with_their_own_seeds(tiny: Ru
                                                            n_tokens=512))  # fmt: skip
 
 
+def test_under_the_continuity_rule_noise_links_read_past_the_rows_a_restarted_final_link_reads(tiny) -> None:
+    ruled = tiny.with_overrides({"chain.restart_below": 0.0, "chain.first_tokens": 1024})
+    source = _Rows()
+    noise_chain_cosines(ruled, build_sae(D_MODEL, ruled.chain, seed=1), source, 48, 2, l1_coefficient=1e-3,
+                        n_tokens=512)  # fmt: skip
+    assert source.read == [(1024, 512), (1536, 512)]  # rows [0, first_tokens) may be the final link's
+
+
 def test_no_floor_asked_for_trains_nothing(tiny: RunConfig, tmp_path: Path) -> None:
     off = tiny.with_overrides({"drift.noise_floor_links": 0})
     cos, record = run_noise_floor(off, tmp_path, {0: tmp_path / "missing", 4: tmp_path / "missing"}, progress=False)
