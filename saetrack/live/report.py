@@ -45,7 +45,9 @@ def checkpoint_line(link: dict[str, Any], readings: dict[str, Any], seconds: flo
     )
 
 
-def _plot(path: Path, readings: dict[str, Any]) -> None:
+def _plot(path: Path, readings: dict[str, Any], restarts: list[int]) -> None:
+    """The median cosine to the latest link against the checkpoint index, with the phases so far and a red band
+    between each restarted link and the one before (the curve's step there is the break, not drift)."""
     steps = readings["steps"]
     values = [float("nan") if v is None else v for v in readings["median_cosine_to_latest"]]
     fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
@@ -54,6 +56,11 @@ def _plot(path: Path, readings: dict[str, Any]) -> None:
     if phases:
         for key, colour in (("emergent_step", "#ff7f0e"), ("convergent_step", "#2ca02c")):
             ax.axvline(steps.index(phases[key]), color=colour, ls="--", lw=1, label=key.replace("_step", " phase"))
+    for n, step in enumerate(s for s in restarts if s in steps[1:]):
+        index = steps.index(step)
+        ax.axvspan(index - 1, index, color="#d62728", alpha=0.15, label="chain restarted (a break, not drift)" if n == 0
+                   else None)  # fmt: skip
+    if phases or restarts:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xticks(range(len(steps)), [str(s) for s in steps], rotation=60, fontsize=7)
     ax.set_xlabel("checkpoint (training step)")
@@ -108,7 +115,7 @@ def write_report(run_dir: Path, source: str, links: list[dict[str, Any]], readin
     costs = costs or {}
     folder = Path(run_dir) / LIVE_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    _plot(folder / "drift.png", readings)
+    _plot(folder / "drift.png", readings, [link["step"] for link in links if link.get("restarted")])
     status = {"source": source, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "links": links,
               "readings": readings, "pending": {str(k): v for k, v in sorted(pending.items())},
               "costs": {str(k): v for k, v in sorted(costs.items())}}  # fmt: skip

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from saetrack.live.report import LIVE_DIR, checkpoint_line, write_report
 
 
@@ -67,3 +69,12 @@ def test_a_restart_is_said_in_the_line_and_marked_in_the_table(tmp_path: Path) -
     links = [_link(0, 0), restarted, {**_link(20, 2), "restarted": False, "carried_explained_variance": 0.75}]
     text = write_report(tmp_path, "/runs/x", links, _readings(None), {}).read_text()
     assert "<td>-0.312 (restart)</td>" in text and "<td>0.750</td>" in text
+    assert _band_pixels(tmp_path / LIVE_DIR / "drift.png") > 1000  # the break is shaded between steps 0 and 10
+    write_report(tmp_path, "/runs/x", [_link(0, 0), _link(10, 1), _link(20, 2)], _readings(None), {})
+    assert _band_pixels(tmp_path / LIVE_DIR / "drift.png") == 0
+
+
+def _band_pixels(png: Path) -> int:
+    """Pixels of the plot's pale red restart band (#d62728 at 15% over white)."""
+    rgb = plt.imread(png)[..., :3]
+    return int(((rgb[..., 0] > 0.95) & (rgb[..., 1] > 0.8) & (rgb[..., 1] < 0.92) & (rgb[..., 2] < 0.92)).sum())
