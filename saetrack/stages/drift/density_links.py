@@ -97,9 +97,11 @@ def _train_sparse_link(
     health = link_health(quality, activations.d_model)  # recorded, not raised: a sparse chain that breaks is a result
     files = save_link(run, result, folder)
     carry = run.chain.optimizer_policy == "carry"
-    record = {"stride": stride, "index": index, "position": position, "step": step, "initialised_from": previous_step,
-              "lr": run.chain.lr_link, "activation_scale": scale, "l1_coefficient": result.l1_coefficient,
-              "training": result.summary(), "metrics": quality, "health": health}  # fmt: skip
+    record = {"stride": stride, "index": index, "position": position, "step": step,
+              "initialised_from": None if trained.restarted else previous_step,
+              "lr": run.chain.lr_first if trained.restarted else run.chain.lr_link, "activation_scale": scale,
+              "l1_coefficient": result.l1_coefficient, "training": result.summary(), "metrics": quality,
+              "health": health, "restarted": trained.restarted}  # fmt: skip  # restarted: the continuity rule
     store.write_manifest(  # last: the link counts as finished only from here on
         folder, stage="density-link", config={"chain": run.to_dict()["chain"], "stride": stride, "step": step},
         config_hash=digest, files=files, timings={"train": result.wall_time_s}, link=record,
