@@ -75,12 +75,11 @@ def baseline_config_hash(run: RunConfig) -> str:
 
 
 def _link_record(run: RunConfig, position: int, step: int, trained: TrainedLink) -> dict[str, Any]:
-    first = position == 0 or trained.restarted
     record = {
         "position": position,
         "step": step,
-        "initialised_from": None if first else run.sae_steps[position - 1],
-        "lr": run.chain.lr_first if first else run.chain.lr_link,
+        "initialised_from": None if trained.first else run.sae_steps[position - 1],
+        "lr": trained.lr,
         "activation_scale": trained.scale,
         "l1_coefficient": trained.result.l1_coefficient,
         "training": trained.result.summary(),

@@ -238,6 +238,10 @@ class TrainedLink:
     result: TrainResult
     quality: dict[str, float]
     scale: float
+    #: Trained as a first link (fresh initialisation; position 0, or a restart of the continuity rule).
+    first: bool
+    #: The learning rate it trained at (``chain.lr_first`` for a first link, else ``chain.lr_link``).
+    lr: float
     #: The previous link's explained variance on this checkpoint, unchanged (measured under ``chain.restart_below``;
     #: :mod:`saetrack.stages.chain.continuity`); ``None`` for a first link or with the rule off.
     carried_explained_variance: float | None = None
@@ -292,14 +296,13 @@ def train_and_evaluate_link(
                         metadata=metadata)  # fmt: skip
     else:  # Sec. 3.2.2: SAE[k] starts from SAE[k-1], with link k's own hyperparameters
         sae = recurrent_init(previous, chain, l1_coefficient=l1, device=device, metadata=metadata)
-    carry = chain.optimizer_policy == "carry"
-    result = train_link(run, sae, activations, step, n_tokens=chain.first_tokens if first else chain.link_tokens,
-                        lr=chain.lr_first if first else chain.lr_link,
+    carry, lr = chain.optimizer_policy == "carry", chain.lr_first if first else chain.lr_link
+    result = train_link(run, sae, activations, step, n_tokens=chain.first_tokens if first else chain.link_tokens, lr=lr,
                         warmup=chain.warmup_steps_first if first else chain.warmup_steps_link, seed=seed,
                         optimizer_state=optimizer_state if carry else None, keep_optimizer_state=carry, desc=desc,
                         progress=progress, ranks=ranks)  # fmt: skip
     quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
-    return TrainedLink(result, quality, scale, carried_explained_variance=carried, restarted=restarted)
+    return TrainedLink(result, quality, scale, first, lr, carried_explained_variance=carried, restarted=restarted)
 
 
 def save_link(run: RunConfig, result: TrainResult, folder: Path) -> dict[str, str]:

@@ -98,8 +98,7 @@ def _train_sparse_link(
     files = save_link(run, result, folder)
     carry = run.chain.optimizer_policy == "carry"
     record = {"stride": stride, "index": index, "position": position, "step": step,
-              "initialised_from": None if trained.restarted else previous_step,
-              "lr": run.chain.lr_first if trained.restarted else run.chain.lr_link, "activation_scale": scale,
+              "initialised_from": None if trained.first else previous_step, "lr": trained.lr, "activation_scale": scale,
               "l1_coefficient": result.l1_coefficient, "training": result.summary(), "metrics": quality,
               "health": health, "restarted": trained.restarted}  # fmt: skip  # restarted: the continuity rule
     store.write_manifest(  # last: the link counts as finished only from here on
