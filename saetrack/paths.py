@@ -33,6 +33,7 @@ __all__ = [
     "STATISTICS_DIR",
     "TOKENIZER_DIR",
     "figures_dir",
+    "layer_dir_name",
     "run_dir",
     "runs_root",
     "step_dir_name",
@@ -85,6 +86,12 @@ def run_dir(preset: str) -> Path:
 def figures_dir(preset: str) -> Path:
     """Folder of ``preset``'s figures (``$SAETRACK_FIGURES/<preset>`` or ``<repo>/figures/<preset>``)."""
     return Path(os.environ.get(FIGURES_ENV, REPO_ROOT / "figures")).resolve() / preset
+
+
+def layer_dir_name(layer: int) -> str:
+    """Folder name, inside a run directory (and its figures folder), of layer ``layer``'s own run when the run studies
+    several layers (``cache.layers``): ``layer{layer}``."""
+    return f"layer{layer}"
 
 
 def step_dir_name(step: int) -> str:

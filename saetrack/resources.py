@@ -82,6 +82,14 @@ def human_time(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _hooks(run: RunConfig) -> str:
+    """``hook blocks.2.hook_resid_pre``, or for several layers ``hooks blocks.{1,3}.hook_resid_pre (one run each)``."""
+    if not run.cache.layers:
+        return f"hook {run.cache.hook_name}"
+    layers = ",".join(str(layer) for layer in run.cache.layers)
+    return f"hooks blocks.{{{layers}}}.hook_{run.cache.hook}, one run per layer in layer<l>/"
+
+
 def format_plan(run: RunConfig, stages: list[StagePlan], rates: Rates, limits: dict[str, int], ranks: int = 1) -> str:
     """The plan as a table: one line per stage, totals, the machine's limits and where the rates come from; for a
     torchrun job of ``ranks`` ranks, memory per rank and the wall time of the job."""
@@ -91,7 +99,7 @@ def format_plan(run: RunConfig, stages: list[StagePlan], rates: Rates, limits: d
         else ""
     )
     lines = [
-        f"resource plan of preset {run.preset} ({run.cache.mode} activations, hook {run.cache.hook_name}){job}",
+        f"resource plan of preset {run.preset} ({run.cache.mode} activations, {_hooks(run)}){job}",
         f"{'stage':<22} {'model fwd tokens':>17} {'SAE tokens':>14} {'disk GB':>9} {'host GB':>9} "
         f"{'device GB':>10} {'projected':>10}   (memory: peak of the stage)",
     ]

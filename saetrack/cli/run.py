@@ -21,6 +21,7 @@ from saetrack.config import DEFAULT_PRESET, ConfigError, RunConfig, get_preset
 from saetrack.distributed.ranks import init_ranks, ranks_from_environment
 from saetrack.ledger import render
 from saetrack.notebooks import NotebookFailed
+from saetrack.pipeline.layers import layer_folders
 from saetrack.pipeline.ranked import DATA_PARALLEL_STAGES, data_parallel_stages, run_data_parallel
 from saetrack.pipeline.shape import STAGE_NAMES
 from saetrack.pipeline.stages import last_executions, run_stages
@@ -115,6 +116,12 @@ def _validated(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tup
         parser.error(f"--ranks {ranks}: the ranks must split chain.batch_size = {run.chain.batch_size} evenly.")
     if args.ranks is not None and not args.plan:
         parser.error("--ranks plans a torchrun job (with --plan); to run one, start the command with torchrun.")
+    if run.cache.layers and (args.chain_from_hub or args.push_to_hub):
+        parser.error("--chain-from-hub and --push-to-hub take one layer's chain: run them on the layer's own run "
+                     "(--set cache.layer=L --run-dir RUN/layerL), not with cache.layers.")  # fmt: skip
+    if run.cache.layers and ranks_from_environment().distributed:
+        parser.error("cache.layers in a torchrun job is not supported yet: start one job per layer "
+                     "(--set cache.layer=L --run-dir RUN/layerL); its ranks share that layer's links.")  # fmt: skip
     if bool(args.chain_from_hub) != bool(args.chain_revision):
         parser.error("--chain-from-hub REPO and --chain-revision COMMIT go together (a chain is loaded pinned).")
     return run, device
@@ -145,7 +152,12 @@ def _plan_or_check(args: argparse.Namespace, run: RunConfig, run_dir: Path, devi
 
 
 def _publish(run: RunConfig, run_dir: Path, started: float) -> None:
-    """Re-evaluate the claims ledger, copy results and renders beside the figures, and say where they are."""
+    """Re-evaluate the claims ledger, copy results and renders beside the figures, and say where they are (for a run
+    of several layers, each layer's: ``figures/<preset>/layer<l>/``)."""
+    if run.cache.layers:
+        for layer_run, folder in layer_folders(run, run_dir).values():
+            _publish(layer_run, folder, started)
+        return
     if (run_dir / paths.RESULTS_JSON).exists():
         # every verdict from every section now in results.json, whichever notebooks ran (or were skipped) this time
         ledger.update(run_dir)

@@ -188,10 +188,17 @@ class CacheConfig:
     #: ``"resid_mid"`` (after its attention; models running attention and MLP in sequence only), ``"resid_post"``
     #: (leaving it), ``"attn_out"`` or ``"mlp_out"`` (the sublayer's output). The forward stops at the hook.
     hook: Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"] = "resid_pre"
+    #: Several layers studied in one run (``()``: the single layer ``layer``). Each layer ``l`` gets its own run
+    #: directory ``layer{l}/`` inside the run's (its chain, baselines, analyses, figures: the run with
+    #: ``cache.layer = l``, see :mod:`saetrack.pipeline.layers`), and the activation cache computes every layer from
+    #: one forward pass per checkpoint, run to the deepest layer only. ``layer`` is then unused.
+    layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.layer < 0:
             fail("cache", "layer", self.layer, "must be >= 0")
+        if any(layer < 0 for layer in self.layers) or list(self.layers) != sorted(set(self.layers)):
+            fail("cache", "layers", self.layers, "non-negative layer indices, strictly ascending (e.g. [2, 4])")
         if self.hook not in CACHE_HOOKS:
             fail("cache", "hook", self.hook, f"one of {', '.join(repr(h) for h in CACHE_HOOKS)}")
         require_positive(
@@ -231,9 +238,17 @@ CACHE_HASH_DEFAULTS: dict[str, object] = {
     "forward_dtype": "float32",
     "tf32": False,
     "hook": "resid_pre",
+    "layers": (),
 }
 
 
 def hashed_cache_section(section: dict[str, object]) -> dict[str, object]:
     """The cache section as config hashes see it: :data:`CACHE_HASH_DEFAULTS` fields dropped while at default."""
-    return {k: v for k, v in section.items() if not (k in CACHE_HASH_DEFAULTS and CACHE_HASH_DEFAULTS[k] == v)}
+    return {k: v for k, v in section.items() if not (k in CACHE_HASH_DEFAULTS and _same(CACHE_HASH_DEFAULTS[k], v))}
+
+
+def _same(default: object, value: object) -> bool:
+    """Whether a section's ``value`` is the ``default`` (a tuple default equals the list JSON gives back)."""
+    if isinstance(default, tuple) and isinstance(value, list | tuple):
+        return tuple(value) == default
+    return default == value

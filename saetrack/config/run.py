@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from saetrack import paths
 from saetrack.config.analysis import DriftConfig, FormationConfig, ScaleConfig
 from saetrack.config.base import PRESETS, ConfigError, config_hash, fail
 from saetrack.config.chain import ChainConfig
@@ -80,6 +81,8 @@ class RunConfig:
         n_layers = self.model.n_layers
         if n_layers is not None and not 0 <= self.cache.layer < n_layers:
             fail("cache", "layer", self.cache.layer, f"must lie in [0, {n_layers}) for a {n_layers}-layer model")
+        if n_layers is not None and any(layer >= n_layers for layer in self.cache.layers):
+            fail("cache", "layers", self.cache.layers, f"must lie in [0, {n_layers}) for a {n_layers}-layer model")
         n_ckpt = len(self.model.checkpoint_steps)
         bad = [i for i in self.chain.schedule if i >= n_ckpt]
         if bad:
@@ -129,6 +132,18 @@ class RunConfig:
         (T - 1) when it is None; 0: no floor."""
         configured = self.drift.noise_floor_links
         return max(len(self.chain.schedule) - 1, 0) if configured is None else configured
+
+    def layer_runs(self) -> tuple[RunConfig, ...]:
+        """The single-layer run of every layer of ``cache.layers`` (``()`` for a single-layer run): this config with
+        ``cache.layer = l`` and no ``cache.layers``, its preset named ``<preset>/layer{l}`` (so its figures go to
+        ``figures/<preset>/layer{l}/``). Each is exactly the run a user would make for that layer alone, with the
+        same config hashes, so its outputs are that run's (:mod:`saetrack.pipeline.layers`)."""
+        return tuple(
+            self.with_overrides(
+                {"preset": f"{self.preset}/{paths.layer_dir_name(layer)}", "cache.layer": layer, "cache.layers": []}
+            )
+            for layer in self.cache.layers
+        )
 
     @property
     def baseline_steps(self) -> tuple[int, ...]:

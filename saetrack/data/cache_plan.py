@@ -56,13 +56,15 @@ def planned_cache_bytes(run: RunConfig, d_model: int) -> int:
     return n_tokens * d_model * NUMPY_DTYPES[run.cache.dtype].itemsize
 
 
-def check_disk_space(run: RunConfig, folder: Path, d_model: int) -> int:
-    """Raise :class:`CacheTooLargeError` unless the planned cache fits in 90% of the free space at ``folder``."""
-    need = planned_cache_bytes(run, d_model)
+def check_disk_space(run: RunConfig, folder: Path, d_model: int, layers: int = 1) -> int:
+    """Raise :class:`CacheTooLargeError` unless the planned cache (one per layer of ``layers``, written together)
+    fits in 90% of the free space at ``folder``."""
+    need = planned_cache_bytes(run, d_model) * layers
     free = shutil.disk_usage(folder).free
     if need > 0.9 * free:
+        each = f" for {layers} layers" if layers > 1 else ""
         raise CacheTooLargeError(
-            f"the activation cache of preset {run.preset!r} needs {need / 1e9:,.1f} GB "
+            f"the activation cache of preset {run.preset!r} needs {need / 1e9:,.1f} GB{each} "
             f"({run.chain.first_tokens:,} first-SAE tokens, {run.chain.link_tokens:,} per later link, "
             f"d_model {d_model}, {run.cache.dtype}) but only {free / 1e9:,.1f} GB are free at {folder}. "
             "Stream the activations instead (--set cache.mode=streamed: nothing of this size is written), lower "

@@ -9,7 +9,7 @@ feeds it to the SAE - so the same contexts in the same batches give the same act
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,10 @@ from saetrack.distributed.ranks import SINGLE, Ranks
 __all__ = [
     "FORWARD_DTYPES",
     "activation_at_hook",
+    "activations_at_hooks",
     "fill_activations",
     "forward_context",
+    "layered_chunks",
     "residual_at_layer",
     "residual_chunks",
     "truncate_at_layer",
@@ -90,6 +92,48 @@ def activation_at_hook(model: Any, tokens: torch.Tensor, layer: int, hook: str =
         if not held:
             raise RuntimeError(f"the forward pass never reached blocks.{layer}.hook_{hook}.")
         return held[0]
+
+
+def activations_at_hooks(
+    model: Any, tokens: torch.Tensor, layers: Sequence[int], hook: str = "resid_pre"
+) -> list[torch.Tensor]:
+    """The activations of Eq. 6 at ``blocks.{l}.hook_{hook}`` for every ``l`` of ``layers``, from **one** forward
+    pass run to the deepest of them only: one ``[batch, pos, d_model]`` tensor per layer, in the order given.
+
+    A forward hook on each hook point keeps its value; the deepest one ends the pass (as :func:`activation_at_hook`
+    does for a sublayer hook), so nothing past it is computed. Each value is the one :func:`activation_at_hook`
+    returns for that layer alone (the same operations on the same batch: bit-identical), which is what lets several
+    layers share a checkpoint's forward (``cache.layers``). Every layer must be a block of the model.
+    """
+    names = []
+    for layer in layers:
+        _check_hook(model, layer, hook)
+        names.append(f"blocks.{layer}.hook_{hook}")
+        if names[-1] not in model.hook_dict:
+            raise ValueError(f"layer = {layer} is invalid for several layers at once: the model has no {names[-1]}.")
+    deepest = f"blocks.{max(layers)}.hook_{hook}"
+    held: dict[str, torch.Tensor] = {}
+
+    def keeper(name: str) -> Any:
+        def keep(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            held[name] = output
+            if name == deepest:
+                raise _Captured
+
+        return keep
+
+    handles = [model.hook_dict[name].register_forward_hook(keeper(name)) for name in dict.fromkeys(names)]
+    try:
+        with torch.inference_mode():
+            model(tokens, stop_at_layer=max(layers) + 1)
+    except _Captured:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    if deepest not in held:
+        raise RuntimeError(f"the forward pass never reached {deepest}.")
+    return [held[name] for name in names]
 
 
 def residual_at_layer(model: Any, tokens: torch.Tensor, layer: int, hook: str = "resid_pre") -> torch.Tensor:
@@ -167,6 +211,29 @@ def residual_chunks(
     starts = range(begin, n_contexts, batch_contexts)
     width = int(model.cfg.d_model) if ranks.distributed else 0  # the gathered rows' width
     yield from dealt_out(starts, batch_rows, n_rows, width, torch.empty(0, device=device), ranks)
+
+
+def layered_chunks(
+    model: Any,
+    tokens: np.ndarray,
+    layers: Sequence[int],
+    *,
+    batch_contexts: int,
+    device: str | torch.device,
+    store_dtype: torch.dtype = torch.float32,
+    forward_dtype: str = "float32",
+    tf32: bool = False,
+    hook: str = "resid_pre",
+) -> Iterator[list[torch.Tensor]]:
+    """:func:`residual_chunks` for several layers from one forward per batch (:func:`activations_at_hooks`): per
+    batch of ``batch_contexts`` contexts, one float32 ``[rows, d]`` tensor per layer of ``layers``, each equal to the
+    chunk :func:`residual_chunks` yields for that layer alone (the same batches, the same storage rounding)."""
+    for start in range(0, len(tokens), batch_contexts):
+        ids = np.asarray(tokens[start : start + batch_contexts], dtype=np.int64)
+        batch = to_device(torch.from_numpy(ids if ids.flags.writeable else ids.copy()), device)
+        with forward_context(device, forward_dtype, tf32):
+            values = activations_at_hooks(model, batch, layers, hook)
+        yield [v.to(store_dtype).float().clone().reshape(-1, v.shape[-1]) for v in values]
 
 
 def truncate_at_layer(model: Any, layer: int, hook: str = "resid_pre") -> Any:

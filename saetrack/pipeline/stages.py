@@ -17,6 +17,7 @@ from pathlib import Path
 from saetrack import store
 from saetrack.config.run import RunConfig
 from saetrack.notebooks import notebook_parameters, run_notebook
+from saetrack.pipeline.layers import run_layers
 from saetrack.pipeline.shape import STAGES, Stage, get_stage
 
 __all__ = [
@@ -74,7 +75,8 @@ def run_stages(
     line when it starts and one with its time when it ends; in between, with ``echo``, its notebook's printed output
     and progress bars stream to ``sys.stdout`` as they come, each line prefixed with ``  <preset>:<stage> | ``
     (:class:`saetrack.notebooks.OutputEcho`); the scale stage's notebook, which runs the other sizes' pipelines and
-    prints their stage lines, always streams. A failing notebook raises
+    prints their stage lines, always streams. A run of several layers (``cache.layers``) runs each layer's stages
+    (:func:`~saetrack.pipeline.layers.run_layers`). A failing notebook raises
     :class:`saetrack.notebooks.NotebookFailed` naming the notebook, cell, error and partly executed copy.
     """
 
@@ -82,6 +84,9 @@ def run_stages(
     unknown = sorted(set(only or []).union(skip) - set(names))
     if unknown:
         raise KeyError(f"{unknown} are not stages; stages: {names}")
+    if run.cache.layers:  # one single-layer run per layer, inputs and forwards shared (saetrack.pipeline.layers)
+        return run_layers(run, run_dir, run_one=run_stages, only=only, skip=skip, force=force, rerun=rerun,
+                          device=device, log=log, outputs_only=outputs_only, echo=echo)  # fmt: skip
     started = time.perf_counter()
     for stage in STAGES:
         if (only and stage.name not in only) or stage.name in skip:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from saetrack.config.run import RunConfig
 from saetrack.pipeline.shape import STAGES
 from saetrack.planning.common import GB, PlanInputs, ResourceError, StagePlan, plan_inputs
+from saetrack.planning.layers import plan_layers
 from saetrack.rates import Rates
 
 __all__ = ["GB", "PlanInputs", "ResourceError", "StagePlan", "plan_run", "planned_for", "stage_lines"]
@@ -48,7 +49,10 @@ def stage_lines(inputs: PlanInputs) -> list[StagePlan]:
 def plan_run(run: RunConfig, rates: Rates, ranks: int = 1) -> list[StagePlan]:
     """The resource plan of every stage of ``run`` (module doc), from the config and the measured ``rates``; with
     ``ranks`` > 1, of a ``torchrun`` job of that many ranks (the chain stage's data-parallel lines divided, memory per
-    rank)."""
+    rank). A run of several layers (``cache.layers``) is planned layer by layer (:func:`~saetrack.planning.layers.
+    plan_layers`)."""
+    if run.cache.layers:
+        return plan_layers(run, rates, ranks, stage_lines)
     return stage_lines(plan_inputs(run, rates, ranks))
 
 

@@ -86,3 +86,41 @@ def test_run_takes_a_whole_config_file_and_names_a_bad_one(tmp_path, capsys) -> 
         cli.main(["run", "--config", str(tmp_path / "missing.json"), "--plan"])
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and "cannot read a run config" in err and "Traceback" not in err
+
+
+def test_several_layers_plan_per_layer_and_refuse_one_chain_options(capsys) -> None:
+    assert cli.main(["run", "--preset", "smoke", "--plan", "--device", "cpu", "--set", "cache.layers=[0,1]"]) == 0
+    out = capsys.readouterr().out
+    assert "hooks blocks.{0,1}.hook_resid_pre, one run per layer" in out
+    assert "L0 chain" in out and "L1 chain" in out and "L1 corpus" not in out and "scale" not in out
+    assert "one forward per batch to this, the deepest layer" in out
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["run", "--preset", "smoke", "--set", "cache.layers=[0,1]", "--push-to-hub", "me/chain"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "not with cache.layers" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_several_layers_run_each_layer_in_its_folder_with_its_figures(smoke_run_dir, tmp_path, capsys) -> None:
+    import shutil
+
+    from saetrack import store
+    from saetrack.config import get_preset
+    from saetrack.data.cache_plan import cache_config_hash
+
+    run_dir = tmp_path / "run"
+    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR):  # the smoke suite, so it is not trained again
+        shutil.copytree(smoke_run_dir / folder, run_dir / folder)
+    argv = ["run", "--preset", "smoke", "--set", "cache.layers=[0,1]", "--only", "cache", "--run-dir", str(run_dir)]
+    assert cli.main([*argv, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for layer in (0, 1):
+        alone = get_preset("smoke").with_overrides({"cache.layer": layer})
+        cache = store.read_manifest(run_dir / f"layer{layer}" / paths.CACHE_DIR)
+        assert (
+            cache["config_hash"] == cache_config_hash(alone) and cache["hook_name"] == f"blocks.{layer}.hook_resid_pre"
+        )
+        assert (run_dir / f"layer{layer}" / paths.NOTEBOOKS_DIR / "01_cache_activations.ipynb").exists()
+        assert (paths.figures_dir("smoke") / f"layer{layer}" / "figS01_lm_loss.png").exists()
+        assert f"[smoke/layer{layer}:cache] done in" in out
+    assert not (run_dir / paths.CACHE_DIR).exists()  # no cache of the run itself: its layers have theirs

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from saetrack.config import CacheConfig, ConfigError, CorpusConfig, ModelConfig, SuiteConfig
+from saetrack.config import CacheConfig, ConfigError, CorpusConfig, ModelConfig, SuiteConfig, get_preset
+from saetrack.data.cache_plan import cache_config_hash
 
 
 def test_corpus_config_bounds() -> None:
@@ -67,3 +68,26 @@ def test_cache_config_hook_name_and_checks() -> None:
         CacheConfig(dtype="int8")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"cache\.batch_contexts = 0"):
         CacheConfig(batch_contexts=0)
+
+
+def test_cache_layers_are_ascending_in_range_and_hash_like_before_when_unset() -> None:
+    nano = get_preset("nano")
+    assert nano.cache.layers == ()
+    assert cache_config_hash(nano.with_overrides({"cache.layers": []})) == cache_config_hash(nano)
+    assert cache_config_hash(nano.with_overrides({"cache.layers": [1, 3]})) != cache_config_hash(nano)
+    with pytest.raises(ConfigError, match="strictly ascending"):
+        nano.with_overrides({"cache.layers": [3, 1]})
+    with pytest.raises(ConfigError, match="strictly ascending"):
+        nano.with_overrides({"cache.layers": [1, 1]})
+    with pytest.raises(ConfigError, match=r"must lie in \[0, 4\)"):
+        nano.with_overrides({"cache.layers": [1, 4]})
+
+
+def test_each_layer_run_is_the_single_layer_run_of_that_layer() -> None:
+    nano = get_preset("nano")
+    runs = nano.with_overrides({"cache.layers": [1, 3]}).layer_runs()
+    assert [(r.preset, r.cache.layer, r.cache.layers) for r in runs] == [("nano/layer1", 1, ()), ("nano/layer3", 3, ())]
+    alone = nano.with_overrides({"cache.layer": 3})
+    assert cache_config_hash(runs[1]) == cache_config_hash(alone)
+    assert runs[1].to_dict() == {**alone.to_dict(), "preset": "nano/layer3"}
+    assert nano.layer_runs() == ()

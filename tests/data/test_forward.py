@@ -17,7 +17,9 @@ from saetrack.config.data import CACHE_HOOKS
 from saetrack.data.checkpoints import open_source
 from saetrack.data.forward import (
     activation_at_hook,
+    activations_at_hooks,
     forward_context,
+    layered_chunks,
     residual_at_layer,
     residual_chunks,
     truncate_at_layer,
@@ -179,3 +181,40 @@ def test_a_model_cut_at_any_hook_gives_the_same_activations(hook: str) -> None:
     assert len(model.blocks) == (1 if hook == "resid_pre" else 2) and model.unembed is None
     after = torch.cat(list(residual_chunks(model, tokens, 1, batch_contexts=2, device="cpu", hook=hook)))
     assert torch.equal(before, after) and before.shape == (50, 64)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("hook", ["resid_pre", "attn_out", "mlp_out", "resid_post"])
+def test_several_layers_from_one_forward_are_each_layers_own_value(arch: str, hook: str) -> None:
+    hooked = hooked_from_hf(arch_model(arch, 5))
+    tokens = random_tokens(2, 12, seed=5)
+    layers = [0, N_LAYERS - 2, N_LAYERS - 1]
+    ran: list[str] = []
+    later = [p for n, p in hooked.hook_dict.items() if n.startswith("ln_final.")]
+    handles = [p.register_forward_hook(lambda *_: ran.append("past")) for p in later]
+    try:
+        values = activations_at_hooks(hooked, tokens, layers, hook)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert ran == []  # the forward ended at the deepest layer's hook
+    for layer, value in zip(layers, values, strict=True):
+        assert torch.equal(value, activation_at_hook(hooked, tokens, layer, hook)), f"{arch} {hook} layer {layer}"
+    assert all(not p._forward_hooks for p in hooked.hook_dict.values())  # every keeping hook removed
+
+
+def test_layered_chunks_equal_each_layers_residual_chunks() -> None:
+    model = hooked_from_hf(arch_model("llama", 8))
+    tokens = np.random.default_rng(8).integers(0, 64, size=(5, 10))
+    kwargs = dict(batch_contexts=2, device="cpu", store_dtype=torch.bfloat16)
+    layered = list(layered_chunks(model, tokens, [0, 2], **kwargs))
+    assert len(layered) == 3 and all(len(chunks) == 2 for chunks in layered)
+    for index, layer in enumerate([0, 2]):
+        alone = list(residual_chunks(model, tokens, layer, **kwargs))
+        assert all(torch.equal(a, b[index]) for a, b in zip(alone, layered, strict=True))
+
+
+def test_several_layers_need_blocks_of_the_model() -> None:
+    hooked = hooked_from_hf(arch_model("gpt2", 4))
+    with pytest.raises(ValueError, match=f"blocks.{N_LAYERS}.hook_resid_pre"):
+        activations_at_hooks(hooked, random_tokens(1, 4), [0, N_LAYERS], "resid_pre")

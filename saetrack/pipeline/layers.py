@@ -1,0 +1,88 @@
+"""A run of several layers (``cache.layers``): one single-layer run per layer, its inputs shared.
+
+Layout: the run directory holds the shared inputs (``corpus/``, and ``model/`` for a nano suite) and one folder per
+layer, ``layer{l}/``, that is the run directory of the layer's own run (:meth:`~saetrack.config.run.RunConfig.
+layer_runs`: the config with ``cache.layer = l``), with everything a single-layer run has - cache, chain, baselines,
+formation, drift, crosscoder, explorer, executed notebooks, ``results.json`` - and its figures in
+``figures/<preset>/layer{l}/``. A single-layer run's layout is unchanged.
+
+:func:`run_layers` (what ``saetrack run`` / ``run_all.py`` do for such a config) prepares the shared inputs once
+(:func:`prepare_layers`: corpus and model suite in the run directory, hard-linked into every layer's folder), builds
+every layer's activation cache from one forward per checkpoint (:func:`~saetrack.stages.cache.layers.cache_layers`),
+then runs each stage's notebook for every layer before the next stage. The scale study compares model sizes at one
+layer and is not run per layer (run it without ``cache.layers``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from saetrack import paths
+from saetrack.config.run import RunConfig
+from saetrack.data import corpus, suite
+from saetrack.pipeline.headless import adopt
+from saetrack.pipeline.shape import STAGES
+from saetrack.stages.cache.layers import cache_layers
+
+__all__ = ["NOT_PER_LAYER", "layer_folders", "prepare_layers", "run_layers"]
+
+#: Stages not run per layer: the scale study runs the other model sizes at their own preset's layer.
+NOT_PER_LAYER: tuple[str, ...] = ("scale",)
+
+
+def layer_folders(run: RunConfig, run_dir: Path) -> dict[int, tuple[RunConfig, Path]]:
+    """Layer -> (its single-layer run, its run directory ``run_dir/layer{l}``) for every layer of ``cache.layers``."""
+    return {r.cache.layer: (r, Path(run_dir) / paths.layer_dir_name(r.cache.layer)) for r in run.layer_runs()}
+
+
+def prepare_layers(run: RunConfig, run_dir: Path, *, progress: bool = False) -> dict[int, list[str]]:
+    """The run's corpus and (``model.source="suite"``) model suite built once in ``run_dir``, then hard-linked into
+    every layer's folder (:func:`~saetrack.pipeline.headless.adopt`: the layers' configs hash them alike); returns
+    layer -> the folders it adopted (empty when already current)."""
+    corpus.prepare_corpus(run, run_dir, progress=progress)
+    if run.model.source == "suite":
+        suite.train_suite(run, run_dir, progress=progress)
+    adopted = {}
+    for layer, (layer_run, folder) in layer_folders(run, run_dir).items():
+        folder.mkdir(parents=True, exist_ok=True)
+        adopted[layer] = adopt(layer_run, folder, [run_dir])
+    return adopted
+
+
+def run_layers(
+    run: RunConfig,
+    run_dir: Path,
+    *,
+    run_one: Callable[..., float],
+    only: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
+    force: bool = False,
+    rerun: bool = False,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    **options: object,
+) -> float:
+    """Run the pipeline of a several-layer ``run`` (module doc) with ``run_one`` (:func:`~saetrack.pipeline.stages.
+    run_stages`, passed in because it dispatches here) for each layer's stages; the seconds of every layer's stages.
+
+    ``force`` rebuilds the shared inputs' cache for every layer together (one forward per batch); each layer's
+    notebook 01 then only draws. Other options (``outputs_only``, ``echo``) go to ``run_one`` unchanged."""
+    folders = layer_folders(run, run_dir)
+    names = [stage.name for stage in STAGES if (not only or stage.name in only) and stage.name not in skip]
+    seconds = 0.0
+    if "cache" in names:
+        prepare_layers(run, run_dir, progress=True)
+        layers = ", ".join(str(layer) for layer in folders)
+        log(f"[{run.preset}:cache] layers {layers}: caching from one forward per checkpoint ({run.cache.mode}) ...")
+        cache_layers(run, run_dir, device=device, force=force, progress=True)
+    for name in names:
+        if name in NOT_PER_LAYER:
+            log(f"[{run.preset}:{name}] not run per layer (it compares model sizes at one layer); run it without "
+                "cache.layers")  # fmt: skip
+            continue
+        for layer_run, folder in folders.values():
+            again = name == "cache" and force  # the cache was just rebuilt for every layer: only draw
+            seconds += run_one(layer_run, folder, only=[name], skip=skip, force=force and not again,
+                               rerun=rerun or again, device=device, log=log, **options)  # fmt: skip
+    return seconds

@@ -1,0 +1,66 @@
+"""The plan of a run of several layers (``cache.layers``): every layer's own run planned as a single-layer run, its
+lines named ``L<layer> <line>``, with what the layers share counted once.
+
+Shared (:mod:`saetrack.pipeline.layers`): the corpus and the model suite (the first layer's lines carry them), and,
+cached, the activation cache's forward - one forward per checkpoint and batch to the deepest layer feeds every
+layer (:func:`~saetrack.stages.cache.layers.cache_layers`), so its tokens and time are the deepest layer's line and
+the other layers' cache lines hold only their disk. Streamed, each layer's links run their own forwards (the plan
+says so). The scale study is not run per layer and has no lines here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from saetrack.config.run import RunConfig
+from saetrack.planning.cache import suite_training
+from saetrack.planning.common import PlanInputs, StagePlan, plan_inputs
+from saetrack.rates import Rates
+
+__all__ = ["NOT_PER_LAYER", "plan_layers"]
+
+#: Stages a run of several layers does not run per layer (as :data:`saetrack.pipeline.layers.NOT_PER_LAYER`).
+NOT_PER_LAYER: tuple[str, ...] = ("scale",)
+
+
+def _shared_cache(line: StagePlan, inputs: PlanInputs, first: bool, deepest: int) -> None:
+    """Make layer ``inputs.run.cache.layer``'s cache line count only its own share (module doc)."""
+    run = inputs.run
+    suite_seconds = suite_training(inputs)[1]
+    forward_seconds = line.seconds - suite_seconds
+    line.seconds = suite_seconds if first else 0.0
+    if not first:
+        line.notes = [n for n in line.notes if not n.startswith(("trains the model suite", "downloads"))]
+        if run.model.source == "hub":
+            line.disk -= inputs.n_checkpoints * 2 * inputs.params  # the checkpoints are downloaded once
+    if run.cache.streamed:
+        return
+    if run.cache.layer == deepest:
+        line.seconds += forward_seconds
+        line.notes.append("one forward per batch to this, the deepest layer, caches every layer")
+    else:
+        line.forward_tokens = 0
+        line.notes.append(f"activations captured in layer {deepest}'s forward (no forward of its own)")
+
+
+def plan_layers(
+    run: RunConfig, rates: Rates, ranks: int, plan_of: Callable[[PlanInputs], list[StagePlan]]
+) -> list[StagePlan]:
+    """The lines of every layer of ``run.cache.layers`` (module doc), ``plan_of`` planning one single-layer run
+    (:func:`saetrack.planning.stage_lines`) over ``ranks`` ranks."""
+    layer_runs = run.layer_runs()
+    deepest = layer_runs[-1].cache.layer
+    lines: list[StagePlan] = []
+    for index, layer_run in enumerate(layer_runs):
+        inputs = plan_inputs(layer_run, rates, ranks)
+        layer = layer_run.cache.layer
+        for line in plan_of(inputs):
+            if line.owner in NOT_PER_LAYER or (line.stage == "corpus" and index):
+                continue
+            if line.stage == "cache":
+                _shared_cache(line, inputs, index == 0, deepest)
+            if line.stage == "chain" and run.cache.streamed and index == 0:
+                line.notes.append("streamed: each layer's links run their own forwards (not shared between layers)")
+            line.stage = f"L{layer} {line.stage}"
+            lines.append(line)
+    return lines
