@@ -119,9 +119,6 @@ def _validated(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tup
     if run.cache.layers and (args.chain_from_hub or args.push_to_hub):
         parser.error("--chain-from-hub and --push-to-hub take one layer's chain: run them on the layer's own run "
                      "(--set cache.layer=L --run-dir RUN/layerL), not with cache.layers.")  # fmt: skip
-    if run.cache.layers and ranks_from_environment().distributed:
-        parser.error("cache.layers in a torchrun job is not supported yet: start one job per layer "
-                     "(--set cache.layer=L --run-dir RUN/layerL); its ranks share that layer's links.")  # fmt: skip
     if bool(args.chain_from_hub) != bool(args.chain_revision):
         parser.error("--chain-from-hub REPO and --chain-revision COMMIT go together (a chain is loaded pinned).")
     return run, device

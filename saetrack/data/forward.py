@@ -100,40 +100,43 @@ def activations_at_hooks(
     """The activations of Eq. 6 at ``blocks.{l}.hook_{hook}`` for every ``l`` of ``layers``, from **one** forward
     pass run to the deepest of them only: one ``[batch, pos, d_model]`` tensor per layer, in the order given.
 
-    A forward hook on each hook point keeps its value; the deepest one ends the pass (as :func:`activation_at_hook`
-    does for a sublayer hook), so nothing past it is computed. Each value is the one :func:`activation_at_hook`
-    returns for that layer alone (the same operations on the same batch: bit-identical), which is what lets several
-    layers share a checkpoint's forward (``cache.layers``). Every layer must be a block of the model.
+    A forward hook on each shallower hook point keeps its value; the deepest is reached as
+    :func:`activation_at_hook` reaches it (``resid_pre``: the output of ``model(tokens, stop_at_layer=deepest)``;
+    any other hook: its hook point, which ends the pass), so nothing past it is computed and a model cut by
+    :func:`truncate_at_layer` at the deepest layer serves. Each value is the one :func:`activation_at_hook` returns
+    for that layer alone (the same operations on the same batch: bit-identical), which is what lets several layers
+    share a checkpoint's forward (``cache.layers``).
     """
-    names = []
+    deepest = max(layers)
     for layer in layers:
         _check_hook(model, layer, hook)
-        names.append(f"blocks.{layer}.hook_{hook}")
-        if names[-1] not in model.hook_dict:
-            raise ValueError(f"layer = {layer} is invalid for several layers at once: the model has no {names[-1]}.")
-    deepest = f"blocks.{max(layers)}.hook_{hook}"
-    held: dict[str, torch.Tensor] = {}
+        name = f"blocks.{layer}.hook_{hook}"
+        if (layer != deepest or hook != "resid_pre") and name not in model.hook_dict:
+            raise ValueError(f"layer = {layer} is invalid for several layers at once: the model has no {name}.")
+    held: dict[int, torch.Tensor] = {}
 
-    def keeper(name: str) -> Any:
+    def keeper(layer: int) -> Any:
         def keep(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            held[name] = output
-            if name == deepest:
+            held[layer] = output
+            if layer == deepest:
                 raise _Captured
 
         return keep
 
-    handles = [model.hook_dict[name].register_forward_hook(keeper(name)) for name in dict.fromkeys(names)]
+    kept = [layer for layer in dict.fromkeys(layers) if layer != deepest or hook != "resid_pre"]
+    handles = [model.hook_dict[f"blocks.{layer}.hook_{hook}"].register_forward_hook(keeper(layer)) for layer in kept]
     try:
         with torch.inference_mode():
-            model(tokens, stop_at_layer=max(layers) + 1)
+            out = model(tokens, stop_at_layer=deepest + (hook != "resid_pre"))
+        held[deepest] = out  # resid_pre: the residual entering block `deepest` (no hook fired past it)
     except _Captured:
         pass
     finally:
         for handle in handles:
             handle.remove()
     if deepest not in held:
-        raise RuntimeError(f"the forward pass never reached {deepest}.")
-    return [held[name] for name in names]
+        raise RuntimeError(f"the forward pass never reached blocks.{deepest}.hook_{hook}.")
+    return [held[layer] for layer in layers]
 
 
 def residual_at_layer(model: Any, tokens: torch.Tensor, layer: int, hook: str = "resid_pre") -> torch.Tensor:
@@ -224,16 +227,20 @@ def layered_chunks(
     forward_dtype: str = "float32",
     tf32: bool = False,
     hook: str = "resid_pre",
+    first_context: int = 0,
 ) -> Iterator[list[torch.Tensor]]:
     """:func:`residual_chunks` for several layers from one forward per batch (:func:`activations_at_hooks`): per
     batch of ``batch_contexts`` contexts, one float32 ``[rows, d]`` tensor per layer of ``layers``, each equal to the
-    chunk :func:`residual_chunks` yields for that layer alone (the same batches, the same storage rounding)."""
-    for start in range(0, len(tokens), batch_contexts):
+    chunk :func:`residual_chunks` yields for that layer alone (the same batches counted from context 0, whatever
+    ``first_context``; the same storage rounding)."""
+    begin = (first_context // batch_contexts) * batch_contexts
+    for start in range(begin, len(tokens), batch_contexts):
         ids = np.asarray(tokens[start : start + batch_contexts], dtype=np.int64)
         batch = to_device(torch.from_numpy(ids if ids.flags.writeable else ids.copy()), device)
         with forward_context(device, forward_dtype, tf32):
             values = activations_at_hooks(model, batch, layers, hook)
-        yield [v.to(store_dtype).float().clone().reshape(-1, v.shape[-1]) for v in values]
+        skip = max(first_context - start, 0)
+        yield [v[skip:].to(store_dtype).float().clone().reshape(-1, v.shape[-1]) for v in values]
 
 
 def truncate_at_layer(model: Any, layer: int, hook: str = "resid_pre") -> Any:

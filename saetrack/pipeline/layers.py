@@ -8,8 +8,10 @@ formation, drift, crosscoder, explorer, executed notebooks, ``results.json`` - a
 
 :func:`run_layers` (what ``saetrack run`` / ``run_all.py`` do for such a config) prepares the shared inputs once
 (:func:`prepare_layers`: corpus and model suite in the run directory, hard-linked into every layer's folder), builds
-every layer's activation cache from one forward per checkpoint (:func:`~saetrack.stages.cache.layers.cache_layers`),
-then runs each stage's notebook for every layer before the next stage. The scale study compares model sizes at one
+every layer's activation cache from one forward per checkpoint (:func:`~saetrack.stages.cache.layers.cache_layers`)
+- streamed, it trains every layer's chain and baselines side by side from one forward per batch instead
+(:func:`~saetrack.stages.chain.lockstep.train_layers_in_lockstep`) - then runs each stage's notebook for every
+layer before the next stage. The scale study compares model sizes at one
 layer and is not run per layer (run it without ``cache.layers``).
 """
 
@@ -24,6 +26,7 @@ from saetrack.data import corpus, suite
 from saetrack.pipeline.headless import adopt
 from saetrack.pipeline.shape import STAGES
 from saetrack.stages.cache.layers import cache_layers
+from saetrack.stages.chain.lockstep import train_layers_in_lockstep
 
 __all__ = ["NOT_PER_LAYER", "layer_folders", "prepare_layers", "run_layers"]
 
@@ -48,6 +51,20 @@ def prepare_layers(run: RunConfig, run_dir: Path, *, progress: bool = False) -> 
         folder.mkdir(parents=True, exist_ok=True)
         adopted[layer] = adopt(layer_run, folder, [run_dir])
     return adopted
+
+
+def _lockstep_ready(run: RunConfig, log: Callable[[str], None]) -> bool:
+    """Whether the layers' chains train side by side sharing forwards (streamed runs): not when a global matmul flag
+    is switched around each step or forward (``chain.matmul_precision``, ``cache.tf32``), which threads would mix."""
+    if not run.cache.streamed:
+        return False
+    if run.chain.matmul_precision != "fp32" or run.cache.tf32:
+        log(
+            f"[{run.preset}:chain] layers trained one after the other (their own forwards): matmul_precision "
+            f"{run.chain.matmul_precision!r} / cache.tf32 switch CUDA-wide flags that side-by-side layers would mix"
+        )
+        return False
+    return True
 
 
 def run_layers(
@@ -76,13 +93,18 @@ def run_layers(
         layers = ", ".join(str(layer) for layer in folders)
         log(f"[{run.preset}:cache] layers {layers}: caching from one forward per checkpoint ({run.cache.mode}) ...")
         cache_layers(run, run_dir, device=device, force=force, progress=True)
+    lockstep = "chain" in names and _lockstep_ready(run, log)
+    if lockstep:  # every layer's chain and baselines side by side, one forward per batch for all
+        shared = train_layers_in_lockstep(run, run_dir, device=device, force=force, log=log)
+        log(f"[{run.preset}:chain] layers {', '.join(str(layer) for layer in folders)}: chains and baselines current "
+            f"after {shared['seconds']:.1f} s, {shared['forwards']:,} shared forward batches")  # fmt: skip
     for name in names:
         if name in NOT_PER_LAYER:
             log(f"[{run.preset}:{name}] not run per layer (it compares model sizes at one layer); run it without "
                 "cache.layers")  # fmt: skip
             continue
         for layer_run, folder in folders.values():
-            again = name == "cache" and force  # the cache was just rebuilt for every layer: only draw
+            again = force and (name == "cache" or (name == "chain" and lockstep))  # just rebuilt above: only draw
             seconds += run_one(layer_run, folder, only=[name], skip=skip, force=force and not again,
                                rerun=rerun or again, device=device, log=log, **options)  # fmt: skip
     return seconds

@@ -4,8 +4,11 @@ lines named ``L<layer> <line>``, with what the layers share counted once.
 Shared (:mod:`saetrack.pipeline.layers`): the corpus and the model suite (the first layer's lines carry them), and,
 cached, the activation cache's forward - one forward per checkpoint and batch to the deepest layer feeds every
 layer (:func:`~saetrack.stages.cache.layers.cache_layers`), so its tokens and time are the deepest layer's line and
-the other layers' cache lines hold only their disk. Streamed, each layer's links run their own forwards (the plan
-says so). The scale study is not run per layer and has no lines here.
+the other layers' cache lines hold only their disk. Streamed, the chains and baselines of all layers train side by
+side from one forward per batch (:mod:`saetrack.stages.chain.lockstep`): their forward tokens and time are the
+deepest layer's lines, and each of those lines' device memory is every layer's at once (they train together). The
+comparison's SAEs and the analyses run per layer with their own forwards; so do the links of a ``torchrun`` job
+(:mod:`saetrack.pipeline.ranked`), layer after layer. The scale study is not run per layer.
 """
 
 from __future__ import annotations
@@ -43,6 +46,18 @@ def _shared_cache(line: StagePlan, inputs: PlanInputs, first: bool, deepest: int
         line.notes.append(f"activations captured in layer {deepest}'s forward (no forward of its own)")
 
 
+def _shared_links(line: StagePlan, inputs: PlanInputs, deepest: int, n_layers: int) -> None:
+    """Make a streamed layer's chain or baselines line count its share of the lock-step training (module doc)."""
+    line.device *= n_layers
+    if inputs.run.cache.layer == deepest:
+        line.notes.append(f"lock-step: one forward per batch to this, the deepest layer, feeds all {n_layers} layers; "
+                          "device memory: every layer's SAE training and model at once")  # fmt: skip
+        return
+    line.seconds -= line.forward_tokens * inputs.forward_seconds
+    line.forward_tokens = 0
+    line.notes.append(f"rows captured in layer {deepest}'s forward (lock-step)")
+
+
 def plan_layers(
     run: RunConfig, rates: Rates, ranks: int, plan_of: Callable[[PlanInputs], list[StagePlan]]
 ) -> list[StagePlan]:
@@ -50,6 +65,8 @@ def plan_layers(
     (:func:`saetrack.planning.stage_lines`) over ``ranks`` ranks."""
     layer_runs = run.layer_runs()
     deepest = layer_runs[-1].cache.layer
+    # side by side in one process (a torchrun job trains the layers one after the other, each over every rank)
+    lockstep = run.cache.streamed and run.chain.matmul_precision == "fp32" and not run.cache.tf32 and ranks == 1
     lines: list[StagePlan] = []
     for index, layer_run in enumerate(layer_runs):
         inputs = plan_inputs(layer_run, rates, ranks)
@@ -59,8 +76,8 @@ def plan_layers(
                 continue
             if line.stage == "cache":
                 _shared_cache(line, inputs, index == 0, deepest)
-            if line.stage == "chain" and run.cache.streamed and index == 0:
-                line.notes.append("streamed: each layer's links run their own forwards (not shared between layers)")
+            if line.stage in ("chain", "baselines") and lockstep:
+                _shared_links(line, inputs, deepest, len(layer_runs))
             line.stage = f"L{layer} {line.stage}"
             lines.append(line)
     return lines

@@ -34,6 +34,7 @@ builds the SAE from *this* link's :class:`~saetrack.config.ChainConfig` and veri
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -68,6 +69,10 @@ __all__ = [
     "check_hyperparameters",
     "with_link_hyperparameters",
 ]
+
+#: Held while an SAE is built from the global RNG (seeded inside ``fork_rng``): SAEs built in parallel threads (the
+#: layers of ``cache.layers`` training side by side) would otherwise draw from each other's seeds.
+_RNG_LOCK = threading.Lock()
 
 
 @dataclass
@@ -279,7 +284,7 @@ def build_sae(
     on the global RNG state. ``metadata`` (e.g. ``hook_name``, ``model_name``, ``context_size``) is stored in the
     SAE's ``cfg.json``.
     """
-    with torch.random.fork_rng(devices=[]):
+    with _RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         sae = _link_sae(d_in, chain, l1_coefficient=chain.l1_coefficient, dtype=dtype, metadata=metadata)
     return sae.to(device)
@@ -334,7 +339,7 @@ def with_link_hyperparameters(
     _check_previous(previous_sae, chain)
     prev_cfg = previous_sae.cfg
     target_device = str(previous_sae.device) if device is None else device
-    with torch.random.fork_rng(devices=[]):
+    with _RNG_LOCK, torch.random.fork_rng(devices=[]):
         sae = _link_sae(
             prev_cfg.d_in,
             chain,

@@ -214,7 +214,16 @@ def test_layered_chunks_equal_each_layers_residual_chunks() -> None:
         assert all(torch.equal(a, b[index]) for a, b in zip(alone, layered, strict=True))
 
 
-def test_several_layers_need_blocks_of_the_model() -> None:
+def test_several_layers_from_a_model_cut_at_the_deepest_and_out_of_range_layers() -> None:
     hooked = hooked_from_hf(arch_model("gpt2", 4))
-    with pytest.raises(ValueError, match=f"blocks.{N_LAYERS}.hook_resid_pre"):
-        activations_at_hooks(hooked, random_tokens(1, 4), [0, N_LAYERS], "resid_pre")
+    tokens = random_tokens(1, 4)
+    with pytest.raises(ValueError, match=f"layer = {N_LAYERS} is invalid for hook 'mlp_out'"):
+        activations_at_hooks(hooked, tokens, [0, N_LAYERS], "mlp_out")
+    final = activations_at_hooks(hooked, tokens, [0, N_LAYERS], "resid_pre")  # the residual leaving the last block
+    assert torch.equal(final[1], activation_at_hook(hooked, tokens, N_LAYERS))
+    for hook in ("resid_pre", "mlp_out"):
+        whole = activations_at_hooks(hooked, tokens, [0, 1], hook)
+        cut = truncate_at_layer(hooked_from_hf(arch_model("gpt2", 4)), 1, hook)
+        assert all(
+            torch.equal(a, b) for a, b in zip(whole, activations_at_hooks(cut, tokens, [0, 1], hook), strict=True)
+        )

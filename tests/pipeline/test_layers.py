@@ -70,3 +70,28 @@ def test_run_stages_hands_a_several_layer_run_to_run_layers(
     assert seen[0]["run_one"] is run_stages and seen[0]["only"] == ["chain"]
     with pytest.raises(KeyError, match="not stages"):
         run_stages(multi, tmp_path, only=["nope"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "side_by_side"),
+    [({"cache.mode": "streamed"}, True), ({}, False), ({"cache.mode": "streamed", "cache.tf32": True}, False)],
+)
+def test_streamed_layers_train_their_chains_side_by_side_before_the_notebooks(
+    multi: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict, side_by_side: bool
+) -> None:
+    events: list[Any] = []
+    shared = {"seconds": 1.0, "forwards": 3}
+    monkeypatch.setattr(
+        layers, "train_layers_in_lockstep", lambda run, run_dir, **kw: events.append("lockstep") or shared
+    )
+    calls: list[tuple[Any, ...]] = []
+
+    def run_one(run: RunConfig, run_dir: Path, **options: Any) -> float:
+        events.append(run_dir.name)
+        return _recorder(calls)(run, run_dir, **options)
+
+    said: list[str] = []
+    layers.run_layers(multi.with_overrides(overrides), tmp_path, run_one=run_one, only=["chain"], log=said.append)
+    assert events == (["lockstep"] if side_by_side else []) + ["layer0", "layer1"]
+    if overrides.get("cache.tf32"):
+        assert any("one after the other" in line for line in said)

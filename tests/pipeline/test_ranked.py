@@ -97,3 +97,11 @@ def test_the_data_parallel_stages_follow_only_and_skip() -> None:
     assert data_parallel_stages(["chain", "drift"], ()) == ["chain"]
     assert data_parallel_stages(None, ("chain",)) == ["cache"]  # a chain installed from the Hub
     assert data_parallel_stages(["formation"], ()) == []
+
+
+def test_a_job_of_several_layers_trains_each_layer_in_its_folder(smoke) -> None:  # type: ignore[no-untyped-def]
+    from saetrack.pipeline.ranked import _runs
+
+    multi = smoke.with_overrides({"cache.layers": [0, 1]})
+    assert [(r.cache.layer, d.name) for r, d in _runs(multi, Path("run"))] == [(0, "layer0"), (1, "layer1")]
+    assert _runs(smoke, Path("run")) == [(smoke, Path("run"))]

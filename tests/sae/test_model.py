@@ -42,6 +42,25 @@ def test_build_sae_does_not_touch_global_rng() -> None:
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_saes_built_in_parallel_threads_keep_their_own_seeds() -> None:
+    import threading
+
+    chain = chain_config()
+    expected = {seed: build_sae(D_IN, chain, seed=seed).W_dec for seed in range(8)}
+    built: dict[int, torch.Tensor] = {}
+
+    def build(seed: int) -> None:
+        for _ in range(5):  # many times, so unlocked draws would interleave
+            built[seed] = build_sae(D_IN, chain, seed=seed).W_dec
+
+    threads = [threading.Thread(target=build, args=(seed,)) for seed in expected]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(torch.equal(built[seed], weights) for seed, weights in expected.items())
+
+
 @pytest.mark.parametrize("decoder_norm", ["unit", "weighted"])
 def test_l1_term_is_eq4_or_eq5(decoder_norm: str) -> None:
     sae = build_sae(D_IN, chain_config(decoder_norm=decoder_norm, l1_coefficient=0.5), seed=0)

@@ -186,9 +186,11 @@ def _build_chain(
     progress: bool,
     after_link: Callable[[int], None] | None,
     ranks: Ranks = SINGLE,
+    activations: ActivationSource | None = None,
 ) -> dict[str, Any]:
     checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
-    activations = open_activations(run, run_dir, checkpoints, device, ranks=ranks)
+    if activations is None:
+        activations = open_activations(run, run_dir, checkpoints, device, ranks=ranks)
     configured, calibration, first = run, None, None
     if run.chain.searches_coefficient:  # λ for a target L0, found before the first link and kept along the chain
         calibration, first = _calibration(run, run_dir, stage, activations, checkpoints, device, progress, ranks)
@@ -229,6 +231,7 @@ def train_chain(
     progress: bool = True,
     after_link: Callable[[int], None] | None = None,
     ranks: Ranks = SINGLE,
+    activations: ActivationSource | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) the SAE-Track chain of ``run`` (Sec. 3.2.2) into ``run_dir/chain``; return its manifest.
 
@@ -241,14 +244,18 @@ def train_chain(
 
     With several ``ranks`` (a ``torchrun`` job, :mod:`saetrack.distributed`) every rank calls this alike: each link
     trains data-parallel and the writer (rank 0) saves it while the others wait, so a job killed and started again
-    resumes, on every rank, at the first link the writer had not finished.
+    resumes, on every rank, at the first link the writer had not finished. ``activations`` replaces the run's own
+    source (:func:`~saetrack.data.activations.open_activations`; the layers of ``cache.layers`` pass a source
+    sharing their forwards, :mod:`saetrack.stages.chain.lockstep`).
     """
     barrier(ranks)  # every rank sees the same finished links
     return run_stage(
         Path(run_dir) / paths.CHAIN_DIR,
         "chain",
         chain_config_hash(run),
-        lambda stage: _build_chain(run, run_dir, stage, source, device, progress and ranks.writer, after_link, ranks),
+        lambda stage: _build_chain(
+            run, run_dir, stage, source, device, progress and ranks.writer, after_link, ranks, activations
+        ),
         force=force,
     )
 
@@ -329,10 +336,18 @@ def _train_baseline_at(
 
 
 def _build_baselines(
-    run: RunConfig, run_dir: Path, stage: StageRun, checkpoints: Any, device: str, progress: bool, ranks: Ranks
+    run: RunConfig,
+    run_dir: Path,
+    stage: StageRun,
+    checkpoints: Any,
+    device: str,
+    progress: bool,
+    ranks: Ranks,
+    activations: ActivationSource | None = None,
 ) -> dict[str, Any]:
     checkpoints = checkpoints if checkpoints is not None else open_source(run.model, Path(run_dir))
-    activations = open_activations(run, run_dir, checkpoints, device, ranks=ranks)
+    if activations is None:
+        activations = open_activations(run, run_dir, checkpoints, device, ranks=ranks)
     configured, run = run, calibrated_run(run, run_dir)  # the chain's λ (calibrated when chain.target_l0 is set)
     records = []
     for step in run.baseline_steps:
@@ -354,20 +369,24 @@ def train_baselines(
     force: bool = False,
     progress: bool = True,
     ranks: Ranks = SINGLE,
+    activations: ActivationSource | None = None,
 ) -> dict[str, Any]:
     """Train the independent from-scratch SAEs at ``chain.baseline`` checkpoints into ``run_dir/baseline``.
 
     Each baseline is randomly initialised and trained with the first-SAE hyperparameters for
     ``chain.baseline_token_budget`` tokens on its checkpoint's training tokens (the chain link at that checkpoint
     uses the first ``link_tokens`` of the same rows). Finished baselines are kept when the run is resumed. With
-    several ``ranks`` each baseline trains data-parallel, as the chain's links do (:func:`train_chain`).
+    several ``ranks`` each baseline trains data-parallel, as the chain's links do (:func:`train_chain`); ``activations``
+    is :func:`train_chain`'s.
     """
     barrier(ranks)
     return run_stage(
         Path(run_dir) / paths.BASELINE_DIR,
         "baseline",
         baseline_config_hash(run),
-        lambda stage: _build_baselines(run, run_dir, stage, source, device, progress and ranks.writer, ranks),
+        lambda stage: _build_baselines(
+            run, run_dir, stage, source, device, progress and ranks.writer, ranks, activations
+        ),
         force=force,
     )
 
