@@ -2,7 +2,8 @@
 
     python benchmarks/bench_layers.py                          # nano's model, layers 1, 2, 3; and the smoke cache stage
     python benchmarks/bench_layers.py --preset nano --layers 1 3 --contexts 512 --repeats 7
-    python benchmarks/bench_layers.py --device cuda --skip-stage
+    python benchmarks/bench_layers.py --suite-dir runs/nano --links 3   # part 3 on nano's trained suite
+    python benchmarks/bench_layers.py --device cuda --skip-stage --skip-links
 
 1. **The forward.** The preset's model (its suite's GPT-NeoX shape, random weights: the compute is the same) on
    ``--contexts`` contexts in the cache's batches: every layer's activations from one forward per batch
@@ -16,6 +17,13 @@
    cache_activations`), alternating, same checkpoints and tokens; it includes loading checkpoints and writing the
    caches, which do not shrink with the shared forward.
 
+3. **Streamed links** (``--skip-links`` leaves it out): the chains of a streamed run of every layer trained side by
+   side from one forward per batch (:func:`~saetrack.stages.chain.lockstep.train_layers_in_lockstep`) against each
+   layer's own streamed chain trained after the other (:func:`~saetrack.stages.chain.train_chain`), alternating,
+   the weights checked equal. ``--suite-dir`` names a run directory holding a trained nano suite (its ``corpus/``
+   and ``model/``, e.g. ``runs/nano``): nano's first ``--links`` links at its budgets, no baselines; without it,
+   the smoke suite is trained here and its whole chain is used.
+
 Tokens/s counts layer-tokens (tokens x layers), the work both ways deliver. ``--out FILE`` writes the numbers (JSON).
 """
 
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -33,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from saetrack import paths
 from saetrack.config import get_preset
 from saetrack.data.corpus import prepare_corpus
 from saetrack.data.forward import layered_chunks, residual_chunks
@@ -42,6 +52,8 @@ from saetrack.data.suite import train_suite
 from saetrack.pipeline.layers import prepare_layers
 from saetrack.stages.cache import cache_activations
 from saetrack.stages.cache.layers import cache_layers
+from saetrack.stages.chain import train_chain
+from saetrack.stages.chain.lockstep import train_layers_in_lockstep
 
 
 def _alternate(first: Any, second: Any, repeats: int) -> tuple[list[float], list[float]]:
@@ -125,6 +137,68 @@ def bench_stage(repeats: int) -> dict[str, Any]:
     }
 
 
+def _links_run(suite_dir: Path | None, links: int, layers: list[int] | None) -> tuple[Any, Path | None]:
+    """The streamed several-layer config of part 3 and the folder lending its corpus and model (``None``: train the
+    smoke suite)."""
+    if suite_dir is None:
+        run = get_preset("smoke")
+        return run.with_overrides({"cache.mode": "streamed", "cache.layers": layers or [0, 1]}), None
+    run = get_preset("nano")
+    chosen = layers or list(range(1, run.model.n_layers or 0))
+    overrides = {"cache.mode": "streamed", "cache.layers": chosen, "chain.schedule": list(range(links)),
+                 "chain.baseline": []}  # fmt: skip
+    return run.with_overrides(overrides), suite_dir
+
+
+def bench_links(suite_dir: Path | None, links: int, layers: list[int] | None, repeats: int) -> dict[str, Any]:
+    """Part 3 (module doc): streamed chains of every layer side by side against one after the other."""
+    multi, lender = _links_run(suite_dir, links, layers)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if lender is None:
+            prepare_corpus(multi, work, progress=False)
+            train_suite(multi, work, progress=False)
+        else:
+            for folder in ("corpus", "model"):
+                shutil.copytree(lender / folder, work / folder, copy_function=os.link)
+        prepare_layers(multi, work)
+        cache_layers(multi, work, progress=False)
+        apart_dirs = {}
+        for layer_run in multi.layer_runs():
+            folder = apart_dirs[layer_run.cache.layer] = work / "apart" / str(layer_run.cache.layer)
+            for name in ("corpus", "model"):
+                shutil.copytree(work / name, folder / name, copy_function=os.link)
+            cache_activations(layer_run, folder, progress=False)
+        shared: dict[str, Any] = {}
+
+        def together() -> None:
+            shared.update(train_layers_in_lockstep(multi, work, force=True, log=lambda _: None))
+
+        def apart() -> None:
+            for layer_run in multi.layer_runs():
+                train_chain(layer_run, apart_dirs[layer_run.cache.layer], force=True, progress=False)
+
+        one, each = _alternate(together, apart, repeats)
+        for layer_run in multi.layer_runs():
+            name = paths.layer_dir_name(layer_run.cache.layer)
+            for step in layer_run.sae_steps:
+                link = Path(paths.CHAIN_DIR) / paths.step_dir_name(step) / "sae_weights.safetensors"
+                same = (work / name / link).read_bytes() == (apart_dirs[layer_run.cache.layer] / link).read_bytes()
+                assert same, f"layer {layer_run.cache.layer} step {step}: the side-by-side link differs"
+    tokens = sum(multi.chain.tokens_for(p) for p in range(len(multi.sae_steps))) * len(multi.cache.layers)
+    return {
+        "preset": multi.preset,
+        "layers": list(multi.cache.layers),
+        "links": len(multi.sae_steps),
+        "sae_layer_tokens": tokens,
+        "side_by_side_tokens_per_s": tokens / min(one),
+        "one_after_another_tokens_per_s": tokens / min(each),
+        "ratio_median": statistics.median(e / o for o, e in zip(one, each, strict=True)),
+        "shared_forward_batches": shared.get("forwards"),
+        "requests_alone": shared.get("alone"),
+    }
+
+
 def main() -> int:
     """Run the benchmark and print its ratios (module doc)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,6 +208,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-stage", action="store_true", help="leave out the smoke cache stage (part 2)")
+    parser.add_argument("--skip-links", action="store_true", help="leave out the streamed links (part 3)")
+    parser.add_argument("--suite-dir", type=Path, default=None, help="a run directory with nano's corpus/ and model/")
+    parser.add_argument("--links", type=int, default=3, help="nano links of part 3 (with --suite-dir)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     n_layers = get_preset(args.preset).model.n_layers or 0
@@ -150,6 +227,13 @@ def main() -> int:
         print(f"cache stage (smoke, layers {stage['layers']}, {stage['checkpoints']} checkpoints): "
               f"{stage['seconds_together']:.1f} s together, {stage['seconds_one_per_layer']:.1f} s one per layer, "
               f"ratio {stage['ratio_median']:.2f}")  # fmt: skip
+    if not args.skip_links:
+        result["links"] = links = bench_links(args.suite_dir, args.links, args.layers, max(2, args.repeats // 2))
+        print(f"streamed links ({links['preset']}, layers {links['layers']}, {links['links']} links, "
+              f"{links['sae_layer_tokens']:,} layer-tokens): side by side "
+              f"{links['side_by_side_tokens_per_s']:,.0f} tokens/s, one after another "
+              f"{links['one_after_another_tokens_per_s']:,.0f}, ratio {links['ratio_median']:.2f} "
+              f"(weights equal; {links['shared_forward_batches']:,} shared forward batches)")  # fmt: skip
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     return 0

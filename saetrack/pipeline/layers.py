@@ -7,16 +7,17 @@ formation, drift, crosscoder, explorer, executed notebooks, ``results.json`` - a
 ``figures/<preset>/layer{l}/``. A single-layer run's layout is unchanged.
 
 :func:`run_layers` (what ``saetrack run`` / ``run_all.py`` do for such a config) prepares the shared inputs once
-(:func:`prepare_layers`: corpus and model suite in the run directory, hard-linked into every layer's folder), builds
-every layer's activation cache from one forward per checkpoint (:func:`~saetrack.stages.cache.layers.cache_layers`)
-- streamed, it trains every layer's chain and baselines side by side from one forward per batch instead
-(:func:`~saetrack.stages.chain.lockstep.train_layers_in_lockstep`) - then runs each stage's notebook for every
-layer before the next stage. The scale study compares model sizes at one
-layer and is not run per layer (run it without ``cache.layers``).
+(:func:`prepare_layers`: corpus and model suite in the run directory, hard-linked into every layer's folder) and
+builds every layer's activation cache from one forward per checkpoint (:func:`~saetrack.stages.cache.layers.
+cache_layers`). Streamed, it then trains every layer's chain and baselines side by side from one forward per batch
+(:func:`~saetrack.stages.chain.lockstep.train_layers_in_lockstep`). Last, it runs each stage's notebook for every
+layer before the next stage; notebooks 01 and 02 find the shared work current. The scale study compares model sizes
+at one layer and is not run per layer (run it without ``cache.layers``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from saetrack import paths
 from saetrack.config.run import RunConfig
 from saetrack.data import corpus, suite
 from saetrack.pipeline.headless import adopt
-from saetrack.pipeline.shape import STAGES
+from saetrack.pipeline.shape import STAGES, get_stage
 from saetrack.stages.cache.layers import cache_layers
 from saetrack.stages.chain.lockstep import train_layers_in_lockstep
 
@@ -53,10 +54,12 @@ def prepare_layers(run: RunConfig, run_dir: Path, *, progress: bool = False) -> 
     return adopted
 
 
-def _lockstep_ready(run: RunConfig, log: Callable[[str], None]) -> bool:
-    """Whether the layers' chains train side by side sharing forwards (streamed runs): not when a global matmul flag
-    is switched around each step or forward (``chain.matmul_precision``, ``cache.tf32``), which threads would mix."""
-    if not run.cache.streamed:
+def _lockstep_ready(run: RunConfig, run_dir: Path, log: Callable[[str], None]) -> bool:
+    """Whether the layers' chains train side by side sharing forwards: streamed runs whose layers' caches (token
+    plans) are current - else each layer's notebook 02 says what is missing - and not when a global matmul flag is
+    switched around each step or forward (``chain.matmul_precision``, ``cache.tf32``), which threads would mix."""
+    cache = get_stage("cache")
+    if not run.cache.streamed or not all(cache.outputs_current(*pair) for pair in layer_folders(run, run_dir).values()):
         return False
     if run.chain.matmul_precision != "fp32" or run.cache.tf32:
         log(
@@ -81,19 +84,19 @@ def run_layers(
     **options: object,
 ) -> float:
     """Run the pipeline of a several-layer ``run`` (module doc) with ``run_one`` (:func:`~saetrack.pipeline.stages.
-    run_stages`, passed in because it dispatches here) for each layer's stages; the seconds of every layer's stages.
+    run_stages`, passed in because it dispatches here) for each layer's stages; returns the seconds taken.
 
     ``force`` rebuilds the shared inputs' cache for every layer together (one forward per batch); each layer's
     notebook 01 then only draws. Other options (``outputs_only``, ``echo``) go to ``run_one`` unchanged."""
+    started = time.perf_counter()
     folders = layer_folders(run, run_dir)
     names = [stage.name for stage in STAGES if (not only or stage.name in only) and stage.name not in skip]
-    seconds = 0.0
     if "cache" in names:
         prepare_layers(run, run_dir, progress=True)
         layers = ", ".join(str(layer) for layer in folders)
         log(f"[{run.preset}:cache] layers {layers}: caching from one forward per checkpoint ({run.cache.mode}) ...")
         cache_layers(run, run_dir, device=device, force=force, progress=True)
-    lockstep = "chain" in names and _lockstep_ready(run, log)
+    lockstep = "chain" in names and _lockstep_ready(run, run_dir, log)
     if lockstep:  # every layer's chain and baselines side by side, one forward per batch for all
         shared = train_layers_in_lockstep(run, run_dir, device=device, force=force, log=log)
         log(f"[{run.preset}:chain] layers {', '.join(str(layer) for layer in folders)}: chains and baselines current "
@@ -105,6 +108,6 @@ def run_layers(
             continue
         for layer_run, folder in folders.values():
             again = force and (name == "cache" or (name == "chain" and lockstep))  # just rebuilt above: only draw
-            seconds += run_one(layer_run, folder, only=[name], skip=skip, force=force and not again,
-                               rerun=rerun or again, device=device, log=log, **options)  # fmt: skip
-    return seconds
+            run_one(layer_run, folder, only=[name], skip=skip, force=force and not again, rerun=rerun or again,
+                    device=device, log=log, **options)  # fmt: skip
+    return time.perf_counter() - started

@@ -65,11 +65,16 @@ def train_layers_in_lockstep(
     first = Path(run_dir) / paths.layer_dir_name(layer_runs[0].cache.layer)
     broker = LockstepForward(run, list(run.cache.layers), open_source(run.model, first), device)
     errors: list[BaseException] = []
+    printing = threading.Lock()
+
+    def say(line: str) -> None:  # whole lines: the threads' prints never interleave within one
+        with printing:
+            log(line)
 
     def work(layer_run: RunConfig) -> None:
         try:
             folder = Path(run_dir) / paths.layer_dir_name(layer_run.cache.layer)
-            _layer_work(layer_run, folder, broker, device, force, log)
+            _layer_work(layer_run, folder, broker, device, force, say)
         except BaseException as error:  # re-raised in the caller's thread below
             errors.append(error)
 
