@@ -29,10 +29,30 @@ def test_each_layer_is_its_own_run_with_the_shared_work_counted_once() -> None:
     assert total_forward == three["cache"].forward_tokens < one["cache"].forward_tokens + three["cache"].forward_tokens
 
 
-def test_a_streamed_run_says_each_layer_runs_its_own_forwards_and_downloads_once() -> None:
+def test_streamed_links_share_the_deepest_layers_forward_and_download_once() -> None:
     both = by_line("pythia-410m-l4", **{"cache.layers": [4, 12]})
-    alone = by_line("pythia-410m-l4", **{"cache.layer": 12})
-    assert any("each layer's links run their own forwards" in note for note in both["L4 chain"].notes)
-    assert both["L12 chain"].forward_tokens == alone["chain"].forward_tokens
+    alone = {layer: by_line("pythia-410m-l4", **{"cache.layer": layer}) for layer in (4, 12)}
+    for name in ("chain", "baselines"):  # side by side: one forward to layer 12 feeds both layers' links
+        assert both[f"L12 {name}"].forward_tokens == alone[12][name].forward_tokens
+        assert both[f"L4 {name}"].forward_tokens == 0
+        assert any("captured in layer 12's forward" in note for note in both[f"L4 {name}"].notes)
+        assert both[f"L4 {name}"].seconds == pytest.approx(alone[4][name].sae_tokens * _sae_seconds())
+        assert both[f"L12 {name}"].device == 2 * alone[12][name].device  # both layers train at once
+    assert both["L12 probes"].forward_tokens == alone[12]["probes"].forward_tokens  # the comparison: per layer
     assert both["L12 cache"].disk == 0 < both["L4 cache"].disk  # the Hub checkpoints are downloaded once
     assert not any("downloads" in note for note in both["L12 cache"].notes)
+
+
+def test_a_torchrun_job_trains_the_layers_one_after_the_other_on_their_own_forwards() -> None:
+    from saetrack.planning import plan_run
+
+    run = get_preset("pythia-410m-l4").with_overrides({"cache.layers": [4, 12]})
+    lines = {line.stage: line for line in plan_run(run, RATES, ranks=8)}
+    assert lines["L4 chain"].forward_tokens == lines["L12 chain"].forward_tokens > 0
+    assert any("data-parallel over 8 ranks" in note for note in lines["L4 chain"].notes)
+    assert not any("lock-step" in note or "captured" in note for note in lines["L4 chain"].notes)
+
+
+def _sae_seconds() -> float:
+    """Seconds per token of a pythia-410m-l4 SAE step at the test rates."""
+    return plan_inputs(get_preset("pythia-410m-l4"), RATES).sae_step_seconds
