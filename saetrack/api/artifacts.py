@@ -133,6 +133,12 @@ def recover_config(run_dir: Path) -> RunConfig:
     the manifests nor the executed notebooks give a config that reproduces the chain's config hash.
     """
     chain = store.read_manifest(Path(run_dir) / paths.CHAIN_DIR)
+    layers = sorted(p.parent.parent.name for p in Path(run_dir).glob(f"layer*/{paths.CHAIN_DIR}/{paths.MANIFEST}"))
+    if chain is None and layers:  # a run of several layers (cache.layers): each layer's folder is a run
+        raise StageNotRunError(
+            f"{run_dir} is a run of several layers; open one layer's folder: "
+            + ", ".join(str(Path(run_dir) / name) for name in layers)
+        )
     if chain is None:
         raise StageNotRunError(
             f"{run_dir} holds no finished SAE chain (no {paths.CHAIN_DIR}/{paths.MANIFEST}); run "

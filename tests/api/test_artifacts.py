@@ -51,6 +51,14 @@ def test_a_folder_without_a_chain_asks_for_the_chain_stage(tmp_path: Path) -> No
         recover_config(tmp_path)
 
 
+def test_a_run_of_several_layers_names_its_layers_folders(tmp_path: Path) -> None:
+    for layer in (1, 3):
+        store.write_json(tmp_path / f"layer{layer}" / paths.CHAIN_DIR / paths.MANIFEST, {"config_hash": "x"})
+    with pytest.raises(StageNotRunError, match="run of several layers") as raised:
+        recover_config(tmp_path)
+    assert str(tmp_path / "layer1") in str(raised.value) and str(tmp_path / "layer3") in str(raised.value)
+
+
 @pytest.mark.slow
 def test_the_config_comes_back_from_the_stage_manifests(api_run_dir: Path) -> None:
     run = recover_config(api_run_dir)
