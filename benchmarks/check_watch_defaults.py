@@ -13,8 +13,8 @@ with a few checkpoints and sets nothing. This script builds such a run here, off
    from one initialisation, so the checkpoints are its first optimizer steps (the harder case: the residual stream's
    scale changes several-fold between them).
 3. **The watch**: ``python -m saetrack watch FOLDER`` with no ``--set`` at all (the default preset's budgets; the
-   penalty calibrated to the default target L0, ``min(32, d_model/4)`` = 32; the continuity rule at its default, so a
-   link whose previous link explains no variance of its checkpoint is trained as a first link, which each row shows).
+   penalty calibrated to the default target L0, ``min(32, d_model/4)`` = 32; the continuity rule at its default,
+   off since it broke nano's real run - the passing ``--random`` table in docs/live.md was measured when it was on).
 
 The check, fixed before the run: every link has explained variance >= 0.5 and an L0 within +-20% of the target
 (held-out tokens, the link manifests' metrics). Prints one row per link and the verdict, writes ``check.json`` in

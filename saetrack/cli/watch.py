@@ -62,7 +62,6 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[L
     calibrate = not {"chain.l1_coefficient", "chain.target_l0"} & set(overrides)  # a penalty set by hand is kept
     chain = LiveChain(base, source, run_dir, name, device=device, progress=not args.quiet,
                       say=lambda line: print(line, flush=True), calibrate=calibrate,
-                      restart="chain.restart_below" not in overrides,  # None set by hand: the paper's chain
                       explorer_every=args.explorer_every)  # fmt: skip
     if source.kind == "hub":
         return chain, HubRevisionWatch(source.location, args.revision_template)

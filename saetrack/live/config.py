@@ -11,11 +11,13 @@ of them). Two settings differ from the preset, because each would need the final
 * streamed activations (``cache.mode = "streamed"``): each link runs its own checkpoint's model, nothing of size
   tokens x d_model is written per checkpoint.
 
-A watched run's checkpoints are a training run nobody has looked at yet, so two more settings are on unless set:
-the penalty is calibrated to a target L0 on the first checkpoint (``chain.target_l0``), and the continuity rule
-(``chain.restart_below`` = :data:`WATCH_RESTART_BELOW`, :mod:`saetrack.stages.chain.continuity`) restarts the chain
-where the previous link no longer carries to the new checkpoint; every link's slice then reserves the first link's
-budget, which streamed activations compute only when read.
+A watched run's checkpoints are a training run nobody has looked at yet, so its penalty is calibrated to a target L0
+on the first checkpoint (``chain.target_l0``) unless one is set. The continuity rule (``chain.restart_below``,
+:mod:`saetrack.stages.chain.continuity`; :data:`WATCH_RESTART_BELOW` is the value to opt in with) is off unless set:
+on nano's real training run it broke the chain at four early checkpoints (steps 16, 32, 64 and 200) whose links the
+continued chain carries (adjacent-link persistence 0.97 or more), so it is for checkpoints that may be unrelated
+networks (random-weight suites), not a default. With it on, every link's slice reserves the first link's budget,
+which streamed activations compute only when read.
 
 Then the links of the first ``k`` checkpoints are the same in the config of ``k`` checkpoints and in any longer one
 (:func:`prefix_agrees` checks it: same sections, same token slices), which is what lets :mod:`saetrack.live.adopt`
@@ -44,8 +46,9 @@ __all__ = [
 ]
 
 
-#: ``chain.restart_below`` of a watched run: a link restarts the chain where the previous link explains no more of the
-#: new checkpoint's variance than the activations' mean does (:mod:`saetrack.stages.chain.continuity`).
+#: ``chain.restart_below`` to opt a watched run into the continuity rule with: a link restarts the chain where the
+#: previous link explains no more of the new checkpoint's variance than the activations' mean does
+#: (:mod:`saetrack.stages.chain.continuity`). Off by default (module doc).
 WATCH_RESTART_BELOW = 0.0
 
 
@@ -101,7 +104,7 @@ def watched_config(
     shape: tuple[int, int],
     name: str,
     calibrate: bool = True,
-    restart: bool = True,
+    restart: bool = False,
 ) -> RunConfig:
     """The run config of a watched training run over ``steps`` (the checkpoints ready so far, ascending).
 
@@ -109,7 +112,8 @@ def watched_config(
     ``source`` with ``shape = (n_layers, d_model)``, and the settings of the module doc are applied. With ``calibrate``
     (the user set neither ``chain.target_l0`` nor ``chain.l1_coefficient``) a ``base`` without a target gets
     :func:`default_target_l0`, so the penalty is calibrated on the first checkpoint, never guessed. With ``restart``
-    (the user did not set ``chain.restart_below``) the continuity rule is on at :data:`WATCH_RESTART_BELOW`.
+    and no ``chain.restart_below`` in ``base``, the continuity rule is turned on at :data:`WATCH_RESTART_BELOW`
+    (off by default, module doc).
     """
     check_watchable(base)
     n_layers, d_model = shape

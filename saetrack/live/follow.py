@@ -55,7 +55,7 @@ class LiveChain:
     #: Calibrate the penalty to a target L0 unless the base config sets one (:func:`watched_config`).
     calibrate: bool = True
     #: Turn the continuity rule on unless the base config's user set ``chain.restart_below`` (:func:`watched_config`).
-    restart: bool = True
+    restart: bool = False
     #: Hub sources: step -> the commit each step is pinned to (its branch when first seen).
     revisions: dict[int, str] = field(default_factory=dict)
     #: Rebuild formation, drift and the explorer after this many new links (0: never; :mod:`saetrack.live.explorer`).

@@ -143,9 +143,9 @@ def test_an_empty_folder_ends_at_the_idle_timeout(tmp_path: Path, capsys: pytest
     assert code == 0 and "no new checkpoint for" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("extra", "restart"), [((), True), (("--set", "chain.restart_below=None"), False)])
-def test_the_continuity_rule_is_on_unless_set_by_hand(tmp_path: Path, extra: tuple[str, ...], restart: bool) -> None:
+@pytest.mark.parametrize(("extra", "threshold"), [((), None), (("--set", "chain.restart_below=0"), 0.0)])
+def test_the_continuity_rule_is_off_unless_set(tmp_path: Path, extra: tuple[str, ...], threshold: float | None) -> None:
     parser = watch_parser(argparse.ArgumentParser())
     args = parser.parse_args([str(tmp_path), "--preset", "smoke", "--run-dir", str(tmp_path / "run"), *extra])
     chain, _ = _setup(args, parser)
-    assert chain.restart is restart
+    assert chain.restart is False and chain.base.chain.restart_below == threshold

@@ -14,20 +14,20 @@ from saetrack.live.follow import LiveChain
 UPDATES: tuple[tuple[int, ...], ...] = ((0, 1), (0, 1, 2), (0, 1, 2, 4, 8))
 
 
-def live_chain(model_dir: Path, run_dir: Path, lines: list[str]) -> LiveChain:
+def live_chain(model_dir: Path, run_dir: Path, lines: list[str], restart: bool = False) -> LiveChain:
     """A :class:`LiveChain` following the smoke suite in ``model_dir`` into ``run_dir``, its penalty calibrated to the
-    default target L0 (8 for the 32-wide smoke model)."""
+    default target L0 (8 for the 32-wide smoke model); ``restart`` opts into the continuity rule."""
     return LiveChain(get_preset("smoke"), WatchSource("local", str(model_dir)), run_dir, "watch-smoke",
-                     progress=False, say=lines.append)  # fmt: skip
+                     progress=False, say=lines.append, restart=restart)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def watched_smoke(smoke_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """The smoke suite watched in three updates: the run directory, the printed lines, and the link weights' bytes
-    after each update (step -> bytes of ``sae_weights.safetensors``)."""
+    """The smoke suite watched in three updates, the continuity rule opted into: the run directory, the printed
+    lines, and the link weights' bytes after each update (step -> bytes of ``sae_weights.safetensors``)."""
     run_dir = tmp_path_factory.mktemp("watched")
     lines: list[str] = []
-    chain = live_chain(smoke_run_dir / "model", run_dir, lines)
+    chain = live_chain(smoke_run_dir / "model", run_dir, lines, restart=True)  # the rule's mechanism, opted into
     weights = []
     for steps in UPDATES:
         run = chain.update(list(steps), smoke_run_dir / "model" / "step0" / "config.json")

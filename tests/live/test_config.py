@@ -34,8 +34,9 @@ def test_watched_config_studies_every_ready_checkpoint_streamed_without_baseline
 
 
 def test_the_continuity_rule_is_on_unless_set_by_hand() -> None:
-    assert watched_config(get_preset("smoke"), SOURCE, [0, 10], (2, 32), "w").chain.restart_below == WATCH_RESTART_BELOW
-    assert watched_config(get_preset("smoke"), SOURCE, [0], (2, 32), "w", restart=False).chain.restart_below is None
+    assert watched_config(get_preset("smoke"), SOURCE, [0, 10], (2, 32), "w").chain.restart_below is None  # off
+    on = watched_config(get_preset("smoke"), SOURCE, [0], (2, 32), "w", restart=True)
+    assert on.chain.restart_below == WATCH_RESTART_BELOW
     base = get_preset("smoke", {"chain.restart_below": -0.5})
     assert watched_config(base, SOURCE, [0], (2, 32), "w").chain.restart_below == -0.5
 

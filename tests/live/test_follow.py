@@ -32,7 +32,7 @@ def test_each_update_trains_only_the_new_links_and_keeps_the_earlier_ones(watche
 
 def test_every_later_link_records_the_continuity_reading_and_restarts_exactly_by_the_rule(watched_smoke: dict) -> None:
     run, run_dir = watched_smoke["run"], watched_smoke["run_dir"]
-    assert run.chain.restart_below == 0.0  # the watch's default
+    assert run.chain.restart_below == 0.0  # opted into (off by default)
     links = [store.read_manifest(run_dir / "chain" / f"step{s}")["link"] for s in run.sae_steps]
     assert links[0]["carried_explained_variance"] is None and not links[0]["restarted"]
     for link in links[1:]:
