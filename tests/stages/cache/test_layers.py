@@ -1,10 +1,12 @@
 """Several layers from one forward (``cache.layers``): each layer's cache is, file for file, its own single-layer
-run's, so each layer trains the same chain; an interrupted multi-layer cache resumes to the same files."""
+run's, so each layer trains the same chain; one forward per batch feeds every layer; an interrupted multi-layer cache
+resumes to the same files. On the smoke suite's first three checkpoints (a short chain, the same code paths)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,10 @@ from saetrack.data import forward
 from saetrack.pipeline.layers import prepare_layers
 from saetrack.stages.cache import cache_activations
 from saetrack.stages.cache.layers import cache_layers
-from saetrack.stages.chain import load_chain, train_chain
+from saetrack.stages.chain import train_chain
+
+#: The smoke preset over its first three checkpoints: a 3-link chain, one baseline checkpoint.
+SHORT = {"chain.schedule": [0, 1, 2], "chain.baseline": [2]}
 
 
 def _part_files(run_dir: Path, run: RunConfig) -> dict[int, dict[str, str]]:
@@ -25,61 +30,18 @@ def _part_files(run_dir: Path, run: RunConfig) -> dict[int, dict[str, str]]:
     }
 
 
-@pytest.fixture(scope="module")
-def layered(run: RunConfig, smoke_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path]:
-    """The smoke run over layers 0 and its own layer, its inputs lent by the smoke run and its caches built together."""
-    multi = run.with_overrides({"cache.layers": [0, run.cache.layer]})
-    work = tmp_path_factory.mktemp("layers")
-    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR):
+def _lend_inputs(smoke_run_dir: Path, work: Path) -> None:
+    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR):  # the smoke suite, so it is not trained again
         shutil.copytree(smoke_run_dir / folder, work / folder)
+
+
+@pytest.fixture(scope="module")
+def layered(run: RunConfig, smoke_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Layers 0 and 1 of the short smoke run, their caches built together, every forward's layers counted."""
+    multi = run.with_overrides({**SHORT, "cache.layers": [0, 1]})
+    work = tmp_path_factory.mktemp("layers")
+    _lend_inputs(smoke_run_dir, work)
     prepare_layers(multi, work)
-    cache_layers(multi, work, progress=False)
-    return multi, work
-
-
-@pytest.mark.slow
-def test_each_layer_gets_its_single_layer_cache_and_chain(
-    run: RunConfig, layered: tuple[RunConfig, Path], smoke_run_dir: Path, chain_run_dir: Path, tmp_path: Path
-) -> None:
-    multi, work = layered
-    own, other = multi.layer_runs()[1], multi.layer_runs()[0]
-    assert (own.cache.layer, other.cache.layer) == (run.cache.layer, 0)
-    # the run's own layer: the smoke run's cache and chain, built by the single-layer path
-    own_dir = work / paths.layer_dir_name(own.cache.layer)
-    assert _part_files(own_dir, own) == _part_files(smoke_run_dir, run)
-    train_chain(own, own_dir, progress=False)
-    for step, folder in load_chain(own_dir, own).items():
-        ours, theirs = (f / paths.CHAIN_DIR / paths.step_dir_name(step) / "sae_weights.safetensors"
-                        for f in (own_dir, chain_run_dir))  # fmt: skip
-        assert ours.read_bytes() == theirs.read_bytes(), f"layer {own.cache.layer}, step {step}"
-        assert folder.parent.parent == own_dir
-    # layer 0: cached alone from its own run directory, the same files, and the same chain
-    alone = tmp_path / "alone"
-    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR):
-        shutil.copytree(smoke_run_dir / folder, alone / folder)
-    cache_activations(other, alone, progress=False)
-    other_dir = work / paths.layer_dir_name(0)
-    assert _part_files(other_dir, other) == _part_files(alone, other)
-    assert (
-        store.read_manifest(other_dir / paths.CACHE_DIR)["config_hash"]
-        == store.read_manifest(alone / paths.CACHE_DIR)["config_hash"]
-    )
-    train_chain(other, other_dir, progress=False)
-    train_chain(other, alone, progress=False)
-    for step in other.sae_steps:
-        ours, theirs = (f / paths.CHAIN_DIR / paths.step_dir_name(step) / "sae_weights.safetensors"
-                        for f in (other_dir, alone))  # fmt: skip
-        assert ours.read_bytes() == theirs.read_bytes(), f"layer 0, step {step}"
-
-
-@pytest.mark.slow
-def test_one_forward_per_batch_feeds_every_layer(
-    run: RunConfig, smoke_run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    multi = run.with_overrides({"cache.layers": [0, 1]})
-    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR):
-        shutil.copytree(smoke_run_dir / folder, tmp_path / folder)
-    prepare_layers(multi, tmp_path)
     calls: list[tuple[int, ...]] = []
     real = forward.activations_at_hooks
 
@@ -87,24 +49,54 @@ def test_one_forward_per_batch_feeds_every_layer(
         calls.append(tuple(layers))
         return real(model, tokens, layers, hook)
 
-    monkeypatch.setattr(forward, "activations_at_hooks", counted)
-    cache_layers(multi, tmp_path, progress=False)
-    assert calls and set(calls) == {(0, 1)}
-    manifest = store.read_manifest(smoke_run_dir / paths.CACHE_DIR)
+    forward.activations_at_hooks = counted  # type: ignore[assignment]
+    try:
+        cache_layers(multi, work, progress=False)
+    finally:
+        forward.activations_at_hooks = real  # type: ignore[assignment]
+    return {"run": multi, "dir": work, "forwards": calls}
+
+
+@pytest.mark.slow
+def test_each_layer_gets_its_single_layer_cache_and_chain(
+    layered: dict[str, Any], smoke_run_dir: Path, tmp_path: Path
+) -> None:
+    multi, work = layered["run"], layered["dir"]
+    for layer_run in multi.layer_runs():
+        alone = tmp_path / f"alone{layer_run.cache.layer}"
+        _lend_inputs(smoke_run_dir, alone)
+        cache_activations(layer_run, alone, progress=False)
+        together = work / paths.layer_dir_name(layer_run.cache.layer)
+        assert _part_files(together, layer_run) == _part_files(alone, layer_run)
+        hashes = [store.read_manifest(d / paths.CACHE_DIR)["config_hash"] for d in (together, alone)]
+        assert hashes[0] == hashes[1]
+        train_chain(layer_run, together, progress=False)
+        train_chain(layer_run, alone, progress=False)
+        for step in layer_run.sae_steps:
+            ours, theirs = (d / paths.CHAIN_DIR / paths.step_dir_name(step) / "sae_weights.safetensors"
+                            for d in (together, alone))  # fmt: skip
+            assert ours.read_bytes() == theirs.read_bytes(), f"layer {layer_run.cache.layer}, step {step}"
+
+
+@pytest.mark.slow
+def test_one_forward_per_batch_feeds_every_layer(layered: dict[str, Any]) -> None:
+    multi, calls = layered["run"], layered["forwards"]
+    cache = multi.cache
+    manifest = store.read_manifest(layered["dir"] / "layer1" / paths.CACHE_DIR)
     batches = 0
-    for info in manifest["per_step"].values():
+    for info in manifest["per_step"].values():  # every token set of every checkpoint, in batches of contexts
         for rows, _ in info["shapes"].values():
-            batches += -(-(rows // run.cache.context_length) // run.cache.batch_contexts)
+            batches += -(-(rows // cache.context_length) // cache.batch_contexts)
+    assert set(calls) == {(0, 1)}
     assert len(calls) == batches  # one forward per batch of contexts, whatever the number of layers
 
 
 @pytest.mark.slow
 def test_an_interrupted_multi_layer_cache_resumes_to_the_same_files(
-    layered: tuple[RunConfig, Path], smoke_run_dir: Path, tmp_path: Path
+    layered: dict[str, Any], smoke_run_dir: Path, tmp_path: Path
 ) -> None:
-    multi, reference = layered
-    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR):
-        shutil.copytree(smoke_run_dir / folder, tmp_path / folder)
+    multi, reference = layered["run"], layered["dir"]
+    _lend_inputs(smoke_run_dir, tmp_path)
     prepare_layers(multi, tmp_path)
 
     class Killed(Exception):

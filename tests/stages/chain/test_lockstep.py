@@ -1,5 +1,6 @@
 """Streamed layers trained side by side from one forward per batch: every layer's chain and baselines are, byte for
-byte, its own single-layer streamed run's; a layer's interrupted chain resumes to the same weights."""
+byte, its own single-layer streamed run's; a layer's interrupted chain resumes to the same weights. On the smoke
+suite's first four checkpoints (a short chain, the same code paths)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def _weights(folder: Path, kind: str, steps: tuple[int, ...]) -> dict[int, bytes
 def streamed_layers(
     run: RunConfig, smoke_run_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[RunConfig, Path, dict]:
-    multi = run.with_overrides({"cache.mode": "streamed", "cache.layers": [0, 1]})
+    multi = run.with_overrides({"cache.mode": "streamed", "cache.layers": [0, 1], "chain.schedule": [0, 1, 2, 3],
+                                "chain.baseline": [3]})  # the smoke suite's first four checkpoints  # fmt: skip
     work = tmp_path_factory.mktemp("lockstep")
     for folder in (paths.CORPUS_DIR, paths.MODEL_DIR):
         shutil.copytree(smoke_run_dir / folder, work / folder)
