@@ -133,10 +133,12 @@ def _plan_or_check(args: argparse.Namespace, run: RunConfig, run_dir: Path, devi
     stages = planned_for(plan_run(run, rates, ranks), args.only)  # only what this call will run is checked
     if args.plan:
         print(format_plan(run, stages, rates, limits, ranks))
-        measured = last_executions(run, run_dir)
-        if measured:
-            print(f"measured in {run_dir} (each notebook's last execution; *: for another config):")
-            print("  " + ", ".join(f"{name} {human_time(s)}{'' if same else '*'}" for name, s, same in measured))
+        runs = list(layer_folders(run, run_dir).values()) if run.cache.layers else [(run, run_dir)]
+        for each, folder in runs:  # a run of several layers: each layer's folder
+            measured = last_executions(each, folder)
+            if measured:
+                print(f"measured in {folder} (each notebook's last execution; *: for another config):")
+                print("  " + ", ".join(f"{name} {human_time(s)}{'' if same else '*'}" for name, s, same in measured))
         return 0
     try:
         check_fits(stages, limits)
