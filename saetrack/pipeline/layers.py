@@ -27,12 +27,9 @@ from saetrack.data import corpus, suite
 from saetrack.pipeline.headless import adopt
 from saetrack.pipeline.shape import STAGES, get_stage
 from saetrack.stages.cache.layers import cache_layers
-from saetrack.stages.chain.lockstep import train_layers_in_lockstep
+from saetrack.stages.chain.lockstep import side_by_side, train_layers_in_lockstep
 
-__all__ = ["NOT_PER_LAYER", "layer_folders", "prepare_layers", "run_layers"]
-
-#: Stages not run per layer: the scale study runs the other model sizes at their own preset's layer.
-NOT_PER_LAYER: tuple[str, ...] = ("scale",)
+__all__ = ["layer_folders", "prepare_layers", "run_layers"]
 
 
 def layer_folders(run: RunConfig, run_dir: Path) -> dict[int, tuple[RunConfig, Path]]:
@@ -55,13 +52,13 @@ def prepare_layers(run: RunConfig, run_dir: Path, *, progress: bool = False) -> 
 
 
 def _lockstep_ready(run: RunConfig, run_dir: Path, log: Callable[[str], None]) -> bool:
-    """Whether the layers' chains train side by side sharing forwards: streamed runs whose layers' caches (token
-    plans) are current - else each layer's notebook 02 says what is missing - and not when a global matmul flag is
-    switched around each step or forward (``chain.matmul_precision``, ``cache.tf32``), which threads would mix."""
+    """Whether the layers' chains train side by side sharing forwards (:func:`~saetrack.stages.chain.lockstep.
+    side_by_side`) now: only when every layer's cache (token plan) is current - else each layer's notebook 02 says
+    what is missing."""
     cache = get_stage("cache")
     if not run.cache.streamed or not all(cache.outputs_current(*pair) for pair in layer_folders(run, run_dir).values()):
         return False
-    if run.chain.matmul_precision != "fp32" or run.cache.tf32:
+    if not side_by_side(run):
         log(
             f"[{run.preset}:chain] layers trained one after the other (their own forwards): matmul_precision "
             f"{run.chain.matmul_precision!r} / cache.tf32 switch CUDA-wide flags that side-by-side layers would mix"
@@ -102,7 +99,7 @@ def run_layers(
         log(f"[{run.preset}:chain] layers {', '.join(str(layer) for layer in folders)}: chains and baselines current "
             f"after {shared['seconds']:.1f} s, {shared['forwards']:,} shared forward batches")  # fmt: skip
     for name in names:
-        if name in NOT_PER_LAYER:
+        if not get_stage(name).per_layer:
             log(f"[{run.preset}:{name}] not run per layer (it compares model sizes at one layer); run it without "
                 "cache.layers")  # fmt: skip
             continue

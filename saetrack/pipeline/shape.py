@@ -39,6 +39,9 @@ class Stage:
     enabled: Callable[[RunConfig], bool] = lambda run: True
     #: The config field that turns the stage off, named in the skip message.
     switch: str = ""
+    #: Whether a run of several layers (``cache.layers``, :mod:`saetrack.pipeline.layers`) runs this stage for each
+    #: layer; the scale study compares model sizes at their presets' own layers and is not.
+    per_layer: bool = True
 
     def outputs(self, run: RunConfig) -> tuple[str, ...]:
         """Folders (relative to the run directory) this stage writes, each with a manifest."""
@@ -118,6 +121,7 @@ STAGES: tuple[Stage, ...] = (
         plan="saetrack.planning.scale.plan",
         modules=("saetrack.stages.scale",),
         description="the pipeline over the scale study's model sizes; per-size figures (Fig. 9-16) and a summary",
+        per_layer=False,
     ),
     Stage(
         name="crosscoder",

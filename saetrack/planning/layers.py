@@ -16,14 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from saetrack.config.run import RunConfig
+from saetrack.pipeline.shape import get_stage
 from saetrack.planning.cache import suite_training
 from saetrack.planning.common import PlanInputs, StagePlan, plan_inputs
 from saetrack.rates import Rates
+from saetrack.stages.chain.lockstep import side_by_side
 
-__all__ = ["NOT_PER_LAYER", "plan_layers"]
-
-#: Stages a run of several layers does not run per layer (as :data:`saetrack.pipeline.layers.NOT_PER_LAYER`).
-NOT_PER_LAYER: tuple[str, ...] = ("scale",)
+__all__ = ["plan_layers"]
 
 
 def _shared_cache(line: StagePlan, inputs: PlanInputs, first: bool, deepest: int) -> None:
@@ -65,14 +64,13 @@ def plan_layers(
     (:func:`saetrack.planning.stage_lines`) over ``ranks`` ranks."""
     layer_runs = run.layer_runs()
     deepest = layer_runs[-1].cache.layer
-    # side by side in one process (a torchrun job trains the layers one after the other, each over every rank)
-    lockstep = run.cache.streamed and run.chain.matmul_precision == "fp32" and not run.cache.tf32 and ranks == 1
+    lockstep = side_by_side(run, ranks)
     lines: list[StagePlan] = []
     for index, layer_run in enumerate(layer_runs):
         inputs = plan_inputs(layer_run, rates, ranks)
         layer = layer_run.cache.layer
         for line in plan_of(inputs):
-            if line.owner in NOT_PER_LAYER or (line.stage == "corpus" and index):
+            if not get_stage(line.owner).per_layer or (line.stage == "corpus" and index):
                 continue
             if line.stage == "cache":
                 _shared_cache(line, inputs, index == 0, deepest)

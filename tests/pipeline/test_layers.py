@@ -87,7 +87,7 @@ def test_streamed_layers_train_their_chains_side_by_side_before_the_notebooks(
     caches_current: bool,
     side_by_side: bool,
 ) -> None:
-    cache_stage = type("Stage", (), {"outputs_current": lambda self, run, run_dir: caches_current})()
+    cache_stage = type("Stage", (), {"outputs_current": lambda self, run, run_dir: caches_current, "per_layer": True})()
     monkeypatch.setattr(layers, "get_stage", lambda name: cache_stage)
     events: list[Any] = []
     shared = {"seconds": 1.0, "forwards": 3}

@@ -28,7 +28,17 @@ from saetrack.data.checkpoints import open_source
 from saetrack.data.lockstep import LockstepActivations, LockstepForward
 from saetrack.stages.chain import train_baselines, train_chain
 
-__all__ = ["train_layers_in_lockstep"]
+__all__ = ["side_by_side", "train_layers_in_lockstep"]
+
+
+def side_by_side(run: RunConfig, ranks: int = 1) -> bool:
+    """Whether the layers of ``run.cache.layers`` train their links side by side sharing forwards: streamed, in one
+    process (a torchrun job of ``ranks`` > 1 trains them one after the other), and with no CUDA-wide matmul flag
+    switched around each step or forward (``chain.matmul_precision``, ``cache.tf32``), which threads would mix."""
+    cache = run.cache
+    return (
+        bool(cache.layers) and cache.streamed and ranks == 1 and run.chain.matmul_precision == "fp32" and not cache.tf32
+    )
 
 
 def _layer_work(
