@@ -13,8 +13,8 @@ with a few checkpoints and sets nothing. This script builds such a run here, off
    from one initialisation, so the checkpoints are its first optimizer steps (the harder case: the residual stream's
    scale changes several-fold between them).
 3. **The watch**: ``python -m saetrack watch FOLDER`` with no ``--set`` at all (the default preset's budgets; the
-   penalty calibrated to the default target L0, ``min(32, d_model/4)`` = 32; the continuity rule at its default,
-   off since it broke nano's real run - the passing ``--random`` table in docs/live.md was measured when it was on).
+   penalty calibrated to the default target L0, ``min(32, d_model/4)`` = 32; the continuity rules at the watch's
+   defaults: the outcome rule on, ``chain.restart_l0_ratio`` = 2, the carried-variance rule off).
 
 The check, fixed before the run: every link has explained variance >= 0.5 and an L0 within +-20% of the target
 (held-out tokens, the link manifests' metrics). Prints one row per link and the verdict, writes ``check.json`` in
@@ -121,8 +121,23 @@ def link_rows(run_dir: Path) -> tuple[float, list[dict[str, float]]]:
         rows.append({"step": link["step"], "explained_variance": metrics["explained_variance"], "l0": metrics["l0"],
                      "dead_fraction": metrics["dead_fraction"], "l1_coefficient": link["l1_coefficient"],
                      "train_s": link["training"]["wall_time_s"], "restarted": bool(link.get("restarted")),
+                     "restart_cause": link.get("restart_cause"), "previous_l0": link.get("previous_l0"),
+                     "continued_l0": link.get("continued_l0"),
                      "carried_explained_variance": link.get("carried_explained_variance")})  # fmt: skip
     return target, rows
+
+
+def continuity(row: dict[str, Any]) -> str:
+    """The continuity rules' readings of a link row: the continued link's L0 against the previous link's, the
+    carried explained variance when that rule was on, and whether the chain restarted there."""
+    parts = []
+    if row["carried_explained_variance"] is not None:
+        parts.append(f"carried EV {row['carried_explained_variance']:.3f}")
+    if row["continued_l0"] is not None:
+        parts.append(f"continued L0 {row['continued_l0']:.1f} vs previous {row['previous_l0']:.1f}")
+    if row["restarted"]:
+        parts.append(f"restart ({row['restart_cause']})")
+    return ", ".join(parts) or "-"
 
 
 def verdict(target: float, rows: list[dict[str, float]]) -> list[str]:
@@ -163,12 +178,10 @@ def main() -> int:
         return 1
     target, rows = link_rows(run_dir)
     print(f"\ntarget L0 {target:g}; pass: explained variance >= 0.5 and L0 within +-20% at every link")
-    print("step  explained_var  L0     dead   SAELens-L1 train_s  carried_EV")
+    print("step  explained_var  L0     dead   SAELens-L1 train_s  continuity")
     for row in rows:
-        carried = row["carried_explained_variance"]
-        carried_text = "-" if carried is None else f"{carried:.3f}" + (" (restart)" if row["restarted"] else "")
         print(f"{row['step']:>4}  {row['explained_variance']:>13.3f}  {row['l0']:>5.1f}  {row['dead_fraction']:>5.3f}"
-              f"  {row['l1_coefficient']:.3g}  {row['train_s']:>7.1f}  {carried_text}")  # fmt: skip
+              f"  {row['l1_coefficient']:.3g}  {row['train_s']:>7.1f}  {continuity(row)}")  # fmt: skip
     failures = verdict(target, rows)
     print("\n".join(failures) if failures else "PASS: every link")
     result = {"target_l0": target, "links": rows, "failures": failures, "layers": args.layers, "steps": args.steps,

@@ -105,7 +105,9 @@ resumes at the first unfinished link.
 SOURCE is a folder of step<N>/ or checkpoint-<N>/ checkpoints (save_pretrained or the Hugging Face Trainer), or
 hf:OWNER/NAME, a Hub repository whose step<N> branches appear over time. The settings come from --preset and --set;
 the sparsity penalty is calibrated to chain.target_l0 (default: 32, at most d_model/4) on the first
-checkpoint, unless --set gives chain.target_l0 or chain.l1_coefficient.
+checkpoint, unless --set gives chain.target_l0 or chain.l1_coefficient. A link whose L0 lands more than twice or
+less than half the previous link's is retrained as a first link (a chain restart, marked in the report), unless
+--set gives chain.restart_l0_ratio (None: never).
 
 examples:
   saetrack watch out/checkpoints                         follow a folder until it holds saetrack.done

@@ -60,8 +60,9 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[L
     name = args.name or f"watch-{Path(source.location).name}"
     run_dir = Path(args.run_dir).resolve() if args.run_dir else paths.run_dir(name)
     calibrate = not {"chain.l1_coefficient", "chain.target_l0"} & set(overrides)  # a penalty set by hand is kept
+    restart = "chain.restart_l0_ratio" not in overrides  # the outcome rule, unless set by hand (None: off)
     chain = LiveChain(base, source, run_dir, name, device=device, progress=not args.quiet,
-                      say=lambda line: print(line, flush=True), calibrate=calibrate,
+                      say=lambda line: print(line, flush=True), calibrate=calibrate, restart=restart,
                       explorer_every=args.explorer_every)  # fmt: skip
     if source.kind == "hub":
         return chain, HubRevisionWatch(source.location, args.revision_template)

@@ -39,6 +39,7 @@ CHAIN_HASH_DEFAULTS: dict[str, object] = {
     "jumprelu_init_threshold": 0.01,
     "jumprelu_bandwidth": 0.05,
     "restart_below": None,
+    "restart_l0_ratio": None,
 }
 
 #: Choices of ``ChainConfig.matmul_precision``: the precision of the SAE training step's matrix products.
@@ -143,8 +144,15 @@ class ChainConfig:
     #: as a first link (fresh initialisation, the first link's lr, warm-up and ``first_tokens``), recorded as a
     #: restart. Every link's slice then reserves ``first_tokens`` rows (:meth:`reserved_tokens_for`), so only
     #: streamed activations (``cache.mode = "streamed"``) leave the unread rows uncomputed. ``None`` (default): links
-    #: always continue from the previous one, as in the paper. ``saetrack watch`` sets 0.0.
+    #: always continue from the previous one, as in the paper (``saetrack watch`` too; opt in with 0.0).
     restart_below: float | None = None
+    #: Outcome rule of the chain (:mod:`saetrack.stages.chain.continuity`): a later link is first trained from the
+    #: previous one as usual; when its held-out L0 is more than this factor above or below the previous link's
+    #: (λ is held along the chain, so a link's sparsity jumping several-fold in one link means the continued
+    #: dictionary did not settle on this checkpoint), it is retrained as a first link and recorded as a restart.
+    #: Every link's slice then reserves ``first_tokens`` rows, as under ``restart_below``. ``None`` (default):
+    #: never, as in the paper. ``saetrack watch`` sets 2.0 unless ``--set`` gives it.
+    restart_l0_ratio: float | None = None
     #: The chain's seed (:attr:`RunConfig.chain_seed`): which windows of the corpus every token set reads, every SAE's
     #: initialisation and shuffle, the analyses' random samples. ``None``: the run seed (which also seeds the model
     #: suite); set it to vary the chain alone on one model (the seed study of notebook 04).
@@ -192,6 +200,9 @@ class ChainConfig:
             fail("chain", "link_check", self.link_check, "one of 'error', 'warn'")
         if self.restart_below is not None and not math.isfinite(self.restart_below):
             fail("chain", "restart_below", self.restart_below, "a finite explained variance, or None (never restart)")
+        ratio = self.restart_l0_ratio
+        if ratio is not None and not (math.isfinite(ratio) and ratio > 1):
+            fail("chain", "restart_l0_ratio", ratio, "a finite factor above 1, or None (never restart)")
         if self.seed is not None and self.seed < 0:
             fail("chain", "seed", self.seed, "must be >= 0, or None (the run seed)")
         for name in ("warmup_steps_first", "warmup_steps_link"):
@@ -258,6 +269,12 @@ class ChainConfig:
 
     def reserved_tokens_for(self, position: int) -> int:
         """Training rows the token plan sets aside for the link at ``position``: :meth:`tokens_for`, or
-        ``first_tokens`` for every link under the continuity rule (``restart_below`` set), since any link may then
+        ``first_tokens`` for every link under either continuity rule (:attr:`may_restart`), since any link may then
         be trained as a first link (:mod:`saetrack.stages.chain.continuity`)."""
-        return self.first_tokens if self.restart_below is not None else self.tokens_for(position)
+        return self.first_tokens if self.may_restart else self.tokens_for(position)
+
+    @property
+    def may_restart(self) -> bool:
+        """Whether a later link may be trained as a first link: either rule of
+        :mod:`saetrack.stages.chain.continuity` is on (``restart_below`` or ``restart_l0_ratio`` set)."""
+        return self.restart_below is not None or self.restart_l0_ratio is not None

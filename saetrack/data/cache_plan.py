@@ -115,7 +115,7 @@ def plan_tokens(run: RunConfig) -> TokenPlan:
     """Allocate contexts: the analysis and held-out sets from the held-out stream, one training slice per link.
 
     Link ``p`` of the chain needs ``chain.reserved_tokens_for(p)`` tokens (``chain.tokens_for(p)``, or the first
-    link's budget under the continuity rule ``chain.restart_below``); a checkpoint that also gets a baseline
+    link's budget under a continuity rule, ``chain.may_restart``); a checkpoint that also gets a baseline
     needs ``chain.baseline_token_budget``; the final checkpoint also holds the drift noise floor's links, each on
     fresh rows after the final link's (``run.noise_floor_links`` times the link budget). Slices follow each other
     in chain order, so no two links see the same training tokens (streams shorter than the plan wrap around;

@@ -12,12 +12,13 @@ of them). Two settings differ from the preset, because each would need the final
   tokens x d_model is written per checkpoint.
 
 A watched run's checkpoints are a training run nobody has looked at yet, so its penalty is calibrated to a target L0
-on the first checkpoint (``chain.target_l0``) unless one is set. The continuity rule (``chain.restart_below``,
-:mod:`saetrack.stages.chain.continuity`; :data:`WATCH_RESTART_BELOW` is the value to opt in with) is off unless set:
-on nano's real training run it broke the chain at four early checkpoints (steps 16, 32, 64 and 200) whose links the
-continued chain carries (adjacent-link persistence 0.97 or more), so it is for checkpoints that may be unrelated
-networks (random-weight suites), not a default. With it on, every link's slice reserves the first link's budget,
-which streamed activations compute only when read.
+on the first checkpoint (``chain.target_l0``) unless one is set, and the chain's outcome rule is on
+(``chain.restart_l0_ratio`` = :data:`WATCH_RESTART_L0_RATIO`, :mod:`saetrack.stages.chain.continuity`) unless set: a
+continued link whose L0 lands more than twice or less than half the previous link's is retrained as a first link.
+The carried-variance rule (``chain.restart_below``; :data:`WATCH_RESTART_BELOW` is the value to opt in with) is off
+unless set: on nano's real training run it broke the chain at four early checkpoints (steps 16, 32, 64 and 200) whose
+links the continued chain carries (adjacent-link persistence 0.97 or more). With either rule on, every link's slice
+reserves the first link's budget, which streamed activations compute only when read.
 
 Then the links of the first ``k`` checkpoints are the same in the config of ``k`` checkpoints and in any longer one
 (:func:`prefix_agrees` checks it: same sections, same token slices), which is what lets :mod:`saetrack.live.adopt`
@@ -38,6 +39,7 @@ from saetrack.sae.calibration import default_target_l0
 
 __all__ = [
     "WATCH_RESTART_BELOW",
+    "WATCH_RESTART_L0_RATIO",
     "WatchSource",
     "check_watchable",
     "checkpoint_shape",
@@ -50,6 +52,10 @@ __all__ = [
 #: previous link explains no more of the new checkpoint's variance than the activations' mean does
 #: (:mod:`saetrack.stages.chain.continuity`). Off by default (module doc).
 WATCH_RESTART_BELOW = 0.0
+
+#: ``chain.restart_l0_ratio`` of a watched run unless set: a continued link is retrained as a first link when its L0
+#: is more than twice or less than half the previous link's (:mod:`saetrack.stages.chain.continuity`).
+WATCH_RESTART_L0_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ def watched_config(
     shape: tuple[int, int],
     name: str,
     calibrate: bool = True,
-    restart: bool = False,
+    restart: bool = True,
 ) -> RunConfig:
     """The run config of a watched training run over ``steps`` (the checkpoints ready so far, ascending).
 
@@ -112,8 +118,8 @@ def watched_config(
     ``source`` with ``shape = (n_layers, d_model)``, and the settings of the module doc are applied. With ``calibrate``
     (the user set neither ``chain.target_l0`` nor ``chain.l1_coefficient``) a ``base`` without a target gets
     :func:`default_target_l0`, so the penalty is calibrated on the first checkpoint, never guessed. With ``restart``
-    and no ``chain.restart_below`` in ``base``, the continuity rule is turned on at :data:`WATCH_RESTART_BELOW`
-    (off by default, module doc).
+    (the user did not set ``chain.restart_l0_ratio``) and none in ``base``, the outcome rule is turned on at
+    :data:`WATCH_RESTART_L0_RATIO` (module doc); ``chain.restart_below`` is ``base``'s.
     """
     check_watchable(base)
     n_layers, d_model = shape
@@ -128,8 +134,8 @@ def watched_config(
     data["chain"].update(schedule=list(range(len(steps))), baseline=[])
     if calibrate and data["chain"]["target_l0"] is None:
         data["chain"]["target_l0"] = default_target_l0(d_model)
-    if restart and data["chain"]["restart_below"] is None:
-        data["chain"]["restart_below"] = WATCH_RESTART_BELOW
+    if restart and data["chain"]["restart_l0_ratio"] is None:
+        data["chain"]["restart_l0_ratio"] = WATCH_RESTART_L0_RATIO
     data["drift"]["noise_floor_links"] = 0
     data["scale"]["presets"] = []
     return RunConfig.from_dict(data)

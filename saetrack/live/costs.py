@@ -6,8 +6,10 @@ watcher keeps the earlier links' records):
 * ``seconds``: wall time from the end of the previous link (or the start of the update) to the end of this one: the
   streamed forward passes, the link's training, its evaluation on held-out tokens and the drift readings; the first
   link's includes the penalty's calibration;
-* ``sae_tokens``: the tokens the link trained on (``chain.tokens_for``); ``forward_tokens``: the tokens run through
-  the checkpoint's model for it (the training tokens and the held-out set: activations are streamed, never cached);
+* ``sae_tokens``: the tokens the link trained on (``chain.tokens_for``; with a restart by the outcome rule, the
+  continued link's that was thrown away as well); ``forward_tokens``: the tokens run through a model for it (the
+  training tokens, and the held-out set once per evaluation and once per continuity reading: activations are
+  streamed, never cached) (:func:`tokens_spent`);
 * ``peak_host_bytes``: the watcher's peak resident memory so far (``getrusage``'s ``ru_maxrss``; a running maximum);
   ``peak_device_bytes``: the CUDA allocator's peak so far, on a GPU (``None`` on a CPU).
 
@@ -27,7 +29,7 @@ import torch
 
 from saetrack import store
 
-__all__ = ["COSTS_FILE", "link_cost", "peak_host_bytes", "read_costs", "record_cost"]
+__all__ = ["COSTS_FILE", "link_cost", "peak_host_bytes", "read_costs", "record_cost", "tokens_spent"]
 
 #: The per-link cost records, in the report's folder (``live/``).
 COSTS_FILE = "costs.json"
@@ -37,6 +39,18 @@ def peak_host_bytes() -> int:
     """This process's peak resident memory so far, in bytes (``ru_maxrss``: kilobytes on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def tokens_spent(link: dict[str, Any], heldout: int) -> tuple[int, int]:
+    """``(sae_tokens, forward_tokens)`` of a link record (module doc): its training tokens, plus those of a continued
+    link the outcome rule threw away (``continued_tokens``); the training tokens again and ``heldout`` tokens per
+    evaluation (two after such a restart) and per continuity reading taken (``chain.restart_below``'s,
+    ``chain.restart_l0_ratio``'s)."""
+    thrown_away = int(link.get("continued_tokens") or 0)
+    sae_tokens = int(link["training"]["n_tokens"]) + thrown_away
+    readings = sum(link.get(key) is not None for key in ("carried_explained_variance", "previous_l0"))
+    evaluations = 2 if thrown_away else 1
+    return sae_tokens, sae_tokens + heldout * (evaluations + readings)
 
 
 def link_cost(seconds: float, sae_tokens: int, forward_tokens: int, device: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from saetrack.data.checkpoints import CheckpointSource, open_source
 from saetrack.data.corpus import prepare_corpus
 from saetrack.live.adopt import adopt_links
 from saetrack.live.config import WatchSource, checkpoint_shape, watched_config
-from saetrack.live.costs import link_cost, read_costs, record_cost
+from saetrack.live.costs import link_cost, read_costs, record_cost, tokens_spent
 from saetrack.live.explorer import refresh_explorer
 from saetrack.live.readings import drift_so_far
 from saetrack.live.report import LIVE_DIR, checkpoint_line, write_report
@@ -54,8 +54,8 @@ class LiveChain:
     say: Callable[[str], None] = print
     #: Calibrate the penalty to a target L0 unless the base config sets one (:func:`watched_config`).
     calibrate: bool = True
-    #: Turn the continuity rule on unless the base config's user set ``chain.restart_below`` (:func:`watched_config`).
-    restart: bool = False
+    #: Turn the outcome rule on (``chain.restart_l0_ratio``, :func:`watched_config`); False when the user set it.
+    restart: bool = True
     #: Hub sources: step -> the commit each step is pinned to (its branch when first seen).
     revisions: dict[int, str] = field(default_factory=dict)
     #: Rebuild formation, drift and the explorer after this many new links (0: never; :mod:`saetrack.live.explorer`).
@@ -98,8 +98,9 @@ class LiveChain:
             self._new_links += 1
             links = self._links(run)
             readings = drift_so_far(run, self._folders(run, links))
-            seconds, sae_tokens = time.perf_counter() - started, int(links[-1]["training"]["n_tokens"])
-            costs = record_cost(self.run_dir / LIVE_DIR, step, link_cost(seconds, sae_tokens, sae_tokens + heldout,
+            seconds = time.perf_counter() - started
+            sae_tokens, forward_tokens = tokens_spent(links[-1], heldout)
+            costs = record_cost(self.run_dir / LIVE_DIR, step, link_cost(seconds, sae_tokens, forward_tokens,
                                                                           self.device))  # fmt: skip
             self.say(checkpoint_line(links[-1], readings, seconds))
             write_report(self.run_dir, self.source.location, links, readings, pending or {}, costs)

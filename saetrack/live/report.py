@@ -72,10 +72,18 @@ def _plot(path: Path, readings: dict[str, Any], restarts: list[int]) -> None:
     plt.close(fig)
 
 
-def _carried(link: dict[str, Any]) -> str:
-    """The previous link's explained variance on this checkpoint, marked when the chain restarted here."""
-    carried = link.get("carried_explained_variance")
-    return _fmt(carried, ".3f") + (" (restart)" if link.get("restarted") else "")
+def _continuity(link: dict[str, Any]) -> str:
+    """The continuity rules' readings of a link (:mod:`saetrack.stages.chain.continuity`): the previous link's
+    explained variance here, the L0 it reached when continued against the previous link's, and whether the chain
+    restarted here; ``-`` when neither rule is on."""
+    parts = []
+    if link.get("carried_explained_variance") is not None:
+        parts.append(f"carried EV {link['carried_explained_variance']:.3f}")
+    if link.get("continued_l0") is not None:
+        parts.append(f"continued L0 {link['continued_l0']:.1f} vs {link['previous_l0']:.1f}")
+    if link.get("restarted"):
+        parts.append("restart")
+    return ", ".join(parts) or "-"
 
 
 def _rows(links: list[dict[str, Any]], readings: dict[str, Any], costs: dict[int, dict[str, Any]]) -> str:
@@ -83,7 +91,7 @@ def _rows(links: list[dict[str, Any]], readings: dict[str, Any], costs: dict[int
     for link, cosine in zip(links, readings["median_cosine_to_latest"], strict=True):
         m, seconds = link["metrics"], costs.get(link["step"], {}).get("seconds")
         cells = (link["step"], f"{m['explained_variance']:.3f}", f"{m['l0']:.1f}", f"{m['dead_fraction']:.1%}",
-                 f"{m['ce_recovered']:.3f}", _carried(link), _fmt(cosine, ".3f"), f"{link['l1_coefficient']:.4g}",
+                 f"{m['ce_recovered']:.3f}", _continuity(link), _fmt(cosine, ".3f"), f"{link['l1_coefficient']:.4g}",
                  _fmt(seconds, ".1f"))  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return "\n".join(rows)
@@ -136,7 +144,7 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><b
 These readings change as later checkpoints arrive; notebook 04 gives the final ones.</p>
 <img src="drift.png" alt="median decoder cosine of each link's features to the latest link">
 <table><tr><th>step</th><th>explained variance</th><th>L0</th><th>dead</th><th>CE recovered</th>
-<th>previous link's explained variance here</th><th>median cosine to latest</th><th>SAELens L1 coefficient</th>
+<th>chain continuity</th><th>median cosine to latest</th><th>SAELens L1 coefficient</th>
 <th>seconds</th></tr>
 {_rows(links, readings, costs)}
 </table>

@@ -22,6 +22,7 @@ from saetrack.cli import watch_parser
 from saetrack.cli.watch import _setup
 from saetrack.config.run import RunConfig
 from saetrack.data.corpus import prepare_corpus
+from saetrack.live.config import watched_config
 from saetrack.live.follow import RUN_CONFIG_FILE
 from saetrack.stages.cache import cache_activations
 from saetrack.stages.chain import train_chain
@@ -143,9 +144,21 @@ def test_an_empty_folder_ends_at_the_idle_timeout(tmp_path: Path, capsys: pytest
     assert code == 0 and "no new checkpoint for" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("extra", "threshold"), [((), None), (("--set", "chain.restart_below=0"), 0.0)])
-def test_the_continuity_rule_is_off_unless_set(tmp_path: Path, extra: tuple[str, ...], threshold: float | None) -> None:
+@pytest.mark.parametrize(
+    ("extra", "restart", "below", "ratio"),
+    [
+        ((), True, None, 2.0),  # the watch's defaults: the outcome rule on, the carried rule off
+        (("--set", "chain.restart_below=0"), True, 0.0, 2.0),
+        (("--set", "chain.restart_l0_ratio=None"), False, None, None),  # turned off by hand
+        (("--set", "chain.restart_l0_ratio=3"), False, None, 3),
+    ],
+)
+def test_the_continuity_rules_at_their_defaults_unless_set(
+    tmp_path: Path, extra: tuple[str, ...], restart: bool, below: float | None, ratio: float | None
+) -> None:
     parser = watch_parser(argparse.ArgumentParser())
     args = parser.parse_args([str(tmp_path), "--preset", "smoke", "--run-dir", str(tmp_path / "run"), *extra])
     chain, _ = _setup(args, parser)
-    assert chain.restart is False and chain.base.chain.restart_below == threshold
+    assert chain.restart is restart and chain.base.chain.restart_below == below
+    run = watched_config(chain.base, chain.source, [0], (2, 32), "w", restart=chain.restart)
+    assert run.chain.restart_l0_ratio == ratio

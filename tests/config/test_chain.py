@@ -36,6 +36,11 @@ def test_the_continuity_rule_reserves_the_first_links_budget_for_every_link() ->
     assert [ruled.tokens_for(p) for p in range(3)] == [1000, 50, 50]  # a link that continues trains its own budget
     assert "restart_below" not in training_fields(dataclasses.asdict(chain))  # off: committed hashes unchanged
     assert training_fields(dataclasses.asdict(ruled))["restart_below"] == 0.0
+    by_outcome = dataclasses.replace(chain, restart_l0_ratio=2.0)  # the outcome rule reserves the same
+    assert by_outcome.may_restart and not chain.may_restart
+    assert [by_outcome.reserved_tokens_for(p) for p in range(3)] == [1000, 1000, 1000]
+    assert "restart_l0_ratio" not in training_fields(dataclasses.asdict(chain))
+    assert training_fields(dataclasses.asdict(by_outcome))["restart_l0_ratio"] == 2.0
 
 
 @pytest.mark.parametrize(
@@ -43,6 +48,8 @@ def test_the_continuity_rule_reserves_the_first_links_budget_for_every_link() ->
     [
         ({"schedule": ()}, r"chain\.schedule = \(\) .*at least one"),
         ({"schedule": (0,), "restart_below": float("nan")}, r"chain\.restart_below = nan .*finite"),
+        ({"schedule": (0,), "restart_l0_ratio": 1.0}, r"chain\.restart_l0_ratio = 1\.0 .*above 1"),
+        ({"schedule": (0,), "restart_l0_ratio": float("inf")}, r"chain\.restart_l0_ratio = inf .*finite"),
         ({"schedule": (0,), "restart_below": float("-inf")}, r"chain\.restart_below = -inf .*finite"),
         ({"schedule": (0, 2, 1)}, r"strictly ascending"),
         ({"schedule": (0, 0, 1)}, r"strictly ascending"),
@@ -102,6 +109,7 @@ def test_matmul_precision_enters_the_chain_hash_only_when_not_fp32() -> None:
         "jumprelu_init_threshold": 0.01,
         "jumprelu_bandwidth": 0.05,
         "restart_below": None,
+        "restart_l0_ratio": None,
     }
     # at the defaults the hashed section is the one of before the fields existed: existing runs stay current
     before_the_field = {k: v for k, v in chain.items() if k not in CHAIN_HASH_DEFAULTS}

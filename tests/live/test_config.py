@@ -11,6 +11,7 @@ from saetrack.config import get_preset
 from saetrack.data.cache_plan import plan_tokens
 from saetrack.live.config import (
     WATCH_RESTART_BELOW,
+    WATCH_RESTART_L0_RATIO,
     WatchSource,
     check_watchable,
     checkpoint_shape,
@@ -33,12 +34,17 @@ def test_watched_config_studies_every_ready_checkpoint_streamed_without_baseline
     assert run.chain.lr_link == get_preset("smoke").chain.lr_link  # everything else from the preset
 
 
-def test_the_continuity_rule_is_on_unless_set_by_hand() -> None:
-    assert watched_config(get_preset("smoke"), SOURCE, [0, 10], (2, 32), "w").chain.restart_below is None  # off
-    on = watched_config(get_preset("smoke"), SOURCE, [0], (2, 32), "w", restart=True)
-    assert on.chain.restart_below == WATCH_RESTART_BELOW
-    base = get_preset("smoke", {"chain.restart_below": -0.5})
-    assert watched_config(base, SOURCE, [0], (2, 32), "w").chain.restart_below == -0.5
+def test_the_outcome_rule_is_on_and_the_carried_rule_off_unless_set_by_hand() -> None:
+    default = watched_config(get_preset("smoke"), SOURCE, [0, 10], (2, 32), "w")
+    assert default.chain.restart_l0_ratio == WATCH_RESTART_L0_RATIO == 2.0 and default.chain.restart_below is None
+    assert get_preset("smoke").chain.restart_l0_ratio is None  # the offline chain is the paper's unless set
+    by_hand = get_preset("smoke", {"chain.restart_l0_ratio": 3.0, "chain.restart_below": -0.5})
+    kept = watched_config(by_hand, SOURCE, [0], (2, 32), "w", restart=False)
+    assert (kept.chain.restart_l0_ratio, kept.chain.restart_below) == (3.0, -0.5)
+    off = watched_config(get_preset("smoke"), SOURCE, [0], (2, 32), "w", restart=False)  # --set ...=None
+    assert off.chain.restart_l0_ratio is None and not off.chain.may_restart
+    assert watched_config(get_preset("smoke", {"chain.restart_below": WATCH_RESTART_BELOW}), SOURCE, [0], (2, 32),
+                          "w").chain.restart_below == 0.0  # fmt: skip
 
 
 def test_a_penalty_set_by_hand_is_kept_and_a_target_set_by_hand_wins() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from saetrack.live.costs import COSTS_FILE, link_cost, peak_host_bytes, read_costs, record_cost
+from saetrack.live.costs import COSTS_FILE, link_cost, peak_host_bytes, read_costs, record_cost, tokens_spent
 
 
 def test_peak_host_bytes_is_this_processes_resident_peak_and_grows_with_an_allocation() -> None:
@@ -30,3 +30,14 @@ def test_records_merge_by_step_so_a_restarted_watcher_keeps_the_earlier_links(tm
     everything = record_cost(tmp_path / ".." / tmp_path.name, 8, {"seconds": 3.0})  # replaced, not appended
     assert everything == {0: {"seconds": 60.0}, 8: {"seconds": 3.0}} == read_costs(tmp_path)
     assert list(everything) == [0, 8] and (tmp_path / COSTS_FILE).is_file()
+
+
+def test_tokens_spent_counts_a_thrown_away_link_and_every_held_out_pass() -> None:
+    first = {"training": {"n_tokens": 1000}}  # no rule: the training tokens and one evaluation
+    assert tokens_spent(first, 100) == (1000, 1100)
+    kept = {"training": {"n_tokens": 50}, "carried_explained_variance": 0.9, "previous_l0": 30.0, "continued_l0": 31.0,
+            "continued_tokens": None}  # fmt: skip
+    assert tokens_spent(kept, 100) == (50, 50 + 3 * 100)  # two readings and the evaluation
+    by_l0 = {"training": {"n_tokens": 1000}, "carried_explained_variance": None, "previous_l0": 30.0,
+             "continued_l0": 128.0, "continued_tokens": 50, "restart_cause": "l0"}  # fmt: skip
+    assert tokens_spent(by_l0, 100) == (1050, 1050 + 3 * 100)  # one reading, two evaluations

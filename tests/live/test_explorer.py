@@ -26,10 +26,11 @@ def test_the_explorer_config_drops_the_crosscoder_and_density_and_keeps_the_chai
     assert drift_config_hash(config) == drift_config_hash(run)
 
 
-def test_the_explorer_is_built_over_the_watched_chain_so_far(watched_smoke: dict, tmp_path: Path) -> None:
+def test_the_explorer_is_built_over_the_watched_chain_so_far(watched_smoke_continued: dict, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    shutil.copytree(watched_smoke["run_dir"], run_dir)
-    run = watched_smoke["run"]
+    shutil.copytree(watched_smoke_continued["run_dir"], run_dir)
+    run = watched_smoke_continued["run"]
+    assert not run.chain.may_restart
     line = refresh_explorer(run, run_dir)
     assert line.startswith(f"[watch] explorer rebuilt over {len(run.sae_steps)} links in ") and line.endswith(
         str(run_dir / "explorer" / "index.html")
@@ -67,3 +68,15 @@ def test_the_watcher_rebuilds_every_n_links_and_once_more_at_the_end(
     (tmp_path / "run" / "explorer" / "index.html").write_text("")
     chain.refresh_explorer(final=True)  # built, and no link since: not again
     assert calls == [5]
+
+
+def test_no_explorer_across_a_restart_of_the_chain(watched_smoke: dict, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(watched_smoke["run_dir"], run_dir)
+    run = watched_smoke["run"]
+    restarts = [s for s in run.sae_steps if store.read_manifest(run_dir / "chain" / f"step{s}")["link"]["restarted"]]
+    assert restarts  # the shared watched run restarts (the outcome rule at step 8 of the smoke suite)
+    line = refresh_explorer(run, run_dir)
+    assert line.startswith(f"[watch] explorer not rebuilt at {len(run.sae_steps)} links: formation (notebook 03)")
+    assert f"the chain restarted at step {', '.join(map(str, restarts))}" in line
+    assert not (run_dir / "explorer" / "index.html").exists() and not (run_dir / "formation").exists()

@@ -30,13 +30,22 @@ def test_each_update_trains_only_the_new_links_and_keeps_the_earlier_ones(watche
     assert (config["model_architecture"], config["hook_name"]) == ("gpt_neox", "blocks.1.hook_resid_pre")
 
 
-def test_every_later_link_records_the_continuity_reading_and_restarts_exactly_by_the_rule(watched_smoke: dict) -> None:
+def test_every_later_link_records_the_continuity_readings_and_restarts_exactly_by_the_rule(watched_smoke: dict) -> None:
     run, run_dir = watched_smoke["run"], watched_smoke["run_dir"]
     assert run.chain.restart_below == 0.0  # opted into (off by default)
+    assert run.chain.restart_l0_ratio == 2.0  # the watch's default
     links = [store.read_manifest(run_dir / "chain" / f"step{s}")["link"] for s in run.sae_steps]
     assert links[0]["carried_explained_variance"] is None and not links[0]["restarted"]
-    for link in links[1:]:
-        assert link["restarted"] == (link["carried_explained_variance"] <= 0.0)
+    for previous, link in itertools.pairwise(links):
+        if link["carried_explained_variance"] <= 0.0:  # restarted before training: nothing continued or compared
+            assert link["continued_l0"] is None is link["previous_l0"] and link["restart_cause"] == "carried"
+        else:
+            assert link["previous_l0"] == previous["metrics"]["l0"]  # the previous link's recorded held-out L0
+            ratio = link["continued_l0"] / link["previous_l0"]
+            assert (link["restart_cause"] == "l0") == (not 0.5 <= ratio <= 2.0)
+            if link["restart_cause"] is None:
+                assert link["continued_l0"] == link["metrics"]["l0"]
+        assert link["restarted"] == (link["restart_cause"] is not None)
         assert (link["initialised_from"] is None) == link["restarted"]
         budget = run.chain.first_tokens if link["restarted"] else run.chain.link_tokens
         assert link["training"]["n_tokens"] == budget
@@ -62,8 +71,18 @@ def test_every_link_records_its_cost_and_the_report_shows_it(watched_smoke: dict
     assert sorted(costs) == [0, 1, 2, 4, 8]  # one record per link, kept across the three updates
     heldout = plan_tokens(run).heldout[1] * run.cache.context_length
     for step, cost in costs.items():
-        tokens = run.chain.tokens_for(run.sae_steps.index(step))
-        assert cost["sae_tokens"] == tokens and cost["forward_tokens"] == tokens + heldout
+        link = store.read_manifest(run_dir / "chain" / f"step{step}")["link"]
+        chain, position = run.chain, run.sae_steps.index(step)
+        if position == 0:  # the first link: its budget and one evaluation, no continuity reading
+            tokens, passes = chain.first_tokens, 1
+        elif link["restart_cause"] == "carried":  # the carried reading, then a first link
+            tokens, passes = chain.first_tokens, 2
+        elif link["restart_cause"] == "l0":  # both readings, the continued link thrown away, then a first link
+            tokens, passes = chain.first_tokens + link["continued_tokens"], 4
+            assert link["continued_tokens"] == chain.link_tokens
+        else:  # both readings and the continued link's evaluation
+            tokens, passes = chain.link_tokens, 3
+        assert cost["sae_tokens"] == tokens and cost["forward_tokens"] == tokens + passes * heldout
         assert cost["seconds"] > 0 and cost["peak_host_bytes"] > 0 and cost["peak_device_bytes"] is None
     status = json.loads((run_dir / "live" / "status.json").read_text())
     assert (

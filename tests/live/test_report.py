@@ -68,7 +68,20 @@ def test_a_restart_is_said_in_the_line_and_marked_in_the_table(tmp_path: Path) -
                                                "carried_explained_variance": 0.5}, _readings(None), 2.0)  # fmt: skip
     links = [_link(0, 0), restarted, {**_link(20, 2), "restarted": False, "carried_explained_variance": 0.75}]
     text = write_report(tmp_path, "/runs/x", links, _readings(None), {}).read_text()
-    assert "<td>-0.312 (restart)</td>" in text and "<td>0.750</td>" in text
+    assert "<td>carried EV -0.312, restart</td>" in text and "<td>carried EV 0.750</td>" in text
+    assert "<td>-</td><td>" in text  # the first link: no reading
+
+
+def test_a_restart_by_the_outcome_rule_names_both_l0s(tmp_path: Path) -> None:
+    by_l0 = {**_link(10, 1), "restarted": True, "restart_cause": "l0", "carried_explained_variance": None,
+             "previous_l0": 32.7, "continued_l0": 128.04}  # fmt: skip
+    line = checkpoint_line(by_l0, _readings(None), 2.0)
+    assert "continued from the previous link it reached L0 128.0 against the previous link's 32.7" in line
+    kept = {**_link(20, 2), "restarted": False, "restart_cause": None, "carried_explained_variance": None,
+            "previous_l0": 30.0, "continued_l0": 31.25}  # fmt: skip
+    text = write_report(tmp_path, "/runs/x", [_link(0, 0), by_l0, kept], _readings(None), {}).read_text()
+    assert "<td>continued L0 128.0 vs 32.7, restart</td>" in text and "<td>continued L0 31.2 vs 30.0</td>" in text
+    assert _band_pixels(tmp_path / LIVE_DIR / "drift.png") > 1000
     assert _band_pixels(tmp_path / LIVE_DIR / "drift.png") > 1000  # the break is shaded between steps 0 and 10
     write_report(tmp_path, "/runs/x", [_link(0, 0), _link(10, 1), _link(20, 2)], _readings(None), {})
     assert _band_pixels(tmp_path / LIVE_DIR / "drift.png") == 0

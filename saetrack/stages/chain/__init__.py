@@ -85,8 +85,11 @@ def _link_record(run: RunConfig, position: int, step: int, trained: TrainedLink)
         "training": trained.result.summary(),
         "metrics": trained.quality,
     }
-    if run.chain.restart_below is not None:  # the continuity rule's reading (stages.chain.continuity)
-        record.update(restarted=trained.restarted, carried_explained_variance=trained.carried_explained_variance)
+    if run.chain.may_restart:  # the continuity rules' readings (stages.chain.continuity)
+        record.update(restarted=trained.restarted, restart_cause=trained.restart_cause,
+                      carried_explained_variance=trained.carried_explained_variance,
+                      previous_l0=trained.previous_l0, continued_l0=trained.continued_l0,
+                      continued_tokens=trained.continued_tokens)  # fmt: skip
     return record
 
 

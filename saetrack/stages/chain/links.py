@@ -24,7 +24,7 @@ from saetrack.sae.io import save_sae
 from saetrack.sae.model import SAETrackSAE, build_sae
 from saetrack.sae.recurrent import recurrent_init
 from saetrack.sae.training import NonFiniteLossError, TrainResult, train_sae
-from saetrack.stages.chain.continuity import breaks_chain, carried_explained_variance
+from saetrack.stages.chain.continuity import breaks_chain, carried_explained_variance, l0_breaks_chain, previous_l0
 
 __all__ = [
     "ACTIVATION_SCALE_ROWS",
@@ -238,15 +238,22 @@ class TrainedLink:
     result: TrainResult
     quality: dict[str, float]
     scale: float
-    #: Trained as a first link (fresh initialisation; position 0, or a restart of the continuity rule).
+    #: Trained as a first link (fresh initialisation; position 0, or a restart of a continuity rule).
     first: bool
     #: The learning rate it trained at (``chain.lr_first`` for a first link, else ``chain.lr_link``).
     lr: float
     #: The previous link's explained variance on this checkpoint, unchanged (measured under ``chain.restart_below``;
     #: :mod:`saetrack.stages.chain.continuity`); ``None`` for a first link or with the rule off.
     carried_explained_variance: float | None = None
-    #: Whether the continuity rule broke the chain here (trained as a first link).
+    #: Whether a continuity rule broke the chain here (trained as a first link).
     restarted: bool = False
+    #: Which rule broke it: ``"carried"`` (``chain.restart_below``) or ``"l0"`` (``chain.restart_l0_ratio``).
+    restart_cause: str | None = None
+    #: Under ``chain.restart_l0_ratio``: the previous link's held-out L0, and this link's when continued from it.
+    previous_l0: float | None = None
+    continued_l0: float | None = None
+    #: The tokens the continued link trained on before the outcome rule threw it away (``None`` when kept).
+    continued_tokens: int | None = None
 
 
 def train_and_evaluate_link(
@@ -270,7 +277,8 @@ def train_and_evaluate_link(
     link's own activations (:func:`link_l1_coefficient`). It trains on ``chain.tokens_for(position)`` rows of its
     checkpoint at the first or later link's lr and warm-up, seeded by :func:`link_seed`, carrying ``optimizer_state``
     under ``optimizer_policy="carry"``; then :func:`evaluate_link`. Under ``chain.restart_below`` a later link whose
-    ``previous`` does not carry to this checkpoint is trained as a first link instead
+    ``previous`` does not carry to this checkpoint is trained as a first link instead, and under
+    ``chain.restart_l0_ratio`` a continued link whose L0 left the band around ``previous``'s is retrained as one
     (:mod:`~saetrack.stages.chain.continuity`). Non-finite activations raise
     :class:`ChainTrainingError` naming ``desc``. With several ``ranks`` (every rank calling alike) the link trains
     data-parallel and every rank returns the same link.
@@ -282,27 +290,62 @@ def train_and_evaluate_link(
             f"{desc}: the activations of step {step} contain non-finite values (check the checkpoint; when cached, "
             "rebuild its cache). Every finished link is kept on disk."
         )
-    l1, seed = link_l1_coefficient(run, scale, activations.d_model), link_seed(run, "chain", position)
-    metadata = sae_metadata(run, step)
-    carried = None
+    l1 = link_l1_coefficient(run, scale, activations.d_model)
+
+    def train(start: SAETrackSAE | None, state: dict[str, Any] | None) -> tuple[TrainResult, dict[str, float]]:
+        result = _train_from(run, activations, position, start, state, l1, desc=desc, device=device,
+                             progress=progress, ranks=ranks)  # fmt: skip
+        return result, evaluate_link(run, result.sae, activations, step, checkpoints, device)
+
+    carried = before = None
     if previous is not None and chain.restart_below is not None:
         carried = carried_explained_variance(run, previous, activations, step)
-    restarted = breaks_chain(run, carried)
-    if restarted:  # the chain is broken here: link k is trained as a first link (continuity module doc)
+    cause = "carried" if breaks_chain(run, carried) else None
+    if cause is not None:  # the chain is broken here: link k is trained as a first link (continuity module doc)
         previous = optimizer_state = None
+    if previous is not None and chain.restart_l0_ratio is not None:
+        before = previous_l0(run, previous, activations, position)
+    result, quality = train(previous, optimizer_state)
+    continued = None if previous is None or before is None else quality["l0"]
+    thrown_away = None
+    if continued is not None and before is not None and l0_breaks_chain(run, continued, before):
+        cause, previous, thrown_away = "l0", None, result.n_tokens  # did not settle here: retrained as a first link
+        result, quality = train(None, None)
+    first = previous is None
+    return TrainedLink(result, quality, scale, first, chain.lr_first if first else chain.lr_link,
+                       carried_explained_variance=carried, restarted=cause is not None, restart_cause=cause,
+                       previous_l0=before, continued_l0=continued, continued_tokens=thrown_away)  # fmt: skip
+
+
+def _train_from(
+    run: RunConfig,
+    activations: ActivationSource,
+    position: int,
+    previous: SAETrackSAE | None,
+    optimizer_state: dict[str, Any] | None,
+    l1: float,
+    *,
+    desc: str,
+    device: str,
+    progress: bool,
+    ranks: Ranks,
+) -> TrainResult:
+    """Train link ``position`` at λ ``l1``: from ``previous`` (recurrent init, the later link's lr, warm-up and
+    budget) or, with ``previous`` None, freshly built as a first link (:func:`train_and_evaluate_link`)."""
+    chain, step = run.chain, run.sae_steps[position]
+    seed, metadata = link_seed(run, "chain", position), sae_metadata(run, step)
     first = previous is None
     if previous is None:
         sae = build_sae(activations.d_model, dataclasses.replace(chain, l1_coefficient=l1), seed=seed, device=device,
                         metadata=metadata)  # fmt: skip
     else:  # Sec. 3.2.2: SAE[k] starts from SAE[k-1], with link k's own hyperparameters
         sae = recurrent_init(previous, chain, l1_coefficient=l1, device=device, metadata=metadata)
-    carry, lr = chain.optimizer_policy == "carry", chain.lr_first if first else chain.lr_link
-    result = train_link(run, sae, activations, step, n_tokens=chain.first_tokens if first else chain.link_tokens, lr=lr,
-                        warmup=chain.warmup_steps_first if first else chain.warmup_steps_link, seed=seed,
-                        optimizer_state=optimizer_state if carry else None, keep_optimizer_state=carry, desc=desc,
-                        progress=progress, ranks=ranks)  # fmt: skip
-    quality = evaluate_link(run, result.sae, activations, step, checkpoints, device)
-    return TrainedLink(result, quality, scale, first, lr, carried_explained_variance=carried, restarted=restarted)
+    carry = chain.optimizer_policy == "carry"
+    return train_link(run, sae, activations, step, n_tokens=chain.first_tokens if first else chain.link_tokens,
+                      lr=chain.lr_first if first else chain.lr_link,
+                      warmup=chain.warmup_steps_first if first else chain.warmup_steps_link, seed=seed,
+                      optimizer_state=optimizer_state if carry else None, keep_optimizer_state=carry, desc=desc,
+                      progress=progress, ranks=ranks)  # fmt: skip
 
 
 def save_link(run: RunConfig, result: TrainResult, folder: Path) -> dict[str, str]:

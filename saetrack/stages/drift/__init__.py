@@ -43,6 +43,7 @@ from saetrack.config.run import RunConfig
 from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
 from saetrack.sae.weights import SAEWeights
 from saetrack.stages.chain import load_chain
+from saetrack.stages.chain.continuity import require_continuous
 from saetrack.stages.drift.decoders import drift_peak_bytes, link_drift
 from saetrack.stages.drift.noise_floor import noise_floor_numbers, run_noise_floor
 from saetrack.stages.drift.phase_fits import FIGURE_AXIS, fit_perspectives, fitted_curves, phase_records
@@ -217,6 +218,7 @@ def _build_drift(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool,
     """Compute the drift analyses over the chain and the formation stage, and write the stage folder atomically."""
     formation = load_formation(run_dir, run)
     folders = load_chain(run_dir, run)
+    require_continuous(folders, "drift (notebook 04)")
     steps = np.asarray(sorted(folders))
     live = np.asarray(formation.live_features, dtype=np.int64)
     formed = _formation_arrays(run, formation, live)

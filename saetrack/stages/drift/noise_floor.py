@@ -103,7 +103,7 @@ def noise_chain_cosines(
     final = sae.W_dec.detach().clone()  # on the SAE's device: the cosines are computed there, a chunk at a time
     previous, state = sae, optimizer_state if chain.optimizer_policy == "carry" else None
     cosines = np.zeros((n_links, final.shape[0]))
-    first_row = n_tokens if chain.restart_below is None else chain.reserved_tokens_for(run.sae_steps.index(step))
+    first_row = n_tokens if not chain.may_restart else chain.reserved_tokens_for(run.sae_steps.index(step))
     for m in range(1, n_links + 1):
         link = recurrent_init(previous, chain, l1_coefficient=l1_coefficient, device=str(sae.device),
                               metadata=sae_metadata(run, step))  # fmt: skip

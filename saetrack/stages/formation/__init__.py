@@ -38,6 +38,7 @@ from saetrack.data.activations import open_activations
 from saetrack.data.corpus import load_corpus
 from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
 from saetrack.stages.chain import chain_config_hash, load_chain
+from saetrack.stages.chain.continuity import require_continuous
 from saetrack.stages.formation.baseline_formation import CONTROL_PREFIX, BaselineControl, control_summary
 from saetrack.stages.formation.examples import pattern_examples
 from saetrack.stages.formation.passes import CheckpointFeatures, feature_tables, progress_pass
@@ -185,8 +186,9 @@ def _anchor_arrays(sets: list[an.AnchorSet], within: dict[str, np.ndarray]) -> d
 def _build_formation(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
     """Compute every formation analysis over the chain and write the stage folder atomically."""
     cfg = run.formation
-    source = open_activations(run, run_dir, device=device, full_model=False)  # no evaluation: blocks to the hook
     folders = load_chain(run_dir, run)
+    require_continuous(folders, "formation (notebook 03)")
+    source = open_activations(run, run_dir, device=device, full_model=False)  # no evaluation: blocks to the hook
     steps = sorted(folders)
     control = BaselineControl(run, run_dir, device)
     if control.skipped:

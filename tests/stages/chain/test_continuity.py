@@ -1,19 +1,31 @@
-"""The continuity rule of the chain: the previous link carried to a new checkpoint, and the restart it decides."""
+"""The continuity rules of the chain: the previous link carried to a new checkpoint, the continued link's L0 against
+the previous link's, and the restart each decides."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from saetrack import store
 from saetrack.analysis.metrics import reconstruction_metrics
 from saetrack.config import get_preset
 from saetrack.data.activations import ActivationCache
 from saetrack.data.checkpoints import open_source
 from saetrack.sae.model import build_sae
-from saetrack.stages.chain.continuity import breaks_chain, carried_explained_variance, restart_note
+from saetrack.stages.chain.continuity import (
+    ChainBreakError,
+    breaks_chain,
+    carried_explained_variance,
+    chain_restarts,
+    l0_breaks_chain,
+    previous_l0,
+    require_continuous,
+    restart_note,
+)
 from saetrack.stages.chain.links import (
     ACTIVATION_SCALE_ROWS,
     activation_scale,
@@ -90,3 +102,65 @@ def test_a_link_that_carries_continues_unchanged_and_records_the_reading(smoke_r
     weights = [link.result.sae.W_dec.detach().numpy() for link in links]
     np.testing.assert_array_equal(weights[0], weights[1])
     assert restart_note({"restarted": False, "carried_explained_variance": 0.9}) == ""
+
+
+def test_the_outcome_rule_on_known_values(smoke) -> None:
+    twice = smoke.with_overrides({"chain.restart_l0_ratio": 2.0})
+    assert not l0_breaks_chain(twice, 64.0, 32.0) and not l0_breaks_chain(twice, 16.0, 32.0)  # the band's ends
+    assert l0_breaks_chain(twice, 64.1, 32.0) and l0_breaks_chain(twice, 15.9, 32.0)
+    assert l0_breaks_chain(twice, 128.0, 32.7)  # the random-weight network's continued link (docs/live.md)
+    assert not l0_breaks_chain(twice, 26.2, 19.9)  # nano's largest adjacent change, step 8 to 16 (1.32x)
+    assert not l0_breaks_chain(twice, 5.0, 0.0)  # a previous link with no firing feature: nothing to hold
+    assert not l0_breaks_chain(smoke, 1000.0, 1.0)  # the rule off (the paper's chain)
+
+
+def test_previous_l0_is_the_previous_links_recorded_held_out_l0(smoke_run_dir) -> None:
+    run = get_preset("smoke").with_overrides({"chain.first_tokens": 4096})
+    cache, checkpoints = ActivationCache(smoke_run_dir, get_preset("smoke")), open_source(run.model, smoke_run_dir)
+    first = train_and_evaluate_link(run, cache, checkpoints, 0, None, None, desc="l1", device="cpu", progress=False)
+    assert previous_l0(run, first.result.sae, cache, 1) == first.quality["l0"]
+
+
+def test_a_continued_link_outside_the_band_is_retrained_as_a_first_link(smoke_run_dir) -> None:
+    base = get_preset("smoke").with_overrides({"chain.first_tokens": 4096})
+    cache, checkpoints = ActivationCache(smoke_run_dir, get_preset("smoke")), open_source(base.model, smoke_run_dir)
+    first = train_and_evaluate_link(base, cache, checkpoints, 0, None, None, desc="l1", device="cpu", progress=False)
+    links = {}
+    for name, ratio in (("off", None), ("wide", 1e9), ("tight", 1.0 + 1e-12)):
+        run = base.with_overrides({"chain.restart_l0_ratio": ratio})
+        links[name] = train_and_evaluate_link(run, cache, checkpoints, 1, first.result.sae, None, desc="l2",
+                                              device="cpu", progress=False)  # fmt: skip
+    off, wide, tight = links["off"], links["wide"], links["tight"]
+    assert off.previous_l0 is None and off.continued_l0 is None and not off.restarted  # nothing measured
+    assert wide.previous_l0 == first.quality["l0"] and wide.continued_l0 == off.quality["l0"] != first.quality["l0"]
+    assert not wide.restarted and wide.restart_cause is None and not wide.first
+    np.testing.assert_array_equal(wide.result.sae.W_dec.detach().numpy(), off.result.sae.W_dec.detach().numpy())
+    # a band narrower than any change: the continued link (L0 off's) is thrown away and a first link trained instead
+    assert tight.restarted and tight.restart_cause == "l0" and tight.first and tight.lr == base.chain.lr_first
+    assert tight.continued_l0 == off.quality["l0"] and tight.result.n_tokens == base.chain.first_tokens
+    always = base.with_overrides({"chain.restart_below": 2.0})  # the first-link recipe, reached by the other rule
+    by_carried = train_and_evaluate_link(always, cache, checkpoints, 1, first.result.sae, None, desc="l2",
+                                         device="cpu", progress=False)  # fmt: skip
+    np.testing.assert_array_equal(tight.result.sae.W_dec.detach().numpy(), by_carried.result.sae.W_dec.detach().numpy())
+    note = restart_note({"restarted": True, "restart_cause": "l0", "continued_l0": 128.0, "previous_l0": 32.7})
+    assert "reached L0 128.0 against the previous link's 32.7" in note
+
+
+def test_analyses_that_follow_feature_indices_refuse_a_chain_that_restarted(tmp_path: Path) -> None:
+    def links(restarted: dict[int, bool | None]) -> dict[int, Path]:
+        folders = {}
+        for step, flag in restarted.items():
+            folder = tmp_path / f"{len(restarted)}-links" / f"step{step}"
+            record = {"step": step} if flag is None else {"step": step, "restarted": flag}
+            store.write_manifest(folder, stage="chain-link", config={}, config_hash="h", link=record)
+            folders[step] = folder
+        return folders
+
+    paper = links({0: None, 1: None, 2: None})  # the rules off: no reading recorded
+    assert chain_restarts(paper) == []
+    require_continuous(paper, "drift")  # nothing to refuse
+    broken = links({0: False, 10: True, 30: True, 40: False})
+    assert chain_restarts(broken) == [10, 30]
+    with pytest.raises(ChainBreakError, match=r"^drift \(notebook 04\) reads .*restarted at step 10, 30 .*"
+                                              r"--set chain\.restart_l0_ratio=None"):  # fmt: skip
+        require_continuous(broken, "drift (notebook 04)")
