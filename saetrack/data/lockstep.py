@@ -51,7 +51,7 @@ def token_key(tokens: np.ndarray | ContextSpan) -> tuple[Any, ...]:
     """What identifies a token set between layers: a span of the training stream by its start and length, an array
     (the held-out or analysis set) by its shape and the SHA-1 of its ids."""
     if isinstance(tokens, ContextSpan):
-        return ("span", tokens._start, tokens.shape[0])
+        return ("span", tokens.start, tokens.shape[0])
     ids = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64))
     return ("ids", ids.shape, hashlib.sha1(ids.tobytes()).hexdigest())
 

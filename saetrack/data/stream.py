@@ -71,6 +71,11 @@ class ContextSpan:
         self._plan, self._stream, self._start = plan, stream, int(span[0])
         self.shape = (int(span[1]), plan.context_length)
 
+    @property
+    def start(self) -> int:
+        """The span's first context in the stream's plan (with ``shape[0]``, what identifies the span)."""
+        return self._start
+
     def __len__(self) -> int:
         return self.shape[0]
 

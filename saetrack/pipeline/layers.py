@@ -84,15 +84,17 @@ def run_layers(
     run_stages`, passed in because it dispatches here) for each layer's stages; returns the seconds taken.
 
     ``force`` rebuilds the shared inputs' cache for every layer together (one forward per batch); each layer's
-    notebook 01 then only draws. Other options (``outputs_only``, ``echo``) go to ``run_one`` unchanged."""
+    notebook 01 then only draws. Other options (``outputs_only``, ``echo``) go to ``run_one`` unchanged; ``echo``
+    False (``--quiet``) also hides the shared preparation's progress bars."""
     started = time.perf_counter()
+    bars = bool(options.get("echo", True))
     folders = layer_folders(run, run_dir)
     names = [stage.name for stage in STAGES if (not only or stage.name in only) and stage.name not in skip]
     if "cache" in names:
-        prepare_layers(run, run_dir, progress=True)
+        prepare_layers(run, run_dir, progress=bars)
         layers = ", ".join(str(layer) for layer in folders)
         log(f"[{run.preset}:cache] layers {layers}: caching from one forward per checkpoint ({run.cache.mode}) ...")
-        cache_layers(run, run_dir, device=device, force=force, progress=True)
+        cache_layers(run, run_dir, device=device, force=force, progress=bars)
     lockstep = "chain" in names and _lockstep_ready(run, run_dir, log)
     if lockstep:  # every layer's chain and baselines side by side, one forward per batch for all
         shared = train_layers_in_lockstep(run, run_dir, device=device, force=force, log=log)

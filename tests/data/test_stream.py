@@ -230,6 +230,7 @@ def test_link_tokens_are_read_by_batch_never_whole(streamed_only, monkeypatch: p
     whole = stream.train_tokens(step)
     span = ContextSpan(stream.plan, stream._train_stream, stream.plan.train[step])
     assert span.shape == whole.shape and len(span) == len(whole)
+    assert span.start == stream.plan.train[step][0]
     np.testing.assert_array_equal(span[3:17], whole[3:17])
     np.testing.assert_array_equal(np.asarray(span), whole)
     assert span[5:2].shape == (0, whole.shape[1])

@@ -59,6 +59,17 @@ def test_the_cache_is_built_for_all_layers_at_once_then_each_notebook_only_draws
     assert calls == [(0, "layer0", ("cache",), False, True), (1, "layer1", ("cache",), False, True)]
 
 
+@pytest.mark.parametrize("echo", [True, False])
+def test_quiet_hides_the_shared_preparations_progress_bars(
+    multi: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, echo: bool
+) -> None:
+    bars: list[bool] = []
+    monkeypatch.setattr(layers, "prepare_layers", lambda run, run_dir, progress: bars.append(progress))
+    monkeypatch.setattr(layers, "cache_layers", lambda run, run_dir, **kw: bars.append(kw["progress"]))
+    layers.run_layers(multi, tmp_path, run_one=_recorder([]), only=["cache"], log=lambda _: None, echo=echo)
+    assert bars == [echo, echo]  # --quiet (echo False): no bars from the corpus, suite or caches
+
+
 def test_run_stages_hands_a_several_layer_run_to_run_layers(
     multi: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
