@@ -105,15 +105,18 @@ def _train_link_at(
     progress: bool,
     trained: TrainedLink | None = None,
     ranks: Ranks = SINGLE,
+    previous_l0: float | None = None,
 ) -> tuple[dict[str, Any], TrainResult]:
-    """Train, evaluate and save link ``position`` (:func:`~saetrack.stages.chain.links.train_and_evaluate_link`), or
-    save ``trained`` when the calibration already trained it; a dead or saturated link stops the chain, unsaved.
+    """Train, evaluate and save link ``position`` (:func:`~saetrack.stages.chain.links.train_and_evaluate_link`, with
+    the previous link's recorded held-out L0), or save ``trained`` when the calibration already trained it; a dead or
+    saturated link stops the chain, unsaved.
     With several ``ranks`` all train it (data-parallel) and the writer saves it while the others wait."""
     step = run.sae_steps[position]
     desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
     if trained is None:
         trained = train_and_evaluate_link(run, activations, checkpoints, position, previous, optimizer_state,
-                                          desc=desc, device=device, progress=progress, ranks=ranks)  # fmt: skip
+                                          desc=desc, device=device, progress=progress, ranks=ranks,
+                                          previous_l0=previous_l0)  # fmt: skip
     result, quality = trained.result, trained.quality
     check_link_health(run, quality, activations.d_model, desc)
     record = _link_record(run, position, step, trained)
@@ -212,8 +215,8 @@ def _build_chain(
             links.append(done["link"])
             continue
         record, result = _train_link_at(run, stage, activations, checkpoints, position, previous, optimizer_state,
-                                        device, progress, trained=first if position == 0 else None,
-                                        ranks=ranks)  # fmt: skip
+                                        device, progress, trained=first if position == 0 else None, ranks=ranks,
+                                        previous_l0=links[-1]["metrics"]["l0"] if links else None)  # fmt: skip
         links.append(record)
         previous, optimizer_state = result.sae, result.optimizer_state
         if after_link is not None:

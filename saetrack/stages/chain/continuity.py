@@ -15,12 +15,13 @@ decoder cosine to the previous link) is the break, not a feature moving. On nano
 misfired at four early checkpoints whose links the continued chain carries, so it is opt-in (docs/live.md).
 
 The outcome rule, ``chain.restart_l0_ratio`` (``saetrack watch`` sets 2.0): link k is trained from link k-1 as
-usual; then its held-out L0 is compared with link k-1's on its own checkpoint (:func:`previous_l0`). λ is held along
-the chain, so a link's sparsity moves only as the model's features do; when link k's L0 is more than the factor
-above or below link k-1's (:func:`l0_breaks_chain`), the continued dictionary did not settle on checkpoint k within
-the link budget, and link k is retrained as a first link (as above). The link records the continued link's L0 and the
-previous link's either way. It reads the result, not a proxy for it: a continued link that lands near its
-predecessor's sparsity is kept however poorly the predecessor fitted the new checkpoint before training.
+usual; then its held-out L0 is compared with link k-1's on its own checkpoint (the number link k-1's record holds).
+λ is held along the chain, so a link's sparsity moves only as the model's features do; when link k's L0 is more
+than the factor above or below link k-1's (:func:`l0_breaks_chain`), the continued dictionary did not settle on
+checkpoint k within the link budget, and link k is retrained as a first link (as above). The link records the
+continued link's L0 and the previous link's either way. It reads the result, not a proxy for it: a continued link
+that lands near its predecessor's sparsity is kept however poorly the predecessor fitted the new checkpoint before
+training.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ __all__ = [
     "carried_explained_variance",
     "chain_restarts",
     "l0_breaks_chain",
-    "previous_l0",
     "require_continuous",
     "restart_note",
 ]
@@ -65,14 +65,6 @@ def breaks_chain(run: RunConfig, carried: float | None) -> bool:
     ``chain.restart_below`` set and ``carried`` at or below it. ``None`` (a first link, or the rule off): never."""
     threshold = run.chain.restart_below
     return threshold is not None and carried is not None and carried <= threshold
-
-
-def previous_l0(run: RunConfig, previous: SAETrackSAE, activations: ActivationSource, position: int) -> float:
-    """Held-out L0 of the previous link ``previous`` on its own checkpoint (schedule ``position - 1``): the number
-    its record's metrics hold (App. C.1's reconstruction metrics, same rows and batch size)."""
-    step = run.sae_steps[position - 1]
-    metrics = reconstruction_metrics(previous, activations.heldout(step), batch_size=run.chain.batch_size)
-    return float(metrics["l0"])
 
 
 def l0_breaks_chain(run: RunConfig, continued: float, previous: float) -> bool:

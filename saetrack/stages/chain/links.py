@@ -24,7 +24,7 @@ from saetrack.sae.io import save_sae
 from saetrack.sae.model import SAETrackSAE, build_sae
 from saetrack.sae.recurrent import recurrent_init
 from saetrack.sae.training import NonFiniteLossError, TrainResult, train_sae
-from saetrack.stages.chain.continuity import breaks_chain, carried_explained_variance, l0_breaks_chain, previous_l0
+from saetrack.stages.chain.continuity import breaks_chain, carried_explained_variance, l0_breaks_chain
 
 __all__ = [
     "ACTIVATION_SCALE_ROWS",
@@ -268,6 +268,7 @@ def train_and_evaluate_link(
     device: str,
     progress: bool,
     ranks: Ranks = SINGLE,
+    previous_l0: float | None = None,
 ) -> TrainedLink:
     """Train and evaluate the chain link at schedule ``position`` (Sec. 3.2.2) - the one recipe of every chain link,
     the chain stage's and the density study's sparse chains' alike.
@@ -278,7 +279,8 @@ def train_and_evaluate_link(
     checkpoint at the first or later link's lr and warm-up, seeded by :func:`link_seed`, carrying ``optimizer_state``
     under ``optimizer_policy="carry"``; then :func:`evaluate_link`. Under ``chain.restart_below`` a later link whose
     ``previous`` does not carry to this checkpoint is trained as a first link instead, and under
-    ``chain.restart_l0_ratio`` a continued link whose L0 left the band around ``previous``'s is retrained as one
+    ``chain.restart_l0_ratio`` a continued link whose L0 left the band around ``previous_l0`` (``previous``'s
+    recorded held-out L0, given by the caller, which holds its record) is retrained as one
     (:mod:`~saetrack.stages.chain.continuity`). Non-finite activations raise
     :class:`ChainTrainingError` naming ``desc``. With several ``ranks`` (every rank calling alike) the link trains
     data-parallel and every rank returns the same link.
@@ -297,16 +299,17 @@ def train_and_evaluate_link(
                              progress=progress, ranks=ranks)  # fmt: skip
         return result, evaluate_link(run, result.sae, activations, step, checkpoints, device)
 
-    carried = before = None
+    carried = None
     if previous is not None and chain.restart_below is not None:
         carried = carried_explained_variance(run, previous, activations, step)
     cause = "carried" if breaks_chain(run, carried) else None
     if cause is not None:  # the chain is broken here: link k is trained as a first link (continuity module doc)
         previous = optimizer_state = None
-    if previous is not None and chain.restart_l0_ratio is not None:
-        before = previous_l0(run, previous, activations, position)
+    before = previous_l0 if previous is not None and chain.restart_l0_ratio is not None else None
+    if previous is not None and chain.restart_l0_ratio is not None and before is None:
+        raise ValueError(f"{desc}: chain.restart_l0_ratio needs the previous link's held-out L0 (previous_l0).")
     result, quality = train(previous, optimizer_state)
-    continued = None if previous is None or before is None else quality["l0"]
+    continued = None if before is None else quality["l0"]
     thrown_away = None
     if continued is not None and before is not None and l0_breaks_chain(run, continued, before):
         cause, previous, thrown_away = "l0", None, result.n_tokens  # did not settle here: retrained as a first link

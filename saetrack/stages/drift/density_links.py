@@ -83,16 +83,17 @@ def _load_state(folder: Path, run: RunConfig) -> dict[str, Any] | None:
 def _train_sparse_link(
     run: RunConfig, folder: Path, activations: ActivationSource, checkpoints: CheckpointSource, position: int,
     previous: SAETrackSAE, state: dict[str, Any] | None, link: tuple[int, int, int], digest: str, device: str,
-    progress: bool,
+    progress: bool, previous_l0: float,
 ) -> tuple[dict[str, Any], SAETrackSAE, dict[str, Any] | None]:  # fmt: skip
     """Train, evaluate and save the sparse link at schedule ``position`` (``link``: stride, index in its chain, the
     previous link's step) as the chain stage trains a later link, its manifest carrying ``digest``
     (:func:`density_link_hash` of the configured run, not of ``run``, whose λ may be the calibrated one); return its
-    record, SAE and Adam state."""
+    record, SAE and Adam state. ``previous_l0``: the previous sparse link's recorded held-out L0 (the outcome rule's
+    reference, :mod:`saetrack.stages.chain.continuity`)."""
     step, (stride, index, previous_step) = run.sae_steps[position], link
     desc = f"density stride {stride}: link {index + 1} (step {step})"
     trained = train_and_evaluate_link(run, activations, checkpoints, position, previous, state, desc=desc,
-                                      device=device, progress=progress)  # fmt: skip
+                                      device=device, progress=progress, previous_l0=previous_l0)  # fmt: skip
     result, quality, scale = trained.result, trained.quality, trained.scale
     health = link_health(quality, activations.d_model)  # recorded, not raised: a sparse chain that breaks is a result
     files = save_link(run, result, folder)
@@ -142,7 +143,8 @@ def train_sparse_chain(
         else:
             link = (stride, index, chain.steps[-1])
             record, previous, state = _train_sparse_link(calibrated, folder, activations, checkpoints, position,
-                                                         previous, state, link, digest, device, progress)  # fmt: skip
+                                                         previous, state, link, digest, device, progress,
+                                                         chain.records[-1]["metrics"]["l0"])  # fmt: skip
             curve = store.read_manifest(folder)["loss_curve"]  # type: ignore[index]
             if after_link is not None:
                 after_link(stride, step)

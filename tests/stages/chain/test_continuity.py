@@ -22,7 +22,6 @@ from saetrack.stages.chain.continuity import (
     carried_explained_variance,
     chain_restarts,
     l0_breaks_chain,
-    previous_l0,
     require_continuous,
     restart_note,
 )
@@ -114,11 +113,14 @@ def test_the_outcome_rule_on_known_values(smoke) -> None:
     assert not l0_breaks_chain(smoke, 1000.0, 1.0)  # the rule off (the paper's chain)
 
 
-def test_previous_l0_is_the_previous_links_recorded_held_out_l0(smoke_run_dir) -> None:
+def test_the_outcome_rule_needs_the_previous_links_recorded_l0(smoke_run_dir) -> None:
     run = get_preset("smoke").with_overrides({"chain.first_tokens": 4096})
     cache, checkpoints = ActivationCache(smoke_run_dir, get_preset("smoke")), open_source(run.model, smoke_run_dir)
     first = train_and_evaluate_link(run, cache, checkpoints, 0, None, None, desc="l1", device="cpu", progress=False)
-    assert previous_l0(run, first.result.sae, cache, 1) == first.quality["l0"]
+    ruled = run.with_overrides({"chain.restart_l0_ratio": 2.0})
+    with pytest.raises(ValueError, match=r"^l2: chain\.restart_l0_ratio needs the previous link's held-out L0"):
+        train_and_evaluate_link(ruled, cache, checkpoints, 1, first.result.sae, None, desc="l2", device="cpu",
+                                progress=False)  # fmt: skip
 
 
 def test_a_continued_link_outside_the_band_is_retrained_as_a_first_link(smoke_run_dir) -> None:
@@ -129,7 +131,8 @@ def test_a_continued_link_outside_the_band_is_retrained_as_a_first_link(smoke_ru
     for name, ratio in (("off", None), ("wide", 1e9), ("tight", 1.0 + 1e-12)):
         run = base.with_overrides({"chain.restart_l0_ratio": ratio})
         links[name] = train_and_evaluate_link(run, cache, checkpoints, 1, first.result.sae, None, desc="l2",
-                                              device="cpu", progress=False)  # fmt: skip
+                                              device="cpu", progress=False,
+                                              previous_l0=first.quality["l0"])  # fmt: skip
     off, wide, tight = links["off"], links["wide"], links["tight"]
     assert off.previous_l0 is None and off.continued_l0 is None and not off.restarted  # nothing measured
     assert wide.previous_l0 == first.quality["l0"] and wide.continued_l0 == off.quality["l0"] != first.quality["l0"]
