@@ -1,13 +1,12 @@
 """The SAE-Track chain (Sec. 3.2.2, App. C.1) and the independent from-scratch baseline.
 
-SAE[1] is randomly initialised and trained on the first scheduled checkpoint's activations with the
-first-SAE budget; SAE[k] starts from SAE[k-1]'s weights and trains on checkpoint k's own activations
-with the link budget — forward in training time. Every link is trained with its own hyperparameters
-(rebuilt from the config on reload, so SAELens' L1 reset cannot leak in), saved as
-``chain/step{N}/`` in SAELens format, and evaluated on held-out activations of its checkpoint.
+SAE[1] is randomly initialised and trained on the first scheduled checkpoint's activations with the first-SAE budget;
+SAE[k] starts from SAE[k-1]'s weights and trains on checkpoint k's own activations with the link budget — forward in
+training time. Every link is trained with its own hyperparameters (rebuilt from the config on reload, so SAELens' L1
+reset cannot leak in), saved as ``chain/step{N}/`` in SAELens format, and evaluated on its checkpoint's held-out data.
 
-A link counts as finished only once its ``manifest.json`` is written (after the SAE files, each step
-atomic), so an interrupted run resumes at the first unfinished link and never loads a half-written one.
+A link counts as finished only once its ``manifest.json`` is written (after the SAE files, each step atomic), so an
+interrupted run resumes at the first unfinished link and never loads a half-written one.
 """
 
 from __future__ import annotations
@@ -107,10 +106,9 @@ def _train_link_at(
     ranks: Ranks = SINGLE,
     previous_l0: float | None = None,
 ) -> tuple[dict[str, Any], TrainResult]:
-    """Train, evaluate and save link ``position`` (:func:`~saetrack.stages.chain.links.train_and_evaluate_link`, with
-    the previous link's recorded held-out L0), or save ``trained`` when the calibration already trained it; a dead or
-    saturated link stops the chain, unsaved.
-    With several ``ranks`` all train it (data-parallel) and the writer saves it while the others wait."""
+    """Train (:func:`~saetrack.stages.chain.links.train_and_evaluate_link`, given the previous link's recorded L0),
+    evaluate and save link ``position``, or save ``trained`` when the calibration trained it; a dead or saturated link
+    stops the chain unsaved. With several ``ranks`` all train it and the writer saves it while the others wait."""
     step = run.sae_steps[position]
     desc = f"link {position + 1}/{len(run.sae_steps)} (step {step})"
     if trained is None:
