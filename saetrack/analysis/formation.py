@@ -248,7 +248,11 @@ def umap_embedding(
         random_state=seed,
         n_jobs=1,  # umap-learn forces 1 with a random_state anyway; say so to avoid its warning
     )
-    return np.asarray(reducer.fit_transform(pts), dtype=np.float64)
+    threads = torch.get_num_threads()
+    try:
+        return np.asarray(reducer.fit_transform(pts), dtype=np.float64)
+    finally:  # a seeded fit changes the OpenMP thread count torch shares: every later stage in this process (a
+        torch.set_num_threads(threads)  # headless run's drift, a spread rank's next unit) would sum floats otherwise
 
 
 def checkpoint_positions(steps: Sequence[int], wanted_fractions: Sequence[float] = PAPER_FIG4_FRACTIONS) -> list[int]:

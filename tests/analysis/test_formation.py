@@ -178,6 +178,20 @@ def test_umap_embedding_is_deterministic() -> None:
     np.testing.assert_array_equal(umap_embedding(points, seed=42), first)
 
 
+@pytest.mark.slow
+def test_umap_embedding_leaves_torchs_thread_count_alone() -> None:
+    # a seeded umap-learn fit set torch's (OpenMP's) threads from 1 to the core count, so a suite or noise floor
+    # trained after formation in the same process summed its floats differently from one trained before it
+    points = np.random.default_rng(1).standard_normal((40, 8))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        umap_embedding(points, seed=0, n_neighbors=5)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _RecordingRows:
     """An ``[N, d]`` analysis set that records every row request (like a streamed view computing its batches)."""
 
