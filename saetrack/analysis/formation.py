@@ -228,18 +228,30 @@ def umap_embedding(
     """A 2-D UMAP embedding of ``points [n, d]`` (paper Fig. 4: n_neighbors=100, min_dist=0, cosine, seed 42).
 
     ``n_neighbors`` is clipped to ``n - 1``. Deterministic for a fixed ``seed`` (umap-learn then runs
-    single-threaded). The paper fits one embedding per checkpoint; so should the caller.
+    single-threaded); torch's thread count, which a seeded fit changes, is restored. Rows that repeat (a layer-0
+    hook reads token embeddings, equal for equal tokens) are embedded once and share their point: umap-learn's seed
+    does not make a fit of repeated rows deterministic (lmcinnes/umap#1277; measured here: two fits of one smoke
+    panel with 14 distinct rows of 175 gave layouts 25 units apart). The paper fits one embedding per checkpoint; so
+    should the caller.
 
     Returns:
         ``[n, 2]`` float64.
     """
-    import umap  # imported here: umap-learn pulls in numba, which is slow to import
-
     pts = np.asarray(points, dtype=np.float32)
     if pts.ndim != 2 or pts.shape[0] < 3:
         raise ValueError(f"points must have shape [n >= 3, d], got shape {pts.shape}")
     if n_neighbors < 2:
         raise ValueError(f"n_neighbors must be >= 2, got {n_neighbors}")
+    distinct, inverse = np.unique(pts, axis=0, return_inverse=True)
+    if len(distinct) == len(pts) or len(distinct) < 3:  # nothing repeats (or too little is distinct to embed apart)
+        return _fit_umap(pts, seed, n_neighbors, min_dist, metric)
+    return _fit_umap(distinct, seed, n_neighbors, min_dist, metric)[inverse.reshape(-1)]
+
+
+def _fit_umap(pts: np.ndarray, seed: int, n_neighbors: int, min_dist: float, metric: str) -> np.ndarray:
+    """One seeded umap-learn fit of ``pts`` (:func:`umap_embedding`), torch's thread count restored afterwards."""
+    import umap  # imported here: umap-learn pulls in numba, which is slow to import
+
     reducer = umap.UMAP(
         n_components=2,
         n_neighbors=min(n_neighbors, pts.shape[0] - 1),

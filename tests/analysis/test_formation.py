@@ -179,6 +179,18 @@ def test_umap_embedding_is_deterministic() -> None:
 
 
 @pytest.mark.slow
+def test_umap_embedding_of_repeated_rows_is_deterministic() -> None:
+    # umap-learn's seed does not fix a fit of repeated rows (lmcinnes/umap#1277): each distinct row is embedded once
+    rng = np.random.default_rng(2)
+    distinct = rng.standard_normal((12, 8))
+    points = distinct[rng.integers(0, 12, size=120)]
+    first = umap_embedding(points, seed=42, n_neighbors=5)
+    np.testing.assert_array_equal(umap_embedding(points, seed=42, n_neighbors=5), first)
+    same = (points[:, None, :] == points[None, :, :]).all(-1)
+    assert np.array_equal(same, (first[:, None, :] == first[None, :, :]).all(-1))  # equal rows, equal points
+
+
+@pytest.mark.slow
 def test_umap_embedding_leaves_torchs_thread_count_alone() -> None:
     # a seeded umap-learn fit set torch's (OpenMP's) threads from 1 to the core count, so a suite or noise floor
     # trained after formation in the same process summed its floats differently from one trained before it
