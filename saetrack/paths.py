@@ -25,6 +25,7 @@ __all__ = [
     "FORMATION_DIR",
     "MANIFEST",
     "MODEL_DIR",
+    "NOISE_FLOOR_DIR",
     "NOTEBOOKS_DIR",
     "REPO_ROOT",
     "RESULTS_JSON",
@@ -61,6 +62,8 @@ FORMATION_DIR = "formation"
 DRIFT_DIR = "drift"
 #: The checkpoint-density study of notebook 04 (chains over every s-th checkpoint beside the run's own chain).
 DENSITY_DIR = "density"
+#: The drift noise floor's cosines (:func:`saetrack.stages.drift.noise_floor.kept_noise_floor`).
+NOISE_FLOOR_DIR = "noise_floor"
 SCALE_DIR = "scale"
 STATISTICS_DIR = "statistics"
 CROSSCODER_DIR = "crosscoder"

@@ -77,6 +77,13 @@ def run_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "data-parallel (default: torchrun's WORLD_SIZE, else 1)",
     )
     parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="in a job of several ranks (torchrun, srun): deal whole units out over the ranks - layers' chains, "
+        "baselines, seed control, noise floor, formation, drift, the scale study's sizes - through claims in the "
+        "shared run directory, instead of training each link data-parallel; rank 0 then draws",
+    )
+    parser.add_argument(
         "--ignore-resources",
         action="store_true",
         help="go on even when the resource plan says the run does not fit this machine",

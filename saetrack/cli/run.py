@@ -18,12 +18,13 @@ import torch.distributed as dist
 
 from saetrack import hub, ledger, paths, store
 from saetrack.config import DEFAULT_PRESET, ConfigError, RunConfig, get_preset
-from saetrack.distributed.ranks import init_ranks, ranks_from_environment
+from saetrack.distributed.ranks import init_ranks, rank_device, ranks_from_environment
 from saetrack.ledger import render
 from saetrack.notebooks import NotebookFailed
 from saetrack.pipeline.layers import layer_folders
 from saetrack.pipeline.ranked import DATA_PARALLEL_STAGES, data_parallel_stages, run_data_parallel
 from saetrack.pipeline.shape import STAGE_NAMES
+from saetrack.pipeline.spread import run_spread
 from saetrack.pipeline.stages import last_executions, run_stages
 from saetrack.publish import publish_run
 from saetrack.resources import (
@@ -119,6 +120,9 @@ def _validated(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tup
     if run.cache.layers and (args.chain_from_hub or args.push_to_hub):
         parser.error("--chain-from-hub and --push-to-hub take one layer's chain: run them on the layer's own run "
                      "(--set cache.layer=L --run-dir RUN/layerL), not with cache.layers.")  # fmt: skip
+    if args.spread and args.force:
+        parser.error("--spread resumes every unit where it stopped, so --force would redo finished units on each "
+                     "restart: delete the outputs to rebuild instead.")  # fmt: skip
     if bool(args.chain_from_hub) != bool(args.chain_revision):
         parser.error("--chain-from-hub REPO and --chain-revision COMMIT go together (a chain is loaded pinned).")
     return run, device
@@ -205,6 +209,23 @@ def _data_parallel(
     return None
 
 
+def _spread(args: argparse.Namespace, run: RunConfig, run_dir: Path, device: str, skip: tuple[str, ...]) -> int | None:
+    """``--spread``: compute this rank's share of the run's units (:mod:`saetrack.pipeline.spread`). Returns the exit
+    code for a rank other than 0 (its part is done) or for a failure, ``None`` for rank 0 to go on to the notebooks."""
+    ranks = ranks_from_environment()
+    try:
+        run_spread(run, run_dir, ranks, device=rank_device(ranks, device), only=args.only, skip=skip,
+                   log=lambda line: print(line, flush=True), progress=not args.quiet)  # fmt: skip
+    except Exception as error:  # one line; the finished units (and finished links of this one) stay for a restart
+        print(f"saetrack: rank {ranks.rank} of {ranks.world_size} failed: {type(error).__name__}: {error}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 1
+    if not ranks.writer:
+        print(f"saetrack: rank {ranks.rank} of {ranks.world_size}: every unit is done; rank 0 draws", flush=True)
+        return 0
+    return None
+
+
 def _run_notebooks(
     args: argparse.Namespace, run: RunConfig, run_dir: Path, device: str, skip: tuple[str, ...], ranked: bool
 ) -> None:
@@ -250,10 +271,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return 2
         print(f"[chain] {len(folders)} links installed from {args.chain_from_hub}@{args.chain_revision}", flush=True)
     skip = ("chain",) if args.chain_from_hub else ()
-    if ranks.distributed and (code := _data_parallel(args, run, run_dir, device, skip)) is not None:
+    if args.spread and (code := _spread(args, run, run_dir, device, skip)) is not None:
+        return code
+    if ranks.distributed and not args.spread and (code := _data_parallel(args, run, run_dir, device, skip)) is not None:
         return code
     try:
-        _run_notebooks(args, run, run_dir, device, skip, ranks.distributed)
+        _run_notebooks(args, run, run_dir, device, skip, ranks.distributed and not args.spread)
     except NotebookFailed as error:
         print(f"saetrack: FAILED\n{error}", file=sys.stderr, flush=True)
         return 1

@@ -26,6 +26,7 @@ __all__ = [
     "backend_for",
     "barrier",
     "init_ranks",
+    "rank_device",
     "ranks_from_environment",
 ]
 
@@ -99,18 +100,26 @@ def init_ranks(device: str = "cpu", environ: Mapping[str, str] | None = None, **
     returns the same answer without joining twice.
     """
     ranks = ranks_from_environment(environ)
-    if torch.device(device).type == "cuda" and ranks.distributed:
-        if ranks.local_rank >= torch.cuda.device_count():
-            raise RuntimeError(
-                f"rank {ranks.rank} has local rank {ranks.local_rank}, but this node has {torch.cuda.device_count()} "
-                "CUDA devices: start at most one rank per GPU (torchrun --nproc-per-node)."
-            )
-        device = f"cuda:{ranks.local_rank}"
-        torch.cuda.set_device(device)
+    device = rank_device(ranks, device)
     if ranks.distributed and not dist.is_initialized():
         init.setdefault("timeout", GROUP_TIMEOUT)
         dist.init_process_group(backend=backend_for(device), rank=ranks.rank, world_size=ranks.world_size, **init)
     return ranks, device
+
+
+def rank_device(ranks: Ranks, device: str) -> str:
+    """The device this rank computes on: ``cuda:<LOCAL_RANK>`` (made current) for CUDA ranks of a job of several,
+    ``device`` otherwise. A local rank beyond the node's GPUs raises ``RuntimeError`` saying so."""
+    if torch.device(device).type != "cuda" or not ranks.distributed:
+        return device
+    if ranks.local_rank >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"rank {ranks.rank} has local rank {ranks.local_rank}, but this node has {torch.cuda.device_count()} "
+            "CUDA devices: start at most one rank per GPU (torchrun --nproc-per-node)."
+        )
+    device = f"cuda:{ranks.local_rank}"
+    torch.cuda.set_device(device)
+    return device
 
 
 def barrier(ranks: Ranks) -> None:

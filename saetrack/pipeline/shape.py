@@ -17,7 +17,7 @@ from saetrack import paths, store
 from saetrack.config.run import RunConfig
 from saetrack.pipeline.skeleton import current_manifest
 
-__all__ = ["STAGES", "STAGE_NAMES", "Stage", "get_stage", "stage_of_output"]
+__all__ = ["PARTS", "STAGES", "STAGE_NAMES", "Part", "Stage", "get_part", "get_stage", "stage_of_output"]
 
 
 @dataclass(frozen=True)
@@ -172,3 +172,42 @@ def stage_of_output(folder: str, run: RunConfig) -> str:
             return stage.name
         known += outputs
     raise KeyError(f"no stage writes {folder!r}; output folders: {known}")
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of one run's computations that needs no other rank (what a spread torchrun job deals out over its
+    ranks, :mod:`saetrack.pipeline.spread`): the headless function a stage's notebook calls, resumable like it."""
+
+    name: str
+    #: The stage whose notebook calls it (the part is scheduled only when that stage is selected and on).
+    stage: str
+    #: ``"module:function"``, called as ``function(run, run_dir, device=..., progress=...)``; skips current work.
+    function: str
+    #: Names of the parts (of the same run) whose outputs it reads.
+    inputs: tuple[str, ...]
+    #: Whether ``run`` has this part at all (no seed control configured, no noise floor).
+    applies: Callable[[RunConfig], bool] = lambda run: True
+
+
+#: The parts of a run, in an order that respects their inputs: notebook 01's inputs; the chain, the baselines and the
+#: seed control of notebook 02; the noise floor, formation and drift of notebooks 03-04.
+PARTS: tuple[Part, ...] = (
+    Part("inputs", "cache", "saetrack.pipeline.headless:prepare_inputs", ()),
+    Part("chain", "chain", "saetrack.stages.chain:train_chain", ("inputs",)),
+    Part("baselines", "chain", "saetrack.stages.chain:train_baselines", ("inputs",)),
+    Part("seed_control", "chain", "saetrack.stages.chain.seed_control:train_seed_controls", ("baselines",),
+         applies=lambda run: bool(run.chain.baseline) and bool(run.chain.seed_control_indices)),
+    Part("noise_floor", "drift", "saetrack.stages.drift.noise_floor:train_noise_floor", ("chain",),
+         applies=lambda run: run.noise_floor_links > 0),
+    Part("formation", "formation", "saetrack.stages.formation:analyse_formation", ("chain",)),
+    Part("drift", "drift", "saetrack.stages.drift:analyse_drift", ("formation", "noise_floor")),
+)  # fmt: skip
+
+
+def get_part(name: str) -> Part:
+    """The part called ``name``; unknown names raise ``KeyError`` listing the known ones."""
+    for part in PARTS:
+        if part.name == name:
+            return part
+    raise KeyError(f"unknown part {name!r}; parts: {[p.name for p in PARTS]}")

@@ -45,7 +45,7 @@ from saetrack.sae.weights import SAEWeights
 from saetrack.stages.chain import load_chain
 from saetrack.stages.chain.continuity import require_continuous
 from saetrack.stages.drift.decoders import drift_peak_bytes, link_drift
-from saetrack.stages.drift.noise_floor import noise_floor_numbers, run_noise_floor
+from saetrack.stages.drift.noise_floor import kept_noise_floor, noise_floor_numbers
 from saetrack.stages.drift.phase_fits import FIGURE_AXIS, fit_perspectives, fitted_curves, phase_records
 from saetrack.stages.drift.trajectories import trajectory_arrays, trajectory_features, trajectory_numbers
 from saetrack.stages.formation import FormationResult, formation_config_hash, load_formation
@@ -181,11 +181,12 @@ def _formation_arrays(run: RunConfig, formation: FormationResult, live: np.ndarr
 
 def _noise_arrays(
     run: RunConfig, run_dir: Path, folders: dict[int, Path], live: np.ndarray, median: np.ndarray, device: str,
-    progress: bool,
+    progress: bool, force: bool,
 ) -> dict[str, Any]:  # fmt: skip
-    """The drift noise floor (:func:`~saetrack.stages.drift.noise_floor.run_noise_floor`), its quantiles over live
-    features and, per checkpoint, whether the median cosine to final lies below the floor's 5% quantile."""
-    noise, record = run_noise_floor(run, run_dir, folders, device=device, progress=progress)
+    """The drift noise floor (:func:`~saetrack.stages.drift.noise_floor.kept_noise_floor`: reused when kept for this
+    chain, unless ``force``), its quantiles over live features and, per checkpoint, whether the median cosine to final
+    lies below the floor's 5% quantile."""
+    noise, record = kept_noise_floor(run, run_dir, folders, device=device, progress=progress, force=force)
     n_q = len(DRIFT_QUANTILES)
     with np.errstate(invalid="ignore"):
         quantiles = (
@@ -233,7 +234,8 @@ def _build_drift(run: RunConfig, run_dir: Path, stage: StageRun, progress: bool,
         if finding.note:
             print(f"drift stage, phases from {'decoder drift' if name == 'drift' else 'the progress measure'}: "
                   f"{finding.note}", flush=True)  # fmt: skip
-    noise = _noise_arrays(run, run_dir, folders, live, quantiles[:, DRIFT_QUANTILES.index(0.5)], device, progress)
+    median = quantiles[:, DRIFT_QUANTILES.index(0.5)]
+    noise = _noise_arrays(run, run_dir, folders, live, median, device, progress, stage.force)
     time_of = dict(zip(live.tolist(), formed["formation_time"].tolist(), strict=True))
     trajectories = trajectory_arrays(rows, [time_of[f] for f in chosen], run.chain_seed)
     arrays = {"steps": steps, "cosine": cosine.astype(np.float32), "live_features": live, "quantiles": quantiles,

@@ -23,15 +23,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from saetrack import store
+from saetrack import paths, store
 from saetrack.analysis.drift import beyond_noise_floor, link_cosine_to_final
+from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
 from saetrack.data.activations import ActivationSource, open_activations
 from saetrack.data.checkpoints import CheckpointSource, open_source
+from saetrack.pipeline.skeleton import StageRun, run_stage
 from saetrack.sae.io import load_training_sae
 from saetrack.sae.model import SAETrackSAE
 from saetrack.sae.recurrent import recurrent_init
-from saetrack.stages.chain import OPTIMIZER_FILE
+from saetrack.stages.chain import OPTIMIZER_FILE, chain_config_hash, load_chain
 from saetrack.stages.chain.links import (
     ACTIVATION_SCALE_ROWS,
     activation_scale,
@@ -42,12 +44,19 @@ from saetrack.stages.chain.links import (
 
 __all__ = [
     "NOISE_FLOOR_RULE",
+    "kept_noise_floor",
     "noise_chain_cosines",
+    "noise_floor_config_hash",
     "noise_floor_links",
     "noise_floor_numbers",
     "noise_link_seed",
     "run_noise_floor",
+    "train_noise_floor",
 ]
+
+#: In the run directory's ``noise_floor/`` (:data:`~saetrack.paths.NOISE_FLOOR_DIR`, with a manifest): the floor's
+#: cosines, reused by the drift stage and computed apart by a spread job (:mod:`saetrack.pipeline.spread`).
+COSINES_FILE = "cosines.npy"
 
 
 #: What the floor is, as written into the drift stage's manifest.
@@ -219,3 +228,36 @@ def noise_floor_numbers(
         "last_checkpoint_beyond_noise": max(beyond_steps) if beyond_steps else None,
         "steps_within_noise": [int(steps[t]) for t in compared if not beyond[t]],
     }
+
+
+def noise_floor_config_hash(run: RunConfig) -> str:
+    """Hash of what the noise floor depends on: the chain's hash (which covers the cache, its token plan with the
+    floor's rows, the chain section and the seeds) and the floor's resolved link count."""
+    return config_hash({"chain": chain_config_hash(run), "links": run.noise_floor_links, "v": 1})
+
+
+def kept_noise_floor(
+    run: RunConfig, run_dir: Path, folders: dict[int, Path], *, device: str = "cpu", progress: bool = True,
+    force: bool = False,
+) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+    """:func:`run_noise_floor`, kept in ``run_dir/noise_floor/`` under :func:`noise_floor_config_hash`: read back when
+    finished with this config (unless ``force``), else computed and written atomically, manifest last."""
+
+    def build(stage: StageRun) -> dict[str, Any]:
+        cosines, record = run_noise_floor(run, run_dir, folders, device=device, progress=progress)
+        with stage.atomic() as tmp:
+            np.save(tmp / COSINES_FILE, cosines.astype(np.float64), allow_pickle=False)
+            return stage.finish(config={"drift": run.to_dict()["drift"]}, into=tmp, record=record)
+
+    folder = Path(run_dir) / paths.NOISE_FLOOR_DIR
+    manifest = run_stage(folder, "noise_floor", noise_floor_config_hash(run), build, force=force)
+    return np.load(folder / COSINES_FILE, allow_pickle=False), manifest["record"]
+
+
+def train_noise_floor(
+    run: RunConfig, run_dir: Path, *, device: str = "cpu", progress: bool = True, force: bool = False
+) -> dict[str, Any]:
+    """The noise floor of the run's finished chain (:func:`kept_noise_floor`) as a piece of work of its own, what a
+    spread job's rank runs once the chain is current; returns the floor's record."""
+    folders = load_chain(run_dir, run)
+    return kept_noise_floor(run, run_dir, folders, device=device, progress=progress, force=force)[1]

@@ -42,6 +42,7 @@ __all__ = [
     "non_embedding_parameters",
     "output_hashes",
     "scale_config_hash",
+    "size_dir",
     "size_runs",
     "study_variants",
     "summary_numbers",
@@ -59,7 +60,8 @@ def size_runs(run: RunConfig) -> list[RunConfig]:
     return [run if preset == run.preset else get_preset(preset) for preset in run.scale.presets or (run.preset,)]
 
 
-def _size_dir(size: RunConfig, run: RunConfig, run_dir: Path) -> Path:
+def size_dir(size: RunConfig, run: RunConfig, run_dir: Path) -> Path:
+    """The run directory of one size of ``run``'s scale study: ``run_dir`` for its own size, ``runs/<preset>/`` else."""
     return Path(run_dir) if size.preset == run.preset else paths.run_dir(size.preset)
 
 
@@ -75,7 +77,7 @@ def scale_config_hash(run: RunConfig) -> str:
 def study_variants(run: RunConfig, run_dir: Path) -> list[SeedVariant]:
     """The seed study's variants of ``run`` with their folders (:func:`~saetrack.stages.scale.seeds.seed_variants`;
     the variant with the seed size's own seeds is the scale study's run of that size)."""
-    folders = {s.preset: _size_dir(s, run, run_dir) for s in size_runs(run)}
+    folders = {s.preset: size_dir(s, run, run_dir) for s in size_runs(run)}
     return seed_variants(run, run_dir, folders)
 
 
@@ -119,7 +121,7 @@ def ensure_sizes(
     folders: dict[str, Path] = {}
     others = []
     for size in size_runs(run):
-        folder = _size_dir(size, run, run_dir)
+        folder = size_dir(size, run, run_dir)
         folder.mkdir(parents=True, exist_ok=True)
         folders[size.preset] = folder
         if size.preset == run.preset:
