@@ -11,7 +11,8 @@ as each chain link reads fresh tokens. The decoder cosine of every feature after
 drift that SAE training and data sampling alone cause.
 
 Cached and streamed activations both work through :func:`saetrack.data.activations.open_activations`. The noise
-SAEs are not kept; the drift stage saves only the cosines.
+SAEs are not kept; their cosines are (``noise_floor/``, :func:`kept_noise_floor`), so the drift stage reuses them and a
+spread job computes them as a unit of their own.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ from saetrack.sae.model import build_sae
 from saetrack.sae.recurrent import recurrent_init
 from saetrack.sae.training import shuffled_batches
 from saetrack.stages.chain.links import link_seed, sae_metadata, train_link
+from saetrack.stages.drift import noise_floor as nf
 from saetrack.stages.drift.noise_floor import (
+    kept_noise_floor,
     noise_chain_cosines,
     noise_floor_links,
     noise_floor_numbers,
@@ -107,6 +109,25 @@ def test_no_floor_asked_for_trains_nothing(tiny: RunConfig, tmp_path: Path) -> N
     cos, record = run_noise_floor(off, tmp_path, {0: tmp_path / "missing", 4: tmp_path / "missing"}, progress=False)
     assert cos.shape == (0, tiny.chain.expansion_factor * tiny.model.d_model)
     assert record["links"] == 0 and record["skipped"] is None and record["step"] == 4
+
+
+def test_the_kept_floor_is_read_back_until_forced_or_the_chain_changes(
+    tiny: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    computed: list[int] = []
+
+    def floor(run: RunConfig, run_dir: Path, folders: dict, **kw: object) -> tuple[np.ndarray, dict]:
+        computed.append(run.chain.link_tokens)
+        return np.full((2, 3), float(len(computed))), {"links": 2, "n": len(computed)}
+
+    monkeypatch.setattr(nf, "run_noise_floor", floor)
+    first, record = kept_noise_floor(tiny, tmp_path, {}, progress=False)
+    again, kept = kept_noise_floor(tiny, tmp_path, {}, progress=False)
+    assert computed == [tiny.chain.link_tokens] and kept == record == {"links": 2, "n": 1}
+    np.testing.assert_array_equal(again, first)
+    assert kept_noise_floor(tiny, tmp_path, {}, progress=False, force=True)[1]["n"] == 2
+    other = tiny.with_overrides({"chain.link_tokens": tiny.chain.link_tokens * 2})  # another chain: another floor
+    assert kept_noise_floor(other, tmp_path, {}, progress=False)[1]["n"] == 3
 
 
 def test_noise_floor_numbers_on_a_known_chain() -> None:
