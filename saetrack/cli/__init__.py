@@ -81,7 +81,8 @@ def run_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="in a job of several ranks (torchrun, srun): deal whole units out over the ranks - layers' chains, "
         "baselines, seed control, noise floor, formation, drift, the scale study's sizes - through claims in the "
-        "shared run directory, instead of training each link data-parallel; rank 0 then draws",
+        "shared run directory, instead of training each link data-parallel; rank 0 then draws. With --plan "
+        "(and --ranks N): the units dealt over N ranks and the projected wall time",
     )
     parser.add_argument(
         "--ignore-resources",

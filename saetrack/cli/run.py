@@ -26,6 +26,7 @@ from saetrack.pipeline.ranked import DATA_PARALLEL_STAGES, data_parallel_stages,
 from saetrack.pipeline.shape import STAGE_NAMES
 from saetrack.pipeline.spread import run_spread
 from saetrack.pipeline.stages import last_executions, run_stages
+from saetrack.planning.spread import format_spread, plan_spread
 from saetrack.publish import publish_run
 from saetrack.resources import (
     ResourceError,
@@ -113,7 +114,7 @@ def _validated(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tup
         parser.error(f"model.local_path = {run.model.local_path!r} is not a folder (it must hold the step{{N}}/ "
                      "checkpoints of model.source='local').")  # fmt: skip
     ranks = _planned_ranks(args)
-    if ranks < 1 or run.chain.batch_size % ranks:
+    if ranks < 1 or (run.chain.batch_size % ranks and not args.spread):  # a spread unit trains on one rank
         parser.error(f"--ranks {ranks}: the ranks must split chain.batch_size = {run.chain.batch_size} evenly.")
     if args.ranks is not None and not args.plan:
         parser.error("--ranks plans a torchrun job (with --plan); to run one, start the command with torchrun.")
@@ -134,9 +135,12 @@ def _plan_or_check(args: argparse.Namespace, run: RunConfig, run_dir: Path, devi
     rates = measure_rates(device)
     limits = machine_limits(run_dir, device)
     ranks = _planned_ranks(args)
-    stages = planned_for(plan_run(run, rates, ranks), args.only)  # only what this call will run is checked
+    lines_ranks = 1 if args.spread else ranks  # a spread job's units each run in one process
+    stages = planned_for(plan_run(run, rates, lines_ranks), args.only)  # only what this call will run is checked
     if args.plan:
-        print(format_plan(run, stages, rates, limits, ranks))
+        print(format_plan(run, stages, rates, limits, lines_ranks))
+        if args.spread:
+            print(format_spread(plan_spread(run, rates, ranks, args.only), ranks, human_time))
         runs = list(layer_folders(run, run_dir).values()) if run.cache.layers else [(run, run_dir)]
         for each, folder in runs:  # a run of several layers: each layer's folder
             measured = last_executions(each, folder)

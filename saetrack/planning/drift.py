@@ -9,7 +9,7 @@ from saetrack.planning.common import PlanInputs, StagePlan, sae_bytes, sae_train
 from saetrack.stages.drift.decoders import drift_peak_bytes
 from saetrack.stages.drift.density_rules import density_positions
 
-__all__ = ["density_cost", "density_links", "drift_host_bytes", "plan"]
+__all__ = ["density_cost", "density_links", "drift_host_bytes", "noise_floor_cost", "plan"]
 
 
 def drift_host_bytes(inputs: PlanInputs) -> int:
@@ -26,18 +26,18 @@ def plan(inputs: PlanInputs) -> list[StagePlan]:
     """The ``drift`` line: the drift measures and the noise floor, plus the density study's links
     (:func:`density_cost`), whose tokens, time, disk and notes it adds."""
     run, n_ckpt = inputs.run, inputs.n_checkpoints
+    noise = noise_floor_cost(inputs)
     n_noise = n_ckpt - 1 if run.drift.noise_floor_links is None else run.drift.noise_floor_links
-    noise_tokens = n_noise * run.chain.tokens_for(n_ckpt - 1)
     line = StagePlan(
         "drift",
-        forward_tokens=noise_tokens if run.cache.streamed else 0,
-        sae_tokens=noise_tokens,
+        forward_tokens=noise.forward_tokens,
+        sae_tokens=noise.sae_tokens,
         host=drift_host_bytes(inputs),
         disk=n_ckpt * inputs.d_sae * 8 * 4,
-        device=sae_training_device_bytes(inputs) if n_noise else 0,
+        device=noise.device,
         owner="drift",
+        seconds=noise.seconds,
     )
-    line.seconds = noise_tokens * inputs.sae_step_seconds + line.forward_tokens * inputs.forward_seconds
     if n_noise:
         line.notes.append(f"noise floor: {n_noise} links of {run.chain.tokens_for(n_ckpt - 1):,} tokens")
     density = density_cost(inputs)
@@ -50,6 +50,18 @@ def plan(inputs: PlanInputs) -> list[StagePlan]:
         line.seconds += density.seconds
         line.notes += density.notes
     return [line]
+
+
+def noise_floor_cost(inputs: PlanInputs) -> StagePlan:
+    """The noise floor's share of the drift line: ``M`` links of the final link's budget retrained on the final
+    checkpoint (streamed: the model runs for their tokens); what a spread job's ``noise_floor`` unit computes."""
+    run, n_ckpt = inputs.run, inputs.n_checkpoints
+    n_noise = n_ckpt - 1 if run.drift.noise_floor_links is None else run.drift.noise_floor_links
+    tokens = n_noise * run.chain.tokens_for(n_ckpt - 1)
+    line = StagePlan("noise floor", forward_tokens=tokens if run.cache.streamed else 0, sae_tokens=tokens,
+                     device=sae_training_device_bytes(inputs) if n_noise else 0, owner="drift")  # fmt: skip
+    line.seconds = tokens * inputs.sae_step_seconds + line.forward_tokens * inputs.forward_seconds
+    return line
 
 
 def density_links(n_checkpoints: int, strides: tuple[int, ...]) -> int:

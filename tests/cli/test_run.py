@@ -68,6 +68,14 @@ def test_ranks_plan_a_torchrun_job_and_a_bad_count_is_one_message(capsys) -> Non
         assert stopped.value.code == 2 and message in err and "Traceback" not in err
 
 
+def test_plan_spread_deals_the_units_over_the_ranks(capsys) -> None:
+    options = ["run", "--preset", "smoke", "--plan", "--device", "cpu", "--set", "cache.layers=[0,1]", "--spread"]
+    assert cli.main([*options, "--ranks", "3"]) == 0  # a spread unit trains on one rank: 3 need not split the batch
+    out = capsys.readouterr().out
+    assert "spread over 3 ranks (--spread): 13 units" in out and "  rank 0: inputs" in out
+    assert "data-parallel" not in out  # the table is the one-process plan
+
+
 def test_unknown_stages_are_named_with_the_known_ones(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["run", "--preset", "smoke", "--only", "train", "--plan"])
