@@ -188,6 +188,8 @@ class Part:
     inputs: tuple[str, ...]
     #: Whether ``run`` has this part at all (no seed control configured, no noise floor).
     applies: Callable[[RunConfig], bool] = lambda run: True
+    #: The parts it reads only for some configs (the baselines read the chain's calibrated λ).
+    reads_also: Callable[[RunConfig], tuple[str, ...]] = lambda run: ()
 
 
 #: The parts of a run, in an order that respects their inputs: notebook 01's inputs; the chain, the baselines and the
@@ -195,7 +197,8 @@ class Part:
 PARTS: tuple[Part, ...] = (
     Part("inputs", "cache", "saetrack.pipeline.headless:prepare_inputs", ()),
     Part("chain", "chain", "saetrack.stages.chain:train_chain", ("inputs",)),
-    Part("baselines", "chain", "saetrack.stages.chain:train_baselines", ("inputs",)),
+    Part("baselines", "chain", "saetrack.stages.chain:train_baselines", ("inputs",),
+         reads_also=lambda run: ("chain",) if run.chain.searches_coefficient else ()),
     Part("seed_control", "chain", "saetrack.stages.chain.seed_control:train_seed_controls", ("baselines",),
          applies=lambda run: bool(run.chain.baseline) and bool(run.chain.seed_control_indices)),
     Part("noise_floor", "drift", "saetrack.stages.drift.noise_floor:train_noise_floor", ("chain",),

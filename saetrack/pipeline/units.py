@@ -81,7 +81,7 @@ def _run_units(
     for part in PARTS:
         if part.stage not in stages or not part.applies(run) or (shared_inputs and part.name == "inputs"):
             continue
-        after = tuple(names[i] for i in part.inputs if i in names)
+        after = tuple(names[i] for i in (*part.inputs, *part.reads_also(run)) if i in names)
         units.append(Unit(prefix + part.name, part.name, run, Path(run_dir), after, _function(part.function)))
         names[part.name] = prefix + part.name
     return units

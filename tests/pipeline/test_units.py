@@ -26,6 +26,13 @@ def test_a_single_layer_run_has_its_parts_as_units(run: RunConfig, tmp_path: Pat
     assert all(u.run_dir == tmp_path for u in units.values())
 
 
+def test_the_baselines_wait_for_the_chain_when_they_read_its_calibrated_penalty(run: RunConfig, tmp_path: Path) -> None:
+    calibrated = run.with_overrides({"chain.target_l0": 8})
+    units = {u.name: u for u in spread_units(calibrated, tmp_path, only=["cache", "chain"])}
+    assert units["baselines"].after == ("inputs", "chain")  # chain/calibration.json holds their lambda
+    assert {u.name: u for u in spread_units(run, tmp_path, only=["chain"])}["baselines"].after == ()
+
+
 def test_layers_share_one_inputs_unit_and_keep_their_own_folders(run: RunConfig, tmp_path: Path) -> None:
     multi = run.with_overrides({"cache.layers": [0, 1]})
     units = {u.name: u for u in spread_units(multi, tmp_path, only=["cache", "chain"])}
