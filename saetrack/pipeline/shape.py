@@ -203,7 +203,7 @@ PARTS: tuple[Part, ...] = (
          applies=lambda run: bool(run.chain.baseline) and bool(run.chain.seed_control_indices)),
     Part("noise_floor", "drift", "saetrack.stages.drift.noise_floor:train_noise_floor", ("chain",),
          applies=lambda run: run.noise_floor_links > 0),
-    Part("formation", "formation", "saetrack.stages.formation:analyse_formation", ("chain",)),
+    Part("formation", "formation", "saetrack.stages.formation:analyse_formation", ("chain", "baselines")),
     Part("drift", "drift", "saetrack.stages.drift:analyse_drift", ("formation", "noise_floor")),
 )  # fmt: skip
 

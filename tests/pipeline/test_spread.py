@@ -18,7 +18,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.multiprocessing.spawn import ProcessException
 
-from saetrack import paths, store
+from saetrack import cli, paths, store
 from saetrack.config import RunConfig, get_preset
 from saetrack.distributed.ranks import Ranks
 from saetrack.pipeline import headless
@@ -32,8 +32,14 @@ STAGES = ["cache", "chain", "formation", "drift"]
 KILL_AFTER_LINKS = 3
 
 
+#: Two smoke layers over the suite's first four checkpoints, without UMAP panels (each rank process would compile
+#: umap-learn's numba code: most of the test's time; the embedding's determinism is tested in tests/analysis).
+OVERRIDES = {"cache.layers": [0, 1], "chain.schedule": [0, 1, 2, 3], "chain.baseline": [2, 3],
+             "formation.umap_token_features": 0, "formation.umap_concept_features": 0}  # fmt: skip
+
+
 def _multi() -> RunConfig:
-    return get_preset("smoke").with_overrides({"cache.layers": [0, 1]})
+    return get_preset("smoke").with_overrides(OVERRIDES)
 
 
 def _rank(rank: int, world: int, run_dir: str, only: list[str], kill: bool) -> None:
@@ -136,27 +142,28 @@ def test_a_rank_killed_mid_chain_resumes_to_the_same_weights(alone: Path, tmp_pa
             assert _files(run_dir, layer, pattern) == _files(alone, layer, pattern)
 
 
-def test_saetrack_run_spread_under_torchrun(tmp_path: Path) -> None:
+def test_saetrack_run_spread_under_torchrun(spread: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
+    shutil.copytree(spread, run_dir)  # every unit done: the ranks find nothing to take and rank 0 draws
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    command = [*launcher, "-m", "saetrack", "run", "--preset", "smoke", "--set", "cache.layers=[0, 1]", "--spread",
-               "--only", "cache", "chain", "--device", "cpu", "--run-dir", str(run_dir), "--quiet"]  # fmt: skip
+    settings = [item for key, value in OVERRIDES.items() for item in ("--set", f"{key}={value}")]
+    command = [*launcher, "-m", "saetrack", "run", "--preset", "smoke", *settings, "--spread", "--only", "chain",
+               "--device", "cpu", "--run-dir", str(run_dir), "--quiet"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SAETRACK_FIGURES": str(tmp_path / "figures")}
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=env, cwd=paths.REPO_ROOT)
     printed = done.stdout + done.stderr
     assert done.returncode == 0, printed[-4000:]
     assert "rank 1 of 2: every unit is done; rank 0 draws" in printed
-    assert "[spread] rank 0 of 2: 7 units" in printed
+    assert "[spread] rank 0 of 2: 6 units, 6 already done" in printed  # 2 layers x (chain, baselines, seed control)
     for layer in (0, 1):  # rank 0's notebooks found the computations current and drew
         assert f"[smoke/layer{layer}:chain] done in" in printed
         assert (run_dir / f"layer{layer}" / paths.NOTEBOOKS_DIR / "02_train_chain.done.json").is_file()
     assert "data-parallel" not in printed
-    shutil.rmtree(run_dir)
 
 
-def test_spread_refuses_force(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "saetrack", "run", "--preset", "smoke", "--spread", "--force", "--run-dir",
-               str(tmp_path)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, cwd=paths.REPO_ROOT)
-    assert done.returncode == 2
-    assert "--spread resumes every unit" in done.stderr and "Traceback" not in done.stderr
+def test_spread_refuses_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["run", "--preset", "smoke", "--spread", "--force", "--run-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert "--spread resumes every unit" in err and "Traceback" not in err

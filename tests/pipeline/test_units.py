@@ -23,6 +23,7 @@ def test_a_single_layer_run_has_its_parts_as_units(run: RunConfig, tmp_path: Pat
     assert list(units) == ["inputs", "chain", "baselines", "seed_control", "noise_floor", "formation", "drift"]
     assert units["seed_control"].after == ("baselines",)
     assert units["drift"].after == ("formation", "noise_floor")
+    assert units["formation"].after == ("chain", "baselines")  # its control: formation on the from-scratch SAEs
     assert all(u.run_dir == tmp_path for u in units.values())
 
 
