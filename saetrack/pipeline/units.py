@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ class Unit:
     #: Called as ``work(run, run_dir, device=..., progress=...)``.
     work: Callable[..., Any] = field(repr=False, compare=False)
 
-    @property
+    @cached_property
     def key(self) -> str:
         """The config this unit is done for: its run's config and its part."""
         return config_hash({"run": self.run.to_dict(), "part": self.part})

@@ -22,7 +22,7 @@ from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
 from saetrack.pipeline.units import Unit, spread_units
 from saetrack.planning import plan_run
-from saetrack.planning.common import GB, StagePlan, plan_inputs
+from saetrack.planning.common import GB, PlanInputs, StagePlan, plan_inputs
 from saetrack.planning.drift import density_cost, noise_floor_cost
 from saetrack.rates import Rates
 
@@ -48,14 +48,14 @@ class SpreadPlan:
         return max((end for rank in self.ranks for _, _, end in rank), default=0.0)
 
 
-def _unit_cost(unit: Unit, lines: list[StagePlan], rates: Rates) -> tuple[float, int, int]:
-    """``(seconds, device bytes, host bytes)`` of one unit from its run's plan ``lines`` (module doc)."""
+def _unit_cost(unit: Unit, lines: list[StagePlan], inputs: PlanInputs) -> tuple[float, int, int]:
+    """``(seconds, device bytes, host bytes)`` of one unit from its run's plan ``lines`` and ``inputs`` (module
+    doc)."""
     if unit.part == "inputs":
         mine = [line for line in lines if line.owner == "cache"]
     elif unit.part == "variant":
         mine = [line for line in lines if line.owner in ("cache", "chain", "formation", "drift")]
     elif unit.part in ("noise_floor", "drift"):
-        inputs = plan_inputs(unit.run, rates)
         noise, density = noise_floor_cost(inputs), density_cost(inputs)
         if unit.part == "noise_floor":
             return noise.seconds, noise.device, 0
@@ -95,13 +95,13 @@ def schedule(units: list[Unit], seconds: dict[str, float], n_ranks: int) -> list
 def plan_spread(run: RunConfig, rates: Rates, n_ranks: int, only: list[str] | None = None) -> SpreadPlan:
     """The projection of ``saetrack run --spread`` for ``run`` over ``n_ranks`` (module doc)."""
     units = spread_units(run, Path("."), only=only)
-    plans: dict[str, list[StagePlan]] = {}
+    plans: dict[str, tuple[list[StagePlan], PlanInputs]] = {}  # one plan per run, shared by its units
     costs = {}
     for unit in units:
         key = config_hash(unit.run.to_dict())
         if key not in plans:
-            plans[key] = plan_run(unit.run, rates)
-        costs[unit.name] = _unit_cost(unit, plans[key], rates)
+            plans[key] = (plan_run(unit.run, rates), plan_inputs(unit.run, rates))
+        costs[unit.name] = _unit_cost(unit, *plans[key])
     whole = [line for line in plan_run(run, rates) if not only or line.owner in only]
     plan = SpreadPlan({n: c[0] for n, c in costs.items()}, {n: c[1] for n, c in costs.items()},
                       {n: c[2] for n, c in costs.items()})  # fmt: skip
