@@ -14,6 +14,14 @@ The learning rate decays linearly to zero over the last ``lr_decay`` share of th
 Every ``save_every`` steps the model, the optimiser, the dead-feature counters, the norm records and the loss curve
 are written atomically to ``state.pt``; :func:`train_crosscoder` given the same folder and ``key`` resumes from there
 and gives the same weights as an uninterrupted run (the permutation depends only on the seed and the epoch).
+
+Data-parallel (``ranks`` of a ``torchrun`` job, :mod:`saetrack.distributed.data_parallel`): the global batch of a
+step is the single process's (the same permutation), rank ``r`` of ``W`` takes its ``r``-th share of the batch's
+(sorted) rows; the gradients are averaged over the ranks before Adam steps, the steps-since-fired counts are reduced
+with ``MIN`` after every step (a feature fired in the global batch when it fired on any rank), the loss curve holds
+the ranks' mean (the global batch's, as shares are equal) and a non-finite loss on any rank stops every rank. All
+ranks end with the same weights; the writer (rank 0) alone saves the state. Only the order of float32 sums differs
+from one process (``tests/crosscoder/test_data_parallel.py`` states the tolerance).
 """
 
 from __future__ import annotations
@@ -26,12 +34,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from saetrack import store
 from saetrack.analysis.emergence_controls import SETTLING_WINDOW
 from saetrack.config.crosscoder import CrosscoderConfig
 from saetrack.crosscoder.model import Crosscoder, CrosscoderLoss, CrosscoderShape
+from saetrack.distributed.data_parallel import any_over_ranks, average_gradients, broadcast_state, mean_over_ranks
+from saetrack.distributed.ranks import SINGLE, Ranks
 
 __all__ = [
     "STATE_FILE",
@@ -157,36 +168,49 @@ def _resume(path: Path, key: str, model: Crosscoder, optimizer: torch.optim.Opti
     )
 
 
-def _record(progress: _Progress, out: CrosscoderLoss, dead: torch.Tensor, step: int, bar: tqdm) -> None:
-    """Append step ``step``'s losses to the curve and show them on the progress bar (reads them back: a host sync,
-    every ``total // CURVE_POINTS`` steps)."""
-    for name, value in (("step", step), ("mse", out.mse), ("sparsity", out.sparsity), ("l0", out.l0)):
-        progress.curve[name].append(float(value))
+def _record(progress: _Progress, out: CrosscoderLoss, dead: torch.Tensor, step: int, bar: tqdm, ranks: Ranks) -> None:
+    """Append step ``step``'s losses (the ranks' mean: the global batch's) to the curve and show them on the progress
+    bar (reads them back: a host sync, every ``total // CURVE_POINTS`` steps)."""
+    losses = torch.stack([out.mse, out.sparsity, out.l0]).float()
+    if ranks.distributed:
+        mean_over_ranks(losses)
+    progress.curve["step"].append(float(step))
+    for name, value in zip(("mse", "sparsity", "l0"), losses.tolist(), strict=True):
+        progress.curve[name].append(value)
     progress.curve["dead"].append(float(dead.float().mean()))
     bar.set_postfix(mse=f"{progress.curve['mse'][-1]:.3f}", l0=f"{progress.curve['l0'][-1]:.1f}",
                     dead=f"{progress.curve['dead'][-1]:.2f}")  # fmt: skip
 
 
-def _checked(non_finite: torch.Tensor, since: int, step: int) -> int:
+def _checked(non_finite: torch.Tensor, since: int, step: int, ranks: Ranks) -> int:
     """Raise :class:`NonFiniteCrosscoderLossError` when the device-side flag ``non_finite`` says a loss after step
-    ``since`` was NaN or infinite; else the step checked up to, ``step``."""
-    if bool(non_finite):
+    ``since`` was NaN or infinite (on any of the ``ranks``); else the step checked up to, ``step``."""
+    if any_over_ranks(non_finite) if ranks.distributed else bool(non_finite):
         raise NonFiniteCrosscoderLossError(since, step)
     return step
 
 
-def _optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
-    """One Adam step on ``loss`` at learning rate ``lr``."""
+def _optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float, ranks: Ranks) -> None:
+    """One Adam step on ``loss`` at learning rate ``lr``, on the gradients averaged over the ``ranks``."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if ranks.distributed:
+        average_gradients([p for group in optimizer.param_groups for p in group["params"]])
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
 
 
-def _checked_shape(data: np.ndarray, cfg: CrosscoderConfig, n_snapshots: int | None) -> tuple[int, int, int, int]:
+def _checked_shape(
+    data: np.ndarray, cfg: CrosscoderConfig, n_snapshots: int | None, ranks: Ranks
+) -> tuple[int, int, int, int]:
     """``(T, N, d, steps per epoch)`` of the training ``data`` ``[T or 1, N, d]``; a clear error when it holds
-    another number of blocks or fewer tokens than one batch."""
+    another number of blocks or fewer tokens than one batch, or when the batch does not split over the ``ranks``."""
+    if cfg.batch_size % ranks.world_size:
+        raise ValueError(
+            f"crosscoder.batch_size = {cfg.batch_size} does not split over {ranks.world_size} ranks: use a multiple of "
+            "the number of ranks, so every rank trains on the same share of each batch."
+        )
     blocks, n_rows, d_model = data.shape
     n_snapshots = n_snapshots or blocks
     steps_per_epoch = n_rows // cfg.batch_size
@@ -213,6 +237,7 @@ def train_crosscoder(
     device: str = "cpu",
     progress: bool = True,
     sparse: bool | None = None,
+    ranks: Ranks = SINGLE,
 ) -> TrainedCrosscoder:
     """Train a crosscoder (:class:`~saetrack.crosscoder.model.Crosscoder`) on ``data`` ``[T, N, d]`` / ``scales [T]``.
 
@@ -227,8 +252,11 @@ def train_crosscoder(
     Each epoch's permutation (:func:`epoch_rows`) is drawn once, when the epoch begins. The loop reads nothing back
     from the device per step: a non-finite loss sets a device-side flag, read (raising
     :class:`NonFiniteCrosscoderLossError`) when the loss curve is recorded and before the state is saved.
+
+    With several ``ranks`` every rank calls this alike and trains its share of each batch (module doc); every rank
+    returns the same model, the writer alone saves the state and shows progress.
     """
-    n_snapshots, n_rows, d_model, steps_per_epoch = _checked_shape(data, cfg, n_snapshots)
+    n_snapshots, n_rows, d_model, steps_per_epoch = _checked_shape(data, cfg, n_snapshots, ranks)
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, math.ceil(cfg.sparsity_warmup * total))
     generator = torch.Generator().manual_seed(seed)
@@ -236,6 +264,8 @@ def train_crosscoder(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     state_path = state_dir / STATE_FILE
     state = _resume(state_path, key, model, optimizer, device)
+    if ranks.distributed:  # every rank read the same state; rank 0's weights make sure of it
+        broadcast_state(model)
     norm = (
         torch.as_tensor(scales, dtype=torch.float32, device=device),
         None if offsets is None else torch.as_tensor(offsets, dtype=torch.float32, device=device),
@@ -243,34 +273,39 @@ def train_crosscoder(
     sparse = device == "cpu" if sparse is None else sparse
     record_every, norms_every = max(1, total // CURVE_POINTS), norm_record_every(total)
     started = time.perf_counter()
-    bar = tqdm(total=total, initial=state.step, desc="crosscoder training", disable=not progress, unit="step")
+    bar = tqdm(total=total, initial=state.step, desc="crosscoder training", disable=not (progress and ranks.writer),
+                unit="step")  # fmt: skip
     rows, rows_epoch = np.zeros(0, dtype=np.int64), -1
     non_finite, checked = torch.zeros((), dtype=torch.bool, device=device), state.step
     for step in range(state.step, total):
         epoch, position = divmod(step, steps_per_epoch)
         if epoch != rows_epoch:  # one permutation per pass, drawn when the pass begins
             rows, rows_epoch = epoch_rows(seed, epoch, n_rows), epoch
-        x = _batch(data, rows[position * cfg.batch_size : (position + 1) * cfg.batch_size], norm, device)
+        batch_rows = np.sort(rows[position * cfg.batch_size : (position + 1) * cfg.batch_size])
+        x = _batch(data, batch_rows[ranks.shard(cfg.batch_size)], norm, device)
         dead = state.since_fired >= cfg.dead_window_tokens
         out = model.loss(
             x, cfg.sparsity_coefficient * min(1.0, (step + 1) / warmup), cfg.tanh_scale,
             pre_act_coefficient=cfg.pre_act_coefficient, dead=dead, sparse=sparse,
         )  # fmt: skip
-        _optimise(optimizer, out.total, learning_rate(cfg, step, total))
+        _optimise(optimizer, out.total, learning_rate(cfg, step, total), ranks)
         non_finite |= ~torch.isfinite(out.total.detach())  # on the device: no host sync per step
         state.since_fired += cfg.batch_size
         state.since_fired.masked_fill_((out.activations > 0).any(dim=0), 0)
+        if ranks.distributed:  # fired in the global batch: fired on some rank
+            dist.all_reduce(state.since_fired, op=dist.ReduceOp.MIN)
         if step % record_every == 0 or step == total - 1:  # the flag is read where the curve is read back anyway
-            checked = _checked(non_finite, checked, step + 1)
-            _record(state, out, dead, step, bar)
+            checked = _checked(non_finite, checked, step + 1, ranks)
+            _record(state, out, dead, step, bar, ranks)
         if (step + 1) % norms_every == 0 or step == total - 1:
             state.norm_steps.append(step + 1)
             state.norm_records.append(model.decoder_norms().detach().cpu().numpy())
         bar.update(1)
         if (step + 1) % cfg.save_every == 0 and step + 1 < total:
-            state.step = checked = _checked(non_finite, checked, step + 1)  # never save a non-finite state
-            _save_state(state_path, {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                     **vars(state)})  # fmt: skip
+            state.step = checked = _checked(non_finite, checked, step + 1, ranks)  # never save a non-finite state
+            if ranks.writer:
+                _save_state(state_path, {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                         **vars(state)})  # fmt: skip
     bar.close()
     model.eval()
     return TrainedCrosscoder(

@@ -24,7 +24,7 @@ is refused: it keeps the ``k B`` largest activations of the whole batch, which n
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -34,6 +34,8 @@ from sae_lens import SAETrainer
 from saetrack.distributed.ranks import Ranks
 
 __all__ = [
+    "any_over_ranks",
+    "average_gradients",
     "broadcast_state",
     "check_data_parallel",
     "data_parallel_step",
@@ -72,6 +74,44 @@ def mean_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         tensor.div_(dist.get_world_size())
     return tensor
+
+
+def any_over_ranks(flag: torch.Tensor) -> bool:
+    """Whether the boolean ``flag`` (a 0-d tensor) is true on any rank (one all-reduce ``MAX``; a host sync)."""
+    value = flag.to(torch.int32).reshape(1)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def average_gradients(parameters: Sequence[torch.Tensor]) -> None:
+    """Every parameter's gradient replaced by its mean over the ranks, in one all-reduce of all gradients laid end to
+    end (after ``backward``, before the optimizer step: what DDP does, in one bucket).
+
+    A parameter without a gradient on a rank counts as zero there; it has a gradient afterwards when it had one on some
+    rank (as in one process training the whole global batch) and stays without one when it had none on any rank, so
+    Adam treats it alike on every rank and as a single process would.
+    """
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in parameters]
+    has_grad = torch.tensor([p.grad is not None for p in parameters], dtype=grads[0].dtype, device=grads[0].device)
+    flat = mean_over_ranks(torch.cat([*(g.reshape(-1) for g in grads), has_grad]))
+    # read back (a host sync) only when this rank lacks a gradient: else every parameter has one afterwards
+    missing = any(p.grad is None for p in parameters)
+    present = flat[-len(parameters) :].tolist() if missing else [1.0] * len(parameters)
+    offset = 0
+    for parameter, share in zip(parameters, present, strict=True):
+        size = parameter.numel()
+        parameter.grad = _laid_out_like(parameter, flat[offset : offset + size]) if share > 0 else None
+        offset += size
+
+
+def _laid_out_like(parameter: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``values`` (the parameter's elements in logical order) as a gradient with the parameter's strides: a view when
+    the parameter is contiguous, else a copy. Fused Adam reads a gradient in the parameter's memory order, so a
+    contiguous gradient of a permuted parameter (the crosscoder's ``W_enc``) would update the wrong elements."""
+    if parameter.is_contiguous():
+        return values.view_as(parameter)
+    return torch.empty_like(parameter).copy_(values.view(parameter.shape))
 
 
 def broadcast_state(module: torch.nn.Module) -> None:

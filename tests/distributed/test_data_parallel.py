@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from saetrack.distributed.data_parallel import check_data_parallel, shard_batches
+from saetrack.distributed.data_parallel import average_gradients, check_data_parallel, shard_batches
 from saetrack.distributed.ranks import SINGLE, Ranks
 from saetrack.sae.model import build_sae
 from saetrack.sae.training import synthetic_activations, train_sae
@@ -91,3 +91,19 @@ def test_uneven_batches_and_batchtopk_are_refused() -> None:
     with pytest.raises(ValueError, match=r"batchtopk.*cannot train data-parallel"):
         check_data_parallel("batchtopk", 64, Ranks(0, 2))
     check_data_parallel("batchtopk", 64, SINGLE)  # one rank: anything goes
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_averaged_gradients_keep_a_permuted_parameters_layout_for_adam(fused: bool) -> None:
+    """The crosscoder's ``W_enc`` is stored permuted; fused Adam reads a gradient in the parameter's memory order, so
+    a contiguous averaged gradient would update the wrong elements (it did: 0.2 = 2 lr off after one step)."""
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(3, 4, 5, generator=generator).permute(1, 2, 0)
+    gradient = torch.randn(4, 5, 3, generator=generator)
+    parameter = torch.nn.Parameter(start.clone())
+    assert not parameter.is_contiguous()
+    parameter.grad = gradient.clone()
+    average_gradients([parameter])  # one process: the same values, laid out as the parameter
+    assert parameter.grad.stride() == parameter.stride()
+    torch.optim.Adam([parameter], lr=0.1, fused=fused).step()
+    torch.testing.assert_close(parameter.detach(), start - 0.1 * gradient.sign(), atol=1e-5, rtol=0)
