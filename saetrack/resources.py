@@ -94,7 +94,7 @@ def format_plan(run: RunConfig, stages: list[StagePlan], rates: Rates, limits: d
     """The plan as a table: one line per stage, totals, the machine's limits and where the rates come from; for a
     torchrun job of ``ranks`` ranks, memory per rank and the wall time of the job."""
     job = (
-        f" over {ranks} ranks (memory per rank; chain and baselines data-parallel, the rest on rank 0)"
+        f" over {ranks} ranks (memory per rank; chain, baselines and crosscoders data-parallel, the rest on rank 0)"
         if ranks > 1
         else ""
     )

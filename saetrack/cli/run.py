@@ -22,8 +22,8 @@ from saetrack.distributed.ranks import init_ranks, rank_device, ranks_from_envir
 from saetrack.ledger import render
 from saetrack.notebooks import NotebookFailed
 from saetrack.pipeline.layers import layer_folders
-from saetrack.pipeline.ranked import DATA_PARALLEL_STAGES, data_parallel_stages, run_data_parallel
-from saetrack.pipeline.shape import STAGE_NAMES
+from saetrack.pipeline.ranked import DATA_PARALLEL_STAGES, run_data_parallel
+from saetrack.pipeline.shape import STAGE_NAMES, STAGES
 from saetrack.pipeline.spread import run_spread
 from saetrack.pipeline.stages import last_executions, run_stages
 from saetrack.planning.spread import format_spread, plan_spread
@@ -230,21 +230,33 @@ def _spread(args: argparse.Namespace, run: RunConfig, run_dir: Path, device: str
     return None
 
 
+def _ranked_segments(only: list[str] | None, skip: tuple[str, ...]) -> list[tuple[list[str], bool]]:
+    """The selected stages in pipeline order, cut into runs of consecutive stages that are all data-parallel
+    (:data:`DATA_PARALLEL_STAGES`) or all not: ``[(names, data_parallel), ...]``."""
+    segments: list[tuple[list[str], bool]] = []
+    for stage in STAGES:
+        if (only and stage.name not in only) or stage.name in skip:
+            continue
+        ranked = stage.name in DATA_PARALLEL_STAGES
+        if segments and segments[-1][1] == ranked:
+            segments[-1][0].append(stage.name)
+        else:
+            segments.append(([stage.name], ranked))
+    return segments
+
+
 def _run_notebooks(
     args: argparse.Namespace, run: RunConfig, run_dir: Path, device: str, skip: tuple[str, ...], ranked: bool
 ) -> None:
-    """Run (or skip) the stages' notebooks (:func:`run_stages`). After a torchrun job's data-parallel stages
-    (``ranked``) their notebooks only draw, never recompute (not forced again), and ``--force`` applies to the rest."""
+    """Run (or skip) the stages' notebooks (:func:`run_stages`), in pipeline order. After a torchrun job's
+    data-parallel stages (``ranked``) their notebooks only evaluate and draw, never retrain (not forced again), and
+    ``--force`` applies to the rest."""
     common = dict(device=device, log=lambda line: print(line, flush=True), echo=not args.quiet, rerun=args.rerun)
     if not ranked:
         run_stages(run, run_dir, only=args.only, skip=skip, force=args.force, **common)  # type: ignore[arg-type]
         return
-    selected = data_parallel_stages(args.only, skip)
-    if selected:
-        run_stages(run, run_dir, only=selected, skip=skip, **common)  # type: ignore[arg-type]
-    rest = [name for name in args.only if name not in DATA_PARALLEL_STAGES] if args.only else None
-    if rest is None or rest:
-        run_stages(run, run_dir, only=rest, skip=(*skip, *DATA_PARALLEL_STAGES), force=args.force,
+    for names, data_parallel in _ranked_segments(args.only, skip):
+        run_stages(run, run_dir, only=names, skip=skip, force=args.force and not data_parallel,
                    **common)  # type: ignore[arg-type]  # fmt: skip
 
 

@@ -193,7 +193,8 @@ class Part:
 
 
 #: The parts of a run, in an order that respects their inputs: notebook 01's inputs; the chain, the baselines and the
-#: seed control of notebook 02; the noise floor, formation and drift of notebooks 03-04.
+#: seed control of notebook 02; the noise floor, formation and drift of notebooks 03-04; the crosscoder and its
+#: controls of notebook 06 (trained, not evaluated).
 PARTS: tuple[Part, ...] = (
     Part("inputs", "cache", "saetrack.pipeline.headless:prepare_inputs", ()),
     Part("chain", "chain", "saetrack.stages.chain:train_chain", ("inputs",)),
@@ -205,6 +206,8 @@ PARTS: tuple[Part, ...] = (
          applies=lambda run: run.noise_floor_links > 0),
     Part("formation", "formation", "saetrack.stages.formation:analyse_formation", ("chain", "baselines")),
     Part("drift", "drift", "saetrack.stages.drift:analyse_drift", ("formation", "noise_floor")),
+    Part("crosscoder", "crosscoder", "saetrack.stages.crosscoder.training:train_crosscoders", ("inputs",),
+         applies=lambda run: run.crosscoder.enabled),
 )  # fmt: skip
 
 

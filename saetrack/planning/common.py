@@ -104,10 +104,13 @@ class PlanInputs:
 def plan_inputs(run: RunConfig, rates: Rates, ranks: int = 1) -> PlanInputs:
     """:class:`PlanInputs` of ``run`` over ``ranks`` ranks: ``(d_model, n_layers, vocab, d_sae)`` from the config (the
     suite's, or the model section's) and the token plan; raises :class:`ResourceError` when the model's shapes are
-    not stated or ``ranks`` cannot split the chain's batch."""
+    not stated or ``ranks`` cannot split the chain's batch (or the crosscoder's, when it is on)."""
     if ranks < 1 or run.chain.batch_size % ranks:
         raise ResourceError(f"{ranks} ranks cannot split chain.batch_size = {run.chain.batch_size} evenly: plan for a "
                             "number of ranks that divides it.")  # fmt: skip
+    if run.crosscoder.enabled and run.crosscoder.batch_size % ranks:
+        raise ResourceError(f"{ranks} ranks cannot split crosscoder.batch_size = {run.crosscoder.batch_size} evenly: "
+                            "plan for a number of ranks that divides it.")  # fmt: skip
     d_model = run.model.d_model or (run.suite.d_model if run.suite else 0)
     n_layers = run.model.n_layers or (run.suite.n_layers if run.suite else 0)
     if not d_model or not n_layers:

@@ -8,9 +8,13 @@ parameters are ``2 d_sae T d``) and of ``2 d_sae T d`` on a CPU (the encoder for
 sparse step, :mod:`saetrack.crosscoder.sparse`; its work over active features only is not counted, so this too is a
 lower bound), once more for every control crosscoder (``crosscoder.controls``, trained alike, each counted with all T
 snapshots); device memory: the parameters, their gradients and Adam's two moments, one ``[batch, T, d]`` batch and
-its reconstruction and the batch's feature activations. ``statistics``: a full forward with logits of every chain
-checkpoint over at most 256 held-out contexts and the corpus's unigram and bigram counts. ``method comparison``: the
-matchings of the crosscoder's and the chain's decoders over at most ``MAX_MATCH_FEATURES`` features a side.
+its reconstruction and the batch's feature activations. Over several ranks (a ``torchrun`` job) every crosscoder
+trains data-parallel: the training time is divided by the ranks, each rank holds its share of the batch, and a note
+gives the gradient all-reduce per step; the aligned activations' forwards stay on rank 0.
+
+``statistics``: a full forward with logits of every chain checkpoint over at most 256 held-out contexts and the
+corpus's unigram and bigram counts. ``method comparison``: the matchings of the crosscoder's and the chain's
+decoders over at most ``MAX_MATCH_FEATURES`` features a side.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def _crosscoder(inputs: PlanInputs) -> StagePlan:
     eval_rows = min(EVAL_TOKENS, run.cache.heldout_tokens)
     cache = crosscoder_cache_bytes(run, d_model)
     trainings = 1 + len(control_inputs(run))  # the control crosscoders train exactly like the main one
+    ranks = inputs.ranks
     stage = StagePlan(
         "crosscoder",
         forward_tokens=tokens * n_snap + (eval_rows * n_snap if run.cache.streamed else 0),
@@ -52,18 +57,25 @@ def _crosscoder(inputs: PlanInputs) -> StagePlan:
         # the held-out rows of every snapshot (quality metrics), the loaded crosscoder and one batch read from disk
         host=eval_rows * n_snap * d_model * 4 + 4 * params + 4 * batch * n_snap * d_model,
         # parameters, gradients, Adam's two moments; the batch and its reconstruction; the feature activations
-        device=4 * 4 * params + 2 * 4 * batch * n_snap * d_model + 3 * 4 * batch * d_sae,
+        device=4 * 4 * params + (2 * 4 * batch * n_snap * d_model + 3 * 4 * batch * d_sae) // ranks,
         owner="crosscoder",
     )
     per_token = 2 if rates.device == "cpu" else 12  # the sparse step on a CPU (its dense encoder forward), else dense
     train_flops = per_token * tokens * cc.epochs * trainings * d_sae * n_snap * d_model
-    stage.seconds = stage.forward_tokens * inputs.forward_seconds + train_flops / rates.sae_flops
+    stage.seconds = stage.forward_tokens * inputs.forward_seconds + train_flops / rates.sae_flops / ranks
     size = f"{cache / 1e12:,.1f} TB" if cache >= 1e12 else f"{cache / GB:,.2f} GB"
     stage.notes.append(
         f"caches {cc.train_contexts:,} contexts x {run.cache.context_length} tokens at {n_snap} snapshots ({size}, "
         f"{run.cache.dtype}), then trains {cc.epochs} epoch(s) of a {d_sae:,}-feature crosscoder "
         f"({params:,} parameters)" + (f", and {trainings - 1} control crosscoder(s) alike" if trainings > 1 else "")
     )
+    if ranks > 1:
+        steps = trainings * cc.epochs * (tokens // batch)
+        stage.notes.append(
+            f"data-parallel over {ranks} ranks: per step each rank all-reduces {4 * params / GB:.2f} GB of gradients "
+            f"({2 * (ranks - 1) / ranks * 4 * params / GB:.2f} GB on the wire, {steps:,} steps), not in the projected "
+            "time; the forwards of the aligned activations run on rank 0"
+        )
     return stage
 
 

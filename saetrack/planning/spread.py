@@ -1,15 +1,16 @@
 """The plan of a spread job (``saetrack run --spread``, :mod:`saetrack.pipeline.spread`) over N ranks.
 
-Each unit (:func:`~saetrack.pipeline.units.spread_units`) is costed from its own run's plan (:func:`~saetrack.
-planning.plan_run`, one process): ``inputs`` the cache stage's lines, ``chain``, ``baselines`` and ``seed_control``
-the chain stage's lines of those names, ``noise_floor`` the drift line's noise floor
+Each unit (:func:`~saetrack.pipeline.units.spread_units`) is costed from its own run's plan
+(:func:`~saetrack.planning.plan_run`, one process): ``inputs`` the cache stage's lines, ``chain``, ``baselines``
+and ``seed_control`` the chain stage's lines of those names, ``noise_floor`` the drift line's noise floor
 (:func:`~saetrack.planning.drift.noise_floor_cost`), ``formation`` its line, ``drift`` the drift line less the noise
-floor and the density study (which notebook 04 runs on rank 0), a seed variant its whole pipeline (notebooks
-01-04). The units are then dealt out as the job deals them: whenever a rank is free it takes the first unit, in the
-job's order, whose inputs are done; a rank with nothing ready waits for the next unit to finish. The wall time is
-when the last unit is done; what no unit computes (the convergence probes, the matchings, the density study, the
-crosscoder, the explorer) then runs on rank 0 alone. Memory per rank is the largest unit's, since a rank runs one
-unit at a time. Like every plan line, a projection from FLOPs at measured rates: a lower bound.
+floor and the density study (which notebook 04 runs on rank 0), ``crosscoder`` the crosscoder line (its aligned
+activations and the training of it and its controls), a seed variant its whole pipeline (notebooks 01-04). The units
+are then dealt out as the job deals them: whenever a rank is free it takes the first unit, in the job's order, whose
+inputs are done; a rank with nothing ready waits for the next unit to finish. The wall time is when the last unit is
+done; what no unit computes (the convergence probes, the matchings, the density study, the crosscoder's evaluation
+and the statistics, the explorer) then runs on rank 0 alone. Memory per rank is the largest unit's, since a rank
+runs one unit at a time. Like every plan line, a projection from FLOPs at measured rates: a lower bound.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from saetrack.rates import Rates
 __all__ = ["SpreadPlan", "format_spread", "plan_spread", "schedule"]
 
 #: The chain stage's plan line of each part that is one.
-_LINE_OF = {"chain": "chain", "baselines": "baselines", "seed_control": "seed SAEs", "formation": "formation"}
+_LINE_OF = {"chain": "chain", "baselines": "baselines", "seed_control": "seed SAEs", "formation": "formation",
+            "crosscoder": "crosscoder"}  # fmt: skip
 
 
 @dataclass
@@ -119,7 +121,7 @@ def format_spread(plan: SpreadPlan, n_ranks: int, human_time: Callable[[float], 
     lines = [
         f"spread over {n_ranks} ranks (--spread): {len(plan.seconds)} units, {human_time(work)} of work; every unit "
         f"done after {human_time(plan.wall)} (ranks busy {busy:.0%}), then {human_time(plan.rest_on_rank0)} on rank 0 "
-        "alone (probes, matchings, density study, crosscoder, explorer)",
+        "alone (probes, matchings, density study, crosscoder evaluation, statistics, explorer)",
         f"per rank at most: device {max(plan.device.values(), default=0) / GB:.2f} GB, host "
         f"{max(plan.host.values(), default=0) / GB:.2f} GB (the largest unit; a rank runs one at a time)",
     ]

@@ -64,3 +64,12 @@ def test_the_scale_study_adds_the_other_sizes_and_the_seed_variants(run: RunConf
         assert all(a in units for a in unit.after)
     keys = {u.key for u in units.values()}
     assert len(keys) == len(units)  # every unit is done for its own config
+
+
+def test_the_crosscoder_and_its_controls_are_one_unit_reading_the_inputs(run: RunConfig, tmp_path: Path) -> None:
+    assert run.crosscoder.enabled
+    units = {u.name: u for u in spread_units(run, tmp_path, only=["cache", "crosscoder"])}
+    assert list(units) == ["inputs", "crosscoder"]
+    assert units["crosscoder"].after == ("inputs",)  # the corpus and the model: not the chain
+    off = run.with_overrides({"crosscoder.enabled": False})
+    assert [u.name for u in spread_units(off, tmp_path, only=["cache", "crosscoder"])] == ["inputs"]

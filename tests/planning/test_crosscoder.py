@@ -55,3 +55,23 @@ def test_the_crosscoder_is_planned_with_the_step_its_device_runs() -> None:
     flops = cc.train_contexts * run.cache.context_length * cc.epochs * trainings * d_sae * d_model
     flops *= len(run.crosscoder_steps)
     assert gpu.seconds - cpu.seconds == pytest.approx((12 - 2) * flops / RATES.sae_flops)
+
+
+def test_a_torchrun_job_trains_the_crosscoders_data_parallel() -> None:
+    run = get_preset("pythia-160m-l6")
+    one, eight = ({s.stage: s for s in plan_run(run, RATES, ranks)}["crosscoder"] for ranks in (1, 8))
+    forwards = one.forward_tokens * 2 * 12 * 768**2 * 6 / 1e11  # the aligned activations' forwards, on rank 0
+    assert eight.seconds - forwards == pytest.approx((one.seconds - forwards) / 8)
+    batch_terms = 2 * 4 * 4096 * 32 * 768 + 3 * 4 * 4096 * 49_152  # each rank holds an eighth of the batch
+    assert eight.device == one.device - batch_terms + batch_terms // 8
+    params = 2 * 32 * 768 * 49_152 + 2 * 49_152 + 32 * 768
+    steps = 4 * (2_343_750 * 128 // 4096)  # the crosscoder and 3 controls, one epoch each
+    assert (
+        f"all-reduces {4 * params / GB:.2f} GB of gradients" in eight.notes[-1]
+        and f"{steps:,} steps" in eight.notes[-1]
+    )
+    with pytest.raises(ResourceError, match=r"3 ranks cannot split chain\.batch_size"):
+        plan_run(run, RATES, 3)
+    odd = run.with_overrides({"crosscoder.batch_size": 4000})
+    with pytest.raises(ResourceError, match=r"64 ranks cannot split crosscoder\.batch_size = 4000"):
+        plan_run(odd, RATES, 64)  # the chain's 4096 splits, the crosscoder's 4000 does not

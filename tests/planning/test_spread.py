@@ -41,3 +41,12 @@ def test_units_and_rank_0s_rest_add_up_to_the_one_process_plan() -> None:
         assert plan.wall >= work / ranks - 1e-9
         assert sorted(n for rank in plan.ranks for n, _, _ in rank) == sorted(plan.seconds)
     assert plan_spread(run, RATES, 1).wall == pytest.approx(sum(plan_spread(run, RATES, 1).seconds.values()))
+
+
+def test_the_crosscoder_unit_costs_the_crosscoder_line() -> None:
+    run = get_preset("nano")
+    plan = plan_spread(run, RATES, 2, only=["cache", "crosscoder"])
+    line = next(line for line in plan_run(run, RATES) if line.stage == "crosscoder")
+    assert set(plan.seconds) == {"inputs", "crosscoder"}
+    assert plan.seconds["crosscoder"] == pytest.approx(line.seconds) and plan.device["crosscoder"] == line.device
+    assert [name for rank in plan.ranks for name, _, _ in rank] == ["inputs", "crosscoder"]  # it waits for inputs

@@ -35,16 +35,19 @@ from saetrack.analysis import emergence_controls as ec
 from saetrack.analysis import evolution as ev
 from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
-from saetrack.crosscoder.activations import build_aligned_activations, snapshot_scales
-from saetrack.crosscoder.io import SavedCrosscoder, load_crosscoder, save_crosscoder
+from saetrack.crosscoder.io import SavedCrosscoder, load_crosscoder
 from saetrack.crosscoder.quality import crosscoder_metrics
-from saetrack.crosscoder.training import train_crosscoder
-from saetrack.data.activations import open_activations
-from saetrack.data.cache_plan import cache_config_hash, plan_tokens
-from saetrack.data.checkpoints import open_source
-from saetrack.data.corpus import load_corpus
 from saetrack.pipeline.skeleton import StageRun, finished_manifest, run_stage
 from saetrack.stages.crosscoder import controls
+from saetrack.stages.crosscoder.training import (
+    ANALYSIS_FIELDS,
+    EVAL_TOKENS,
+    AlignedActivations,
+    crosscoder_d_sae,
+    heldout_activations,
+    train_or_reuse,
+    training_config_hash,
+)
 
 __all__ = [
     "ANALYSIS_FIELDS",
@@ -62,55 +65,11 @@ __all__ = [
 
 
 ARRAYS_FILE = "arrays.npz"
-#: Crosscoder fields that leave the trained model (and its hash) alone: the analyses' thresholds and the switch.
-ANALYSIS_FIELDS: tuple[str, ...] = (
-    "emergence_fraction",
-    "decay_fraction",
-    "enabled",
-    "controls",
-    "dropped_early_max_step",
-    "null_permutations",
-    "dip_steps",
-)
-#: At most this many held-out tokens enter the quality metrics (all of nano's 16k; bounds memory at paper scale).
-EVAL_TOKENS = 65_536
-
-
-def crosscoder_d_sae(run: RunConfig) -> int:
-    """Dictionary size: ``crosscoder.expansion_factor`` (else the chain's) times ``d_model``."""
-    if run.model.d_model is None:
-        raise ValueError(f"preset {run.preset!r} does not state model.d_model; the crosscoder's size needs it.")
-    return (run.crosscoder.expansion_factor or run.chain.expansion_factor) * run.model.d_model
-
-
-def training_config_hash(run: RunConfig) -> str:
-    """Hash of what the trained crosscoder depends on: the cache's inputs, the snapshots and the training fields."""
-    section = {k: v for k, v in run.to_dict()["crosscoder"].items() if k not in ANALYSIS_FIELDS}
-    return config_hash(
-        {
-            "cache": cache_config_hash(run),
-            "crosscoder": section,
-            "steps": list(run.crosscoder_steps),
-            "d_sae": crosscoder_d_sae(run),
-            "v": 2,  # 2: the sparse step with fused Adam, decoder norms recorded for the settling rule
-        }
-    )
 
 
 def crosscoder_config_hash(run: RunConfig) -> str:
     """Hash of the whole stage: the trained model's hash and the analysis fields."""
     return config_hash({"training": training_config_hash(run), "crosscoder": run.to_dict()["crosscoder"], "v": 2})
-
-
-def _activations_hash(run: RunConfig) -> str:
-    return config_hash(
-        {
-            "cache": cache_config_hash(run),
-            "steps": list(run.crosscoder_steps),
-            "n": run.crosscoder.train_contexts,
-            "layout": "snapshot-major",
-        }
-    )
 
 
 @dataclass(frozen=True)
@@ -138,87 +97,6 @@ class CrosscoderResult:
         return int(self.manifest["turning_point"]["index"])
 
 
-class _Activations:
-    """The aligned activations, built (or finished) on first use only: a reused model and reused controls never
-    open the checkpoints."""
-
-    def __init__(self, run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> None:
-        self.run, self.run_dir, self.stage, self.device, self.progress = run, run_dir, stage, device, progress
-        self.data: np.ndarray | None = None
-        self.seconds = 0.0
-
-    def __call__(self) -> np.ndarray:
-        if self.data is None:
-            run = self.run
-            _, train_stream, _ = load_corpus(self.run_dir)
-            # the first contexts of the training plan (the chain's first SAE reads them too), over the whole stream
-            tokens = plan_tokens(run).contexts(train_stream, (0, run.crosscoder.train_contexts))
-            checkpoints = open_source(run.model, self.run_dir)
-            t0 = time.perf_counter()
-            self.data = build_aligned_activations(
-                run, self.stage.folder / "activations", tokens, run.crosscoder_steps,
-                lambda step: checkpoints.load_hooked(step, device=self.device), key=_activations_hash(run),
-                device=self.device, progress=self.progress,
-            )  # fmt: skip
-            self.seconds = time.perf_counter() - t0
-        return self.data
-
-
-def _train_or_reuse(run: RunConfig, stage: StageRun, activations: _Activations) -> dict[str, Any]:
-    """The model part: reuse ``model/`` when trained with this training hash, else train (building activations)."""
-    model_dir = stage.folder / paths.CROSSCODER_MODEL_DIR
-    key = training_config_hash(run)
-    existing = store.read_manifest(model_dir)
-    if existing is not None and existing.get("config_hash") == key and not stage.force:
-        return existing
-    data = activations()
-    scales = snapshot_scales(data)
-    trained = train_crosscoder(
-        data, scales, run.crosscoder, crosscoder_d_sae(run), seed=run.chain_seed, state_dir=stage.folder / "training",
-        key=key, device=activations.device, progress=activations.progress,
-    )  # fmt: skip
-    metadata = {
-        "hook_name": run.cache.hook_name,
-        "layer": run.cache.layer,
-        "model": run.model.repo_id or run.model.source,
-        "preset": run.preset,
-        "training": run.to_dict()["crosscoder"],
-        "train_tokens": int(data.shape[1]) * run.crosscoder.epochs,
-        "unique_train_tokens": int(data.shape[1]),
-    }
-    with stage.part(paths.CROSSCODER_MODEL_DIR) as tmp:
-        files = save_crosscoder(trained.model, tmp, snapshot_steps=run.crosscoder_steps, input_scale=scales,
-                                metadata=metadata)  # fmt: skip
-        store.write_json(tmp / "curve.json", trained.curve)
-        manifest = store.write_manifest(
-            tmp,
-            stage="crosscoder-model",
-            config=metadata,
-            config_hash=key,
-            files=files,
-            timings={"activations": activations.seconds, "training": trained.seconds},
-            train_steps=trained.steps,
-            unique_train_tokens=int(data.shape[1]),
-            train_tokens=int(data.shape[1]) * run.crosscoder.epochs,
-            settling=ec.settling(trained.norm_steps, trained.norm_records, trained.steps).to_dict(),
-            emergence_during_training={
-                "step": trained.norm_steps.tolist(),
-                "emerged_at_first": ec.emergence_during_training(
-                    trained.norm_records, run.crosscoder.emergence_fraction, trained.live
-                ),
-                "alive": "fired within the last crosscoder.dead_window_tokens training tokens",
-            },
-        )
-    (stage.folder / "training" / "state.pt").unlink(missing_ok=True)
-    return manifest
-
-
-def _heldout(run: RunConfig, run_dir: Path, steps: tuple[int, ...], device: str) -> np.ndarray:
-    source = open_activations(run, run_dir, device=device)
-    columns = [np.asarray(source.heldout(step)[:EVAL_TOKENS], dtype=np.float32) for step in steps]
-    return np.stack(columns, axis=1)
-
-
 def _evolution(saved: SavedCrosscoder, alive: np.ndarray, run: RunConfig) -> dict[str, Any]:
     w_dec = saved.model.W_dec.detach().cpu().numpy()
     norms = ev.decoder_norm_matrix(w_dec)
@@ -237,11 +115,12 @@ def _evolution(saved: SavedCrosscoder, alive: np.ndarray, run: RunConfig) -> dic
 
 
 def _controls(
-    run: RunConfig, stage: StageRun, activations: _Activations, heldout: np.ndarray, main: dict[str, Any]
+    run: RunConfig, stage: StageRun, activations: AlignedActivations, heldout: np.ndarray, main: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Train (or reuse) the control crosscoders and summarise every null; the ``nulls`` section and timings."""
     manifests = controls.train_controls(
-        run, stage.folder, activations, heldout, training_hash=training_config_hash(run), d_sae=crosscoder_d_sae(run),
+        run, stage.folder, activations, lambda: heldout, training_hash=training_config_hash(run),
+        d_sae=crosscoder_d_sae(run),
         device=activations.device, progress=activations.progress, force=stage.force,
     )  # fmt: skip
     t0 = time.perf_counter()
@@ -254,12 +133,12 @@ def _controls(
 
 def _build(run: RunConfig, run_dir: Path, stage: StageRun, device: str, progress: bool) -> dict[str, Any]:
     stage.folder.mkdir(parents=True, exist_ok=True)
-    activations = _Activations(run, run_dir, stage, device, progress)
-    model_manifest = _train_or_reuse(run, stage, activations)
+    activations = AlignedActivations(run, run_dir, device, progress)
+    model_manifest = train_or_reuse(run, stage.folder, activations, force=stage.force)
     saved = load_crosscoder(stage.folder / paths.CROSSCODER_MODEL_DIR, device=device)
     steps = saved.snapshot_steps
     t0 = time.perf_counter()
-    heldout = _heldout(run, run_dir, steps, device)
+    heldout = heldout_activations(run, run_dir, steps, device)
     metrics = crosscoder_metrics(
         saved.model,
         heldout,

@@ -42,7 +42,8 @@ from saetrack.config.base import config_hash
 from saetrack.config.run import RunConfig
 from saetrack.crosscoder.activations import snapshot_moments, snapshot_scales
 from saetrack.crosscoder.quality import crosscoder_metrics
-from saetrack.crosscoder.training import train_crosscoder
+from saetrack.crosscoder.training import TrainedCrosscoder, train_crosscoder
+from saetrack.distributed.ranks import SINGLE, Ranks, barrier
 
 __all__ = [
     "ARRAYS_FILE",
@@ -117,22 +118,46 @@ def _train_one(
     run: RunConfig,
     spec: ControlInput,
     data: np.ndarray,
-    heldout: np.ndarray,
+    heldout: Callable[[], np.ndarray],
     folder: Path,
     key: str,
     d_sae: int,
     device: str,
     progress: bool,
+    ranks: Ranks,
 ) -> dict[str, Any]:
-    """Train one control like the main crosscoder, measure it on the held-out tokens and write its part."""
+    """Train one control like the main crosscoder (data-parallel over ``ranks``), measure it on the held-out tokens
+    and write its part (the writer); its manifest on every rank."""
     view = spec.view(data)
     scales, offsets = spec.normalisation(view)
     t = spec.n_snapshots(len(data))
     state_dir = folder.parent / f".{spec.name}-training"
     trained = train_crosscoder(
         view, scales, run.crosscoder, d_sae, seed=run.chain_seed, state_dir=state_dir, key=key, offsets=offsets,
-        n_snapshots=t, device=device, progress=progress,
+        n_snapshots=t, device=device, progress=progress, ranks=ranks,
     )  # fmt: skip
+    if ranks.writer:
+        _write_control(run, spec, trained, heldout(), folder, key, scales, offsets, device)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    barrier(ranks)
+    manifest = store.read_manifest(folder)
+    assert manifest is not None, f"the writer wrote {folder}; the run directory must be shared by every rank"
+    return manifest
+
+
+def _write_control(
+    run: RunConfig,
+    spec: ControlInput,
+    trained: TrainedCrosscoder,
+    heldout: np.ndarray,
+    folder: Path,
+    key: str,
+    scales: np.ndarray,
+    offsets: np.ndarray | None,
+    device: str,
+) -> dict[str, Any]:
+    """Measure a trained control on the held-out tokens and write its part ``folder``; its manifest."""
+    t = trained.model.shape.n_snapshots
     t0 = time.perf_counter()
     metrics = crosscoder_metrics(
         trained.model, spec.heldout(heldout), np.resize(scales, t), offsets=offsets,  # resize: one scale, T times
@@ -158,7 +183,6 @@ def _train_one(
             settling=settled.to_dict(),
             metrics=metrics,
         )
-    shutil.rmtree(state_dir, ignore_errors=True)
     return manifest
 
 
@@ -166,18 +190,20 @@ def train_controls(
     run: RunConfig,
     stage_folder: Path,
     activations: Callable[[], np.ndarray],
-    heldout: np.ndarray,
+    heldout: Callable[[], np.ndarray],
     *,
     training_hash: str,
     d_sae: int,
     device: str = "cpu",
     progress: bool = True,
     force: bool = False,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, dict[str, Any]]:
     """Train (or reuse) every control of ``run`` into ``stage_folder/controls/``; their manifests by name.
 
-    ``activations()`` returns the main crosscoder's ``[T, N, d]`` input (called only when a control must train);
-    ``heldout`` is ``[n, T, d]``, the held-out tokens at the main crosscoder's snapshots.
+    ``activations()`` returns the main crosscoder's ``[T, N, d]`` input and ``heldout()`` the ``[n, T, d]`` held-out
+    tokens at its snapshots (each called only when a control must train; ``heldout`` by the writer alone). With
+    several ``ranks`` every rank calls this alike: each control trains data-parallel and the writer writes it.
     """
     manifests: dict[str, dict[str, Any]] = {}
     for name, spec in control_inputs(run).items():
@@ -187,7 +213,7 @@ def train_controls(
         if existing is not None and existing.get("config_hash") == key and not force:
             manifests[name] = existing
             continue
-        manifests[name] = _train_one(run, spec, activations(), heldout, folder, key, d_sae, device, progress)
+        manifests[name] = _train_one(run, spec, activations(), heldout, folder, key, d_sae, device, progress, ranks)
     return manifests
 
 
