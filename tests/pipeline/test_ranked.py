@@ -56,7 +56,7 @@ def ranked_smoke(smoke_pipeline: tuple[Path, str], tmp_path_factory: pytest.Temp
 
 
 def test_torchrun_trains_the_chain_on_both_ranks_and_rank_0_draws(ranked_smoke: tuple[Path, str]) -> None:
-    _, printed = ranked_smoke
+    run_dir, printed = ranked_smoke
     assert "data-parallel over 2 ranks" in printed
     assert "rank 1 of 2: data-parallel stages done; rank 0 goes on" in printed
     assert "[smoke:formation] done in" in printed and "[smoke:drift] done in" in printed
@@ -64,6 +64,8 @@ def test_torchrun_trains_the_chain_on_both_ranks_and_rank_0_draws(ranked_smoke: 
     assert "[smoke:crosscoder] done in" in printed  # rank 0's notebook 06, after drift (its input)
     assert printed.index("[smoke:drift] done in") < printed.index("[smoke:crosscoder] running")
     assert "[smoke:scale]" not in printed and "[smoke:explorer]" not in printed  # --only kept
+    trained = (run_dir / paths.CROSSCODER_DIR / "model" / "crosscoder.safetensors").stat().st_mtime_ns
+    assert trained < (run_dir / paths.FORMATION_DIR / "manifest.json").stat().st_mtime_ns  # notebook 06 did not retrain
 
 
 @pytest.mark.parametrize("folder", [paths.CHAIN_DIR, paths.BASELINE_DIR])
