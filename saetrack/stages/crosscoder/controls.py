@@ -43,7 +43,8 @@ from saetrack.config.run import RunConfig
 from saetrack.crosscoder.activations import snapshot_moments, snapshot_scales
 from saetrack.crosscoder.quality import crosscoder_metrics
 from saetrack.crosscoder.training import TrainedCrosscoder, train_crosscoder
-from saetrack.distributed.ranks import SINGLE, Ranks, barrier
+from saetrack.distributed.ranks import SINGLE, Ranks
+from saetrack.distributed.stages import written_manifest
 
 __all__ = [
     "ARRAYS_FILE",
@@ -139,10 +140,7 @@ def _train_one(
     if ranks.writer:
         _write_control(run, spec, trained, heldout(), folder, key, scales, offsets, device)
         shutil.rmtree(state_dir, ignore_errors=True)
-    barrier(ranks)
-    manifest = store.read_manifest(folder)
-    assert manifest is not None, f"the writer wrote {folder}; the run directory must be shared by every rank"
-    return manifest
+    return written_manifest(folder, ranks)
 
 
 def _write_control(

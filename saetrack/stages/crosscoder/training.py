@@ -30,6 +30,7 @@ from saetrack.data.cache_plan import cache_config_hash, plan_tokens
 from saetrack.data.checkpoints import open_source
 from saetrack.data.corpus import load_corpus
 from saetrack.distributed.ranks import SINGLE, Ranks, barrier
+from saetrack.distributed.stages import written_manifest
 from saetrack.stages.crosscoder import controls
 
 __all__ = [
@@ -195,10 +196,7 @@ def train_or_reuse(
         with store.atomic_dir(model_dir) as tmp:
             _model_manifest(run, data, trained, key, tmp, activations.seconds, scales)
         (stage_folder / "training" / "state.pt").unlink(missing_ok=True)
-    barrier(ranks)
-    manifest = store.read_manifest(model_dir)
-    assert manifest is not None, f"the writer wrote {model_dir}; the run directory must be shared by every rank"
-    return manifest
+    return written_manifest(model_dir, ranks)
 
 
 def train_crosscoders(
