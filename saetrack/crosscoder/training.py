@@ -17,7 +17,7 @@ and gives the same weights as an uninterrupted run (the permutation depends only
 
 Data-parallel (``ranks`` of a ``torchrun`` job, :mod:`saetrack.distributed.data_parallel`): the global batch of a
 step is the single process's (the same permutation), rank ``r`` of ``W`` takes its ``r``-th share of the batch's
-(sorted) rows; the gradients are averaged over the ranks before Adam steps, the steps-since-fired counts are reduced
+(sorted) rows; the gradients are averaged over the ranks before Adam steps, the tokens-since-fired counts are reduced
 with ``MIN`` after every step (a feature fired in the global batch when it fired on any rank), the loss curve holds
 the ranks' mean (the global batch's, as shares are equal) and a non-finite loss on any rank stops every rank. All
 ranks end with the same weights; the writer (rank 0) alone saves the state. Only the order of float32 sums differs
