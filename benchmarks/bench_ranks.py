@@ -78,8 +78,17 @@ def _run(command: list[str], env: dict[str, str]) -> float:
 
 def _chain_weights(run_dir: Path) -> dict[str, np.ndarray]:
     """Every chain weight under ``run_dir`` (every layer's), keyed by its path."""
-    return {f"{file.relative_to(run_dir)}:{name}": value for file in sorted(run_dir.rglob("chain/step*/*.safetensors"))
-            for name, value in load_file(file).items()}  # fmt: skip
+    files = sorted(run_dir.rglob("chain/step*/sae_weights.safetensors"))
+    return {f"{file.relative_to(run_dir)}:{name}": value for file in files for name, value in load_file(file).items()}
+
+
+def _differences(weights: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, float]:
+    """The largest weight difference from ``reference`` per link (``layer0/chain/step4``, ...)."""
+    out: dict[str, float] = {}
+    for key, value in reference.items():
+        link = str(Path(key.split(":")[0]).parent)
+        out[link] = max(out.get(link, 0.0), float(np.abs(weights[key] - value).max()))
+    return out
 
 
 def _projection(args: argparse.Namespace, root: Path, spread: bool) -> str:
@@ -113,10 +122,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         f"{a} / {b}": statistics.median(x / y for x, y in zip(seconds[a], seconds[b], strict=True))
         for a, b in (("one", "data-parallel"), ("one", "spread"), ("data-parallel", "spread"))
     }
-    differences = {
-        way: max((float(np.abs(weights[way][k] - weights["one"][k]).max()) for k in weights["one"]), default=0.0)
-        for way in ("data-parallel", "spread")
-    }
+    differences = {way: _differences(weights[way], weights["one"]) for way in ("data-parallel", "spread")}
     assert all(weights[way].keys() == weights["one"].keys() for way in WAYS), "the ways trained different links"
     return {
         "preset": args.preset, "overrides": args.overrides, "only": args.only, "ranks": args.ranks,
