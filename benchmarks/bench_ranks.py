@@ -2,7 +2,7 @@
 
     python benchmarks/bench_ranks.py                                   # smoke, layers 0 and 1, chain stage, 2 ranks
     python benchmarks/bench_ranks.py --preset nano --set cache.layers=[1,3] --ranks 8 --device cuda --rounds 1
-    python benchmarks/bench_ranks.py --only chain crosscoder --rounds 3 --out ranks.json
+    python benchmarks/bench_ranks.py --only chain formation drift crosscoder --rounds 3 --out ranks.json
 
 The inputs (``saetrack run --only cache``: corpus, model, every layer's activation cache) are built once; then each
 round runs, in a rotating order and each on a fresh copy of those inputs, the same ``saetrack run --only <stages>``
