@@ -26,6 +26,7 @@ from one process (``tests/crosscoder/test_data_parallel.py`` states the toleranc
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -201,6 +202,36 @@ def _optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float, r
     optimizer.step()
 
 
+def _start(
+    shape: CrosscoderShape, cfg: CrosscoderConfig, seed: int, saved: tuple[Path, str], device: str, ranks: Ranks
+) -> tuple[Crosscoder, torch.optim.Optimizer, _Progress]:
+    """The seeded crosscoder, its fused Adam and the progress to go on from: resumed from ``saved`` = ``(state file,
+    key)`` when it was written for that key; with several ``ranks``, rank 0's weights broadcast to all."""
+    model = Crosscoder(shape, generator=torch.Generator().manual_seed(seed)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+    state = _resume(*saved, model, optimizer, device)
+    if ranks.distributed:  # every rank read the same state; rank 0's weights make sure of it
+        broadcast_state(model)
+    return model, optimizer, state
+
+
+def _normalisation(
+    scales: np.ndarray, offsets: np.ndarray | None, device: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The per-snapshot scales ``[T]`` and offsets ``[T, d]`` (or None) as float32 tensors on ``device``."""
+    as_tensor = functools.partial(torch.as_tensor, dtype=torch.float32, device=device)
+    return as_tensor(scales), None if offsets is None else as_tensor(offsets)
+
+
+def _count_firing(since_fired: torch.Tensor, activations: torch.Tensor, batch_size: int, ranks: Ranks) -> None:
+    """Advance each feature's tokens-since-fired by the global batch and zero it where the feature fired (in place):
+    on any rank's share of the batch, with several ``ranks`` (an all-reduce ``MIN``)."""
+    since_fired += batch_size
+    since_fired.masked_fill_((activations > 0).any(dim=0), 0)
+    if ranks.distributed:
+        dist.all_reduce(since_fired, op=dist.ReduceOp.MIN)
+
+
 def _checked_shape(
     data: np.ndarray, cfg: CrosscoderConfig, n_snapshots: int | None, ranks: Ranks
 ) -> tuple[int, int, int, int]:
@@ -259,17 +290,10 @@ def train_crosscoder(
     n_snapshots, n_rows, d_model, steps_per_epoch = _checked_shape(data, cfg, n_snapshots, ranks)
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, math.ceil(cfg.sparsity_warmup * total))
-    generator = torch.Generator().manual_seed(seed)
-    model = Crosscoder(crosscoder_shape(cfg, n_snapshots, d_model, d_sae), generator=generator).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+    shape = crosscoder_shape(cfg, n_snapshots, d_model, d_sae)
     state_path = state_dir / STATE_FILE
-    state = _resume(state_path, key, model, optimizer, device)
-    if ranks.distributed:  # every rank read the same state; rank 0's weights make sure of it
-        broadcast_state(model)
-    norm = (
-        torch.as_tensor(scales, dtype=torch.float32, device=device),
-        None if offsets is None else torch.as_tensor(offsets, dtype=torch.float32, device=device),
-    )
+    model, optimizer, state = _start(shape, cfg, seed, (state_path, key), device, ranks)
+    norm = _normalisation(scales, offsets, device)
     sparse = device == "cpu" if sparse is None else sparse
     record_every, norms_every = max(1, total // CURVE_POINTS), norm_record_every(total)
     started = time.perf_counter()
@@ -290,10 +314,7 @@ def train_crosscoder(
         )  # fmt: skip
         _optimise(optimizer, out.total, learning_rate(cfg, step, total), ranks)
         non_finite |= ~torch.isfinite(out.total.detach())  # on the device: no host sync per step
-        state.since_fired += cfg.batch_size
-        state.since_fired.masked_fill_((out.activations > 0).any(dim=0), 0)
-        if ranks.distributed:  # fired in the global batch: fired on some rank
-            dist.all_reduce(state.since_fired, op=dist.ReduceOp.MIN)
+        _count_firing(state.since_fired, out.activations, cfg.batch_size, ranks)
         if step % record_every == 0 or step == total - 1:  # the flag is read where the curve is read back anyway
             checked = _checked(non_finite, checked, step + 1, ranks)
             _record(state, out, dead, step, bar, ranks)

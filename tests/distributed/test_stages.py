@@ -16,6 +16,7 @@ from torch.multiprocessing.spawn import ProcessException
 from saetrack import paths, store
 from saetrack.config import get_preset
 from saetrack.distributed.ranks import SINGLE, Ranks
+from saetrack.distributed.stages import written_manifest
 from saetrack.stages.chain import train_baselines, train_chain
 from tests.distributed.helpers import run_ranks
 
@@ -92,3 +93,8 @@ def test_a_rank_killed_mid_chain_and_the_job_restarted_gives_the_same_weights(
     for folder in (paths.CHAIN_DIR, paths.BASELINE_DIR):
         restarted, uninterrupted = _weights(run_dir, folder), _weights(two_ranks, folder)
         assert all(torch.equal(restarted[k], uninterrupted[k]) for k in uninterrupted), folder
+
+
+def test_a_manifest_the_writer_did_not_leave_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="must be on a file system every rank shares"):
+        written_manifest(tmp_path, SINGLE)

@@ -22,7 +22,6 @@ from saetrack.stages.crosscoder import (
     training_config_hash,
 )
 from saetrack.stages.crosscoder.controls import load_controls
-from saetrack.stages.crosscoder.training import train_crosscoders
 
 
 @pytest.fixture(scope="module")
@@ -169,21 +168,3 @@ def test_output_hashes_name_the_stage_folder(run: RunConfig) -> None:
     assert output_hashes(run) == {paths.CROSSCODER_DIR: crosscoder_config_hash(run)}
     assert training_config_hash(run.with_overrides({"crosscoder.lr": 2e-3})) != training_config_hash(run)
     assert training_config_hash(run.with_overrides({"chain.lr_link": 1e-4})) == training_config_hash(run)
-
-
-def test_the_headless_training_is_what_the_notebooks_stage_then_reuses(
-    run: RunConfig, smoke_run_dir: Path, tmp_path: Path
-) -> None:
-    """``train_crosscoders`` (a torchrun job's or a spread unit's part) writes the model and the controls; the stage
-    then only evaluates: nothing is trained again, and it reads the same weights."""
-    small = run.with_overrides({"crosscoder.train_contexts": 64, "crosscoder.epochs": 1})
-    for folder in (paths.CORPUS_DIR, paths.MODEL_DIR, paths.CACHE_DIR):
-        shutil.copytree(smoke_run_dir / folder, tmp_path / folder)
-    trained = train_crosscoders(small, tmp_path, progress=False)
-    assert set(trained["controls"]) == {"repeated", "dropped_early", "centred"}
-    stage = tmp_path / paths.CROSSCODER_DIR
-    written = {p: p.stat().st_mtime_ns for p in [*stage.glob("model/*"), *stage.glob("controls/*/*")]}
-    assert trained["model"]["config_hash"] == training_config_hash(small) and len(written) > 4
-    analyse_crosscoder(small, tmp_path, progress=False)
-    assert {p: p.stat().st_mtime_ns for p in written} == written  # reused, not retrained
-    assert load_crosscoder_result(tmp_path, small).manifest["train_steps"] == trained["model"]["train_steps"]
