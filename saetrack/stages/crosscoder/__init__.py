@@ -18,6 +18,9 @@ Written to ``run_dir/crosscoder/``:
   :data:`~saetrack.analysis.emergence_controls.EMERGENCE_FRACTIONS`, the dip of the median normalised norm, and the
   nulls (:func:`.controls.nulls_summary`); timings of every part.
 
+The activations, ``model/`` and ``controls/`` are the training part (:mod:`.training`), which a ``torchrun`` job or
+a spread unit runs headless (:func:`.training.train_crosscoders`) before this stage only evaluates them.
+
 The crosscoder reads the chain's hook (``cache.layer``) on the run's checkpoints: ``run.crosscoder_steps``.
 """
 
