@@ -72,7 +72,8 @@ def test_plan_spread_deals_the_units_over_the_ranks(capsys) -> None:
     options = ["run", "--preset", "smoke", "--plan", "--device", "cpu", "--set", "cache.layers=[0,1]", "--spread"]
     assert cli.main([*options, "--ranks", "3"]) == 0  # a spread unit trains on one rank: 3 need not split the batch
     out = capsys.readouterr().out
-    assert "spread over 3 ranks (--spread): 13 units" in out and "  rank 0: inputs" in out
+    assert "spread over 3 ranks (--spread): 15 units" in out and "  rank 0: inputs" in out  # 7 a layer + inputs
+    assert "layer0/crosscoder" in out and "layer1/crosscoder" in out
     assert "data-parallel" not in out  # the table is the one-process plan
 
 
